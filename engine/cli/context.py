@@ -1,0 +1,55 @@
+"""What every CLI command gets: the parsed arguments, the home (created on first use) and output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from engine.errors import HeadnodeError, InputError, Problem
+from engine.home import Home
+
+
+class CliContext:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.json: bool = getattr(args, "json", False)
+
+    @cached_property
+    def home(self) -> Home:
+        return Home.locate(getattr(self.args, "home", None)).ensure()
+
+    def report(self, exc: HeadnodeError) -> None:
+        """One line per problem on stderr."""
+        problems = exc.problems if isinstance(exc, InputError) else [Problem(str(exc))]
+        for problem in problems:
+            print(problem if problem.file else f"headnode: {problem.message}", file=sys.stderr)
+
+    def save_crash(self, text: str) -> str | None:
+        try:
+            path = self.home.logs / "crash.log"
+            with path.open("a", encoding="utf-8") as log:
+                log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n{text}")
+            return str(path)
+        except Exception:
+            return None
+
+    def emit_json(self, value: Any) -> None:
+        json.dump(value, sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = ()) -> str:
+    """A plain-text table like onevnet's: padded columns, numbers right-aligned where asked."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if h in right else v.ljust(w) for v, w, h in zip(values, widths, headers, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in cells)]) + "\n"

@@ -1,0 +1,73 @@
+"""`headnode plan`: print the image script of one VM operation."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from engine.cli.context import CliContext
+from engine.errors import InputError, Problem
+from engine.planner import Operation, Placement, plan
+from engine.template import load_template
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        parents=[common],
+        help="print the image script of a VM operation",
+        description="Plan the image script of one VM operation from a VM template and a placement.",
+    )
+    p.add_argument("template", help="VM template file")
+    p.add_argument("--vm", type=int, required=True, metavar="ID", help="VM id")
+    p.add_argument("--host", required=True, help="host the VM is placed on")
+    p.add_argument("--vm-dir", required=True, metavar="DIR", help="the host's VM directory")
+    p.add_argument("--frontend", metavar="NAME", help="front-end name (default: the configuration's, else hostname)")
+    p.add_argument("--frontend-dir", metavar="DIR", help="front-end VM directory (default: the home's vms/)")
+    p.add_argument("--op", choices=[o.value for o in Operation], default="prolog", help="operation (default prolog)")
+    p.add_argument("--from", dest="previous_host", metavar="HOST", help="previous host, for --op migrate")
+    p.add_argument("--write-context", action="store_true", help="also write context.sh into the front-end VM directory")
+    p.set_defaults(handler=run_plan)
+
+
+def run_plan(args: argparse.Namespace, ctx: CliContext) -> int:
+    for name, value in (("--vm-dir", args.vm_dir), ("--frontend-dir", args.frontend_dir)):
+        if value is not None and not value.startswith("/"):
+            raise InputError(Problem(f"{name} must be an absolute path, not {value!r}"))
+    if args.vm < 0:
+        raise InputError(Problem(f"--vm must be a VM id (0 or more), not {args.vm}"))
+    template = load_template(args.template)
+    placement = Placement(
+        frontend=args.frontend or ctx.home.config.frontend_name,
+        frontend_dir=args.frontend_dir or str(ctx.home.vms),
+        host=args.host,
+        host_dir=args.vm_dir,
+        previous_host=args.previous_host,
+    )
+    result = plan(template, args.vm, placement, args.op)
+    if args.write_context and result.context_path and result.context_sh is not None:
+        write_file_atomically(result.context_path, result.context_sh)
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "operation": result.operation.value,
+                "script": result.script.format().splitlines(),
+                "context_path": result.context_path,
+                "context_sh": result.context_sh,
+            }
+        )
+    else:
+        sys.stdout.write(result.script.format())
+    return 0
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Write under a temporary name, then rename, so a reader never sees half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)

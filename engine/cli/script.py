@@ -1,0 +1,31 @@
+"""`headnode script check`: validate image scripts without running them."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.cli.context import CliContext
+from engine.errors import InputError
+from engine.script import load_script
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("script", parents=[common], help="image script tools")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
+    check = verbs.add_parser(
+        "check", parents=[common], help="validate scripts; silent when all are valid", description=__doc__
+    )
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace, ctx: CliContext) -> int:
+    problems = []
+    for name in args.files:
+        try:
+            load_script(name)
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputError(problems)
+    return 0

@@ -1,0 +1,134 @@
+"""The home's TinyDB database, shared safely by threads and by several headnode processes.
+
+Every access is a transaction: an exclusive (write) or shared (read) `flock` on `<db>.lock` plus a thread lock,
+a TinyDB over an in-memory snapshot of the file, and, for a write that changed something, one atomic replace of
+the file (temporary name, fsync, rename, fsync of the directory) before the lock is released. So a change is on
+disk when `write()` returns, an interrupted write leaves the previous file whole, and two processes never
+interleave. The snapshot is reused while the file's identity (inode, size, mtime) is unchanged, so a read costs
+a `stat` when nothing changed.
+
+This suits the small tables (hosts, VMs, networks, journals). Bulk lease state has its own layout (leases.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+
+from engine.errors import InputError, Problem
+
+
+class _SnapshotStorage(Storage):
+    """TinyDB storage over a dict held in memory for the length of one transaction."""
+
+    def __init__(self, data: dict[str, Any], writable: bool) -> None:
+        self.data = data
+        self.writable = writable
+        self.changed = False
+
+    def read(self) -> dict[str, Any]:
+        return self.data
+
+    def write(self, data: dict[str, Any]) -> None:
+        if not self.writable:
+            raise RuntimeError("write inside a read transaction")
+        json.dumps(data)  # refuse what cannot be stored before it enters the snapshot
+        self.data = data
+        self.changed = True
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Replace `path` with `data` as JSON: complete or not at all, and durable once this returns."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump(data, out, separators=(",", ":"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """A TinyDB file with transactional access."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._thread_lock = threading.RLock()
+        self._snapshot: dict[str, Any] = {}
+        self._identity: tuple[int, int, int] | None = None
+
+    @contextmanager
+    def write(self) -> Iterator[TinyDB]:
+        """An exclusive transaction; what it changed is on disk when the block ends without an exception."""
+        with self._locked(fcntl.LOCK_EX):
+            storage = _SnapshotStorage(self._load_copy(), writable=True)
+            db = TinyDB(storage=lambda: storage)
+            yield db
+            if storage.changed:
+                write_json_atomically(self.path, storage.data)
+                self._snapshot = storage.data
+                self._identity = self._stat()
+
+    @contextmanager
+    def read(self) -> Iterator[TinyDB]:
+        """A shared transaction: a consistent view; writes inside it raise."""
+        with self._locked(fcntl.LOCK_SH):
+            storage = _SnapshotStorage(self._load(), writable=False)
+            yield TinyDB(storage=lambda: storage)
+
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        with self._thread_lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, mode)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _load(self) -> dict[str, Any]:
+        identity = self._stat()
+        if identity is None:
+            self._snapshot, self._identity = {}, None
+        elif identity != self._identity:
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    self._snapshot = json.load(f) if identity[1] else {}
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(Problem(f"database does not load: {exc}", str(self.path))) from None
+            self._identity = identity
+        return self._snapshot
+
+    def _load_copy(self) -> dict[str, Any]:
+        # A write transaction works on a copy, so an exception inside it leaves the cached snapshot untouched.
+        return {name: dict(table) for name, table in self._load().items()}

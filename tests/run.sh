@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine (Python 3.11+), then run the whole suite.
+# Debian packages are installed only when missing; the Python packages go into .venv beside this project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || missing+=("$2"); }
+need sshd openssh-server
+need ssh openssh-client
+need mkswap util-linux
+need mkfs.ext4 e2fsprogs
+need genisoimage genisoimage
+need tmux tmux
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
