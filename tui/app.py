@@ -1,23 +1,215 @@
-"""The Textual application."""
+"""The Textual application: screens as modes (keys 1-6), the engine's events bridged in, the home watched."""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+import asyncio
+import os
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
 
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.signal import Signal
+
+from engine.errors import HeadnodeError, InputError
+from engine.events import EventBus, LogEvent
 from engine.home import Home
+from engine.store import Store
+from screens.dashboard import DashboardScreen
+from screens.hosts import HostsScreen
+from screens.log import LogScreen
+from screens.networks import NetworksScreen
+from screens.transfers import TransfersScreen
+from screens.vms import VmsScreen
+from tui.bridge import EventBridge
+from tui.commands import HeadnodeCommands
+from tui.messages import EngineEvent
+from tui.screen import HeadnodeScreen
+from tui.widgets.help import HelpScreen
+from tui.widgets.nav import SCREENS
+
+T = TypeVar("T")
+LOG_KEPT = 5000  # engine log lines the console keeps in memory
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What an engine call gave: `ok` and its value, or not ok (the error is already reported)."""
+
+    ok: bool
+    value: T | None = None
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return "; ".join(str(problem) for problem in exc.problems)
+    if isinstance(exc, HeadnodeError):
+        return str(exc)
+    return f"internal error: {exc!r}"
 
 
 class HeadnodeApp(App[int]):
     TITLE = "headnode"
-    BINDINGS = [("ctrl+q", "quit", "Quit")]
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS = App.COMMANDS | {HeadnodeCommands}
+    MODES: ClassVar[dict[str, Any]] = {
+        "dashboard": DashboardScreen,
+        "vms": VmsScreen,
+        "transfers": TransfersScreen,
+        "networks": NetworksScreen,
+        "hosts": HostsScreen,
+        "log": LogScreen,
+    }
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("question_mark", "help", "Keys"),
+        Binding("tab", "cycle_screen(1)", "Next screen", show=False),
+        Binding("shift+tab", "cycle_screen(-1)", "Previous screen", show=False),
+        *(
+            Binding(str(number), f"switch_mode('{mode}')", title, show=False)
+            for number, (mode, title) in enumerate(SCREENS, 1)
+        ),
+    ]
+    HOME_POLL_SECONDS = 1.0  # a second headnode's changes show within 2 s
 
     def __init__(self, home: Home, read_only: bool = False) -> None:
         super().__init__()
         self.home = home
         self.read_only = read_only
+        self.bus = EventBus()
+        self.store = Store(home.db_path)
+        self.log_events: deque[LogEvent] = deque(maxlen=LOG_KEPT)
+        self.engine_signal: Signal[Any] = Signal(self, "engine")
+        self._bridge = EventBridge(self.bus, self)
+        self._home_identity = self._stat_home()
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(f"headnode — home {self.home.root}", id="placeholder")
-        yield Footer()
+    # Lifecycle.
+
+    def on_mount(self) -> None:
+        self._bridge.start()
+        self.switch_mode("dashboard")
+        self.set_interval(self.HOME_POLL_SECONDS, self._poll_home)
+
+    def on_unmount(self) -> None:
+        self._bridge.stop()
+
+    def action_quit(self) -> None:
+        self.exit(0)
+
+    # Navigation.
+
+    def action_cycle_screen(self, step: int) -> None:
+        modes = [mode for mode, _ in SCREENS]
+        current = self.current_mode if self.current_mode in modes else modes[0]
+        self.switch_mode(modes[(modes.index(current) + step) % len(modes)])
+
+    def action_help(self) -> None:
+        screen = self.screen
+        title = getattr(screen, "TITLE", "") or type(screen).__name__
+        self.push_screen(HelpScreen(screen, title))
+
+    # The command palette's view of every screen's actions.
+
+    @staticmethod
+    def described_bindings(screen_type: type[Screen[Any]]) -> Iterator[Binding]:
+        """The screen's own bindings that do something worth naming (not navigation)."""
+        for binding in screen_type.BINDINGS:
+            if isinstance(binding, Binding) and binding.action not in {"filter", "back"} and binding.description:
+                yield binding
+
+    def screen_actions(self) -> Iterator[tuple[str, str, Binding]]:
+        for mode, title in SCREENS:
+            for binding in self.described_bindings(self.MODES[mode]):
+                yield mode, title, binding
+
+    async def run_screen_action(self, mode: str | None, action: str) -> None:
+        """Run a screen's action from the palette: on that screen (shown first), or on the current one."""
+        if mode is not None:
+            await self.switch_mode(mode)
+        screen = self.screen
+        if isinstance(screen, HeadnodeScreen) and self.read_only and action in screen.CHANGING:
+            self.refuse_read_only(action.replace("_", " "))
+            return
+        await self.run_action(action, screen)
+
+    def refuse_read_only(self, what: str) -> None:
+        self.notify(f"{what}: not allowed, the console is read-only (--read-only)", severity="warning")
+
+    # Engine calls: errors become a notification and a Log entry, never a traceback or a dead screen.
+
+    def attempt(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Outcome[T]:
+        """Call the engine now, on this thread (for quick calls)."""
+        try:
+            return Outcome(True, fn(*args, **kwargs))
+        except Exception as exc:
+            self.report_failure(what, exc)
+            return Outcome(False)
+
+    def run_engine(
+        self, what: str, fn: Callable[..., T], *args: Any, then: Callable[[T], object] | None = None, **kwargs: Any
+    ) -> None:
+        """Call the engine on a worker thread (for slow calls: SSH, big tables); `then(result)` runs on the UI."""
+
+        async def call() -> None:
+            try:
+                result = await asyncio.to_thread(fn, *args, **kwargs)
+            except Exception as exc:
+                self.report_failure(what, exc)
+                return
+            if then is not None:
+                then(result)
+
+        self.run_worker(call(), group="engine", exit_on_error=False, description=what)
+
+    def report_failure(self, what: str, exc: BaseException) -> None:
+        if not isinstance(exc, HeadnodeError):
+            self._save_crash(traceback.format_exc())
+        self.bus.publish(LogEvent(f"{what}: {describe_error(exc)}", "error", "console"))
+
+    def _save_crash(self, text: str) -> None:
+        try:
+            with (self.home.logs / "crash.log").open("a", encoding="utf-8") as log:
+                log.write(text)
+        except OSError:
+            pass
+
+    # Engine events arrive here on the UI thread.
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, LogEvent):
+            self.log_events.append(event)
+            if event.level == "error":
+                self.notify(event.message, severity="error", markup=False)
+        self.engine_signal.publish(event)
+
+    # Another headnode (console or CLI) on the same home: a cheap stat of the home's top-level files.
+
+    def _stat_home(self) -> frozenset[tuple[str, int, int, int]]:
+        try:
+            with os.scandir(self.home.root) as entries:
+                return frozenset(
+                    (entry.name, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                    for entry in entries
+                    if not entry.name.startswith(".") and not entry.name.endswith(".lock")
+                    for stat in (entry.stat(),)
+                )
+        except OSError:
+            return frozenset()
+
+    def _poll_home(self) -> None:
+        identity = self._stat_home()
+        if identity != self._home_identity:
+            self._home_identity = identity
+            self.home_changed()
+
+    def home_changed(self) -> None:
+        """The home changed (here or in another process): the screen on view re-reads the engine."""
+        self._home_identity = self._stat_home()
+        if isinstance(self.screen, HeadnodeScreen):
+            self.screen.reload()
