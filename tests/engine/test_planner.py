@@ -61,13 +61,22 @@ def test_urls_pass_verbatim_and_sources_never_hold_double_slashes() -> None:
     ("text", "message"),
     [
         ("DISK=[TYPE=swap]\n", "t.tmpl:1: DISK 0: a swap disk needs SIZE (MiB)"),
-        ("DISK=[SOURCE=/a]\nDISK=[TYPE=fs,SIZE=10]\n", "t.tmpl:2: DISK 1: an fs disk needs SIZE (MiB) and FORMAT; missing FORMAT"),
+        (
+            "DISK=[SOURCE=/a]\nDISK=[TYPE=fs,SIZE=10]\n",
+            "t.tmpl:2: DISK 1: an fs disk needs SIZE (MiB) and FORMAT; missing FORMAT",
+        ),
         ("DISK=[TARGET=hda]\n", "t.tmpl:1: DISK 0: has neither SOURCE nor TYPE"),
         ("DISK=[SOURCE=/a,CLONE=maybe]\n", "t.tmpl:1: DISK 0: CLONE must be yes or no, not 'maybe'"),
         ("DISK=[SOURCE=/a,SAVE=1]\n", "t.tmpl:1: DISK 0: SAVE must be yes or no, not '1'"),
         ("DISK=[SOURCE=/a,SIZE=-1]\n", "t.tmpl:1: DISK 0: SIZE '-1' must be a positive whole number of MiB"),
-        ('DISK=[SOURCE="/my images/a.img"]\n', "t.tmpl:1: DISK 0: SOURCE '/my images/a.img' holds white space, which an image script cannot carry"),
-        ("DISK=[SOURCE=images/a.img]\n", "t.tmpl:1: DISK 0: SOURCE 'images/a.img' must be an absolute path, host:path or a URL"),
+        (
+            'DISK=[SOURCE="/my images/a.img"]\n',
+            "t.tmpl:1: DISK 0: SOURCE '/my images/a.img' holds white space, which an image script cannot carry",
+        ),
+        (
+            "DISK=[SOURCE=images/a.img]\n",
+            "t.tmpl:1: DISK 0: SOURCE 'images/a.img' must be an absolute path, host:path or a URL",
+        ),
         ("CONTEXT=[A=1]\nCONTEXT=[B=2]\n", "t.tmpl:2: only one CONTEXT vector is allowed"),
     ],
 )
@@ -100,5 +109,7 @@ def test_context_values_are_quoted_for_a_posix_shell(tmp_path) -> None:
     t = parse_template('CONTEXT=[NOTE="a \\"b\\" $HOME `id` \\\\ c"]\n')
     sh = plan(t, 1, VM12, "prolog").context_sh
     (tmp_path / "context.sh").write_text(sh)
-    out = subprocess.run(["sh", "-c", '. ./context.sh; printf %s "$NOTE"'], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        ["sh", "-c", '. ./context.sh; printf %s "$NOTE"'], cwd=tmp_path, capture_output=True, text=True
+    )
     assert out.stdout == 'a "b" $HOME `id` \\ c'

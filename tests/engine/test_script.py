@@ -34,7 +34,9 @@ def test_parses_every_action_into_typed_records() -> None:
     assert actions[0] == Clone(Location("head", "/images/ubuntu.img"), dest0)
     assert actions[1] == Clone(Url("https://imgsrv.example.org/a.img"), dest0, 2048)
     assert actions[2].source.scheme == "file"
-    assert actions[3] == Link(Location("head", "/images/db.img"), Location("host01", "/var/lib/one/12/images/disk.3"), 512)
+    assert actions[3] == Link(
+        Location("head", "/images/db.img"), Location("host01", "/var/lib/one/12/images/disk.3"), 512
+    )
     assert actions[4] == MakeSwap(1024, Location("host01", "/var/lib/one/12/images/disk.1"))
     assert actions[5] == MakeImage(4096, "ext3", Location("host01", "/var/lib/one/12/images/disk.2"))
     assert actions[6] == Context(
@@ -43,7 +45,9 @@ def test_parses_every_action_into_typed_records() -> None:
         Location("host01", "/var/lib/one/12/images/disk.5"),
     )
     assert actions[7].files == ()
-    assert actions[8] == Move(Location("host01", "/var/lib/one/12/images/disk.3"), Location("head", "/var/lib/one/12/disk.3"))
+    assert actions[8] == Move(
+        Location("host01", "/var/lib/one/12/images/disk.3"), Location("head", "/var/lib/one/12/disk.3")
+    )
     assert actions[9] == Delete(Location("host01", "/var/lib/one/12/images"))
     assert [line.number for line in script.lines] == list(range(2, 12))
     with pytest.raises(AttributeError):
