@@ -223,7 +223,7 @@ def parse_location(token: str, what: str) -> Location:
         raise _LineError(f"missing host in {what} {token!r}: expected host:path")
     if not _HOST.fullmatch(host):
         raise _LineError(f"bad host name {host!r} in {what}")
-    return Location(host, check_path(path, what))
+    return Location(host, check_path(path, f"{what} {token!r}"))
 
 
 def parse_source(token: str, what: str) -> Source:
@@ -248,30 +248,34 @@ def parse_size(token: str, what: str = "size") -> int:
     return int(token)
 
 
+def _arguments(args: list[str]) -> str:
+    return f"{len(args)} argument{'' if len(args) == 1 else 's'}"
+
+
 def _parse_copy(kind: type[_Copy], args: list[str]) -> Action:
     if len(args) not in (2, 3):
-        raise _LineError(f"{kind.name} takes source host:path [size_mb], got {len(args)} arguments")
+        raise _LineError(f"{kind.name} takes source host:path [size_mb], got {_arguments(args)}")
     size = parse_size(args[2]) if len(args) == 3 else None
     return kind(parse_source(args[0], "source"), parse_location(args[1], "destination"), size)
 
 
 def _parse_mkswap(args: list[str]) -> Action:
     if len(args) != 2:
-        raise _LineError(f"MKSWAP takes size_mb host:path, got {len(args)} arguments")
+        raise _LineError(f"MKSWAP takes size_mb host:path, got {_arguments(args)}")
     return MakeSwap(parse_size(args[0]), parse_location(args[1], "destination"))
 
 
 def _parse_mkimage(args: list[str]) -> Action:
     if len(args) != 3:
-        raise _LineError(f"MKIMAGE takes size_mb fstype host:path, got {len(args)} arguments")
+        raise _LineError(f"MKIMAGE takes size_mb fstype host:path, got {_arguments(args)}")
     if not _FSTYPE.fullmatch(args[1]):
-        raise _LineError(f"bad file system type {args[1]!r}")
+        raise _LineError(f"bad file system type {args[1]!r}: expected an mkfs type such as ext4")
     return MakeImage(parse_size(args[0]), args[1], parse_location(args[2], "destination"))
 
 
 def _parse_context(args: list[str]) -> Action:
     if len(args) < 2:
-        raise _LineError(f"CONTEXT takes context_file [file_or_url ...] host:path, got {len(args)} arguments")
+        raise _LineError(f"CONTEXT takes context_file [file_or_url ...] host:path, got {_arguments(args)}")
     files = tuple(_parse_context_file(token) for token in args[1:-1])
     return Context(check_path(args[0], "context file"), files, parse_location(args[-1], "destination"))
 
@@ -287,14 +291,14 @@ def _parse_context_file(token: str) -> str:
 
 def _parse_move(args: list[str]) -> Action:
     if len(args) != 2:
-        raise _LineError(f"MV takes host:path host:path, got {len(args)} arguments")
+        raise _LineError(f"MV takes host:path host:path, got {_arguments(args)}")
     return Move(parse_location(args[0], "source"), parse_location(args[1], "destination"))
 
 
 def _parse_delete(args: list[str]) -> Action:
     if len(args) != 1:
-        raise _LineError(f"DELETE takes host:path, got {len(args)} arguments")
-    return Delete(parse_location(args[0], "path"))
+        raise _LineError(f"DELETE takes host:path, got {_arguments(args)}")
+    return Delete(parse_location(args[0], "target"))
 
 
 _PARSERS = {
