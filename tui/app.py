@@ -68,8 +68,6 @@ class HeadnodeApp(App[int]):
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("question_mark", "help", "Keys"),
-        Binding("tab", "cycle_screen(1)", "Next screen", show=False),
-        Binding("shift+tab", "cycle_screen(-1)", "Previous screen", show=False),
         *(
             Binding(str(number), f"switch_mode('{mode}')", title, show=False)
             for number, (mode, title) in enumerate(SCREENS, 1)

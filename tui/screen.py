@@ -30,6 +30,9 @@ class HeadnodeScreen(Screen[None]):
     FILTERABLE: ClassVar[bool] = True
 
     BINDINGS = [
+        # tab cycles screens (Screen's default is focus-next); forms in modals keep tab for their fields
+        Binding("tab", "app.cycle_screen(1)", "Next screen", show=False),
+        Binding("shift+tab", "app.cycle_screen(-1)", "Previous screen", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("escape", "back", "Back", show=False),
     ]

@@ -24,10 +24,16 @@ class FilterInput(Input):
     def __init__(self) -> None:
         super().__init__(placeholder="filter (enter keeps, escape clears)", id="filter", classes="hidden")
         self.cursor_blink = False
+        self.can_focus = False  # hidden: screens must not auto-focus it
 
     def open(self) -> None:
         self.remove_class("hidden")
+        self.can_focus = True
         self.focus()
+
+    def _hide(self) -> None:
+        self.add_class("hidden")
+        self.can_focus = False
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
@@ -35,10 +41,10 @@ class FilterInput(Input):
 
     def action_clear_filter(self) -> None:
         self.value = ""
-        self.add_class("hidden")
+        self._hide()
         self.post_message(self.Closed())
 
     def action_done(self) -> None:
         if not self.value:
-            self.add_class("hidden")
+            self._hide()
         self.post_message(self.Closed())

@@ -24,9 +24,12 @@ class HelpScreen(ModalScreen[None]):
     def __init__(self, screen: Screen, title: str) -> None:
         super().__init__()
         # Read now: once this modal is on top, the screen below has no active bindings.
+        # The screen's own keys first, then the app's, then the focused widget's (cursor keys and the like).
+        rank = {screen: 0, screen.app: 1}
+        bindings = sorted(screen.active_bindings.items(), key=lambda item: rank.get(item[1].node, 2))
         self.rows = [
             (key_label(key), active.binding.description or active.binding.action, "" if active.enabled else "disabled")
-            for key, active in screen.active_bindings.items()
+            for key, active in bindings
         ]
         self.title_text = title
 

@@ -1,0 +1,10 @@
+"""Networks."""
+
+from __future__ import annotations
+
+from tui.screen import HeadnodeScreen
+
+
+class NetworksScreen(HeadnodeScreen):
+    NAV = "networks"
+    TITLE = "Networks"

@@ -1,0 +1,10 @@
+"""VMs."""
+
+from __future__ import annotations
+
+from tui.screen import HeadnodeScreen
+
+
+class VmsScreen(HeadnodeScreen):
+    NAV = "vms"
+    TITLE = "VMs"
