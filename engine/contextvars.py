@@ -61,4 +61,4 @@ def _lookup(match: re.Match[str], template: Template, vm_id: int) -> str:
         found = vector.get(key)
         if found is not None:
             return found
-    raise LookupError(f"{match.group(0)} matches no {name} with a {key.upper()}")
+    raise LookupError(f"{match.group(0)} matches no {name} that has {key.upper()}")
