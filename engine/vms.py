@@ -124,7 +124,10 @@ class Vm:
         data = asdict(self)
         data["state"] = self.state.value
         data["interrupted"] = self.interrupted
-        data["nics"] = [n.as_dict() for n in self.nics()]
+        template = self.parsed_template()
+        data["template_text"] = self.template
+        data["template"] = template_json(template)
+        data["nics"] = [n.as_dict() for n in template.vectors("NIC")]
         return data
 
     @classmethod
@@ -140,6 +143,16 @@ class Vm:
                 ),
             }
         )
+
+
+def template_json(template: Template) -> dict[str, Any]:
+    """A template as JSON: vectors are objects, and a repeated attribute (DISK, NIC) is always a list."""
+    grouped: dict[str, list[Any]] = {}
+    for attr in template.attributes:
+        grouped.setdefault(attr.name, []).append(attr.value.as_dict() if isinstance(attr.value, Vector) else attr.value)
+    return {
+        name: values if name in ("DISK", "NIC") or len(values) > 1 else values[0] for name, values in grouped.items()
+    }
 
 
 def _process_alive(pid: int) -> bool:
