@@ -53,10 +53,16 @@ class Placement:
     host: str
     host_dir: str
     previous_host: str | None = None  # for a migration
+    previous_host_dir: str | None = None  # the previous host's VM directory, when it differs
 
-    def images(self, vm_id: int, host: str | None = None) -> Location:
-        """rdir: <host VM dir>/<vid>/images on the host (or on another host using the same layout)."""
-        return Location(host or self.host, join_path(self.host_dir, str(vm_id), "images"))
+    def images(self, vm_id: int) -> Location:
+        """rdir: <host VM dir>/<vid>/images on the host."""
+        return Location(self.host, join_path(self.host_dir, str(vm_id), "images"))
+
+    def previous_images(self, vm_id: int) -> Location:
+        """rdir on the previous host; OpenNebula used the current host's VM directory for both sides."""
+        directory = self.previous_host_dir or self.host_dir
+        return Location(self.previous_host or self.host, join_path(directory, str(vm_id), "images"))
 
     def parked(self, vm_id: int) -> Location:
         """ldir: <front-end VM dir>/<vid> on the front end."""
@@ -98,8 +104,7 @@ def plan(template: Template, vm_id: int, placement: Placement, operation: Operat
     elif operation is Operation.MIGRATE:
         if not placement.previous_host:
             raise PlanError(Problem("a migration needs the previous host (--from HOST)"))
-        # Both sides use the current VM directory layout, as OpenNebula does.
-        actions = [Move(placement.images(vm_id, placement.previous_host), placement.images(vm_id))]
+        actions = [Move(placement.previous_images(vm_id), placement.images(vm_id))]
     else:
         actions = [Delete(placement.images(vm_id))]
     return Plan(operation, Script.of(actions))
@@ -112,6 +117,13 @@ class _DiskProblems:
 
     def add(self, attr: Attribute | None, message: str) -> None:
         self.problems.append(Problem(message, self.template.source, attr.line if attr and attr.line else None))
+
+
+def check_template(template: Template) -> None:
+    """Raise PlanError, listing every problem, when this template's prolog or epilog cannot be planned."""
+    placement = Placement("frontend", "/", "host", "/")
+    for operation in (Operation.PROLOG, Operation.EPILOG):
+        plan(template, 0, placement, operation)
 
 
 def _flag(attr: Attribute, index: int, key: str, default: bool, problems: _DiskProblems) -> bool:

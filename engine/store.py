@@ -24,7 +24,10 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from engine.atomic import fsync_directory, write_atomically
 from engine.errors import InputError, Problem
+
+__all__ = ["Store", "fsync_directory", "write_atomically", "write_json_atomically"]
 
 
 class _SnapshotStorage(Storage):
@@ -48,25 +51,7 @@ class _SnapshotStorage(Storage):
 
 def write_json_atomically(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON: complete or not at all, and durable once this returns."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            json.dump(data, out, separators=(",", ":"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, json.dumps(data, separators=(",", ":")))
 
 
 class Store:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from engine.atomic import write_atomically
 from engine.cli.context import CliContext
 from engine.errors import InputError, Problem
 from engine.planner import Operation, Placement, plan
@@ -47,7 +47,7 @@ def run_plan(args: argparse.Namespace, ctx: CliContext) -> int:
     )
     result = plan(template, args.vm, placement, args.op)
     if args.write_context and result.context_path and result.context_sh is not None:
-        write_file_atomically(result.context_path, result.context_sh)
+        write_atomically(result.context_path, result.context_sh)
     if ctx.json:
         ctx.emit_json(
             {
@@ -60,14 +60,3 @@ def run_plan(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         sys.stdout.write(result.script.format())
     return 0
-
-
-def write_file_atomically(path: str, text: str) -> None:
-    """Write under a temporary name, then rename, so a reader never sees half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)

@@ -1,0 +1,141 @@
+"""`headnode vm`: create VMs from templates and drive their lifecycle (onevm's verbs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from engine.cli.context import CliContext, format_table
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("vm", parents=[common], help="virtual machines: create, deploy, stop, migrate...")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
+
+    def verb(name: str, help: str, handler: Any, *args: tuple[str, dict[str, Any]]) -> argparse.ArgumentParser:
+        v = verbs.add_parser(name, parents=[common], help=help, description=help)
+        for arg, options in args:
+            v.add_argument(arg, **options)
+        v.set_defaults(handler=handler)
+        return v
+
+    vm_id: tuple[str, dict[str, Any]] = ("id", {"type": int, "metavar": "ID"})
+    host: tuple[str, dict[str, Any]] = ("host", {"metavar": "HOST"})
+    verb("create", "store a VM from a template and lease its NICs; prints its id", run_create, ("template", {}))
+    verb("list", "list VMs", run_list)
+    verb("show", "a VM: template with leased NICs, state, hosts, operations", run_show, vm_id)
+    verb("log", "a VM's transfer log", run_log, vm_id)
+    verb("deploy", "run the prolog on HOST", run_op("deploy"), vm_id, host)
+    verb("stop", "park the VM's images on the front end", run_op("stop"), vm_id)
+    verb("resume", "bring a stopped VM's images to HOST", run_op("resume"), vm_id, host)
+    verb("migrate", "move a running VM's images to HOST", run_op("migrate"), vm_id, host)
+    verb("shutdown", "run the epilog and free the VM's leases", run_op("shutdown"), vm_id)
+    delete = verb("delete", "delete the VM's files and free its leases", run_op("delete"), vm_id)
+    delete.add_argument("--force", action="store_true", help="finish even if its files cannot be deleted")
+    recover = verb("recover", "retry or undo a failed or interrupted operation", run_recover, vm_id)
+    how = recover.add_mutually_exclusive_group(required=True)
+    how.add_argument("--retry", action="store_true", help="run the failed operation again from its failed line")
+    how.add_argument("--delete", action="store_true", help="clean the host and free the leases")
+
+
+def _engine(ctx: CliContext) -> Any:
+    from engine.core import Engine
+
+    return Engine(ctx.home)
+
+
+def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
+    vm = _engine(ctx).vms.create(args.template)
+    if ctx.json:
+        ctx.emit_json(vm.to_json())
+    else:
+        print(vm.id)
+    return 0
+
+
+def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    vms = _engine(ctx).vms.list()
+    if ctx.json:
+        ctx.emit_json([vm.to_json() for vm in vms])
+        return 0
+    rows = [
+        (vm.id, vm.owner, vm.name, state_label(vm), vm.host or "", ", ".join(n.get("IP") or "" for n in vm.nics()))
+        for vm in vms
+    ]
+    sys.stdout.write(format_table(["ID", "USER", "NAME", "STATE", "HOST", "IPS"], rows, right=["ID"]))
+    return 0
+
+
+def state_label(vm: Any) -> str:
+    return f"{vm.state.value} (interrupted)" if vm.interrupted else vm.state.value
+
+
+def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    vm = _engine(ctx).vms.get(args.id)
+    if ctx.json:
+        ctx.emit_json(vm.to_json())
+        return 0
+    out = [
+        f"VM {vm.id} INFORMATION",
+        f"{'NAME':10}: {vm.name}",
+        f"{'USER':10}: {vm.owner}",
+        f"{'STATE':10}: {state_label(vm)}",
+        f"{'HOST':10}: {vm.host or '-'}",
+        f"{'CREATED':10}: {_when(vm.created)}",
+        "",
+        "TEMPLATE",
+        vm.template.rstrip(),
+        "",
+        "HOSTS",
+    ]
+    out += [f"  {h.host:16} {h.vm_dir:30} {_when(h.started)} - {_when(h.ended)}" for h in vm.history] or ["  -"]
+    out += ["", "OPERATIONS"]
+    for op in vm.operations:
+        where = f" on {op.host}" if op.host else ""
+        outcome = op.outcome + (f" at line {op.failed_line}: {op.error}" if op.outcome == "failure" else "")
+        out.append(f"  {_when(op.started)} {op.op}{where}: {outcome}")
+        out += [f"    {line}" for line in op.script]
+    print("\n".join(out))
+    return 0
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+
+
+def run_log(args: argparse.Namespace, ctx: CliContext) -> int:
+    engine = _engine(ctx)
+    engine.vms.get(args.id)
+    path = engine.vms.log_path(args.id)
+    if path.exists():
+        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+    return 0
+
+
+def run_op(op: str) -> Any:
+    def handler(args: argparse.Namespace, ctx: CliContext) -> int:
+        vms = _engine(ctx).vms
+        if op == "delete":
+            vm = vms.delete(args.id, force=args.force)
+        elif hasattr(args, "host"):
+            vm = getattr(vms, op)(args.id, args.host)
+        else:
+            vm = getattr(vms, op)(args.id)
+        _report(vm, ctx)
+        return 0
+
+    return handler
+
+
+def run_recover(args: argparse.Namespace, ctx: CliContext) -> int:
+    _report(_engine(ctx).vms.recover(args.id, retry=args.retry, delete=args.delete), ctx)
+    return 0
+
+
+def _report(vm: Any, ctx: CliContext) -> None:
+    if ctx.json:
+        ctx.emit_json(vm.to_json())
+    else:
+        print(f"VM {vm.id}: {state_label(vm)}" + (f" on {vm.host}" if vm.host else ""))

@@ -1,0 +1,490 @@
+"""VMs: one lifecycle that ties leases and image scripts together (disks and addresses; no hypervisor is driven).
+
+    pending --deploy--> prolog --> running --shutdown--> epilog --> done
+    running --stop--> epilog --> stopped --resume HOST--> prolog --> running
+    running --migrate HOST--> migrating --> running
+    any failed prolog/epilog/migration --> failed  (recover --retry | --delete)
+    delete: any state but done --> (DELETE of its files) --> done
+
+Creating a VM leases one address per NIC (all or none); its leases are freed only when it reaches done. Every
+state change is written to the database before the action it starts, with the pid that runs it, so after a
+crash `show` tells an interrupted operation from a running one, and `recover` can finish or undo it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from engine.atomic import write_atomically
+from engine.contextvars import resolve_context
+from engine.errors import InputError, OperationError, Problem
+from engine.events import EventBus, LogEvent
+from engine.home import Home
+from engine.planner import Operation, Placement, check_template, plan
+from engine.script import Delete, Location, Script, join_path
+from engine.store import Store
+from engine.template import Attribute, Template, Vector, format_template, load_template, parse_template
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class VmState(StrEnum):
+    PENDING = "pending"
+    PROLOG = "prolog"
+    RUNNING = "running"
+    EPILOG = "epilog"
+    STOPPED = "stopped"
+    MIGRATING = "migrating"
+    FAILED = "failed"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A VM operation: where it may start, the state while its script runs, and where success leads."""
+
+    allowed: frozenset[VmState]
+    busy: VmState
+    success: VmState
+    planned: Operation | None
+
+
+TRANSITIONS: dict[str, Transition] = {
+    "deploy": Transition(frozenset({VmState.PENDING}), VmState.PROLOG, VmState.RUNNING, Operation.PROLOG),
+    "resume": Transition(frozenset({VmState.STOPPED}), VmState.PROLOG, VmState.RUNNING, Operation.RESUME),
+    "stop": Transition(frozenset({VmState.RUNNING}), VmState.EPILOG, VmState.STOPPED, Operation.STOP),
+    "migrate": Transition(frozenset({VmState.RUNNING}), VmState.MIGRATING, VmState.RUNNING, Operation.MIGRATE),
+    "shutdown": Transition(frozenset({VmState.RUNNING}), VmState.EPILOG, VmState.DONE, Operation.EPILOG),
+    "delete": Transition(frozenset(set(VmState) - {VmState.DONE}), VmState.EPILOG, VmState.DONE, None),
+}
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """One operation on a VM: its script, who ran it, and how it ended."""
+
+    op: str
+    host: str
+    script: tuple[str, ...]
+    started: float
+    pid: int
+    ended: float | None = None
+    outcome: str = "running"  # running, success, failure
+    failed_line: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A host the VM's images lived on, from when to when."""
+
+    host: str
+    vm_dir: str
+    started: float
+    ended: float | None = None
+
+
+@dataclass(frozen=True)
+class Vm:
+    id: int
+    name: str
+    owner: str
+    state: VmState
+    template: str  # the stored template, leased NICs included
+    created: float
+    host: str | None = None
+    vm_dir: str | None = None
+    previous_state: VmState | None = None  # the state an operation started from, to retry or undo it
+    history: tuple[HistoryEntry, ...] = ()
+    operations: tuple[OperationRecord, ...] = ()
+
+    @property
+    def last_operation(self) -> OperationRecord | None:
+        return self.operations[-1] if self.operations else None
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the operation in progress was run by a process that is gone."""
+        last = self.last_operation
+        return last is not None and last.outcome == "running" and not _process_alive(last.pid)
+
+    def parsed_template(self) -> Template:
+        return parse_template(self.template, f"vm {self.id}")
+
+    def nics(self) -> list[Vector]:
+        return self.parsed_template().vectors("NIC")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["interrupted"] = self.interrupted
+        template = self.parsed_template()
+        data["template_text"] = self.template
+        data["template"] = template_json(template)
+        data["nics"] = [n.as_dict() for n in template.vectors("NIC")]
+        return data
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Vm:
+        return cls(
+            **{
+                **doc,
+                "state": VmState(doc["state"]),
+                "previous_state": VmState(doc["previous_state"]) if doc.get("previous_state") else None,
+                "history": tuple(HistoryEntry(**h) for h in doc.get("history", ())),
+                "operations": tuple(
+                    OperationRecord(**{**o, "script": tuple(o["script"])}) for o in doc.get("operations", ())
+                ),
+            }
+        )
+
+
+def template_json(template: Template) -> dict[str, Any]:
+    """A template as JSON: vectors are objects, and a repeated attribute (DISK, NIC) is always a list."""
+    grouped: dict[str, list[Any]] = {}
+    for attr in template.attributes:
+        grouped.setdefault(attr.name, []).append(attr.value.as_dict() if isinstance(attr.value, Vector) else attr.value)
+    return {
+        name: values if name in ("DISK", "NIC") or len(values) > 1 else values[0] for name, values in grouped.items()
+    }
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class VmChanged:
+    """Event: a VM's record changed."""
+
+    vm_id: int
+    state: VmState
+    at: float = field(default_factory=time.time)
+
+
+class Vms:
+    """The VM pool of a home: create, operate, recover, delete."""
+
+    def __init__(self, home: Home, networks: Any, hosts: Any, executor: Any, bus: EventBus | None = None) -> None:
+        self.home = home
+        self.store = Store(home.db_path)
+        self.networks = networks
+        self.hosts = hosts
+        self.executor = executor
+        self.bus = bus or EventBus()
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    def list(self) -> list[Vm]:
+        with self.store.read() as db:
+            return sorted((Vm.from_doc(dict(d)) for d in db.table("vms").all()), key=lambda vm: vm.id)
+
+    def get(self, vm_id: int) -> Vm:
+        with self.store.read() as db:
+            doc = db.table("vms").get(doc_id=vm_id)
+        if doc is None:
+            raise InputError(Problem(f"no VM {vm_id}"))
+        return Vm.from_doc(dict(doc))
+
+    def log_path(self, vm_id: int) -> Path:
+        return self.home.logs / f"vm-{vm_id}.log"
+
+    # -- create -------------------------------------------------------------------------------------------------
+
+    def create(self, template_path: str | Path, owner: str | None = None) -> Vm:
+        """Store a VM from a template file and lease one address per NIC (all or none)."""
+        return self.create_from(load_template(template_path), owner)
+
+    def create_from(self, template: Template, owner: str | None = None) -> Vm:
+        template = self._resolve_images(template)
+        vm_id = self._next_id()
+        leased: list[Any] = []
+        try:
+            attributes = []
+            for attr in template.attributes:
+                if attr.name == "NIC" and isinstance(attr.value, Vector) and attr.value.get("NETWORK"):
+                    nic, lease = self._lease_nic(attr, vm_id)
+                    leased.append(lease)
+                    attr = Attribute("NIC", nic, attr.line)
+                attributes.append(attr)
+            stored = resolve_context(Template(attributes, template.source), vm_id)
+            check_template(stored)  # a bad DISK is refused before anything is kept
+            vm = Vm(
+                id=vm_id,
+                name=template.get("NAME") or f"vm-{vm_id}",
+                owner=owner or _user(),
+                state=VmState.PENDING,
+                template=format_template(stored),
+                created=time.time(),
+            )
+            self._save(vm)
+        except BaseException:
+            for lease in leased:
+                self.networks.release(lease.network, lease.ip, force=True)
+            raise
+        self._log(vm, f"created with {len(leased)} lease(s)")
+        return vm
+
+    def _resolve_images(self, template: Template) -> Template:
+        """A DISK SOURCE that is a bare name is an image in the home's images/ directory; it must exist."""
+        problems: list[Problem] = []
+        attributes = []
+        for attr in template.attributes:
+            source = attr.value.get("SOURCE") if attr.name == "DISK" and isinstance(attr.value, Vector) else None
+            if source and "/" not in source and ":" not in source:
+                path = self.home.images / source
+                if not path.is_file():
+                    problems.append(Problem(f"DISK SOURCE {source!r}: no image {path}", template.source, attr.line))
+                attr = Attribute(attr.name, attr.value.replace(SOURCE=str(path)), attr.line)
+            attributes.append(attr)
+        if problems:
+            raise InputError(problems)
+        return Template(attributes, template.source)
+
+    def _lease_nic(self, attr: Attribute, vm_id: int) -> tuple[Vector, Any]:
+        nic = attr.value
+        assert isinstance(nic, Vector)
+        name = nic.get("NETWORK") or ""
+        try:
+            network = self.networks.get(name)
+            (lease,) = self.networks.lease(name, vm=vm_id, ip=nic.get("IP"))
+        except InputError as exc:
+            problems = [replace(p, message=f"NIC on line {attr.line}: {p.message}") for p in exc.problems]
+            raise InputError(problems) from None
+        leased = nic.replace(NETWORK=name, IP=lease.ip, MAC=lease.mac, BRIDGE=network.bridge, VNID=str(network.id))
+        return leased, lease
+
+    def _next_id(self) -> int:
+        with self.store.write() as db:
+            counters = db.table("counters")
+            doc = counters.get(doc_id=1)
+            next_id = int(doc["next_vm"]) if doc else 0
+            if doc:
+                counters.update({"next_vm": next_id + 1}, doc_ids=[1])
+            else:
+                counters.insert({"next_vm": 1})
+        return next_id
+
+    # -- operations ---------------------------------------------------------------------------------------------
+
+    def deploy(self, vm_id: int, host: str) -> Vm:
+        """Run the prolog on HOST: the VM's disks are placed there and it becomes running."""
+        return self._operate(vm_id, "deploy", host)
+
+    def resume(self, vm_id: int, host: str) -> Vm:
+        return self._operate(vm_id, "resume", host)
+
+    def stop(self, vm_id: int) -> Vm:
+        return self._operate(vm_id, "stop")
+
+    def migrate(self, vm_id: int, host: str) -> Vm:
+        return self._operate(vm_id, "migrate", host)
+
+    def shutdown(self, vm_id: int) -> Vm:
+        """Run the epilog (SAVE=yes disks parked on the front end); the leases are freed once it succeeds."""
+        return self._operate(vm_id, "shutdown")
+
+    def delete(self, vm_id: int, force: bool = False) -> Vm:
+        """Delete the VM's files wherever they are and free its leases; with force, finish even if that fails."""
+        return self._operate(vm_id, "delete", force=force)
+
+    def recover(self, vm_id: int, retry: bool = False, delete: bool = False) -> Vm:
+        """Act on a failed or interrupted VM: retry its last operation from the failed line, or delete it."""
+        if retry == delete:
+            raise InputError(Problem("recover needs exactly one of --retry or --delete"))
+        vm = self.get(vm_id)
+        last = vm.last_operation
+        if not (vm.state is VmState.FAILED or vm.interrupted) or last is None:
+            raise InputError(Problem(f"VM {vm_id} is {vm.state.value}: only a failed or interrupted VM is recovered"))
+        if delete:
+            return self._operate(vm_id, "delete", recovering=True)
+        start = last.failed_line or self._first_unfinished_line(vm)
+        return self._operate(vm_id, last.op, last.host, recovering=True, start_line=start)
+
+    def _first_unfinished_line(self, vm: Vm) -> int:
+        return 1
+
+    def _operate(
+        self,
+        vm_id: int,
+        op: str,
+        host: str | None = None,
+        force: bool = False,
+        recovering: bool = False,
+        start_line: int = 1,
+    ) -> Vm:
+        transition = TRANSITIONS[op]
+        with self.store.write() as db:  # check and claim the VM in one transaction: two admins cannot both act
+            doc = db.table("vms").get(doc_id=vm_id)
+            if doc is None:
+                raise InputError(Problem(f"no VM {vm_id}"))
+            vm = Vm.from_doc(dict(doc))
+            self._check_allowed(vm, op, transition, recovering)
+            origin = vm.previous_state if recovering and vm.previous_state else vm.state
+            if recovering and op != "delete":
+                host = host or vm.host
+            target = self._target_host(vm, op, host)
+            script, context = self._script(vm, op, origin, target)
+            record = OperationRecord(op, target or "", tuple(script.format().splitlines()), time.time(), os.getpid())
+            claimed = replace(vm, state=transition.busy, previous_state=origin, operations=(*vm.operations, record))
+            if script.lines or context:
+                db.table("vms").update(self._doc(claimed), doc_ids=[vm_id])
+        self._publish(claimed)
+        self._log(claimed, f"{op} started" + (f" on {target}" if target else ""))
+        if context is not None:
+            write_atomically(*context)
+        outcome = self._run(claimed, script, start_line) if script.lines else None
+        return self._finish(claimed, op, transition, target, outcome, force)
+
+    def _check_allowed(self, vm: Vm, op: str, transition: Transition, recovering: bool) -> None:
+        last = vm.last_operation
+        if last is not None and last.outcome == "running" and not vm.interrupted:
+            raise OperationError(f"VM {vm.id} is busy: {last.op} is running in process {last.pid}")
+        if recovering or op == "delete":
+            if vm.state is VmState.DONE:
+                raise InputError(Problem(f"VM {vm.id} is done"))
+            return
+        if vm.interrupted:
+            raise InputError(Problem(f"VM {vm.id}'s {last.op if last else ''} was interrupted: use vm recover"))
+        if vm.state not in transition.allowed:
+            allowed = ", ".join(sorted(s.value for s in transition.allowed))
+            raise InputError(Problem(f"VM {vm.id} is {vm.state.value}: {op} needs a VM that is {allowed}"))
+
+    def _target_host(self, vm: Vm, op: str, host: str | None) -> str | None:
+        if op in ("deploy", "resume", "migrate"):
+            if not host:
+                raise InputError(Problem(f"{op} needs a host"))
+            self.hosts.get(host)  # an unknown host is refused before anything changes
+            if op == "migrate" and host == vm.host:
+                raise InputError(Problem(f"VM {vm.id} is already on {host}"))
+            return host
+        return vm.host
+
+    def _placement(self, host: str, previous: str | None = None) -> Placement:
+        record = self.hosts.get(host)
+        return Placement(
+            frontend=self.home.config.frontend_name,
+            frontend_dir=str(self.home.vms),
+            host=host,
+            host_dir=record.vm_dir,
+            previous_host=previous,
+            previous_host_dir=self.hosts.get(previous).vm_dir if previous else None,
+        )
+
+    def _script(self, vm: Vm, op: str, origin: VmState, host: str | None) -> tuple[Script, tuple[str, str] | None]:
+        """The script of an operation, and the context.sh to write first (path, text), if any."""
+        template = vm.parsed_template()
+        if op == "delete":
+            return self._delete_script(vm, origin), None
+        if op == "migrate":
+            assert host and vm.host
+            return plan(template, vm.id, self._placement(host, vm.host), Operation.MIGRATE).script, None
+        assert host
+        planned = plan(template, vm.id, self._placement(host), TRANSITIONS[op].planned or Operation.DELETE)
+        context = (planned.context_path, planned.context_sh) if planned.context_path and planned.context_sh else None
+        return planned.script, context
+
+    def _delete_script(self, vm: Vm, origin: VmState) -> Script:
+        """Remove the VM's images wherever they are: parked on the front end when stopped, else on its host(s)."""
+        if origin is VmState.PENDING or (origin is not VmState.STOPPED and vm.host is None):
+            return Script.of([])
+        if origin is VmState.STOPPED:
+            parked = Location(self.home.config.frontend_name, join_path(str(self.home.vms), str(vm.id), "images"))
+            return Script.of([Delete(parked)])
+        assert vm.host
+        actions = [Delete(self._placement(vm.host).images(vm.id))]
+        if origin is VmState.MIGRATING and len(vm.history) > 1:
+            previous = vm.history[-2]
+            actions.append(Delete(Location(previous.host, join_path(previous.vm_dir, str(vm.id), "images"))))
+        return Script.of(actions)
+
+    def _run(self, vm: Vm, script: Script, start_line: int) -> Any:
+        return self.executor.run(script, vm_id=vm.id, start_line=start_line)
+
+    def _finish(self, vm: Vm, op: str, transition: Transition, host: str | None, outcome: Any, force: bool) -> Vm:
+        ok = outcome is None or outcome.ok
+        now = time.time()
+        last = vm.last_operation
+        assert last is not None
+        record = replace(
+            last,
+            ended=now,
+            outcome="success" if ok else "failure",
+            failed_line=None if ok else outcome.failed_line,
+            error=None if ok else outcome.error,
+        )
+        history = list(vm.history)
+        if ok:
+            state = transition.success
+            if op in ("deploy", "resume", "migrate"):
+                if history and history[-1].ended is None:
+                    history[-1] = replace(history[-1], ended=now)
+                assert host
+                history.append(HistoryEntry(host, self.hosts.get(host).vm_dir, now))
+            elif history and history[-1].ended is None:
+                history[-1] = replace(history[-1], ended=now)
+            new_host = host if op in ("deploy", "resume", "migrate") else None
+        else:
+            state = VmState.DONE if (op == "delete" and force) else VmState.FAILED
+            new_host = vm.host or (host if op in ("deploy", "resume") else None)
+            if op in ("deploy", "resume") and host and (not history or history[-1].host != host):
+                history.append(HistoryEntry(host, self.hosts.get(host).vm_dir, now))
+        if state is VmState.DONE:
+            self.networks.release_vm(vm.id)
+        done = replace(
+            vm,
+            state=state,
+            host=new_host if state is not VmState.DONE else None,
+            history=tuple(history),
+            operations=(*vm.operations[:-1], record),
+        )
+        self._save(done)
+        self._publish(done)
+        if ok:
+            self._log(done, f"{op} succeeded: {state.value}")
+        else:
+            self._log(done, f"{op} failed at line {record.failed_line}: {record.error}", "error")
+            if state is not VmState.DONE:
+                raise OperationError(f"VM {vm.id}: {op} failed at line {record.failed_line}: {record.error}")
+        return done
+
+    # -- persistence and reporting ------------------------------------------------------------------------------
+
+    def _doc(self, vm: Vm) -> dict[str, Any]:
+        doc = asdict(vm)
+        doc["state"] = vm.state.value
+        doc["previous_state"] = vm.previous_state.value if vm.previous_state else None
+        return doc
+
+    def _save(self, vm: Vm) -> None:
+        from tinydb.table import Document
+
+        with self.store.write() as db:
+            db.table("vms").upsert(Document(self._doc(vm), doc_id=vm.id))
+
+    def _publish(self, vm: Vm) -> None:
+        self.bus.publish(VmChanged(vm.id, vm.state))
+
+    def _log(self, vm: Vm, message: str, level: str = "info") -> None:
+        self.bus.publish(LogEvent(f"VM {vm.id} ({vm.name}): {message}", level, "vm"))
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
