@@ -1,9 +1,9 @@
 """The engine of one home, assembled: what the CLI's vm commands and the console drive.
 
-    engine = Engine(home)          # creates the embedded default on a fresh home
-    engine.vms.create("data/templates/ttylinux.tmpl")
-    engine.bus.subscribe(print)    # every event: transfers, VMs, log lines
-    engine.close()
+engine = Engine(home)          # creates the embedded default on a fresh home
+engine.vms.create("data/templates/ttylinux.tmpl")
+engine.bus.subscribe(print)    # every event: transfers, VMs, log lines
+engine.close()
 """
 
 from __future__ import annotations

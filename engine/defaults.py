@@ -29,7 +29,9 @@ def make_sample_image(path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as image:
         image.truncate(SAMPLE_IMAGE_MB * 1024 * 1024)
-    mkfs = shutil.which("mkfs.ext4") or next((p for p in ("/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4") if os.path.exists(p)), None)
+    mkfs = shutil.which("mkfs.ext4") or next(
+        (p for p in ("/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4") if os.path.exists(p)), None
+    )
     if mkfs:
         subprocess.run([mkfs, "-q", "-F", "-L", "ttylinux", str(tmp)], check=True, capture_output=True)
     os.replace(tmp, path)

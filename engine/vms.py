@@ -26,13 +26,13 @@ from engine.contextvars import resolve_context
 from engine.errors import HeadnodeError, InputError, OperationError, Problem
 from engine.events import EventBus, LogEvent
 from engine.executor import Executor, ScriptResult
-from engine.hosts import Hosts
-from engine.vnet import Networks
 from engine.home import Home
+from engine.hosts import Hosts
 from engine.planner import Operation, Placement, check_template, plan
 from engine.script import Delete, Location, Script, join_path
 from engine.store import Store
 from engine.template import Attribute, Template, Vector, format_template, load_template, parse_template
+from engine.vnet import Networks
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -433,7 +433,9 @@ class Vms:
         assert result is not None
         return result
 
-    def _finish(self, vm: Vm, op: str, transition: Transition, host: str | None, outcome: ScriptResult | None, force: bool) -> Vm:
+    def _finish(
+        self, vm: Vm, op: str, transition: Transition, host: str | None, outcome: ScriptResult | None, force: bool
+    ) -> Vm:
         ok = outcome is None or outcome.ok
         now = time.time()
         last = vm.last_operation
