@@ -123,11 +123,18 @@ def test_fixed_network_with_and_without_mac(nets: Networks, tmp_path: Path) -> N
         ),
         (
             "NAME=n\nTYPE=FIXED\nBRIDGE=br0\nLEASES=[IP=1.2.3.4, MAC=02:00:00:00:09]\n",
-            "bad.tmpl:4: LEASES MAC: '02:00:00:00:09' is not a MAC address (six pairs of hex digits separated by colons)",
+            "bad.tmpl:4: LEASES MAC: '02:00:00:00:09' is not a MAC address (six pairs of hex digits "
+            "separated by colons)",
         ),
-        ("NAME=n\nTYPE=fixed\nBRIDGE=br0\n", "bad.tmpl: a FIXED network needs at least one LEASES = [ IP = ..., MAC = ... ]"),
+        (
+            "NAME=n\nTYPE=fixed\nBRIDGE=br0\n",
+            "bad.tmpl: a FIXED network needs at least one LEASES = [ IP = ..., MAC = ... ]",
+        ),
         ("BRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0\n", "bad.tmpl: NAME is missing: every network needs a name"),
-        ("NAME=n\nNETWORK_ADDRESS=10.0.0.0\nPOLICY=random\n", "bad.tmpl:3: unknown POLICY 'random': use next-fit or first-free"),
+        (
+            "NAME=n\nNETWORK_ADDRESS=10.0.0.0\nPOLICY=random\n",
+            "bad.tmpl:3: unknown POLICY 'random': use next-fit or first-free",
+        ),
     ],
 )
 def test_bad_template(nets: Networks, tmp_path: Path, text: str, expected: str) -> None:
