@@ -250,7 +250,11 @@ class LeaseFile:
             if not isinstance(record, dict) or not isinstance(record.get("t"), dict):
                 self.skipped_lines += 1
                 continue
-            for name, docs in record["t"].items():
+            tables = record["t"]
+            if not all(isinstance(docs, dict) for docs in tables.values()):
+                self.skipped_lines += 1
+                continue
+            for name, docs in tables.items():
                 table = data.get(name)
                 if table is None:
                     table = data[name] = {}
@@ -265,6 +269,8 @@ class LeaseFile:
         if self._journal_fd is None:
             self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             self._offset = 0
+            if self.sync:
+                fsync_directory(self.directory)  # the new file's name must survive a power cut too
         fd = self._journal_fd
         if os.fstat(fd).st_size != self._offset:
             os.ftruncate(fd, self._offset)  # cut a torn line left by a writer that died mid-write

@@ -27,7 +27,6 @@ USED = "used"
 HOLD = "hold"
 META = "_meta"
 CURSOR_DOC = 1
-_DOC_KEYS = ("ip", "mac", "vm", "state", "note", "created", "updated")
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,8 @@ class LeaseBook:
         }
 
     def _lease(self, doc: dict[str, Any]) -> Lease:
-        return Lease(self.network.name, *(doc[key] for key in _DOC_KEYS))
+        d = doc  # positional: this runs once per lease when a whole network is loaded
+        return Lease(self.network.name, d["ip"], d["mac"], d["vm"], d["state"], d["note"], d["created"], d["updated"])
 
 
 def _owner(doc: dict[str, Any]) -> str:

@@ -330,3 +330,12 @@ def test_power_loss_durability_is_a_setting(home: Home, tmp_path: Path) -> None:
     create(nets, tmp_path, "NAME=lan\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
     assert nets.lease("lan", vm=1).ip == "10.0.0.1"
     assert os.path.getsize(nets.lease_dir / "0.journal") > 0
+
+
+def test_a_well_formed_line_of_the_wrong_shape_is_skipped(home: Home, nets: Networks, lan: str) -> None:
+    nets.lease(lan, vm=1)
+    with open(nets.lease_dir / "0.journal", "ab") as f:
+        f.write(b'{"t": {"10.0.0": [1, 2]}}\n[]\n')
+    fresh = Networks(home)
+    assert ips(fresh.leases(lan)) == ["10.0.0.1"]
+    assert fresh._book(fresh.get(lan)).file.skipped_lines == 2
