@@ -93,13 +93,11 @@ class LeaseBook:
     def usage_of(self, data: dict[str, dict[str, dict[str, Any]]]) -> Usage:
         """Counts over `data` as read inside a transaction."""
         used = held = 0
-        for name, table in data.items():
-            if name != META:
-                for doc in table.values():
-                    if doc["state"] == USED:
-                        used += 1
-                    else:
-                        held += 1
+        for doc in _unordered_docs(data):
+            if doc["state"] == USED:
+                used += 1
+            else:
+                held += 1
         return Usage(self.network.size, used, held)
 
     # -- changes -----------------------------------------------------------------------------------------------
@@ -159,7 +157,7 @@ class LeaseBook:
         """Free every lease `vm` holds in this network."""
         check_vm_id(vm)
         with self._transaction() as tx:
-            mine = [doc for doc in self._docs(self.file.data) if doc["vm"] == vm]
+            mine = [doc for doc in _unordered_docs(self.file.data) if doc["vm"] == vm]
             for doc in mine:
                 number = parse_ipv4(doc["ip"])
                 tx.delete(self.shard(number), number)
@@ -175,11 +173,6 @@ class LeaseBook:
                     tx.delete(shard, number)
             else:
                 tx.put(shard, number, doc)
-
-    def drop_all(self) -> None:
-        """Delete the network's lease database (the network is being deleted)."""
-        with self.file.write():
-            self.file.remove_files()
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -255,6 +248,13 @@ class LeaseBook:
     def _lease(self, doc: dict[str, Any]) -> Lease:
         d = doc  # positional: this runs once per lease when a whole network is loaded
         return Lease(self.network.name, d["ip"], d["mac"], d["vm"], d["state"], d["note"], d["created"], d["updated"])
+
+
+def _unordered_docs(data: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """Every lease document, in no particular order (no sorting: for scans)."""
+    for name, table in data.items():
+        if name != META:
+            yield from table.values()
 
 
 def _owner(doc: dict[str, Any]) -> str:

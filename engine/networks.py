@@ -34,6 +34,7 @@ from engine.addresses import (
     AddressError,
     format_ipv4,
     mac_of,
+    mac_to_ipv6,
     normal_mac,
     parse_ipv4,
     parse_ipv6_prefix,
@@ -94,6 +95,11 @@ class Network:
         """The MAC a lease of `ip` carries: the listed one in a FIXED network, else the prefix rule."""
         listed = self._fixed_macs.get(ip) if self.type == FIXED else None
         return listed or mac_of(ip, parse_mac_prefix(self.mac_prefix))
+
+    def ipv6_addresses(self, mac: str) -> dict[str, str]:
+        """The SLAAC addresses of a NIC with `mac` under the network's GLOBAL_PREFIX and ULA_PREFIX, by name."""
+        prefixes = (("GLOBAL", self.global_prefix), ("ULA", self.ula_prefix))
+        return {name: mac_to_ipv6(mac, prefix) for name, prefix in prefixes if prefix}
 
     def check_leasable(self, ip: int) -> None:
         """Raise OperationError saying why `ip` cannot be leased in this network, if it cannot."""

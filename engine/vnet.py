@@ -149,6 +149,10 @@ class Networks:
             vm_ids = {doc.get("id") for doc in db.table("vms").all()}
         return examine([self._book(n) for n in self.list()], vm_ids, fix)
 
+    def book(self, name: str) -> LeaseBook:
+        """The lease manager of one network (leases.py), for callers that work on one network at length."""
+        return self._book(self.get(name))
+
     def close(self) -> None:
         with self._lock:
             for book in self._books.values():

@@ -31,7 +31,7 @@ def nets(home: Home, tmp_path: Path) -> Networks:
 
 def corrupt(nets: Networks) -> None:
     """One lease per kind of problem, written the way a bug or a hand edit would."""
-    lan = nets._book(nets.get("lan"))
+    lan = nets.book("lan")
     for vm in (1, 2, 3):
         nets.lease("lan", vm=vm)  # .1 .2 .3
     good = lan.get("10.0.0.2")
@@ -88,7 +88,7 @@ def test_without_a_vms_table_every_vm_lease_is_an_orphan(tmp_path: Path) -> None
 
 
 def test_a_record_stored_under_the_wrong_address(nets: Networks) -> None:
-    lan = nets._book(nets.get("lan"))
+    lan = nets.book("lan")
     lease = nets.lease("lan", vm=1)
     lan.rewrite(parse_ipv4("10.0.0.7"), _doc(lease))  # says 10.0.0.1, stored as 10.0.0.7
     findings = nets.doctor(fix=True)

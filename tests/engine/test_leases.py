@@ -243,7 +243,7 @@ def test_a_corrupt_line_inside_the_journal_is_skipped(home: Home, nets: Networks
     nets.lease(lan, vm=2, ip="10.0.0.9")
     fresh = Networks(home)
     assert ips(fresh.leases(lan)) == ["10.0.0.1", "10.0.0.9"]
-    assert fresh._book(fresh.get(lan)).file.skipped_lines == 1
+    assert fresh.book(lan).file.skipped_lines == 1
 
 
 def test_threads_never_get_the_same_address(nets: Networks, lan: str, home: Home) -> None:
@@ -338,4 +338,4 @@ def test_a_well_formed_line_of_the_wrong_shape_is_skipped(home: Home, nets: Netw
         f.write(b'{"t": {"10.0.0": [1, 2]}}\n[]\n')
     fresh = Networks(home)
     assert ips(fresh.leases(lan)) == ["10.0.0.1"]
-    assert fresh._book(fresh.get(lan)).file.skipped_lines == 2
+    assert fresh.book(lan).file.skipped_lines == 2

@@ -200,7 +200,23 @@ def test_delete_without_leases_needs_no_force(nets: Networks, tmp_path: Path) ->
 def test_a_network_deleted_by_another_process_refuses_leases(home: Home, tmp_path: Path) -> None:
     first, second = Networks(home), Networks(home)
     create(first, tmp_path, "NAME=a\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
-    book_network = second.get("a")
+    book = second.book("a")  # resolved before the other process deletes the network
     first.delete("a")
     with pytest.raises(OperationError, match="was deleted"):
-        second._book(book_network).lease(vm=1)
+        book.lease(vm=1)
+    assert not (first.lease_dir / "0.journal").exists()
+
+
+def test_ipv6_prefixes_give_eui64_addresses(nets: Networks, tmp_path: Path) -> None:
+    text = "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nGLOBAL_PREFIX=2001:db8::\nULA_PREFIX=fd00:1::/64\n"
+    network = create(nets, tmp_path, text)
+    assert network.ipv6_addresses(nets.lease("n", vm=1).mac) == {
+        "GLOBAL": "2001:db8::aff:fe00:1",
+        "ULA": "fd00:1::aff:fe00:1",
+    }
+    assert (
+        "bad.tmpl:4: GLOBAL_PREFIX: '2001:db8::1' is not an IPv6 /64 prefix"
+        in error_lines(nets, tmp_path, "NAME=m\nBRIDGE=br1\nNETWORK_ADDRESS=10.0.0.0/24\nGLOBAL_PREFIX=2001:db8::1\n")[
+            0
+        ]
+    )
