@@ -70,6 +70,7 @@ class Network:
     global_prefix: str | None = None
     ula_prefix: str | None = None
     attributes: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # the template, for display
+    store_key: str = ""  # names the network's lease files; unique forever, so no network inherits stale leases
 
     @cached_property
     def pool(self) -> Sequence[int]:
@@ -142,6 +143,7 @@ class Network:
             "global_prefix": self.global_prefix,
             "ula_prefix": self.ula_prefix,
             "attributes": [list(pair) for pair in self.attributes],
+            "store_key": self.store_key,
         }
 
     @classmethod
@@ -161,6 +163,7 @@ class Network:
             global_prefix=doc["global_prefix"],
             ula_prefix=doc["ula_prefix"],
             attributes=tuple((name, value) for name, value in doc["attributes"]),
+            store_key=doc["store_key"],
         )
 
 
@@ -195,7 +198,7 @@ class _Reader:
             return None
 
 
-def network_from_template(template: Template, default_mac_prefix: str, network_id: int = 0) -> Network:
+def network_from_template(template: Template, default_mac_prefix: str) -> Network:
     """Read and check a network template; raise InputError listing every problem (file:line) if it is bad."""
     r = _Reader(template)
     name_attr = r.single("NAME")
@@ -233,7 +236,7 @@ def network_from_template(template: Template, default_mac_prefix: str, network_i
     if r.problems:
         raise InputError(r.problems)
     return Network(
-        id=network_id,
+        id=0,  # given when stored
         name=name,
         type=kind,
         bridge=bridge,

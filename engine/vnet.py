@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ class Networks:
             sequences = db.table(SEQUENCES)
             counter = sequences.get(doc_id=1)
             last = max([doc["id"] for doc in db.table(NETWORKS).all()] + [counter["networks"] if counter else -1])
-            network = Network.from_record({**network.to_record(), "id": last + 1})
+            key = f"{last + 1}-{uuid.uuid4().hex[:8]}"
+            network = Network.from_record({**network.to_record(), "id": last + 1, "store_key": key})
             sequences.upsert(Document({"networks": last + 1}, doc_id=1))
             db.table(NETWORKS).insert(network.to_record())
         return network
@@ -163,7 +165,7 @@ class Networks:
         with self._lock:
             book = self._books.get(network.id)
             if book is None:
-                file = LeaseFile(self.lease_dir, str(network.id), sync=self.sync)
+                file = LeaseFile(self.lease_dir, network.store_key, sync=self.sync)
                 book = self._books[network.id] = LeaseBook(network, file, guard=lambda: self._require(network))
             return book
 

@@ -49,7 +49,7 @@ def _doc(lease) -> dict:
 
 def test_doctor_reports_without_changing_anything(nets: Networks) -> None:
     corrupt(nets)
-    journal = nets.lease_dir / "0.journal"
+    journal = nets.book("lan").file.journal_path
     before = journal.read_bytes()
     findings = nets.doctor()
     assert sorted((f.kind, f.network, f.ip, f.fixed) for f in findings) == [

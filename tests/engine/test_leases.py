@@ -149,7 +149,7 @@ def test_release_vm_frees_its_leases_in_every_network(nets: Networks, lan: str, 
 def test_a_batch_is_all_or_none(nets: Networks, tmp_path: Path) -> None:
     create(nets, tmp_path, "NAME=s\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0\nNETWORK_SIZE=5\n")
     nets.lease("s", vm=1, ip="10.0.0.3")
-    journal = nets.lease_dir / "0.journal"
+    journal = nets.book("s").file.journal_path
     before = journal.read_bytes()
     with pytest.raises(OperationError, match="has only 4 free addresses, 5 asked: nothing leased"):
         nets.lease_many("s", 5, vm=2)
@@ -200,8 +200,8 @@ def test_bad_vm_ids_and_counts_are_refused(nets: Networks, lan: str) -> None:
 def test_the_snapshot_is_a_plain_tinydb_file(nets: Networks, lan: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(leasefile, "COMPACT_MIN_BYTES", 2000)
     nets.lease_many(lan, 30, vm=4)  # one journal line past 2,000 bytes: compacted
-    assert (nets.lease_dir / "0.journal").stat().st_size == 0
-    db = TinyDB(nets.lease_dir / "0.db")
+    assert nets.book(lan).file.journal_path.stat().st_size == 0
+    db = TinyDB(nets.book(lan).file.snapshot_path)
     assert db.table("10.0.0").get(doc_id=0x0A000005)["mac"] == "02:00:0a:00:00:05"
     assert db.table("_meta").get(doc_id=1) == {"cursor": 30}
     db.close()
@@ -225,7 +225,7 @@ def test_changes_reach_another_instance_through_tail_reload_and_compaction(
 
 def test_a_torn_journal_tail_is_ignored_and_cut(home: Home, nets: Networks, lan: str) -> None:
     nets.lease(lan, vm=1)
-    journal = nets.lease_dir / "0.journal"
+    journal = nets.book(lan).file.journal_path
     with open(journal, "ab") as f:
         f.write(b'{"t":{"10.0.0":{"167772162":{"ip":"10.0.0.2","mac"')  # a writer killed mid-line
     fresh = Networks(home)
@@ -238,7 +238,7 @@ def test_a_torn_journal_tail_is_ignored_and_cut(home: Home, nets: Networks, lan:
 
 def test_a_corrupt_line_inside_the_journal_is_skipped(home: Home, nets: Networks, lan: str) -> None:
     nets.lease(lan, vm=1)
-    with open(nets.lease_dir / "0.journal", "ab") as f:
+    with open(nets.book(lan).file.journal_path, "ab") as f:
         f.write(b"\x00\x00garbage\n")
     nets.lease(lan, vm=2, ip="10.0.0.9")
     fresh = Networks(home)
@@ -329,12 +329,12 @@ def test_power_loss_durability_is_a_setting(home: Home, tmp_path: Path) -> None:
     assert nets.sync
     create(nets, tmp_path, "NAME=lan\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
     assert nets.lease("lan", vm=1).ip == "10.0.0.1"
-    assert os.path.getsize(nets.lease_dir / "0.journal") > 0
+    assert os.path.getsize(nets.book("lan").file.journal_path) > 0
 
 
 def test_a_well_formed_line_of_the_wrong_shape_is_skipped(home: Home, nets: Networks, lan: str) -> None:
     nets.lease(lan, vm=1)
-    with open(nets.lease_dir / "0.journal", "ab") as f:
+    with open(nets.book(lan).file.journal_path, "ab") as f:
         f.write(b'{"t": {"10.0.0": [1, 2]}}\n[]\n')
     fresh = Networks(home)
     assert ips(fresh.leases(lan)) == ["10.0.0.1"]

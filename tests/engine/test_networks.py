@@ -204,7 +204,7 @@ def test_a_network_deleted_by_another_process_refuses_leases(home: Home, tmp_pat
     first.delete("a")
     with pytest.raises(OperationError, match="was deleted"):
         book.lease(vm=1)
-    assert not (first.lease_dir / "0.journal").exists()
+    assert not book.file.journal_path.exists()
 
 
 def test_ipv6_prefixes_give_eui64_addresses(nets: Networks, tmp_path: Path) -> None:
@@ -220,3 +220,14 @@ def test_ipv6_prefixes_give_eui64_addresses(nets: Networks, tmp_path: Path) -> N
             0
         ]
     )
+
+
+def test_a_new_network_never_inherits_old_lease_files(home: Home, tmp_path: Path) -> None:
+    nets = Networks(home)
+    create(nets, tmp_path, "NAME=a\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
+    nets.lease("a", vm=1)
+    home.db_path.unlink()  # the definitions are lost, the lease files stay
+    fresh = Networks(home)
+    create(fresh, tmp_path, "NAME=a\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
+    assert fresh.get("a").id == 0
+    assert fresh.leases("a") == []
