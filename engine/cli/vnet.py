@@ -128,7 +128,9 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
     network = networks(ctx).delete(args.name, force=args.force)
-    if not ctx.json:
+    if ctx.json:
+        ctx.emit_json({"name": network.name, "deleted": True})
+    else:
         print(f"deleted network {network.name!r}")
     return 0
 
