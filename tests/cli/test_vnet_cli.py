@@ -125,7 +125,8 @@ def test_delete(created) -> None:
     r = created("vnet", "delete", "tiny")
     assert r.returncode == 1
     assert "release them first, or delete with --force" in r.stderr
-    assert json.loads(created("vnet", "delete", "tiny", "--force", "--json").stdout) == {"name": "tiny", "deleted": True}
+    r = created("vnet", "delete", "tiny", "--force", "--json")
+    assert json.loads(r.stdout) == {"name": "tiny", "deleted": True}
     assert [n["name"] for n in json.loads(created("vnet", "list", "--json").stdout)] == ["Private LAN"]
 
 
