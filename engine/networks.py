@@ -234,7 +234,7 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
     elif kind == RANGED:
         ranged = _range(r)
     if r.problems:
-        raise InputError(r.problems)
+        raise InputError(sorted(r.problems, key=lambda p: p.line or 0))
     return Network(
         id=0,  # given when stored
         name=name,
