@@ -322,7 +322,8 @@ def test_kill_9_keeps_every_acknowledged_lease(home: Home, big: str) -> None:
         fresh = Networks(home)  # loads whatever the kill left
         stored = {x.ip for x in fresh.leases(big)}
         assert acknowledged <= stored
-        assert len(stored) - len(acknowledged) <= 40  # at most the batch in flight, written but not printed
+        # Beyond those: per killed child at most one batch, committed but not yet printed when the kill came.
+        assert len(stored - acknowledged) <= 40 * (vm + 1)
         fresh.close()
     assert len(acknowledged) > 100
 
