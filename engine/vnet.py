@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinydb.table import Document
 
 from engine.errors import InputError, OperationError, Problem
+from engine.events import EventBus
 from engine.home import Home
 from engine.lease_doctor import Finding, examine
 from engine.lease_exports import FORMATS, export_leases
@@ -32,13 +35,25 @@ from engine.template import Template, load_template
 
 NETWORKS = "networks"
 SEQUENCES = "sequences"
+CREATED, DELETED, LEASED, RELEASED, REPAIRED = "created", "deleted", "leased", "released", "repaired"
+
+
+@dataclass(frozen=True)
+class NetworkChanged:
+    """Published on `Networks.events` after a change made through this object (other processes: see `stamp()`)."""
+
+    network: str
+    change: str  # created, deleted, leased (held too), released, repaired
+    ips: tuple[str, ...] = ()
+    at: float = field(default_factory=time.time)
 
 
 class Networks:
     """Every virtual network of a home. Thread-safe; several processes may use the same home at once."""
 
-    def __init__(self, home: Home, store: Store | None = None) -> None:
+    def __init__(self, home: Home, store: Store | None = None, events: EventBus | None = None) -> None:
         self.home = home
+        self.events = events
         self.store = store or Store(home.db_path)
         self.lease_dir = home.root / "leases"
         sync = home.config.template.get("LEASE_SYNC") or "no"
@@ -65,6 +80,7 @@ class Networks:
             network = Network.from_record({**network.to_record(), "id": last + 1, "store_key": key})
             sequences.upsert(Document({"networks": last + 1}, doc_id=1))
             db.table(NETWORKS).insert(network.to_record())
+        self._announce(network.name, CREATED)
         return network
 
     def create_from_file(self, path: str | Path) -> Network:
@@ -99,28 +115,42 @@ class Networks:
         with self._lock:
             self._books.pop(network.id, None)
         book.file.close()
+        self._announce(network.name, DELETED)
         return network
 
     # -- leases ------------------------------------------------------------------------------------------------
 
     def lease(self, name: str, vm: int | None = None, ip: str | None = None, note: str = "") -> Lease:
         """Lease `ip`, or the next free address, to `vm`; without a VM the address is held."""
-        return self._book(self.get(name)).lease(vm, ip, note)
+        lease = self._book(self.get(name)).lease(vm, ip, note)
+        self._announce(name, LEASED, [lease])
+        return lease
 
     def lease_many(self, name: str, count: int, vm: int | None = None, note: str = "") -> list[Lease]:
         """Lease `count` addresses at once: all, or none and an OperationError."""
-        return self._book(self.get(name)).lease_many(count, vm, None, note)
+        leases = self._book(self.get(name)).lease_many(count, vm, None, note)
+        self._announce(name, LEASED, leases)
+        return leases
 
     def hold(self, name: str, ip: str, note: str = "") -> Lease:
-        return self._book(self.get(name)).hold(ip, note)
+        lease = self._book(self.get(name)).hold(ip, note)
+        self._announce(name, LEASED, [lease])
+        return lease
 
     def release(self, name: str, ip: str, force: bool = False) -> Lease:
         """Free an address; one a VM holds needs `force`."""
-        return self._book(self.get(name)).release(ip, force)
+        lease = self._book(self.get(name)).release(ip, force)
+        self._announce(name, RELEASED, [lease])
+        return lease
 
     def release_vm(self, vm: int) -> list[Lease]:
         """Free every lease of VM `vm`, in every network."""
-        return [lease for network in self.list() for lease in self._book(network).release_vm(vm)]
+        released = []
+        for network in self.list():
+            leases = self._book(network).release_vm(vm)
+            self._announce(network.name, RELEASED, leases)
+            released.extend(leases)
+        return released
 
     def leases(self, name: str | None = None) -> list[Lease]:
         """The leases of one network, or of all, by network then IP."""
@@ -149,7 +179,10 @@ class Networks:
         """Leases breaking a rule (wrong MAC, outside the range, VM gone, duplicate); repaired only with `fix`."""
         with self.store.read() as db:
             vm_ids = {doc.get("id") for doc in db.table("vms").all()}
-        return examine([self._book(n) for n in self.list()], vm_ids, fix)
+        findings = examine([self._book(n) for n in self.list()], vm_ids, fix)
+        for name in sorted({f.network for f in findings if f.fixed}):
+            self._announce(name, REPAIRED)
+        return findings
 
     def book(self, name: str) -> LeaseBook:
         """The lease manager of one network (leases.py), for callers that work on one network at length."""
@@ -160,6 +193,10 @@ class Networks:
             for book in self._books.values():
                 book.file.close()
             self._books.clear()
+
+    def _announce(self, network: str, change: str, leases: list[Lease] | None = None) -> None:
+        if self.events is not None and (leases is None or leases):
+            self.events.publish(NetworkChanged(network, change, tuple(x.ip for x in leases or ())))
 
     def _book(self, network: Network) -> LeaseBook:
         with self._lock:

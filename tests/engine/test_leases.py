@@ -344,3 +344,27 @@ def test_a_well_formed_line_of_the_wrong_shape_is_skipped(home: Home, nets: Netw
     fresh = Networks(home)
     assert ips(fresh.leases(lan)) == ["10.0.0.1"]
     assert fresh.book(lan).file.skipped_lines == 2
+
+
+def test_changes_are_published_as_events(home: Home, tmp_path: Path) -> None:
+    from engine.events import EventBus
+    from engine.vnet import NetworkChanged
+
+    bus = EventBus()
+    seen: list[NetworkChanged] = []
+    bus.subscribe(seen.append)
+    nets = Networks(home, events=bus)
+    create(nets, tmp_path, "NAME=lan\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
+    nets.lease("lan", vm=1)
+    nets.lease_many("lan", 2, vm=2)
+    nets.hold("lan", "10.0.0.9")
+    nets.release_vm(2)
+    nets.delete("lan", force=True)
+    assert [(e.network, e.change, e.ips) for e in seen] == [
+        ("lan", "created", ()),
+        ("lan", "leased", ("10.0.0.1",)),
+        ("lan", "leased", ("10.0.0.2", "10.0.0.3")),
+        ("lan", "leased", ("10.0.0.9",)),
+        ("lan", "released", ("10.0.0.2", "10.0.0.3")),
+        ("lan", "deleted", ()),
+    ]
