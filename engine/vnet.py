@@ -6,7 +6,7 @@
     nets.release_vm(7)                             # at VM shutdown/delete
 
 Network definitions live in the home's `Store` (table `networks`, small); each network's leases in its own
-journaled TinyDB under `<home>/leases/<id>.*` (leasefile.py), so networks never share lease state and a lease
+journaled TinyDB under `<home>/leases/<id>-<random>.*` (leasefile.py), so networks never share lease state and a lease
 costs the same at 1 or 65,000 leases. Lock order, to never deadlock: a network's lease lock, then the Store.
 """
 
