@@ -54,13 +54,33 @@ def write_json_atomically(path: Path, data: Any) -> None:
     write_atomically(path, json.dumps(data, separators=(",", ":")))
 
 
+class _PathLock:
+    """The one thread lock of a database file in this process, and which transaction this thread holds on it."""
+
+    def __init__(self) -> None:
+        self.thread_lock = threading.Lock()
+        self.holder = threading.local()
+
+    def held_mode(self) -> int | None:
+        return getattr(self.holder, "mode", None)
+
+
+_PATH_LOCKS: dict[Path, _PathLock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _path_lock(path: Path) -> _PathLock:
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(path, _PathLock())
+
+
 class Store:
     """A TinyDB file with transactional access."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._thread_lock = threading.RLock()
+        self._lock = _path_lock(self.path)
         self._snapshot: dict[str, Any] = {}
         self._identity: tuple[int, int, int] | None = None
 
@@ -85,13 +105,23 @@ class Store:
 
     @contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
-        with self._thread_lock:
+        held = self._lock.held_mode()
+        if held is not None:
+            # flock is per open file: taking it again from this thread would wait for ourselves forever, and a
+            # write nested in another transaction would lose one of the two. A read inside a write is fine.
+            if mode == fcntl.LOCK_EX:
+                raise RuntimeError(f"write transaction on {self.path} nested in another transaction")
+            yield
+            return
+        with self._lock.thread_lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, mode)
+                self._lock.holder.mode = mode
                 yield
             finally:
+                self._lock.holder.mode = None
                 os.close(fd)  # closing releases the flock
 
     def _stat(self) -> tuple[int, int, int] | None:

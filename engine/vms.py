@@ -23,13 +23,16 @@ from typing import Any
 
 from engine.atomic import write_atomically
 from engine.contextvars import resolve_context
-from engine.errors import InputError, OperationError, Problem
+from engine.errors import HeadnodeError, InputError, OperationError, Problem
 from engine.events import EventBus, LogEvent
+from engine.executor import Executor, ScriptResult
 from engine.home import Home
+from engine.hosts import Hosts
 from engine.planner import Operation, Placement, check_template, plan
 from engine.script import Delete, Location, Script, join_path
 from engine.store import Store
 from engine.template import Attribute, Template, Vector, format_template, load_template, parse_template
+from engine.vnet import Networks
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -177,7 +180,9 @@ class VmChanged:
 class Vms:
     """The VM pool of a home: create, operate, recover, delete."""
 
-    def __init__(self, home: Home, networks: Any, hosts: Any, executor: Any, bus: EventBus | None = None) -> None:
+    def __init__(
+        self, home: Home, networks: Networks, hosts: Hosts, executor: Executor, bus: EventBus | None = None
+    ) -> None:
         self.home = home
         self.store = Store(home.db_path)
         self.networks = networks
@@ -259,7 +264,7 @@ class Vms:
         name = nic.get("NETWORK") or ""
         try:
             network = self.networks.get(name)
-            (lease,) = self.networks.lease(name, vm=vm_id, ip=nic.get("IP"))
+            lease = self.networks.lease(name, vm=vm_id, ip=nic.get("IP"))
         except InputError as exc:
             problems = [replace(p, message=f"NIC on line {attr.line}: {p.message}") for p in exc.problems]
             raise InputError(problems) from None
@@ -310,11 +315,9 @@ class Vms:
             raise InputError(Problem(f"VM {vm_id} is {vm.state.value}: only a failed or interrupted VM is recovered"))
         if delete:
             return self._operate(vm_id, "delete", recovering=True)
-        start = last.failed_line or self._first_unfinished_line(vm)
-        return self._operate(vm_id, last.op, last.host, recovering=True, start_line=start)
-
-    def _first_unfinished_line(self, vm: Vm) -> int:
-        return 1
+        # A failed script goes on from its failed line; an interrupted one from its first unfinished line,
+        # which the executor's journal knows.
+        return self._operate(vm_id, last.op, last.host, recovering=True, from_line=last.failed_line)
 
     def _operate(
         self,
@@ -323,7 +326,7 @@ class Vms:
         host: str | None = None,
         force: bool = False,
         recovering: bool = False,
-        start_line: int = 1,
+        from_line: int | None = None,
     ) -> Vm:
         transition = TRANSITIONS[op]
         with self.store.write() as db:  # check and claim the VM in one transaction: two admins cannot both act
@@ -337,15 +340,24 @@ class Vms:
                 host = host or vm.host
             target = self._target_host(vm, op, host)
             script, context = self._script(vm, op, origin, target)
+            problems = self.executor.validate(script)
+            if problems:
+                raise InputError(problems)
             record = OperationRecord(op, target or "", tuple(script.format().splitlines()), time.time(), os.getpid())
             claimed = replace(vm, state=transition.busy, previous_state=origin, operations=(*vm.operations, record))
             if script.lines or context:
                 db.table("vms").update(self._doc(claimed), doc_ids=[vm_id])
         self._publish(claimed)
         self._log(claimed, f"{op} started" + (f" on {target}" if target else ""))
-        if context is not None:
-            write_atomically(*context)
-        outcome = self._run(claimed, script, start_line) if script.lines else None
+        if from_line:
+            script = Script(tuple(line for line in script.lines if line.number >= from_line), script.source)
+        resume = recovering and from_line is None and op != "delete"
+        try:
+            if context is not None:
+                write_atomically(*context)
+            outcome = self._run(claimed, script, resume) if script.lines else None
+        except (HeadnodeError, OSError) as exc:  # recorded as the operation's failure: the VM is never left busy
+            outcome = ScriptResult("", vm_id, "failed", None, str(exc))
         return self._finish(claimed, op, transition, target, outcome, force)
 
     def _check_allowed(self, vm: Vm, op: str, transition: Transition, recovering: bool) -> None:
@@ -410,10 +422,20 @@ class Vms:
             actions.append(Delete(Location(previous.host, join_path(previous.vm_dir, str(vm.id), "images"))))
         return Script.of(actions)
 
-    def _run(self, vm: Vm, script: Script, start_line: int) -> Any:
-        return self.executor.run(script, vm_id=vm.id, start_line=start_line)
+    def _run(self, vm: Vm, script: Script, resume: bool) -> ScriptResult:
+        try:
+            run = self.executor.submit(script, vm_id=vm.id, resume=resume)
+        except InputError:
+            if not resume:
+                raise
+            run = self.executor.submit(script, vm_id=vm.id)  # nothing journaled to resume: run it whole
+        result = run.wait()
+        assert result is not None
+        return result
 
-    def _finish(self, vm: Vm, op: str, transition: Transition, host: str | None, outcome: Any, force: bool) -> Vm:
+    def _finish(
+        self, vm: Vm, op: str, transition: Transition, host: str | None, outcome: ScriptResult | None, force: bool
+    ) -> Vm:
         ok = outcome is None or outcome.ok
         now = time.time()
         last = vm.last_operation

@@ -1,0 +1,234 @@
+"""`headnode vnet`: virtual networks and their leases, OpenNebula's onevnet verbs.
+
+With --json: a network in `list` is {"name", "type", "bridge", "size", "used", "free"} (used counts held addresses
+too, so used + free = size); `show` adds its attributes and a `leases` list; a lease is
+{"network", "ip", "mac", "vm", "state", "note"}. A full network, a taken address or a refused release exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from engine.cli.context import CliContext, format_table
+
+if TYPE_CHECKING:
+    from engine.leases import Lease
+    from engine.networks import Network
+    from engine.vnet import Networks
+
+EXPORT_FORMATS = ("dnsmasq", "ethers", "hosts", "kea")  # engine.lease_exports.FORMATS, without importing it here
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "vnet", parents=[common], help="virtual networks and leases", description="Virtual networks and leases."
+    )
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
+
+    def verb(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+        v = verbs.add_parser(name, parents=[common], help=help, description=help[0].upper() + help[1:] + ".")
+        v.set_defaults(handler=handler)
+        return v
+
+    verb("create", run_create, "create a network from a template file").add_argument("template", help="template file")
+    verb("list", run_list, "list the networks and how many addresses are in use")
+    verb("show", run_show, "show a network, its attributes and its leases").add_argument("name")
+    v = verb("delete", run_delete, "delete a network (refused while it has leases, unless --force)")
+    v.add_argument("name")
+    v.add_argument("--force", action="store_true", help="delete even with leases in use")
+    v = verb("lease", run_lease, "lease the next free address (or --ip) to a VM; without --vm, hold it")
+    v.add_argument("name")
+    v.add_argument("--vm", type=int, metavar="ID", help="the VM the lease is for")
+    v.add_argument("--ip", help="this address instead of the next free one")
+    v.add_argument("--count", type=int, default=None, metavar="N", help="lease N addresses at once (all or none)")
+    v.add_argument("--note", default="", metavar="TEXT", help="a note kept with the lease")
+    v = verb("hold", run_hold, "hold an address: reserved, no VM")
+    v.add_argument("name")
+    v.add_argument("ip")
+    v.add_argument("--note", default="", metavar="TEXT", help="why it is held")
+    v = verb("release", run_release, "free an address (a VM's lease needs --force)")
+    v.add_argument("name")
+    v.add_argument("ip")
+    v.add_argument("--force", action="store_true", help="release even a lease a VM holds")
+    v = verb("export", run_export, "print leases for dnsmasq, /etc/ethers, /etc/hosts or Kea")
+    v.add_argument("name", nargs="?", help="one network (default: all)")
+    v.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    v = verb("doctor", run_doctor, "check the leases against the rules (repair with --fix)")
+    v.add_argument("--fix", action="store_true", help="repair what is found")
+    verb("mac2ip", run_mac2ip, "print the IPv4 address a MAC carries").add_argument("mac")
+    v = verb("ip2mac", run_ip2mac, "print the MAC of an IPv4 address")
+    v.add_argument("ip")
+    v.add_argument("--prefix", metavar="XX:XX", help="MAC prefix (default: the configuration's MAC_PREFIX)")
+
+
+def networks(ctx: CliContext) -> Networks:
+    from engine.vnet import Networks
+
+    return Networks(ctx.home)
+
+
+def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
+    nets = networks(ctx)
+    network = nets.create_from_file(args.template)
+    if ctx.json:
+        ctx.emit_json(network_summary(nets, network))
+    else:
+        print(f"created network {network.name!r} (id {network.id}): {network.size} addresses, {network.range_text}")
+    return 0
+
+
+def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
+    nets = networks(ctx)
+    rows = [network_summary(nets, n) | {"id": n.id} for n in nets.list()]
+    if ctx.json:
+        ctx.emit_json([{k: row[k] for k in ("name", "type", "bridge", "size", "used", "free")} for row in rows])
+        return 0
+    headers = ("ID", "NAME", "TYPE", "BRIDGE", "SIZE", "USED", "FREE")
+    table = [[r["id"], r["name"], r["type"], r["bridge"], r["size"], r["used"], r["free"]] for r in rows]
+    sys.stdout.write(format_table(headers, table, right=("ID", "SIZE", "USED", "FREE")))
+    return 0
+
+
+def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
+    from engine.addresses import format_ipv4
+
+    nets = networks(ctx)
+    network = nets.get(args.name)
+    leases = nets.leases(network.name)
+    summary = network_summary(nets, network)
+    details = {
+        "id": network.id,
+        **summary,
+        "held": sum(1 for x in leases if x.vm is None),
+        "network_address": network.cidr,
+        "ip_start": format_ipv4(network.first) if network.type == "RANGED" else None,
+        "ip_end": format_ipv4(network.last) if network.type == "RANGED" else None,
+        "mac_prefix": network.mac_prefix,
+        "policy": network.policy,
+        "global_prefix": network.global_prefix,
+        "ula_prefix": network.ula_prefix,
+    }
+    if ctx.json:
+        ctx.emit_json({**details, "attributes": attributes(network), "leases": [x.to_json() for x in leases]})
+        return 0
+    print(f"VIRTUAL NETWORK {network.id} INFORMATION")
+    for key, value in details.items():
+        if value is not None:
+            print(f"{key.upper().replace('_', ' '):<16}: {value}")
+    print("\nTEMPLATE")
+    for name, value in network.attributes:
+        shown = "[ " + ", ".join(f"{k} = {v}" for k, v in value.items()) + " ]" if isinstance(value, dict) else value
+        print(f"{name} = {shown}")
+    print("\nLEASES")
+    sys.stdout.write(lease_table(leases))
+    return 0
+
+
+def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
+    network = networks(ctx).delete(args.name, force=args.force)
+    if ctx.json:
+        ctx.emit_json({"name": network.name, "deleted": True})
+    else:
+        print(f"deleted network {network.name!r}")
+    return 0
+
+
+def run_lease(args: argparse.Namespace, ctx: CliContext) -> int:
+    nets = networks(ctx)
+    if args.count is not None:
+        if args.ip is not None:
+            from engine.errors import InputError
+
+            raise InputError("give either --ip or --count, not both")
+        leases = nets.lease_many(args.name, args.count, vm=args.vm, note=args.note)
+        if ctx.json:
+            ctx.emit_json([x.to_json() for x in leases])
+        else:
+            sys.stdout.write(lease_table(leases))
+        return 0
+    print_lease(ctx, nets.lease(args.name, vm=args.vm, ip=args.ip, note=args.note))
+    return 0
+
+
+def run_hold(args: argparse.Namespace, ctx: CliContext) -> int:
+    print_lease(ctx, networks(ctx).hold(args.name, args.ip, note=args.note))
+    return 0
+
+
+def run_release(args: argparse.Namespace, ctx: CliContext) -> int:
+    lease = networks(ctx).release(args.name, args.ip, force=args.force)
+    if ctx.json:
+        ctx.emit_json(lease.to_json())
+    else:
+        print(f"released {lease.ip} ({lease.mac}) in {lease.network!r}")
+    return 0
+
+
+def run_export(args: argparse.Namespace, ctx: CliContext) -> int:
+    sys.stdout.write(networks(ctx).export(args.format, args.name))
+    return 0
+
+
+def run_doctor(args: argparse.Namespace, ctx: CliContext) -> int:
+    findings = networks(ctx).doctor(fix=args.fix)
+    if ctx.json:
+        ctx.emit_json([f.to_json() for f in findings])
+    else:
+        for f in findings:
+            print(f"{f.network}: {f.kind}: {f.message}" + (" (fixed)" if f.fixed else ""))
+        if not findings:
+            print("no problems found")
+    return 1 if findings and not args.fix else 0
+
+
+def run_mac2ip(args: argparse.Namespace, ctx: CliContext) -> int:
+    from engine.addresses import mac_to_ip
+
+    print(mac_to_ip(args.mac))
+    return 0
+
+
+def run_ip2mac(args: argparse.Namespace, ctx: CliContext) -> int:
+    from engine.addresses import ip_to_mac
+
+    print(ip_to_mac(args.ip, args.prefix or ctx.home.config.mac_prefix))
+    return 0
+
+
+def network_summary(nets: Networks, network: Network) -> dict[str, Any]:
+    usage = nets.usage(network.name)
+    taken = usage.used + usage.held
+    return {
+        "name": network.name,
+        "type": network.type,
+        "bridge": network.bridge,
+        "size": usage.size,
+        "used": taken,
+        "free": usage.free,
+    }
+
+
+def attributes(network: Network) -> dict[str, Any]:
+    """The template's attributes; a repeated name (LEASES) becomes a list."""
+    result: dict[str, Any] = {}
+    for name, value in network.attributes:
+        if name in result:
+            previous = result[name]
+            result[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            result[name] = value
+    return result
+
+
+def print_lease(ctx: CliContext, lease: Lease) -> None:
+    if ctx.json:
+        ctx.emit_json(lease.to_json())
+    else:
+        sys.stdout.write(lease_table([lease]))
+
+
+def lease_table(leases: list[Lease]) -> str:
+    rows = [[x.ip, x.mac, "-" if x.vm is None else x.vm, x.state, x.note] for x in leases]
+    return format_table(("IP", "MAC", "VM", "STATE", "NOTE"), rows, right=("VM",))

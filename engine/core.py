@@ -1,0 +1,38 @@
+"""The engine of one home, assembled: what the CLI's vm commands and the console drive.
+
+engine = Engine(home)          # creates the embedded default on a fresh home
+engine.vms.create("data/templates/ttylinux.tmpl")
+engine.bus.subscribe(print)    # every event: transfers, VMs, log lines
+engine.close()
+"""
+
+from __future__ import annotations
+
+from engine.defaults import ensure_embedded_default
+from engine.events import EventBus
+from engine.executor import Executor
+from engine.home import Home
+from engine.hosts import Hosts
+from engine.vms import Vms
+from engine.vnet import Networks
+
+
+class Engine:
+    def __init__(self, home: Home, bus: EventBus | None = None) -> None:
+        self.home = home.ensure()
+        self.bus = bus or EventBus()
+        self.hosts = Hosts(self.home)
+        self.networks = Networks(self.home)
+        self.executor = Executor(self.home, self.bus)
+        self.vms = Vms(self.home, self.networks, self.hosts, self.executor, self.bus)
+        ensure_embedded_default(self.home, self.hosts, self.networks)
+
+    def close(self) -> None:
+        self.executor.close()
+        self.networks.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

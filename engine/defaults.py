@@ -1,0 +1,57 @@
+"""The embedded default: what a fresh home holds so `vm create` and `vm deploy ID local` work at once.
+
+On first run: the front end as a host named `local` (shared driver, VM directory `<home>/vms`), a ranged network
+`default` (the configuration's DEFAULT_NETWORK, 192.168.122.0/24 unless it says otherwise), and a small sample
+disk image `<home>/images/ttylinux.img`. Done once per home (a marker in the database), so what the admin later
+deletes stays deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from engine.home import DATA_DIR, Home
+from engine.hosts import Host, Hosts
+from engine.store import Store
+from engine.template import Attribute, Template
+from engine.vnet import Networks
+
+SAMPLE_IMAGE = "ttylinux.img"
+SAMPLE_IMAGE_MB = 16
+TEMPLATES_DIR = DATA_DIR / "templates"
+
+
+def make_sample_image(path: Path) -> None:
+    """A small sparse ext4 image (a plain sparse file where mkfs.ext4 is missing), placed whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as image:
+        image.truncate(SAMPLE_IMAGE_MB * 1024 * 1024)
+    mkfs = shutil.which("mkfs.ext4") or next(
+        (p for p in ("/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4") if os.path.exists(p)), None
+    )
+    if mkfs:
+        subprocess.run([mkfs, "-q", "-F", "-L", "ttylinux", str(tmp)], check=True, capture_output=True)
+    os.replace(tmp, path)
+
+
+def ensure_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> bool:
+    """Create the embedded default once per home; returns True when it did."""
+    store = Store(home.db_path)
+    with store.read() as db:
+        if db.table("meta").get(doc_id=1):
+            return False
+    image = home.images / SAMPLE_IMAGE
+    if not image.exists():
+        make_sample_image(image)
+    if hosts.find("local") is None:
+        hosts.create(Host("local", "shared", str(home.vms)))
+    vector = home.config.template.vectors("DEFAULT_NETWORK")
+    if vector and not any(n.name == (vector[0].get("NAME") or "default") for n in networks.list()):
+        attrs = [Attribute("TYPE", "RANGED"), *(Attribute(k, v) for k, v in vector[0].items)]
+        networks.create(Template(attrs, str(home.config_path)))
+    with store.write() as db:
+        db.table("meta").insert({"embedded_default": True})
+    return True

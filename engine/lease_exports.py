@@ -1,0 +1,40 @@
+"""Leases written out for the DHCP and name services that serve them: dnsmasq, /etc/ethers, /etc/hosts, Kea.
+
+A VM's lease is named `one-<vm>` (OpenNebula's VM host name); a held address has no VM and so no name: it is
+still reserved for its MAC in dnsmasq, ethers and Kea, and left out of /etc/hosts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from engine.errors import InputError, Problem
+from engine.leases import Lease
+
+FORMATS = ("dnsmasq", "ethers", "hosts", "kea")
+
+
+def host_name(lease: Lease) -> str | None:
+    return f"one-{lease.vm}" if lease.vm is not None else None
+
+
+def export_leases(leases: Sequence[Lease], fmt: str) -> str:
+    """The leases in one of FORMATS, ready to write to a file."""
+    if fmt == "dnsmasq":
+        return "".join(f"dhcp-host={','.join(_present(x.mac, x.ip, host_name(x)))}\n" for x in leases)
+    if fmt == "ethers":
+        return "".join(f"{x.mac} {x.ip}\n" for x in leases)
+    if fmt == "hosts":
+        return "".join(f"{x.ip}\t{host_name(x)}\n" for x in leases if x.vm is not None)
+    if fmt == "kea":
+        reservations = [
+            {"hw-address": x.mac, "ip-address": x.ip, **({"hostname": host_name(x)} if x.vm is not None else {})}
+            for x in leases
+        ]
+        return json.dumps({"reservations": reservations}, indent=2) + "\n"
+    raise InputError(Problem(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}"))
+
+
+def _present(*parts: str | None) -> list[str]:
+    return [p for p in parts if p]

@@ -1,0 +1,309 @@
+"""A TinyDB database kept as a snapshot plus an append-only journal, for lease tables of up to ~65k documents.
+
+Plain TinyDB rewrites the whole file on every write (O(database) per lease). Here, as in ISC dhcpd and Kea's
+memfile, a write appends one line to a journal and a compaction now and then folds the journal into a snapshot:
+
+    <key>.db        the snapshot: an ordinary TinyDB JSON file ({"table": {"doc_id": {...}}}); plain
+                    `TinyDB(path)` opens it. Replaced atomically (temporary name, fsync, rename).
+    <key>.journal   one JSON line per committed transaction: {"t": {"table": {"doc_id": doc or null}}}, each
+                    document's full new state (null = removed), so replaying a line twice changes nothing.
+    <key>.lock      flock: exclusive for a write transaction, shared for a read.
+
+In memory the data is a TinyDB over a storage that hands out the loaded dict, so transactions use TinyDB's own
+`Table.insert/update/remove` with `Document(doc, doc_id=...)`; callers shard tables small (leases: one per /24),
+which keeps TinyDB's per-write table rebuild cheap.
+
+Guarantees:
+- A committed transaction is one `write(2)` with O_APPEND under the exclusive lock before `write()` returns, so it
+  survives `kill -9` of the process right after. It is fdatasync'ed only with `sync=True`: without it, a power loss
+  can lose the transactions of the last few seconds (the kernel's writeback interval), never the file.
+- A torn last line (a killed process in the middle of a large write, or a power cut) has no newline: it is never
+  applied, and the next writer cuts it off before appending. A line that does not parse is skipped.
+- Compaction writes the new snapshot first, then an empty journal: a crash between the two replays lines the
+  snapshot already holds, which is harmless because lines carry absolute states.
+- Another process's commits are picked up at the start of each transaction: an unchanged journal costs one
+  `stat`; an appended one costs reading the new lines only; a compacted one (new inode) a full reload.
+  `stamp()` is the lock-free "has anything changed" check for pollers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document, Table
+
+from engine.errors import InputError, OperationError, Problem
+from engine.store import fsync_directory, write_json_atomically
+
+Data = dict[str, dict[str, dict[str, Any]]]
+COMPACT_MIN_BYTES = 4 << 20  # compact once the journal is past this and past the snapshot's size
+
+
+class _LoadedData(Storage):
+    """TinyDB storage over the LeaseFile's in-memory data; persistence is the LeaseFile's job."""
+
+    def __init__(self, owner: LeaseFile) -> None:
+        self.owner = owner
+
+    def read(self) -> Data:
+        return self.owner.data
+
+    def write(self, data: Data) -> None:
+        self.owner.data = data
+
+
+class Transaction:
+    """Changes inside `LeaseFile.write()`; each change is journaled when the block ends."""
+
+    def __init__(self, file: LeaseFile) -> None:
+        self.file = file
+        self.touched: dict[str, set[int]] = {}
+
+    def table(self, name: str) -> Table:
+        return self.file.db.table(name, cache_size=0)
+
+    def get(self, table: str, doc_id: int) -> dict[str, Any] | None:
+        return self.file.data.get(table, {}).get(str(doc_id))
+
+    def put(self, table: str, doc_id: int, doc: dict[str, Any]) -> None:
+        """Store `doc` as document `doc_id` of `table`, replacing what was there."""
+        t = self.table(table)
+        if t.contains(doc_id=doc_id):
+            t.update(lambda stored: _replace(stored, doc), doc_ids=[doc_id])
+        else:
+            t.insert(Document(doc, doc_id=doc_id))
+            self._untrack(table, [doc_id])
+        self.touched.setdefault(table, set()).add(doc_id)
+
+    def insert_many(self, table: str, docs: dict[int, dict[str, Any]]) -> None:
+        """Insert new documents in one TinyDB write (ValueError if one exists)."""
+        self.table(table).insert_multiple(Document(doc, doc_id=doc_id) for doc_id, doc in docs.items())
+        self._untrack(table, docs)
+        self.touched.setdefault(table, set()).update(docs)
+
+    def _untrack(self, table: str, doc_ids: Iterable[int]) -> None:
+        # TinyDB stores dict(Document(...)), which CPython keeps tracked by the cyclic GC until a full
+        # collection (dict() of a tracked dict stays tracked); at 65k leases that first full collection stalls
+        # ~20 ms. A dict built item by item from JSON values is not tracked.
+        stored = self.file.data[table]
+        for doc_id in doc_ids:
+            key = str(doc_id)
+            stored[key] = dict(stored[key].items())
+
+    def delete(self, table: str, doc_id: int) -> None:
+        self.table(table).remove(doc_ids=[doc_id])
+        self.touched.setdefault(table, set()).add(doc_id)
+
+    def delta(self) -> dict[str, dict[str, Any]]:
+        data = self.file.data
+        return {
+            name: {str(i): data.get(name, {}).get(str(i)) for i in sorted(ids)} for name, ids in self.touched.items()
+        }
+
+
+def _replace(stored: dict[str, Any], doc: dict[str, Any]) -> None:
+    stored.clear()
+    stored.update(doc)
+
+
+class LeaseFile:
+    """One journaled TinyDB database; safe for threads (one lock) and processes (flock)."""
+
+    def __init__(self, directory: str | Path, key: str, sync: bool = False) -> None:
+        self.directory = Path(directory)
+        self.snapshot_path = self.directory / f"{key}.db"
+        self.journal_path = self.directory / f"{key}.journal"
+        self.lock_path = self.directory / f"{key}.lock"
+        self.sync = sync
+        self.data: Data = {}
+        self.db = TinyDB(storage=lambda: _LoadedData(self))
+        self.loads = 0  # counts loads of other processes' changes (full reloads and appended lines read)
+        self.skipped_lines = 0  # lines that did not parse at the last full load
+        self._thread_lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._journal_fd: int | None = None
+        self._offset = 0  # bytes of the journal applied (always the end of a complete line)
+        self._snapshot_bytes = 0
+
+    @contextmanager
+    def write(self) -> Iterator[Transaction]:
+        """An exclusive transaction: what it changed is appended to the journal when the block ends."""
+        with self._locked(fcntl.LOCK_EX):
+            self._refresh()
+            tx = Transaction(self)
+            try:
+                yield tx
+                if tx.touched:
+                    self._append(json.dumps({"t": tx.delta()}, separators=(",", ":")).encode() + b"\n")
+            except BaseException:
+                if tx.touched:
+                    self._forget()  # memory may hold changes the journal does not: reload next time
+                raise
+            if self._offset > max(COMPACT_MIN_BYTES, self._snapshot_bytes):
+                self._compact()
+
+    @contextmanager
+    def read(self) -> Iterator[Data]:
+        """A shared transaction: the current data, read-only, consistent for the block."""
+        with self._locked(fcntl.LOCK_SH):
+            self._refresh()
+            yield self.data
+
+    def compact(self) -> None:
+        """Fold the journal into the snapshot now."""
+        with self._locked(fcntl.LOCK_EX):
+            self._refresh()
+            self._compact()
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """Changes whenever any process commits or compacts; costs one stat and takes no lock."""
+        try:
+            st = os.stat(self.journal_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size)
+
+    def remove_files(self) -> None:
+        """Delete the database (the caller holds `write()`); later transactions start empty."""
+        for path in (self.snapshot_path, self.journal_path):
+            path.unlink(missing_ok=True)
+        self._forget()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            for fd in (self._journal_fd, self._lock_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._journal_fd = self._lock_fd = None
+
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        with self._thread_lock:
+            if self._lock_fd is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(self._lock_fd, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _forget(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+        self._journal_fd = None
+        self._offset = 0
+        self.data = {}
+
+    def _refresh(self) -> None:
+        """Bring memory up to date with the files (under the lock)."""
+        try:
+            st = os.stat(self.journal_path)
+        except FileNotFoundError:
+            st = None
+        if self._journal_fd is not None and st is not None:
+            mine = os.fstat(self._journal_fd)
+            # Our open descriptor pins the inode, so an equal inode number is the very same file.
+            if (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino):
+                if st.st_size > self._offset:
+                    self.loads += 1
+                    self._apply_journal(os.pread(self._journal_fd, st.st_size - self._offset, self._offset))
+                return
+        self._reload()
+
+    def _reload(self) -> None:
+        self._forget()
+        self.loads += 1
+        self.skipped_lines = 0
+        try:
+            raw = self.snapshot_path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        try:
+            self.data = json.loads(raw) if raw else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(Problem(f"lease snapshot does not load: {exc}", str(self.snapshot_path))) from None
+        self._snapshot_bytes = len(raw)
+        try:
+            self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        size = os.fstat(self._journal_fd).st_size
+        self._apply_journal(os.pread(self._journal_fd, size, 0) if size else b"")
+
+    def _apply_journal(self, chunk: bytes) -> None:
+        """Apply the complete lines of `chunk` (journal bytes from `self._offset` on)."""
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            return
+        lines = chunk[:end].split(b"\n")[:-1]
+        try:
+            records = json.loads(b"[" + b",".join(lines) + b"]")  # one C-level parse for the common case
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            records = []
+            for line in lines:
+                try:
+                    records.append(json.loads(line))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    self.skipped_lines += 1
+        data = self.data
+        for record in records:
+            if not isinstance(record, dict) or not isinstance(record.get("t"), dict):
+                self.skipped_lines += 1
+                continue
+            tables = record["t"]
+            if not all(isinstance(docs, dict) for docs in tables.values()):
+                self.skipped_lines += 1
+                continue
+            for name, docs in tables.items():
+                table = data.get(name)
+                if table is None:
+                    table = data[name] = {}
+                for doc_id, doc in docs.items():
+                    if doc is None:
+                        table.pop(doc_id, None)
+                    else:
+                        table[doc_id] = doc
+        self._offset += end
+
+    def _append(self, line: bytes) -> None:
+        if self._journal_fd is None:
+            self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._offset = 0
+            if self.sync:
+                fsync_directory(self.directory)  # the new file's name must survive a power cut too
+        fd = self._journal_fd
+        if os.fstat(fd).st_size != self._offset:
+            os.ftruncate(fd, self._offset)  # cut a torn line left by a writer that died mid-write
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.sync:
+                os.fdatasync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # else the next writer cuts the torn tail
+                os.ftruncate(fd, self._offset)
+            raise OperationError(f"cannot write the lease journal {self.journal_path}: {exc.strerror}") from None
+        self._offset += len(line)
+
+    def _compact(self) -> None:
+        write_json_atomically(self.snapshot_path, self.data)
+        self._snapshot_bytes = os.stat(self.snapshot_path).st_size
+        tmp = self.journal_path.with_name(f".{self.journal_path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        os.replace(tmp, self.journal_path)
+        fsync_directory(self.directory)
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+        self._journal_fd, self._offset = fd, 0

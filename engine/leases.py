@@ -1,0 +1,263 @@
+"""The lease manager of one network: who holds which IP-MAC pair, and which address is handed out next.
+
+Only leased addresses have a document (as in OpenNebula): in the network's LeaseFile, table `a.b.c` (its /24)
+holds document `int(ip)` = {"ip", "mac", "vm", "state", "note", "created", "updated"}; table `_meta` document 1
+holds the next-fit cursor. Every change is one journaled transaction, so a batch of N leases is all or none.
+
+Policies:
+- `next-fit` (default; OpenNebula's rotating cursor, persisted here): start after the address handed out last,
+  so a just-released address is not handed out again at once. Lease .1 .2 .3, release .2: the next is .4.
+- `first-free`: the lowest free address.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from engine.addresses import format_ipv4, parse_ipv4
+from engine.errors import InputError, OperationError, Problem
+from engine.leasefile import LeaseFile, Transaction
+from engine.networks import FIRST_FREE, Network
+
+USED = "used"
+HOLD = "hold"
+META = "_meta"
+CURSOR_DOC = 1
+
+
+@dataclass(frozen=True)
+class Lease:
+    network: str
+    ip: str
+    mac: str
+    vm: int | None  # None when held
+    state: str  # "used" (a VM has it) or "hold" (reserved, no VM)
+    note: str
+    created: float  # seconds since the epoch
+    updated: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's lease shape."""
+        keys = ("network", "ip", "mac", "vm", "state", "note")
+        return {key: getattr(self, key) for key in keys}
+
+
+@dataclass(frozen=True)
+class Usage:
+    size: int
+    used: int
+    held: int
+
+    @property
+    def free(self) -> int:
+        return max(self.size - self.used - self.held, 0)
+
+
+def check_vm_id(vm: int | None) -> None:
+    if vm is not None and (isinstance(vm, bool) or not isinstance(vm, int) or vm < 0):
+        raise InputError(Problem(f"a VM id is a number 0 or more, not {vm!r}"))
+
+
+class LeaseBook:
+    """Leases of one network. `guard` runs inside every write transaction (e.g. to see the network still exists)."""
+
+    def __init__(self, network: Network, file: LeaseFile, guard: Callable[[], None] | None = None) -> None:
+        self.network = network
+        self.file = file
+        self.guard = guard
+        self._shards: dict[int, str] = {}
+        self._low = 0  # first-free: every pool index below this is taken (a hint, valid while no one else wrote)
+        self._loads_seen = -1
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    def leases(self) -> list[Lease]:
+        """Every lease of the network, by IP."""
+        with self.file.read() as data:
+            return [self._lease(doc) for doc in self._docs(data)]
+
+    def get(self, ip: str) -> Lease | None:
+        number = parse_ipv4(ip)
+        with self.file.read() as data:
+            doc = data.get(self.shard(number), {}).get(str(number))
+            return self._lease(doc) if doc else None
+
+    def usage(self) -> Usage:
+        with self.file.read() as data:
+            return self.usage_of(data)
+
+    def usage_of(self, data: dict[str, dict[str, dict[str, Any]]]) -> Usage:
+        """Counts over `data` as read inside a transaction."""
+        used = held = 0
+        for doc in _unordered_docs(data):
+            if doc["state"] == USED:
+                used += 1
+            else:
+                held += 1
+        return Usage(self.network.size, used, held)
+
+    # -- changes -----------------------------------------------------------------------------------------------
+
+    def lease(self, vm: int | None = None, ip: str | None = None, note: str = "") -> Lease:
+        """Lease `ip`, or the next free address by the network's policy, to `vm` (a hold when vm is None)."""
+        return self.lease_many(1, vm, ip, note)[0]
+
+    def lease_many(self, count: int, vm: int | None = None, ip: str | None = None, note: str = "") -> list[Lease]:
+        """Lease `count` addresses in one transaction: all of them, or none and an OperationError."""
+        check_vm_id(vm)
+        if count < 1:
+            raise InputError(Problem(f"the number of leases must be 1 or more, not {count}"))
+        if ip is not None and count != 1:
+            raise InputError(Problem("give either an IP or a count, not both"))
+        wanted = parse_ipv4(ip) if ip is not None else None
+        with self._transaction() as tx:
+            if wanted is not None:
+                self.network.check_leasable(wanted)
+                taken = tx.get(self.shard(wanted), wanted)
+                if taken:
+                    raise OperationError(f"{ip} in {self.network.name!r} is taken: {_owner(taken)}")
+                picked = [wanted]
+            else:
+                picked = self._pick(tx, count)
+            now = round(time.time(), 3)
+            state = USED if vm is not None else HOLD
+            docs = [self._doc(number, vm, state, note, now, now) for number in picked]
+            by_shard: dict[str, dict[int, dict[str, Any]]] = {}
+            for number, doc in zip(picked, docs, strict=True):
+                by_shard.setdefault(self.shard(number), {})[number] = doc
+            for shard, shard_docs in by_shard.items():
+                tx.insert_many(shard, shard_docs)
+            if wanted is None and self.network.policy != FIRST_FREE:
+                tx.put(META, CURSOR_DOC, {"cursor": self._index(picked[-1]) + 1})
+            return [self._lease(doc) for doc in docs]
+
+    def hold(self, ip: str, note: str = "") -> Lease:
+        return self.lease(None, ip, note)
+
+    def release(self, ip: str, force: bool = False) -> Lease:
+        """Free `ip`; a VM's lease only with `force` (its VM would lose its address)."""
+        number = parse_ipv4(ip)
+        with self._transaction() as tx:
+            shard = self.shard(number)
+            doc = tx.get(shard, number)
+            if doc is None:
+                raise OperationError(f"{ip} is not leased in {self.network.name!r}")
+            if doc["vm"] is not None and not force:
+                raise OperationError(f"{ip} in {self.network.name!r} is leased to VM {doc['vm']}: use --force")
+            lease = self._lease(doc)
+            tx.delete(shard, number)
+            self._released(number)
+            return lease
+
+    def release_vm(self, vm: int) -> list[Lease]:
+        """Free every lease `vm` holds in this network."""
+        check_vm_id(vm)
+        with self._transaction() as tx:
+            mine = [doc for doc in _unordered_docs(self.file.data) if doc["vm"] == vm]
+            for doc in mine:
+                number = parse_ipv4(doc["ip"])
+                tx.delete(self.shard(number), number)
+                self._released(number)
+            return [self._lease(doc) for doc in mine]
+
+    def rewrite(self, number: int, doc: dict[str, Any] | None) -> None:
+        """Replace (or with None remove) the document of an address as it is; for repairs (doctor --fix)."""
+        with self._transaction() as tx:
+            shard = self.shard(number)
+            if doc is None:
+                if tx.get(shard, number) is not None:
+                    tx.delete(shard, number)
+            else:
+                tx.put(shard, number, doc)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Transaction]:
+        with self.file.write() as tx:
+            if self.guard is not None:
+                self.guard()
+            if self._loads_seen != self.file.loads:  # another process changed leases: the hint is stale
+                self._low, self._loads_seen = 0, self.file.loads
+            yield tx
+
+    def _pick(self, tx: Transaction, count: int) -> list[int]:
+        """`count` free addresses by the policy, or OperationError when there are not that many."""
+        pool = self.network.pool
+        size = len(pool)
+        data = self.file.data
+        if self.network.policy == FIRST_FREE:
+            start = self._low
+        else:
+            cursor = tx.get(META, CURSOR_DOC)
+            start = cursor["cursor"] % size if cursor and size else 0
+        picked: list[int] = []
+        for step in range(size):
+            index = (start + step) % size
+            number = pool[index]
+            shard = data.get(self.shard(number))
+            if shard is None or str(number) not in shard:
+                picked.append(number)
+                if len(picked) == count:
+                    if self.network.policy == FIRST_FREE:
+                        self._low = index + 1 if index >= start else 0
+                    return picked
+        if not picked:
+            raise OperationError(f"network {self.network.name!r} is full: all {size} addresses are leased")
+        raise OperationError(
+            f"network {self.network.name!r} has only {len(picked)} free addresses, {count} asked: nothing leased"
+        )
+
+    def _released(self, number: int) -> None:
+        if self.network.policy == FIRST_FREE and self.network.contains(number):
+            self._low = min(self._low, self._index(number))
+
+    def _index(self, number: int) -> int:
+        pool = self.network.pool
+        return number - self.network.first if isinstance(pool, range) else pool.index(number)
+
+    def shard(self, number: int) -> str:
+        block = number >> 8
+        name = self._shards.get(block)
+        if name is None:
+            name = self._shards[block] = f"{block >> 16}.{block >> 8 & 255}.{block & 255}"
+        return name
+
+    def _docs(self, data: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+        """Every lease document, by IP."""
+        for name in sorted((n for n in data if n != META), key=lambda n: parse_ipv4(n + ".0")):
+            table = data[name]
+            for key in sorted(table, key=int):
+                yield table[key]
+
+    def _doc(self, number: int, vm: int | None, state: str, note: str, created: float, updated: float) -> dict:
+        return {
+            "ip": format_ipv4(number),
+            "mac": self.network.mac_for(number),
+            "vm": vm,
+            "state": state,
+            "note": note,
+            "created": created,
+            "updated": updated,
+        }
+
+    def _lease(self, doc: dict[str, Any]) -> Lease:
+        d = doc  # positional: this runs once per lease when a whole network is loaded
+        return Lease(self.network.name, d["ip"], d["mac"], d["vm"], d["state"], d["note"], d["created"], d["updated"])
+
+
+def _unordered_docs(data: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """Every lease document, in no particular order (no sorting: for scans)."""
+    for name, table in data.items():
+        if name != META:
+            yield from table.values()
+
+
+def _owner(doc: dict[str, Any]) -> str:
+    if doc["vm"] is not None:
+        return f"leased to VM {doc['vm']}"
+    return "held" + (f" ({doc['note']})" if doc["note"] else "")

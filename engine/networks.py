@@ -1,0 +1,418 @@
+"""Virtual network definitions: read from a network template, checked whole, stored as plain records.
+
+A template, OpenNebula 1.x compatible (names case-insensitive):
+
+    NAME = "Private LAN"
+    TYPE = RANGED                       # or FIXED; default RANGED
+    BRIDGE = br0
+    NETWORK_ADDRESS = 10.0.0.0          # must be the base address; or 10.0.0.0/24
+    NETWORK_SIZE = C                    # A, B, C (any case) or a host count N: leases network+1 .. network+N
+    IP_START = 10.0.0.10                # optional: narrow the range inside the network
+    IP_END = 10.0.0.200
+    MAC_PREFIX = 02:00                  # default: the home's configuration
+    POLICY = next-fit                   # or first-free
+    GLOBAL_PREFIX = 2001:db8::          # optional /64 prefixes for IPv6 (EUI-64 from the MAC)
+    ULA_PREFIX = fd00::
+
+    TYPE = FIXED
+    LEASES = [ IP = 130.10.0.1, MAC = 50:20:20:20:20:20 ]
+    LEASES = [ IP = 130.10.0.4 ]        # MAC optional: the prefix rule
+
+Every problem is reported with the file and line it comes from, all at once, and nothing is stored.
+Deliberate deviations from OpenNebula 1.x: an unknown TYPE, a non-base NETWORK_ADDRESS, an octet over 255 and
+`NETWORK_SIZE = A` are errors instead of silent guesses; MAC_PREFIX in a template is honoured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from engine.addresses import (
+    AddressError,
+    format_ipv4,
+    mac_of,
+    mac_to_ipv6,
+    normal_mac,
+    parse_ipv4,
+    parse_ipv6_prefix,
+    parse_mac_prefix,
+)
+from engine.errors import InputError, OperationError, Problem
+from engine.template import Attribute, Template, Vector
+
+RANGED = "RANGED"
+FIXED = "FIXED"
+NEXT_FIT = "next-fit"
+FIRST_FREE = "first-free"
+POLICIES = (NEXT_FIT, FIRST_FREE)
+CLASS_HOST_BITS = {"A": 24, "B": 16, "C": 8}
+DEFAULT_HOST_BITS = 8  # OpenNebula's NETWORK_SIZE default of 254 hosts: a class C
+
+
+@dataclass(frozen=True)
+class Network:
+    """A virtual network. Addresses are 32-bit numbers; `first`..`last` is the lease range of a RANGED network."""
+
+    id: int
+    name: str
+    type: str
+    bridge: str
+    mac_prefix: str
+    policy: str = NEXT_FIT
+    address: int | None = None  # base address and prefix length (RANGED)
+    prefix_length: int | None = None
+    first: int = 0
+    last: int = -1
+    fixed: tuple[tuple[int, str], ...] = ()  # (ip, mac) sorted by ip (FIXED)
+    global_prefix: str | None = None
+    ula_prefix: str | None = None
+    attributes: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # the template, for display
+    store_key: str = ""  # names the network's lease files; unique forever, so no network inherits stale leases
+
+    @cached_property
+    def pool(self) -> Sequence[int]:
+        """Every address that can be leased, in allocation order."""
+        if self.type == FIXED:
+            return tuple(ip for ip, _ in self.fixed)
+        return range(self.first, self.last + 1)
+
+    @property
+    def size(self) -> int:
+        return len(self.pool)
+
+    @cached_property
+    def _fixed_macs(self) -> dict[int, str]:
+        return dict(self.fixed)
+
+    def contains(self, ip: int) -> bool:
+        if self.type == FIXED:
+            return ip in self._fixed_macs
+        return self.first <= ip <= self.last
+
+    def mac_for(self, ip: int) -> str:
+        """The MAC a lease of `ip` carries: the listed one in a FIXED network, else the prefix rule."""
+        listed = self._fixed_macs.get(ip) if self.type == FIXED else None
+        return listed or mac_of(ip, parse_mac_prefix(self.mac_prefix))
+
+    def ipv6_addresses(self, mac: str) -> dict[str, str]:
+        """The SLAAC addresses of a NIC with `mac` under the network's GLOBAL_PREFIX and ULA_PREFIX, by name."""
+        prefixes = (("GLOBAL", self.global_prefix), ("ULA", self.ula_prefix))
+        return {name: mac_to_ipv6(mac, prefix) for name, prefix in prefixes if prefix}
+
+    def check_leasable(self, ip: int) -> None:
+        """Raise OperationError saying why `ip` cannot be leased in this network, if it cannot."""
+        text = format_ipv4(ip)
+        if self.type == RANGED and self.address is not None and self.prefix_length is not None:
+            broadcast = self.address | (0xFFFFFFFF >> self.prefix_length)
+            if ip == self.address:
+                raise OperationError(f"{text} is the network address of {self.name!r}")
+            if ip == broadcast:
+                raise OperationError(f"{text} is the broadcast address of {self.name!r}")
+        if not self.contains(ip):
+            raise OperationError(f"{text} is outside the range of {self.name!r} ({self.range_text})")
+
+    @property
+    def range_text(self) -> str:
+        if self.type == FIXED:
+            return f"{len(self.fixed)} fixed addresses"
+        return f"{format_ipv4(self.first)}-{format_ipv4(self.last)}"
+
+    @property
+    def cidr(self) -> str | None:
+        if self.address is None:
+            return None
+        return f"{format_ipv4(self.address)}/{self.prefix_length}"
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON document stored in the `networks` table."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": self.type,
+            "bridge": self.bridge,
+            "mac_prefix": self.mac_prefix,
+            "policy": self.policy,
+            "address": self.address,
+            "prefix_length": self.prefix_length,
+            "first": self.first,
+            "last": self.last,
+            "fixed": [list(pair) for pair in self.fixed],
+            "global_prefix": self.global_prefix,
+            "ula_prefix": self.ula_prefix,
+            "attributes": [list(pair) for pair in self.attributes],
+            "store_key": self.store_key,
+        }
+
+    @classmethod
+    def from_record(cls, doc: dict[str, Any]) -> Network:
+        return cls(
+            id=doc["id"],
+            name=doc["name"],
+            type=doc["type"],
+            bridge=doc["bridge"],
+            mac_prefix=doc["mac_prefix"],
+            policy=doc["policy"],
+            address=doc["address"],
+            prefix_length=doc["prefix_length"],
+            first=doc["first"],
+            last=doc["last"],
+            fixed=tuple((ip, mac) for ip, mac in doc["fixed"]),
+            global_prefix=doc["global_prefix"],
+            ula_prefix=doc["ula_prefix"],
+            attributes=tuple((name, value) for name, value in doc["attributes"]),
+            store_key=doc["store_key"],
+        )
+
+
+class _Reader:
+    """Collects every problem of one template, each located at its attribute's line."""
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+        self.problems: list[Problem] = []
+
+    def problem(self, message: str, attr: Attribute | None = None) -> None:
+        self.problems.append(Problem(message, self.template.source, attr.line if attr else None))
+
+    def single(self, name: str) -> Attribute | None:
+        """The attribute NAME, which must be a single value and appear once."""
+        found = self.template.all(name)
+        if not found:
+            return None
+        for extra in found[1:]:
+            self.problem(f"{name} is given more than once (first on line {found[0].line})", extra)
+        attr = found[0]
+        if isinstance(attr.value, Vector):
+            self.problem(f"{name} must be a single value, not a vector", attr)
+            return None
+        return attr
+
+    def address(self, attr: Attribute, text: str, what: str) -> int | None:
+        try:
+            return parse_ipv4(text)
+        except AddressError as exc:
+            self.problem(f"{what}: {exc.problems[0].message}", attr)
+            return None
+
+
+def network_from_template(template: Template, default_mac_prefix: str) -> Network:
+    """Read and check a network template; raise InputError listing every problem (file:line) if it is bad."""
+    r = _Reader(template)
+    name_attr = r.single("NAME")
+    name = str(name_attr.value).strip() if name_attr else ""
+    if not name:
+        r.problem("NAME is missing: every network needs a name", name_attr)
+    bridge_attr = r.single("BRIDGE")
+    bridge = str(bridge_attr.value) if bridge_attr else ""
+    if not bridge:
+        r.problem("BRIDGE is missing: the host bridge the network's NICs attach to", bridge_attr)
+
+    type_attr = r.single("TYPE")
+    kind = str(type_attr.value).upper() if type_attr else RANGED
+    if kind not in (RANGED, FIXED):
+        r.problem(f"unknown TYPE {type_attr.value!r}: use RANGED or FIXED", type_attr)
+
+    mac_prefix = _mac_prefix(r, default_mac_prefix)
+    policy = _policy(r)
+    prefixes = {}
+    for key in ("GLOBAL_PREFIX", "ULA_PREFIX"):
+        attr = r.single(key)
+        prefixes[key] = None
+        if attr is not None:
+            try:
+                prefixes[key] = str(parse_ipv6_prefix(str(attr.value)))
+            except AddressError as exc:
+                r.problem(f"{key}: {exc.problems[0].message}", attr)
+
+    ranged: dict[str, Any] = {}
+    fixed: tuple[tuple[int, str], ...] = ()
+    if kind == FIXED:
+        fixed = _fixed_leases(r, mac_prefix)
+    elif kind == RANGED:
+        ranged = _range(r)
+    if r.problems:
+        raise InputError(sorted(r.problems, key=lambda p: p.line or 0))
+    return Network(
+        id=0,  # given when stored
+        name=name,
+        type=kind,
+        bridge=bridge,
+        mac_prefix=mac_prefix,
+        policy=policy,
+        fixed=fixed,
+        global_prefix=prefixes["GLOBAL_PREFIX"],
+        ula_prefix=prefixes["ULA_PREFIX"],
+        attributes=tuple(
+            (a.name, a.value.as_dict() if isinstance(a.value, Vector) else a.value) for a in template.attributes
+        ),
+        **ranged,
+    )
+
+
+def _mac_prefix(r: _Reader, default: str) -> str:
+    attr = r.single("MAC_PREFIX")
+    text = str(attr.value) if attr else default
+    try:
+        parse_mac_prefix(text)
+    except AddressError as exc:
+        r.problem(f"MAC_PREFIX: {exc.problems[0].message}" if attr else f"configured {exc.problems[0].message}", attr)
+    return text.lower()
+
+
+def _policy(r: _Reader) -> str:
+    attr = r.single("POLICY")
+    if attr is None:
+        return NEXT_FIT
+    policy = str(attr.value).lower().replace("_", "-")
+    if policy not in POLICIES:
+        r.problem(f"unknown POLICY {attr.value!r}: use next-fit or first-free", attr)
+    return policy
+
+
+def _range(r: _Reader) -> dict[str, Any]:
+    """NETWORK_ADDRESS[/prefix], NETWORK_SIZE, IP_START and IP_END of a RANGED network."""
+    attr = r.single("NETWORK_ADDRESS")
+    if attr is None:
+        r.problem("NETWORK_ADDRESS is missing: a RANGED network needs one (e.g. 10.0.0.0/24)")
+        return {}
+    text, slash, length_text = str(attr.value).partition("/")
+    address = r.address(attr, text, "NETWORK_ADDRESS")
+    size_attr = r.single("NETWORK_SIZE")
+    if slash:
+        if size_attr is not None:
+            r.problem("NETWORK_SIZE and a /prefix in NETWORK_ADDRESS are both given: use one", size_attr)
+            return {}
+        if not length_text.isdigit() or not 8 <= int(length_text) <= 30:
+            r.problem(f"NETWORK_ADDRESS: /{length_text} is not a prefix length from /8 to /30", attr)
+            return {}
+        host_bits = 32 - int(length_text)
+        hosts = (1 << host_bits) - 2
+    else:
+        host_bits, hosts = _size(r, size_attr)
+    if address is None or host_bits is None or hosts is None:
+        return {}
+    length = 32 - host_bits
+    base = address & (0xFFFFFFFF << host_bits) & 0xFFFFFFFF
+    if base != address:
+        r.problem(
+            f"NETWORK_ADDRESS {format_ipv4(address)} is not the base address of its /{length} network: "
+            f"use {format_ipv4(base)}",
+            attr,
+        )
+        return {}
+    first, last = base + 1, base + hosts
+    bounds = []
+    for key, default in (("IP_START", first), ("IP_END", last)):
+        bound_attr = r.single(key)
+        value = default
+        if bound_attr is not None:
+            parsed = r.address(bound_attr, str(bound_attr.value), key)
+            if parsed is not None and not first <= parsed <= last:
+                r.problem(
+                    f"{key} {format_ipv4(parsed)} is outside the network's range "
+                    f"{format_ipv4(first)}-{format_ipv4(last)}",
+                    bound_attr,
+                )
+            elif parsed is not None:
+                value = parsed
+        bounds.append(value)
+    if bounds[0] > bounds[1]:
+        r.problem(f"IP_START {format_ipv4(bounds[0])} is after IP_END {format_ipv4(bounds[1])}", r.single("IP_START"))
+    return {"address": base, "prefix_length": length, "first": bounds[0], "last": bounds[1]}
+
+
+def _size(r: _Reader, attr: Attribute | None) -> tuple[int | None, int | None]:
+    """(host bits, number of hosts) from NETWORK_SIZE: a class letter or a host count."""
+    if attr is None:
+        return DEFAULT_HOST_BITS, (1 << DEFAULT_HOST_BITS) - 2
+    text = str(attr.value).strip()
+    if text.upper() in CLASS_HOST_BITS:
+        bits = CLASS_HOST_BITS[text.upper()]
+        return bits, (1 << bits) - 2
+    if not text.isdigit() or not 1 <= int(text) <= (1 << 24) - 2:
+        r.problem(f"NETWORK_SIZE {text!r} is not A, B, C or a host count from 1 to 16777214", attr)
+        return None, None
+    hosts = int(text)
+    return (hosts + 1).bit_length(), hosts  # hosts + network + broadcast addresses fit in 2**bits
+
+
+def _fixed_leases(r: _Reader, mac_prefix: str) -> tuple[tuple[int, str], ...]:
+    attrs = [a for a in r.template.all("LEASES")]
+    if not attrs:
+        r.problem("a FIXED network needs at least one LEASES = [ IP = ..., MAC = ... ]")
+    by_ip: dict[int, int] = {}
+    by_mac: dict[str, int] = {}
+    leases = []
+    try:
+        prefix = parse_mac_prefix(mac_prefix)
+    except AddressError:
+        prefix = None  # already reported
+    for attr in attrs:
+        if not isinstance(attr.value, Vector):
+            r.problem("LEASES must be a vector: LEASES = [ IP = ..., MAC = ... ]", attr)
+            continue
+        unknown = [k for k, _ in attr.value.items if k not in ("IP", "MAC")]
+        if unknown:
+            r.problem(f"LEASES: unknown key {unknown[0]} (use IP and MAC)", attr)
+        ip_text = attr.value.get("IP")
+        if ip_text is None:
+            r.problem("LEASES without IP", attr)
+            continue
+        ip = r.address(attr, ip_text, "LEASES IP")
+        mac_text = attr.value.get("MAC")
+        mac = None
+        if mac_text is not None:
+            try:
+                mac = normal_mac(mac_text)
+            except AddressError as exc:
+                r.problem(f"LEASES MAC: {exc.problems[0].message}", attr)
+        elif ip is not None and prefix is not None:
+            mac = mac_of(ip, prefix)
+        if ip is None or mac is None:
+            continue
+        if ip in by_ip:
+            r.problem(f"duplicate IP {format_ipv4(ip)} (also on line {by_ip[ip]})", attr)
+        elif mac in by_mac:
+            r.problem(f"duplicate MAC {mac} (also on line {by_mac[mac]})", attr)
+        else:
+            by_ip[ip], by_mac[mac] = attr.line, attr.line
+            leases.append((ip, mac))
+    return tuple(sorted(leases))
+
+
+def conflicts(new: Network, existing: Sequence[Network], template: Template) -> list[Problem]:
+    """A duplicate name, or addresses shared with another network on the same bridge, each at its line."""
+    problems = []
+
+    def line_of(name: str) -> int | None:
+        found = template.all(name)
+        return found[0].line if found else None
+
+    for other in existing:
+        if other.name == new.name:
+            problems.append(Problem(f"a network named {new.name!r} already exists", template.source, line_of("NAME")))
+        elif other.bridge == new.bridge:
+            shared = _shared_address(new, other)
+            if shared is not None:
+                where = line_of("NETWORK_ADDRESS" if new.type == RANGED else "LEASES")
+                problems.append(
+                    Problem(
+                        f"{new.range_text} overlaps network {other.name!r} ({other.range_text}) on bridge "
+                        f"{new.bridge} at {format_ipv4(shared)}",
+                        template.source,
+                        where,
+                    )
+                )
+    return problems
+
+
+def _shared_address(a: Network, b: Network) -> int | None:
+    """One address both networks can lease, or None."""
+    if a.type == RANGED and b.type == RANGED:
+        low, high = max(a.first, b.first), min(a.last, b.last)
+        return low if low <= high else None
+    small, large = (a, b) if a.type == FIXED else (b, a)
+    return next((ip for ip in small.pool if large.contains(ip)), None)

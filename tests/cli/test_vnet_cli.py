@@ -1,0 +1,167 @@
+"""`headnode vnet` through the real command: verbs, JSON shapes, tables, exit statuses and error lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+LAN = 'NAME = "Private LAN"\nTYPE = RANGED\nBRIDGE = br0\nNETWORK_ADDRESS = 10.0.0.0\nNETWORK_SIZE = C\n'
+TINY = "NAME = tiny\nBRIDGE = br1\nNETWORK_ADDRESS = 10.5.0.0\nNETWORK_SIZE = 2\n"
+
+
+@pytest.fixture
+def created(headnode, tmp_path: Path):
+    for name, text in (("lan.net", LAN), ("tiny.net", TINY)):
+        (tmp_path / name).write_text(text)
+        r = headnode("vnet", "create", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+    return headnode
+
+
+def test_create_prints_what_it_made(headnode, tmp_path: Path) -> None:
+    (tmp_path / "lan.net").write_text(LAN)
+    r = headnode("vnet", "create", str(tmp_path / "lan.net"))
+    assert (r.returncode, r.stdout) == (0, "created network 'Private LAN' (id 0): 254 addresses, 10.0.0.1-10.0.0.254\n")
+
+
+def test_bad_template_exits_2_with_file_and_line(headnode, tmp_path: Path) -> None:
+    path = tmp_path / "bad.net"
+    path.write_text("NAME = x\nBRIDGE = br0\nNETWORK_ADDRESS = 10.0.0.7\n")
+    r = headnode("vnet", "create", str(path))
+    assert r.returncode == 2
+    assert r.stderr == f"{path}:3: NETWORK_ADDRESS 10.0.0.7 is not the base address of its /24 network: use 10.0.0.0\n"
+    assert json.loads(headnode("vnet", "list", "--json").stdout) == []
+
+
+def test_list_json_and_table(created) -> None:
+    created("vnet", "lease", "tiny", "--vm", "3")
+    r = created("vnet", "list", "--json")
+    assert json.loads(r.stdout) == [
+        {"name": "Private LAN", "type": "RANGED", "bridge": "br0", "size": 254, "used": 0, "free": 254},
+        {"name": "tiny", "type": "RANGED", "bridge": "br1", "size": 2, "used": 1, "free": 1},
+    ]
+    assert created("vnet", "list").stdout == (
+        "ID  NAME         TYPE    BRIDGE  SIZE  USED  FREE\n"
+        " 0  Private LAN  RANGED  br0      254     0   254\n"
+        " 1  tiny         RANGED  br1        2     1     1\n"
+    )
+
+
+def test_lease_json_shapes_and_full_network(created) -> None:
+    r = created("vnet", "lease", "Private LAN", "--vm", "4", "--note", "web", "--json")
+    assert json.loads(r.stdout) == {
+        "network": "Private LAN",
+        "ip": "10.0.0.1",
+        "mac": "02:00:0a:00:00:01",
+        "vm": 4,
+        "state": "used",
+        "note": "web",
+    }
+    r = created("vnet", "lease", "tiny", "--count", "2", "--json")
+    assert [(x["ip"], x["vm"], x["state"]) for x in json.loads(r.stdout)] == [
+        ("10.5.0.1", None, "hold"),
+        ("10.5.0.2", None, "hold"),
+    ]
+    r = created("vnet", "lease", "tiny", "--vm", "1")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1,
+        "",
+        "headnode: network 'tiny' is full: all 2 addresses are leased\n",
+    )
+
+
+def test_lease_given_ip_table_and_refusals(created) -> None:
+    r = created("vnet", "lease", "Private LAN", "--vm", "2", "--ip", "10.0.0.20")
+    assert r.stdout == "IP         MAC                VM  STATE  NOTE\n10.0.0.20  02:00:0a:00:00:14   2  used\n"
+    r = created("vnet", "lease", "Private LAN", "--ip", "10.0.0.255")
+    assert (r.returncode, r.stderr) == (1, "headnode: 10.0.0.255 is the broadcast address of 'Private LAN'\n")
+    r = created("vnet", "lease", "Private LAN", "--ip", "10.0.0.256")
+    assert r.returncode == 2
+    assert "octet 256 is over 255" in r.stderr
+    r = created("vnet", "lease", "nope")
+    assert (r.returncode, r.stderr) == (2, "headnode: no network named 'nope' (networks: 'Private LAN', 'tiny')\n")
+
+
+def test_hold_release_and_force(created) -> None:
+    r = created("vnet", "hold", "Private LAN", "10.0.0.5", "--json")
+    assert json.loads(r.stdout)["state"] == "hold"
+    created("vnet", "lease", "Private LAN", "--vm", "9", "--ip", "10.0.0.6")
+    r = created("vnet", "release", "Private LAN", "10.0.0.6")
+    assert (r.returncode, r.stderr) == (1, "headnode: 10.0.0.6 in 'Private LAN' is leased to VM 9: use --force\n")
+    assert created("vnet", "release", "Private LAN", "10.0.0.6", "--force").stdout == (
+        "released 10.0.0.6 (02:00:0a:00:00:06) in 'Private LAN'\n"
+    )
+    assert created("vnet", "release", "Private LAN", "10.0.0.5").returncode == 0
+    assert json.loads(created("vnet", "show", "Private LAN", "--json").stdout)["leases"] == []
+
+
+def test_show(created) -> None:
+    created("vnet", "lease", "Private LAN", "--vm", "4")
+    shown = json.loads(created("vnet", "show", "Private LAN", "--json").stdout)
+    assert shown["name"] == "Private LAN"
+    assert (shown["size"], shown["used"], shown["free"], shown["network_address"]) == (254, 1, 253, "10.0.0.0/24")
+    assert shown["attributes"] == {
+        "NAME": "Private LAN",
+        "TYPE": "RANGED",
+        "BRIDGE": "br0",
+        "NETWORK_ADDRESS": "10.0.0.0",
+        "NETWORK_SIZE": "C",
+    }
+    assert shown["leases"] == [
+        {"network": "Private LAN", "ip": "10.0.0.1", "mac": "02:00:0a:00:00:01", "vm": 4, "state": "used", "note": ""}
+    ]
+    text = created("vnet", "show", "Private LAN").stdout
+    assert text.startswith("VIRTUAL NETWORK 0 INFORMATION\nID              : 0\nNAME            : Private LAN\n")
+    assert "\nNETWORK_SIZE = C\n" in text
+    assert text.endswith(
+        "LEASES\nIP        MAC                VM  STATE  NOTE\n10.0.0.1  02:00:0a:00:00:01   4  used\n"
+    )
+
+
+def test_delete(created) -> None:
+    created("vnet", "lease", "tiny", "--vm", "1")
+    r = created("vnet", "delete", "tiny")
+    assert r.returncode == 1
+    assert "release them first, or delete with --force" in r.stderr
+    r = created("vnet", "delete", "tiny", "--force", "--json")
+    assert json.loads(r.stdout) == {"name": "tiny", "deleted": True}
+    assert [n["name"] for n in json.loads(created("vnet", "list", "--json").stdout)] == ["Private LAN"]
+
+
+def test_export(created) -> None:
+    created("vnet", "lease", "Private LAN", "--vm", "4")
+    created("vnet", "lease", "tiny", "--vm", "5")
+    assert (
+        created("vnet", "export", "tiny", "--format", "dnsmasq").stdout
+        == "dhcp-host=02:00:0a:05:00:01,10.5.0.1,one-5\n"
+    )
+    assert created("vnet", "export", "--format", "hosts").stdout == "10.0.0.1\tone-4\n10.5.0.1\tone-5\n"
+    r = created("vnet", "export", "--format", "csv")
+    assert r.returncode == 2
+
+
+def test_doctor_exit_status(created) -> None:
+    r = created("vnet", "doctor")
+    assert (r.returncode, r.stdout) == (0, "no problems found\n")
+    created("vnet", "lease", "tiny", "--vm", "5")  # no VM 5 exists
+    r = created("vnet", "doctor")
+    assert (r.returncode, r.stdout) == (1, "tiny: orphan: 10.5.0.1 is leased to VM 5, which no longer exists\n")
+    r = created("vnet", "doctor", "--fix", "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)[0]["fixed"] is True
+    assert created("vnet", "doctor").returncode == 0
+
+
+def test_mac2ip_and_ip2mac_print_the_address_alone(headnode, home) -> None:
+    assert headnode("vnet", "mac2ip", "02:00:0A:00:00:01").stdout == "10.0.0.1\n"
+    assert headnode("vnet", "ip2mac", "10.0.0.1").stdout == "02:00:0a:00:00:01\n"
+    assert headnode("vnet", "ip2mac", "192.168.0.254", "--prefix", "00:03").stdout == "00:03:c0:a8:00:fe\n"
+    r = headnode("vnet", "mac2ip", "02:00:0a:00:00")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert "is not a MAC address" in r.stderr
+    r = headnode("vnet", "ip2mac", "10.0.0.1", "--prefix", "2:00")
+    assert r.returncode == 2
+    home.config_path.write_text('MAC_PREFIX = "0a:ff"\n')
+    assert headnode("vnet", "ip2mac", "1.2.3.4").stdout == "0a:ff:01:02:03:04\n"
