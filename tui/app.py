@@ -19,6 +19,7 @@ from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, LogEvent
 from engine.home import Home
 from engine.store import Store
+from engine.vnet import Networks
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen
@@ -81,20 +82,24 @@ class HeadnodeApp(App[int]):
         self.read_only = read_only
         self.bus = EventBus()
         self.store = Store(home.db_path)
+        self.networks = Networks(home, self.store, events=self.bus)
         self.log_events: deque[LogEvent] = deque(maxlen=LOG_KEPT)
         self.engine_signal: Signal[Any] = Signal(self, "engine")
         self._bridge = EventBridge(self.bus, self)
-        self._home_identity = self._stat_home()
+        self._home_identity: tuple[Any, ...] | None = None
+        self._watch_error = ""
 
     # Lifecycle.
 
     def on_mount(self) -> None:
         self._bridge.start()
         self.switch_mode("dashboard")
+        self._poll_home()
         self.set_interval(self.HOME_POLL_SECONDS, self._poll_home)
 
     def on_unmount(self) -> None:
         self._bridge.stop()
+        self.networks.close()
 
     def action_quit(self) -> None:
         self.exit(0)
@@ -149,15 +154,24 @@ class HeadnodeApp(App[int]):
             return Outcome(False)
 
     def run_engine(
-        self, what: str, fn: Callable[..., T], *args: Any, then: Callable[[T], object] | None = None, **kwargs: Any
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        then: Callable[[T], object] | None = None,
+        otherwise: Callable[[], object] | None = None,
+        **kwargs: Any,
     ) -> None:
-        """Call the engine on a worker thread (for slow calls: SSH, big tables); `then(result)` runs on the UI."""
+        """Call the engine on a worker thread (for slow calls: SSH, scripts, big tables); `then(result)` or, after
+        a reported failure, `otherwise()` runs on the UI thread."""
 
         async def call() -> None:
             try:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
             except Exception as exc:
                 self.report_failure(what, exc)
+                if otherwise is not None:
+                    otherwise()
                 return
             if then is not None:
                 then(result)
@@ -188,26 +202,34 @@ class HeadnodeApp(App[int]):
 
     # Another headnode (console or CLI) on the same home: a cheap stat of the home's top-level files.
 
-    def _stat_home(self) -> frozenset[tuple[str, int, int, int]]:
+    def _stat_home(self) -> tuple[Any, ...]:
+        """Changes whenever any process changes the home's records: the database's and lease files' identities."""
         try:
-            with os.scandir(self.home.root) as entries:
-                return frozenset(
-                    (entry.name, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-                    for entry in entries
-                    if not entry.name.startswith(".") and not entry.name.endswith(".lock")
-                    for stat in (entry.stat(),)
-                )
-        except OSError:
-            return frozenset()
+            stat = os.stat(self.home.db_path)
+            database = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            database = None
+        return (database, self.networks.stamp())
 
     def _poll_home(self) -> None:
-        identity = self._stat_home()
+        try:
+            identity = self._stat_home()
+        except Exception as exc:  # reported once, not every second
+            if describe_error(exc) != self._watch_error:
+                self._watch_error = describe_error(exc)
+                self.report_failure("watch the home", exc)
+            return
+        self._watch_error = ""
         if identity != self._home_identity:
             self._home_identity = identity
-            self.home_changed()
+            self._reload_screen()
 
     def home_changed(self) -> None:
-        """The home changed (here or in another process): the screen on view re-reads the engine."""
-        self._home_identity = self._stat_home()
-        if isinstance(self.screen, HeadnodeScreen):
-            self.screen.reload()
+        """This console changed the home: the screen on view re-reads the engine now, not at the next poll."""
+        self._home_identity = None
+        self._poll_home()
+
+    def _reload_screen(self) -> None:
+        screen = self.screen
+        if isinstance(screen, HeadnodeScreen):
+            self.attempt(f"show {screen.TITLE}", screen.reload)

@@ -62,7 +62,7 @@ class HeadnodeScreen(Screen[None]):
         return None
 
     def on_screen_resume(self) -> None:
-        self.reload()
+        self.happ.attempt(f"show {self.TITLE}", self.reload)
 
     # Read-only: the footer and help show changing actions disabled; pressing one says why.
 

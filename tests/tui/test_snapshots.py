@@ -6,10 +6,26 @@ from __future__ import annotations
 import pytest
 
 from engine.events import LogEvent
+from engine.home import Home
+from engine.vnet import Networks
 from tests.tui.conftest import SIZES
 from tui.app import HeadnodeApp
 
 SCREEN_KEYS = {"dashboard": "1", "vms": "2", "transfers": "3", "networks": "4", "hosts": "5", "log": "6"}
+
+
+def fixed_data(home: Home) -> None:
+    """The same records in every run, made through the engine."""
+    (home.root / "lan.net").write_text(
+        "NAME = lan\nTYPE = RANGED\nBRIDGE = br0\nNETWORK_ADDRESS = 10.1.0.0\nNETWORK_SIZE = C\n"
+    )
+    (home.root / "dmz.net").write_text("NAME = dmz\nTYPE = FIXED\nBRIDGE = br1\nLEASES = [ IP = 10.9.0.5 ]\n")
+    networks = Networks(home)
+    networks.create_from_file(home.root / "lan.net")
+    networks.create_from_file(home.root / "dmz.net")
+    for vm in range(1, 4):
+        networks.lease("lan", vm=vm, note=f"web-{vm}")
+    networks.hold("lan", "10.1.0.200", note="gateway")
 
 
 def log_some(app: HeadnodeApp) -> None:
@@ -20,6 +36,7 @@ def log_some(app: HeadnodeApp) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("screen", list(SCREEN_KEYS))
 def test_screen(snap_compare, fixed_home, screen, size) -> None:
+    fixed_data(fixed_home)
     app = HeadnodeApp(fixed_home)
 
     async def prepare(pilot) -> None:
@@ -36,3 +53,15 @@ def test_help(snap_compare, fixed_home) -> None:
 
 def test_read_only(snap_compare, fixed_home) -> None:
     assert snap_compare(HeadnodeApp(fixed_home, read_only=True), press=["6"], terminal_size=(80, 24))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_leases(snap_compare, fixed_home, size) -> None:
+    fixed_data(fixed_home)
+
+    async def leases_loaded(pilot) -> None:
+        await pilot.press("4", "enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(HeadnodeApp(fixed_home), terminal_size=size, run_before=leases_loaded)
