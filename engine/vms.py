@@ -340,6 +340,8 @@ class Vms:
                 host = host or vm.host
             target = self._target_host(vm, op, host)
             script, context = self._script(vm, op, origin, target)
+            if context is not None:
+                write_atomically(*context)  # the CONTEXT line reads it: it must exist before the script is checked
             problems = self.executor.validate(script)
             if problems:
                 raise InputError(problems)
@@ -353,8 +355,6 @@ class Vms:
             script = Script(tuple(line for line in script.lines if line.number >= from_line), script.source)
         resume = recovering and from_line is None and op != "delete"
         try:
-            if context is not None:
-                write_atomically(*context)
             outcome = self._run(claimed, script, resume) if script.lines else None
         except (HeadnodeError, OSError) as exc:  # recorded as the operation's failure: the VM is never left busy
             outcome = ScriptResult("", vm_id, "failed", None, str(exc))
