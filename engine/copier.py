@@ -119,7 +119,7 @@ def _verified(
 
 def kernel_copy(job: Job, source: str, tmp: str, progress: Progress) -> Copied:
     """Copy a local file within this machine's file systems, keeping holes."""
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
+    with open(source, "rb") as src, open(tmp, "w+b") as dst:
         size = os.fstat(src.fileno()).st_size
         try:
             fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())

@@ -60,17 +60,25 @@ class ScriptResult:
 
 
 class _Throttle:
-    """Publishes progress at most every PROGRESS_INTERVAL, and always the first and last report."""
+    """Publishes progress at most every PROGRESS_INTERVAL, but always the first report, the first that shows
+    bytes moving (so a watcher sees a copy start at once) and the last."""
 
     def __init__(self, publish: Callable[[int, int | None, float], None]) -> None:
         self._publish = publish
         self._started = time.monotonic()
         self._last = 0.0
+        self._first_done: int | None = None
+        self._moved = False
         self._last_done = -1
 
     def __call__(self, done: int, total: int | None) -> None:
         now = time.monotonic()
-        if now - self._last >= PROGRESS_INTERVAL or (total is not None and done == total != self._last_done):
+        if self._first_done is None:
+            self._first_done = done
+        moved = not self._moved and done > self._first_done
+        finished = total is not None and done == total != self._last_done
+        if moved or finished or now - self._last >= PROGRESS_INTERVAL:
+            self._moved = self._moved or moved
             self._last = now
             self._last_done = done
             self._publish(done, total, now - self._started)
@@ -170,9 +178,6 @@ class ScriptRun:
         except InputError as exc:
             host_name, driver = action_host(action, transfers.hosts.frontend_name), "?"
             return self._finish_line(line, "failed", Outcome(), started, str(exc))
-        self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
-        self.log.write(f"{text} (line {number}, host {host_name}, driver {driver}) started")
-
         def log(message: str, error: bool) -> None:
             self.log.write(message, error)
             self._publish(ActionLog(self.id, self.vm, number, message, error))
@@ -190,6 +195,9 @@ class ScriptRun:
         try:
             with self.executor.host_slots(self._hosts_of(line)):
                 job.check_cancel()
+                self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
+                self.log.write(f"{text} (line {number}, host {host_name}, driver {driver}) started")
+                started = time.monotonic()
                 outcome = transfers.run(action, job, self.vm, resume_partial=bool(self.skip))
         except Cancelled:
             return self._finish_line(line, "cancelled", Outcome(), started, "cancelled")
