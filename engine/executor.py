@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from engine.actions import Outcome, Transfers, action_host, written_paths
+from engine.actions import Outcome, Transfers, written_paths
 from engine.errors import InputError, OperationError, Problem
 from engine.events import EventBus
 from engine.home import Home
@@ -176,8 +176,8 @@ class ScriptRun:
             target = transfers.target(action)
             host_name, driver = target.name, target.driver
         except InputError as exc:
-            host_name, driver = action_host(action, transfers.hosts.frontend_name), "?"
             return self._finish_line(line, "failed", Outcome(), started, str(exc))
+
         def log(message: str, error: bool) -> None:
             self.log.write(message, error)
             self._publish(ActionLog(self.id, self.vm, number, message, error))

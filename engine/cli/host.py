@@ -56,9 +56,7 @@ def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
         import os
 
         identity = os.path.abspath(os.path.expanduser(identity))
-    host = Host(
-        args.name, args.driver, args.vm_dir, args.address, args.port, args.user, identity, args.max_transfers
-    )
+    host = Host(args.name, args.driver, args.vm_dir, args.address, args.port, args.user, identity, args.max_transfers)
     created = _hosts(ctx).create(host)
     if ctx.json:
         ctx.emit_json(created.record())
