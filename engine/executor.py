@@ -192,20 +192,22 @@ class ScriptRun:
             self._publish(ActionRetry(self.id, self.vm, number, action.name, attempt, error, delay))
 
         job = Job(log, _Throttle(progress), retrying, cancel, self.executor.retry)
-        try:
-            with self.executor.host_slots(self._hosts_of(line)):
+        # The slot is held until the end is reported, so a host's started/finished events never overlap its limit.
+        with self.executor.host_slots(self._hosts_of(line)):
+            try:
                 job.check_cancel()
                 self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
                 self.log.write(f"{text} (line {number}, host {host_name}, driver {driver}) started")
                 started = time.monotonic()
                 outcome = transfers.run(action, job, self.vm, resume_partial=bool(self.skip))
-        except Cancelled:
-            return self._finish_line(line, "cancelled", Outcome(), started, "cancelled")
-        except (OperationError, InputError) as exc:
-            return self._finish_line(line, "failed", Outcome(), started, str(exc))
-        except OSError as exc:
-            return self._finish_line(line, "failed", Outcome(), started, f"{exc.strerror or exc}: {exc.filename or ''}")
-        return self._finish_line(line, "done", outcome, started, None)
+            except Cancelled:
+                return self._finish_line(line, "cancelled", Outcome(), started, "cancelled")
+            except (OperationError, InputError) as exc:
+                return self._finish_line(line, "failed", Outcome(), started, str(exc))
+            except OSError as exc:
+                message = f"{exc.strerror or exc}: {exc.filename or ''}"
+                return self._finish_line(line, "failed", Outcome(), started, message)
+            return self._finish_line(line, "done", outcome, started, None)
 
     def _hosts_of(self, line: ScriptLine) -> list[str]:
         action = line.action
