@@ -153,7 +153,7 @@ def world(home: Home, ssh_home, tmp_path):
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a directory with Range support. `/truncated/NAME` always stops half-way through the body;
-    `/flaky/NAME` does so only on the first request without a Range header."""
+    `/flaky/NAME` does so only on the first request without a Range header; `/slow/NAME` trickles."""
 
     server_version = "TestHTTP/1.0"
     protocol_version = "HTTP/1.1"
@@ -185,6 +185,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        if mode == "slow":  # about 1 MB/s, for tests that interrupt a copy
+            for start in range(0, len(body), 1 << 16):
+                self.wfile.write(body[start : start + (1 << 16)])
+                time.sleep(0.06)
+            return
         cut = mode == "truncated" or (mode == "flaky" and not header and name not in self.dropped)
         if cut:
             self.dropped.add(name)
