@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from engine.events import EventBus
 from engine.home import Home
 from engine.job import Job, RetryPolicy
 from engine.journal import Journal
+from engine.openssh import OpenSshWriter, accelerator_enabled
 from engine.script import Location, Script, ScriptLine, format_action
 from engine.ssh import Cancelled, SshPool
 from engine.store import Store
@@ -207,6 +209,9 @@ class ScriptRun:
             except OSError as exc:
                 message = f"{exc.strerror or exc}: {exc.filename or ''}"
                 return self._finish_line(line, "failed", Outcome(), started, message)
+            except Exception as exc:  # a bug: fail this line, keep the traceback in the VM's log
+                self.log.write(traceback.format_exc(), error=True)
+                return self._finish_line(line, "failed", Outcome(), started, f"internal error: {exc!r}")
             return self._finish_line(line, "done", outcome, started, None)
 
     def _hosts_of(self, line: ScriptLine) -> list[str]:
@@ -246,13 +251,16 @@ class Executor:
         *,
         max_scripts: int = MAX_SCRIPTS,
         retry: RetryPolicy | None = None,
-        accelerator: Callable | None = None,
+        accelerator: bool | None = None,
     ) -> None:
         self.home = home
         self.bus = bus or EventBus()
         self.retry = retry or RetryPolicy()
         self.pool = SshPool()
-        self.transfers = Transfers(home, self.pool, accelerator)
+        if accelerator is None:
+            accelerator = accelerator_enabled(home)
+        self.accelerated = accelerator
+        self.transfers = Transfers(home, self.pool, OpenSshWriter if accelerator else None)
         self.journal = Journal(Store(home.db_path))
         self._scripts = threading.BoundedSemaphore(max_scripts)
         self._slots_lock = threading.Lock()

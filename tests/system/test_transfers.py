@@ -221,8 +221,10 @@ def test_http_404_fails_without_retrying(world, runner, http_server):
     assert runner.of("action_retry") == []
 
 
-def test_dropped_connection_is_retried_and_resumed(world, runner):
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     """Kill the host's sshd session children after the first MiB: the copy reconnects, resumes, and verifies."""
+    runner = Runner(world["home"], accelerator=accelerated)
     fe, base = world["fe"], image(world["images"], size=6 << 20)
     host = world["hosts"]["host01"]
     killed = []
@@ -241,6 +243,7 @@ def test_dropped_connection_is_retried_and_resumed(world, runner):
     log = vm_log(world)
     assert "resumed at byte" in log and "sha256 " + sha(base) in log
     assert leftovers(host.vm_dir) == []
+    runner.close()
 
 
 def test_cancel_script_mid_copy_leaves_nothing(world, runner):
