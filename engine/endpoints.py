@@ -32,10 +32,14 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 _ZEROS = bytes(CHUNK)
 
-# Receive a stream into $1, truncated first to $2 bytes; print the stream's sha256 and the file's final size.
-_RECEIVE = 'set -e; truncate -s "$2" -- "$1"; tee -a -- "$1" | sha256sum; stat -c %s -- "$1"'
+# sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
+_SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
+# Receive a stream into $1, truncated first to $2 bytes; print the stream's sha256, then the file's final size.
+_RECEIVE = _SHA256 + 'set -e; truncate -s "$2" -- "$1"; tee -a -- "$1" | sha; stat -c %s -- "$1"'
 # Send $1 from byte offset $2 on stdout, and its sha256 on stderr.
-_SEND = '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha256sum >&2; } 3>&1'
+_SEND = _SHA256 + '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha >&2; } 3>&1'
+# The sha256 of the file $1.
+_HASH_FILE = _SHA256 + 'sha < "$1"'
 # Describe $1: type, size and (for a link) target, one line.
 _KIND = 'if [ -L "$1" ]; then echo "l 0 $(readlink -- "$1")"; elif [ -d "$1" ]; then echo d 0; ' + (
     'elif [ -e "$1" ]; then echo "f $(stat -c %s -- "$1")"; else echo n 0; fi'
@@ -328,10 +332,11 @@ class RemoteReader(Reader):
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()
-        err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace").split()
-        if status != 0 or not err or len(err[-2]) != 64:
-            raise OperationError(f"reading failed on host: {' '.join(err) or f'status {status}'}")
-        self.sha256 = err[-2]
+        err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
+        last = err.strip().splitlines()[-1].split() if err.strip() else []
+        if status != 0 or not last or len(last[0]) != 64:
+            raise OperationError(f"reading failed on host: {err.strip() or f'status {status}'}")
+        self.sha256 = last[0]
 
     def close(self) -> None:
         self._channel.close()
@@ -372,12 +377,14 @@ class ChannelWriter(Writer):
 
 
 def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> Stored:
-    words = out.split()
-    if status != 0 or len(words) != 3:
+    """The output of `_RECEIVE`: a line starting with the sha256, then a line with the size."""
+    lines = out.split("\n")
+    words = [lines[0].split()[0] if lines[0].split() else "", *lines[1:2]] if len(lines) >= 2 else []
+    if status != 0 or len(words) != 2 or len(words[0]) != 64 or not words[1].isdigit():
         if channel is not None:
             err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
         raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
-    return Stored(int(words[2]), words[0])
+    return Stored(int(words[1]), words[0])
 
 
 class RemoteEndpoint(Endpoint):
@@ -448,7 +455,7 @@ class RemoteEndpoint(Endpoint):
         return ChannelWriter(open_channel(transport, argv), transport)
 
     def sha256(self, path: str) -> str:
-        return self._check(["sha256sum", "--", path]).split()[0]
+        return self._check(["sh", "-c", _HASH_FILE, "sh", path]).split()[0]
 
     def free_bytes(self, path: str) -> int:
         out = self._check(["df", "-P", "-B1", "--", path]).splitlines()
