@@ -32,7 +32,7 @@ from engine.home import Home
 from engine.hosts import Host, Hosts, inside_vm_dir
 from engine.job import Job
 from engine.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
-from engine.ssh import SshPool
+from engine.ssh import ConnectionLost, SshPool
 
 MIB = 1 << 20
 # Overwrite without asking, and quietly: mkfs's own flags differ by file system.
@@ -119,6 +119,10 @@ class Transfers:
         if not driver.handles(action.name):
             problems.append(f"driver {driver.name} ({driver.source}) has no {action.name}")
         source = getattr(action, "source", None)
+        if isinstance(action, Context) and driver.base != "dummy":
+            for name in (action.context_file, *action.files):
+                if name.startswith("/") and not os.path.isfile(name):
+                    problems.append(f"context file {name} does not exist on the front end")
         local_source = isinstance(source, Location) and self.hosts.resolve(source.host).local
         if local_source and driver.base != "dummy" and not os.path.lexists(source.path):
             problems.append(f"source {source} does not exist")
@@ -146,7 +150,17 @@ class Transfers:
         if driver.base == "dummy":
             job.log(f"dummy: would {action.name} {' '.join(action.arguments())}")
             return Outcome(detail="dummy")
-        return _Builtin(self, job, resume_partial).run(action)
+        attempt = 1
+        while True:  # copies retry inside; this retries the rest (remote commands) when the connection drops
+            try:
+                return _Builtin(self, job, resume_partial).run(action)
+            except ConnectionLost as exc:
+                if attempt >= job.retry.attempts:
+                    raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
+                for location in written_paths(action):
+                    self.pool.discard(self.hosts.resolve(location.host))
+                job.wait_before_retry(attempt, str(exc))
+                attempt += 1
 
 
 class _Builtin:

@@ -89,12 +89,15 @@ class _Throttle:
 class ScriptRun:
     """A submitted script: cancel it, cancel one of its actions, wait for its result."""
 
-    def __init__(self, executor: Executor, script: Script, vm: int | None, run_id: str, skip: frozenset[int]) -> None:
+    def __init__(
+        self, executor: Executor, script: Script, vm: int | None, run_id: str, skip: frozenset[int], resumed: bool
+    ) -> None:
         self.executor = executor
         self.script = script
         self.vm = vm
         self.id = run_id
         self.skip = skip
+        self.resumed = resumed  # a resumed run also continues partial files the interrupted one left
         self._cancel = threading.Event()
         self._action_cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
@@ -201,7 +204,7 @@ class ScriptRun:
                 self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
                 self.log.write(f"{text} (line {number}, host {host_name}, driver {driver}) started")
                 started = time.monotonic()
-                outcome = transfers.run(action, job, self.vm, resume_partial=bool(self.skip))
+                outcome = transfers.run(action, job, self.vm, resume_partial=self.resumed)
             except Cancelled:
                 return self._finish_line(line, "cancelled", Outcome(), started, "cancelled")
             except (OperationError, InputError) as exc:
@@ -289,7 +292,7 @@ class Executor:
                 raise InputError(Problem(f"no unfinished run of {script.source} for VM {vm_id} to resume"))
             skip = previous.done
             self.journal.finish(previous.run, "resumed")
-        run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip))
+        run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         self._threads.append(thread)
         thread.start()

@@ -7,6 +7,7 @@ whose ~/.ssh holds the client key and a known_hosts with every test host's key, 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -80,6 +81,10 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up: fine
+            self._get()
+
+    def _get(self) -> None:
         parts = self.path.strip("/").split("/")
         mode, name = (parts[0], parts[1]) if len(parts) == 2 else ("plain", parts[0])
         path = Path(self.server.root) / name  # type: ignore[attr-defined]

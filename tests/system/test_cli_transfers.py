@@ -8,6 +8,7 @@ import pty
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from engine.hosts import Hosts
@@ -188,3 +189,32 @@ def test_progress_bars_on_a_terminal(world, tmp_path):
     assert proc.wait(30) == 0
     text = output.decode()
     assert "\r\x1b[K" in text and "100.0%" in text and "[##############################]" in text
+
+
+def test_resume_after_kill_9_continues_the_partial_file(world, headnode, http_server, tmp_path):
+    data = os.urandom(3 << 20)
+    (http_server["root"] / "big.img").write_bytes(data)
+    d = world["hosts"]["host01"].vm_dir
+    script = write_script(tmp_path, f"CLONE {http_server['url']}/slow/big.img host01:{d}/9/images/disk.0\n")
+    proc = subprocess.Popen(
+        [*HEADNODE, "run", str(script), "--vm", "9", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(world),
+        cwd=ROOT,
+    )
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "action_progress" and event["bytes_done"] >= 1 << 19:
+            proc.kill()
+            break
+    proc.wait(30)
+    assert not (d / "9/images/disk.0").exists()
+    deadline = time.monotonic() + 10
+    while (d / "9/images/.disk.0.part").stat().st_size == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = headnode("run", str(script), "--vm", "9", "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (d / "9/images/disk.0").read_bytes() == data
+    assert "resumed at byte" in (world["home"].logs / "vm-9.log").read_text()

@@ -466,3 +466,21 @@ def test_event_subscribers_see_progress_without_blocking_others(world, runner):
     runner.bus.subscribe(lambda e: seen.set() if e.kind == "script_finished" else None)
     assert runner.run(f"MKSWAP 4 host01:{host_dir(world, 'host01')}/7/images/disk.1\n").ok
     assert seen.is_set()
+
+
+def test_context_fetches_url_files(world, runner, http_server):
+    (http_server["root"] / "key.pub").write_text("ssh-ed25519 AAAA test\n")
+    ctx = world["images"] / "context.sh"
+    ctx.write_text('IP="10.0.0.7"\n')
+    d = host_dir(world, "host02")
+    result = runner.run(f"CONTEXT {ctx} {http_server['url']}/key.pub host02:{d}/7/images/disk.1\n")
+    assert result.ok, result
+    iso = (d / "7/images/disk.1").read_bytes()
+    assert b"ssh-ed25519 AAAA test" in iso and b'IP="10.0.0.7"' in iso
+
+
+def test_missing_context_file_is_refused_before_anything_runs(world, runner):
+    d = host_dir(world, "host02")
+    with pytest.raises(InputError, match=r"context file /nonexistent/context\.sh does not exist"):
+        runner.run(f"MKSWAP 4 host02:{d}/7/images/disk.0\nCONTEXT /nonexistent/context.sh host02:{d}/7/images/disk.1\n")
+    assert not (d / "7").exists()
