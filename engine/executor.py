@@ -151,11 +151,10 @@ class ScriptRun:
                 result = ScriptResult(self.id, self.vm, "cancelled", line.number, "cancelled", index, len(lines))
                 break
             self._publish(ScriptProgress(self.id, self.vm, index, len(lines), line.number))
-            outcome, error = self._run_line(line)
+            outcome, error = self._run_line(index, line)
             if outcome != "done":
                 result = ScriptResult(self.id, self.vm, outcome, line.number, error, index, len(lines))
                 break
-            self.executor.journal.line_done(self.id, index)
         if result is None:
             result = ScriptResult(self.id, self.vm, "done", None, None, len(lines), len(lines))
         self.executor.journal.finish(self.id, result.outcome)
@@ -171,7 +170,7 @@ class ScriptRun:
         self._result = result
         self._done.set()
 
-    def _run_line(self, line: ScriptLine) -> tuple[str, str | None]:
+    def _run_line(self, index: int, line: ScriptLine) -> tuple[str, str | None]:
         action, number = line.action, line.number
         transfers = self.executor.transfers
         text = format_action(action)
@@ -181,7 +180,7 @@ class ScriptRun:
             target = transfers.target(action)
             host_name, driver = target.name, target.driver
         except InputError as exc:
-            return self._finish_line(line, "failed", Outcome(), started, str(exc))
+            return self._finish_line(index, line, "failed", Outcome(), started, str(exc))
 
         def log(message: str, error: bool) -> None:
             self.log.write(message, error)
@@ -203,19 +202,20 @@ class ScriptRun:
                 job.check_cancel()
                 self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
                 self.log.write(f"{text} (line {number}, host {host_name}, driver {driver}) started")
+                self.executor.journal.action_started(self.id, index, number)
                 started = time.monotonic()
                 outcome = transfers.run(action, job, self.vm, resume_partial=self.resumed)
             except Cancelled:
-                return self._finish_line(line, "cancelled", Outcome(), started, "cancelled")
+                return self._finish_line(index, line, "cancelled", Outcome(), started, "cancelled")
             except (OperationError, InputError) as exc:
-                return self._finish_line(line, "failed", Outcome(), started, str(exc))
+                return self._finish_line(index, line, "failed", Outcome(), started, str(exc))
             except OSError as exc:
                 message = f"{exc.strerror or exc}: {exc.filename or ''}"
-                return self._finish_line(line, "failed", Outcome(), started, message)
+                return self._finish_line(index, line, "failed", Outcome(), started, message)
             except Exception as exc:  # a bug: fail this line, keep the traceback in the VM's log
                 self.log.write(traceback.format_exc(), error=True)
-                return self._finish_line(line, "failed", Outcome(), started, f"internal error: {exc!r}")
-            return self._finish_line(line, "done", outcome, started, None)
+                return self._finish_line(index, line, "failed", Outcome(), started, f"internal error: {exc!r}")
+            return self._finish_line(index, line, "done", outcome, started, None)
 
     def _hosts_of(self, line: ScriptLine) -> list[str]:
         action = line.action
@@ -226,7 +226,7 @@ class ScriptRun:
         return sorted(names)
 
     def _finish_line(
-        self, line: ScriptLine, outcome: str, result: Outcome, started: float, error: str | None
+        self, index: int, line: ScriptLine, outcome: str, result: Outcome, started: float, error: str | None
     ) -> tuple[str, str | None]:
         seconds = time.monotonic() - started
         name = line.action.name
@@ -238,6 +238,7 @@ class ScriptRun:
             )
         else:
             self.log.write(f"{name} (line {line.number}) {outcome}: {error}", error=True)
+        self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.sha256, error)
         self._publish(
             ActionFinished(self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error)
         )

@@ -120,8 +120,10 @@ def test_iso_names_are_unique_and_legal():
 def test_journal_finds_the_last_unfinished_run(home):
     journal = Journal(Store(home.db_path))
     first = journal.start(3, "MKSWAP 1 h:/v/x\n")
-    journal.line_done(first, 0)
-    assert journal.unfinished(3, "MKSWAP 1 h:/v/x\n").done == (0,)
+    journal.action_started(first, 0, 4)
+    journal.action_finished(first, 0, "done", 1 << 20, None, None)
+    entry = journal.unfinished(3, "MKSWAP 1 h:/v/x\n")
+    assert entry.done == (0,) and entry.actions[0]["line"] == 4 and entry.actions[0]["bytes"] == 1 << 20
     assert journal.unfinished(4, "MKSWAP 1 h:/v/x\n") is None
     journal.finish(first, "done")
     assert journal.unfinished(3, "MKSWAP 1 h:/v/x\n") is None

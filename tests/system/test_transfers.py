@@ -16,7 +16,9 @@ from engine.events import EventBus
 from engine.executor import Executor, ScriptResult
 from engine.hosts import Host, Hosts
 from engine.job import RetryPolicy
+from engine.journal import Journal
 from engine.script import parse_script
+from engine.store import Store
 
 FAST_RETRY = RetryPolicy(attempts=4, first_delay=0.05)
 
@@ -459,6 +461,10 @@ def test_resume_continues_from_the_first_unfinished_line(world, runner):
     assert sha(d / "7/images/disk.0") == sha(src) and has_magic(d / "7/images/disk.2", EXT4_MAGIC)
     with pytest.raises(InputError, match="no unfinished run"):
         runner.run(text, resume=True)
+    first, second = Journal(Store(world["home"].db_path)).runs(7)[-2:]
+    assert first.state == "resumed" and [a["outcome"] for a in first.actions] == ["done", "failed"]
+    assert second.state == "done" and [a["line"] for a in second.actions] == [2, 3] and second.done == (0, 1, 2)
+    assert second.actions[0]["bytes"] == 1 << 20 and second.actions[0]["sha256"] == sha(src)
 
 
 def test_event_subscribers_see_progress_without_blocking_others(world, runner):
