@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.endpoints import Endpoint, Reader, Writer
+from engine.endpoints import Endpoint, Reader, Stored, Writer
 from engine.errors import OperationError
 from engine.job import Job
 from engine.ssh import ConnectionLost
@@ -67,6 +67,9 @@ def copy_stream(
                 done += len(chunk)
                 progress(done, reader.total)
             stored, writer = writer.finish(), None
+            if stored.size < done:  # the copy ends in a hole; a failed write would have failed the writer
+                dest.extend(tmp, done)
+                stored = Stored(done, stored.sha256)
             return _verified(
                 digest.hexdigest(), reader, stored.size, stored.sha256, done, offset, dest, tmp, source_sha256
             )

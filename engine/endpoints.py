@@ -34,8 +34,13 @@ _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
 _SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
-# Receive a stream into $1, truncated first to $2 bytes; print the stream's sha256, then the file's final size.
-_RECEIVE = _SHA256 + 'set -e; truncate -s "$2" -- "$1"; tee -a -- "$1" | sha; stat -c %s -- "$1"'
+# Receive a stream into $1 from byte $2 (the file cut there first), leaving holes where whole MiB blocks are zero;
+# print the stream's sha256, then the file's size (short of the stream's end by a trailing hole, if any).
+_RECEIVE = _SHA256 + (
+    'set -e; truncate -s "$2" -- "$1"; exec 4>&1; { tee /dev/fd/3 | sha >&4; } 3>&1 | '
+    'dd of="$1" bs=1M seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
+    'stat -c %s -- "$1"'
+)
 # Send $1 from byte offset $2 on stdout, and its sha256 on stderr.
 _SEND = _SHA256 + '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha >&2; } 3>&1'
 # The sha256 of the file $1.
@@ -133,6 +138,10 @@ class Endpoint:
         raise NotImplementedError
 
     def sha256(self, path: str) -> str:
+        raise NotImplementedError
+
+    def extend(self, path: str, size: int) -> None:
+        """Grow a file to `size` bytes with a hole (a sparse copy's trailing zeros)."""
         raise NotImplementedError
 
     def free_bytes(self, path: str) -> int:
@@ -308,6 +317,9 @@ class LocalEndpoint(Endpoint):
                 digest.update(data)
         return digest.hexdigest()
 
+    def extend(self, path: str, size: int) -> None:
+        os.truncate(path, size)
+
     def free_bytes(self, path: str) -> int:
         st = os.statvfs(path)
         return st.f_bavail * st.f_frsize
@@ -456,6 +468,9 @@ class RemoteEndpoint(Endpoint):
 
     def sha256(self, path: str) -> str:
         return self._check(["sh", "-c", _HASH_FILE, "sh", path]).split()[0]
+
+    def extend(self, path: str, size: int) -> None:
+        self._check(["truncate", "-s", str(size), "--", path])
 
     def free_bytes(self, path: str) -> int:
         out = self._check(["df", "-P", "-B1", "--", path]).splitlines()

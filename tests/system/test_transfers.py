@@ -490,3 +490,22 @@ def test_missing_context_file_is_refused_before_anything_runs(world, runner):
     with pytest.raises(InputError, match=r"context file /nonexistent/context\.sh does not exist"):
         runner.run(f"MKSWAP 4 host02:{d}/7/images/disk.0\nCONTEXT /nonexistent/context.sh host02:{d}/7/images/disk.1\n")
     assert not (d / "7").exists()
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+@pytest.mark.parametrize("host", ["host01", "nfs01"])
+def test_sparse_files_stay_sparse(world, host, accelerated):
+    base = world["images"] / "sparse.img"
+    with open(base, "wb") as out:  # 8 MiB: a hole, 1 MiB of data, a trailing hole
+        out.truncate(8 << 20)
+        out.seek(3 << 20)
+        out.write(os.urandom(1 << 20))
+    d = host_dir(world, host)
+    r = Runner(world["home"], accelerator=accelerated)
+    try:
+        assert r.run(f"CLONE {world['fe']}:{base} {host}:{d}/7/images/disk.0\n").ok
+    finally:
+        r.close()
+    copy = d / "7/images/disk.0"
+    assert copy.stat().st_size == 8 << 20 and sha(copy) == sha(base)
+    assert copy.stat().st_blocks * 512 <= 2 << 20
