@@ -242,32 +242,38 @@ def parse_source(token: str, what: str) -> Source:
     return parse_location(token, what)
 
 
+_WHITESPACE_HINT = " (a path holding white space splits into several arguments: image scripts cannot carry it)"
+
+
 def parse_size(token: str, what: str = "size") -> int:
     if not token.isdigit() or int(token) <= 0:
-        raise _LineError(f"bad {what} {token!r}: expected a positive whole number of MiB")
+        hint = _WHITESPACE_HINT if "/" in token else ""
+        raise _LineError(f"bad {what} {token!r}: expected a positive whole number of MiB{hint}")
     return int(token)
 
 
-def _arguments(args: list[str]) -> str:
-    return f"{len(args)} argument{'' if len(args) == 1 else 's'}"
+def _arguments(args: list[str], most: int | None = None) -> str:
+    """How many arguments a line has, and when it has too many, why that may be."""
+    hint = _WHITESPACE_HINT if most is not None and len(args) > most else ""
+    return f"{len(args)} argument{'' if len(args) == 1 else 's'}{hint}"
 
 
 def _parse_copy(kind: type[_Copy], args: list[str]) -> Action:
     if len(args) not in (2, 3):
-        raise _LineError(f"{kind.name} takes source host:path [size_mb], got {_arguments(args)}")
+        raise _LineError(f"{kind.name} takes source host:path [size_mb], got {_arguments(args, 3)}")
     size = parse_size(args[2]) if len(args) == 3 else None
     return kind(parse_source(args[0], "source"), parse_location(args[1], "destination"), size)
 
 
 def _parse_mkswap(args: list[str]) -> Action:
     if len(args) != 2:
-        raise _LineError(f"MKSWAP takes size_mb host:path, got {_arguments(args)}")
+        raise _LineError(f"MKSWAP takes size_mb host:path, got {_arguments(args, 2)}")
     return MakeSwap(parse_size(args[0]), parse_location(args[1], "destination"))
 
 
 def _parse_mkimage(args: list[str]) -> Action:
     if len(args) != 3:
-        raise _LineError(f"MKIMAGE takes size_mb fstype host:path, got {_arguments(args)}")
+        raise _LineError(f"MKIMAGE takes size_mb fstype host:path, got {_arguments(args, 3)}")
     if not _FSTYPE.fullmatch(args[1]):
         raise _LineError(f"bad file system type {args[1]!r}: expected an mkfs type such as ext4")
     return MakeImage(parse_size(args[0]), args[1], parse_location(args[2], "destination"))
@@ -291,13 +297,13 @@ def _parse_context_file(token: str) -> str:
 
 def _parse_move(args: list[str]) -> Action:
     if len(args) != 2:
-        raise _LineError(f"MV takes host:path host:path, got {_arguments(args)}")
+        raise _LineError(f"MV takes host:path host:path, got {_arguments(args, 2)}")
     return Move(parse_location(args[0], "source"), parse_location(args[1], "destination"))
 
 
 def _parse_delete(args: list[str]) -> Action:
     if len(args) != 1:
-        raise _LineError(f"DELETE takes host:path, got {_arguments(args)}")
+        raise _LineError(f"DELETE takes host:path, got {_arguments(args, 1)}")
     return Delete(parse_location(args[0], "target"))
 
 

@@ -339,22 +339,28 @@ class Vms:
             if recovering and op != "delete":
                 host = host or vm.host
             target = self._target_host(vm, op, host)
-            script, context = self._script(vm, op, origin, target)
+            script, context = self._script(vm, op, target)
+            if from_line:
+                script = Script(tuple(line for line in script.lines if line.number >= from_line), script.source)
+            if context is not None:
+                write_atomically(*context)  # the CONTEXT line reads it: it must exist before the script is checked
             problems = self.executor.validate(script)
             if problems:
                 raise InputError(problems)
             record = OperationRecord(op, target or "", tuple(script.format().splitlines()), time.time(), os.getpid())
-            claimed = replace(vm, state=transition.busy, previous_state=origin, operations=(*vm.operations, record))
+            claimed = replace(
+                vm,
+                state=transition.busy,
+                previous_state=origin,
+                host=target if op in ("deploy", "resume") else vm.host,  # where files may land from now on
+                operations=(*vm.operations, record),
+            )
             if script.lines or context:
                 db.table("vms").update(self._doc(claimed), doc_ids=[vm_id])
         self._publish(claimed)
         self._log(claimed, f"{op} started" + (f" on {target}" if target else ""))
-        if from_line:
-            script = Script(tuple(line for line in script.lines if line.number >= from_line), script.source)
         resume = recovering and from_line is None and op != "delete"
         try:
-            if context is not None:
-                write_atomically(*context)
             outcome = self._run(claimed, script, resume) if script.lines else None
         except (HeadnodeError, OSError) as exc:  # recorded as the operation's failure: the VM is never left busy
             outcome = ScriptResult("", vm_id, "failed", None, str(exc))
@@ -395,11 +401,11 @@ class Vms:
             previous_host_dir=self.hosts.get(previous).vm_dir if previous else None,
         )
 
-    def _script(self, vm: Vm, op: str, origin: VmState, host: str | None) -> tuple[Script, tuple[str, str] | None]:
+    def _script(self, vm: Vm, op: str, host: str | None) -> tuple[Script, tuple[str, str] | None]:
         """The script of an operation, and the context.sh to write first (path, text), if any."""
         template = vm.parsed_template()
         if op == "delete":
-            return self._delete_script(vm, origin), None
+            return self._delete_script(vm), None
         if op == "migrate":
             assert host and vm.host
             return plan(template, vm.id, self._placement(host, vm.host), Operation.MIGRATE).script, None
@@ -408,18 +414,21 @@ class Vms:
         context = (planned.context_path, planned.context_sh) if planned.context_path and planned.context_sh else None
         return planned.script, context
 
-    def _delete_script(self, vm: Vm, origin: VmState) -> Script:
-        """Remove the VM's images wherever they are: parked on the front end when stopped, else on its host(s)."""
-        if origin is VmState.PENDING or (origin is not VmState.STOPPED and vm.host is None):
+    def _delete_script(self, vm: Vm) -> Script:
+        """Remove the VM's images wherever they may be: parked on the front end, on its host, and where an
+        unfinished stop or migration was taking them."""
+        parked = Location(self.home.config.frontend_name, join_path(str(self.home.vms), str(vm.id), "images"))
+        if vm.state in (VmState.PENDING, VmState.DONE):
             return Script.of([])
-        if origin is VmState.STOPPED:
-            parked = Location(self.home.config.frontend_name, join_path(str(self.home.vms), str(vm.id), "images"))
+        if vm.state is VmState.STOPPED:
             return Script.of([Delete(parked)])
-        assert vm.host
-        actions = [Delete(self._placement(vm.host).images(vm.id))]
-        if origin is VmState.MIGRATING and len(vm.history) > 1:
-            previous = vm.history[-2]
-            actions.append(Delete(Location(previous.host, join_path(previous.vm_dir, str(vm.id), "images"))))
+        actions = [Delete(self._placement(vm.host).images(vm.id))] if vm.host else []
+        last = vm.last_operation
+        if last is not None and last.outcome != "success":
+            if last.op == "migrate" and last.host and last.host != vm.host:
+                actions.append(Delete(self._placement(last.host).images(vm.id)))
+            if last.op == "stop":
+                actions.append(Delete(parked))
         return Script.of(actions)
 
     def _run(self, vm: Vm, script: Script, resume: bool) -> ScriptResult:

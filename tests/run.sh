@@ -12,6 +12,7 @@ need mkswap util-linux
 need mkfs.ext4 e2fsprogs
 need genisoimage genisoimage
 need tmux tmux
+need pgrep procps
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

@@ -1,0 +1,123 @@
+"""CLONE of a 1 GiB file: the ssh driver against `scp`, the shared driver against `cp`, side by side.
+
+Starts its own sshd on loopback (like the tests), makes a random file, and times each method `--rounds` times
+in alternation, reporting the best time of each. Goals: ssh driver <= 1.0x scp, shared driver <= 1.1x cp.
+The ssh driver is measured on both of its paths: the OpenSSH accelerator and the paramiko raw channel.
+
+    .venv/bin/python bench/bench_transfer.py [--size-mib 1024] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.events import EventBus  # noqa: E402
+from engine.executor import Executor  # noqa: E402
+from engine.home import Home  # noqa: E402
+from engine.hosts import Host, Hosts  # noqa: E402
+from engine.script import parse_script  # noqa: E402
+from tests.system.sshd import keygen, start_sshd  # noqa: E402
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def clone(executor: Executor, source: Path, host: str, dest: Path) -> None:
+    dest.unlink(missing_ok=True)
+    fe = executor.home.config.frontend_name
+    result = executor.submit(parse_script(f"CLONE {fe}:{source} {host}:{dest}\n", "bench")).wait()
+    if result is None or not result.ok:
+        raise SystemExit(f"CLONE failed: {result}")
+
+
+def run(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    size = args.size_mib << 20
+
+    with tempfile.TemporaryDirectory(prefix="headnode-bench-") as scratch:
+        root = Path(scratch)
+        user = root / "user"
+        (user / ".ssh").mkdir(parents=True, mode=0o700)
+        key = user / ".ssh/id_ed25519"
+        keygen(key)
+        host = start_sshd(root, "bench01", key.with_suffix(".pub"))
+        try:
+            known = user / ".ssh/known_hosts"
+            known.write_text(host.host_key_line + "\n")
+            os.environ["HOME"] = str(user)
+            os.environ.pop("SSH_AUTH_SOCK", None)
+            home = Home(root / "home").ensure()
+            shared_dir = root / "shared"
+            Hosts(home).create(host.record())
+            Hosts(home).create(Host("nfs01", "shared", str(shared_dir)))
+            source = root / "source.img"
+            with open(source, "wb") as out:
+                for _ in range(size >> 20):
+                    out.write(os.urandom(1 << 20))
+
+            accelerated = Executor(home, EventBus(), accelerator=True)
+            plain = Executor(home, EventBus(), accelerator=False)
+            target = host.vm_dir / "1/images/disk.0"
+            scp_target = host.vm_dir / "scp.img"
+            scp = ["scp", "-q", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-P", str(host.port)]
+            scp += [str(source), f"{os.environ.get('USER', 'root')}@127.0.0.1:{scp_target}"]
+            shared_target = shared_dir / "1/images/disk.0"
+            cp_target = shared_dir / "cp.img"
+            methods = {
+                "scp (OpenSSH default cipher)": lambda: run(scp),
+                "ssh driver, OpenSSH accelerator": lambda: clone(accelerated, source, "bench01", target),
+                "ssh driver, paramiko raw channel": lambda: clone(plain, source, "bench01", target),
+                "cp": lambda: run(["cp", str(source), str(cp_target)]),
+                "shared driver": lambda: clone(accelerated, source, "nfs01", shared_target),
+            }
+            shared_dir.mkdir()
+            best: dict[str, float] = {}
+            for _ in range(args.rounds):
+                for name, method in methods.items():
+                    for stale in (scp_target, cp_target):
+                        stale.unlink(missing_ok=True)
+                    best[name] = min(best.get(name, float("inf")), timed(method))
+            accelerated.close()
+            plain.close()
+        finally:
+            host.process.terminate()
+            host.process.wait(5)
+            shutil.rmtree(root, ignore_errors=True)
+
+    mb = size / 1e6
+    print(f"CLONE of {args.size_mib} MiB, best of {args.rounds} rounds, loopback sshd, {os.cpu_count()} CPUs")
+    print(f"{'method':36} {'seconds':>8} {'MB/s':>8} {'ratio':>7}  goal")
+    rows = [
+        ("scp (OpenSSH default cipher)", None, ""),
+        ("ssh driver, OpenSSH accelerator", "scp (OpenSSH default cipher)", "<= 1.0x scp"),
+        ("ssh driver, paramiko raw channel", "scp (OpenSSH default cipher)", "(fallback)"),
+        ("cp", None, ""),
+        ("shared driver", "cp", "<= 1.1x cp"),
+    ]
+    for name, baseline, goal in rows:
+        ratio = f"{best[name] / best[baseline]:.2f}x" if baseline else ""
+        print(f"{name:36} {best[name]:8.2f} {mb / best[name]:8.0f} {ratio:>7}  {goal}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""Running one image-script action through its host's driver: checks first, then the built-in or the program.
+
+The driver that runs an action is the one of the host it acts on: the destination's host, or for an action whose
+destination is the front end (an epilog or stop MV) the source's host. Each host's own driver says how its paths
+are reached: `shared` (and the front end) as this machine's files, `ssh` over SSH, `dummy` not at all.
+
+Safety: every path an action writes or removes (a destination, an MV source, a DELETE path) must lie strictly
+inside its host's VM directory after `..` is resolved. A file is made under a temporary name beside its destination
+(`.NAME.part`) and renamed into place only when complete and verified, so a failed or cancelled action leaves
+nothing at the destination.
+
+MV follows `scp -r` where that keeps OpenNebula's stop/resume round trip whole: a file moved onto an existing
+directory goes inside it; a directory keeps its name, so it lands at DST when DST ends in that name and inside DST
+(created when missing) otherwise. Thus stop `MV host:D/7/images fe:F/7` makes `F/7/images` and resume `MV
+fe:F/7/images host:D/7/images` puts it back. A destination directory that already holds files is never replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.copier import Copied, copy_stream, kernel_copy
+from engine.drivers import Driver, load_driver, run_program
+from engine.endpoints import Endpoint, LocalEndpoint, Reader, RemoteEndpoint
+from engine.errors import InputError, OperationError
+from engine.home import Home
+from engine.hosts import Host, Hosts, inside_vm_dir
+from engine.job import Job
+from engine.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
+from engine.ssh import ConnectionLost, SshPool
+
+MIB = 1 << 20
+# Overwrite without asking, and quietly: mkfs's own flags differ by file system.
+MKFS_FLAGS = {
+    "ext2": ["-F", "-q"],
+    "ext3": ["-F", "-q"],
+    "ext4": ["-F", "-q"],
+    "xfs": ["-f", "-q"],
+    "btrfs": ["-f", "-q"],
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an action did: bytes written and the sha256 of a copied file, when it copied one."""
+
+    bytes: int = 0
+    sha256: str | None = None
+    detail: str = ""
+
+
+def part_name(path: str) -> str:
+    """The temporary name a file is made under, beside its destination."""
+    head, tail = posixpath.split(path)
+    return posixpath.join(head, f".{tail}.part")
+
+
+def written_paths(action: Action) -> list[Location]:
+    """Every location the action creates, replaces or removes."""
+    if isinstance(action, Move):
+        return [action.source, action.dest]
+    return [action.dest]
+
+
+def action_host(action: Action, frontend: str) -> str:
+    """The host whose driver runs the action."""
+    if isinstance(action, Move) and action.dest.host == frontend:
+        return action.source.host
+    if isinstance(action, Clone | Link) and action.dest.host == frontend and isinstance(action.source, Location):
+        return action.source.host
+    return action.dest.host
+
+
+class Transfers:
+    """Checks and runs actions for one home; shares an SSH pool between all of them."""
+
+    def __init__(self, home: Home, pool: SshPool, accelerator: Callable | None = None) -> None:
+        self.home = home
+        self.hosts = Hosts(home)
+        self.pool = pool
+        self.accelerator = accelerator
+        self._drivers: dict[str, Driver] = {}
+
+    def driver(self, host: Host) -> Driver:
+        if host.driver not in self._drivers:
+            self._drivers[host.driver] = load_driver(self.home, host.driver)
+        return self._drivers[host.driver]
+
+    def target(self, action: Action) -> Host:
+        return self.hosts.resolve(action_host(action, self.hosts.frontend_name))
+
+    def check(self, action: Action) -> list[str]:
+        """Everything that stops the action from running, as messages; empty when it can run."""
+        names = [loc.host for loc in written_paths(action)]
+        for source in (getattr(action, "source", None),):
+            if isinstance(source, Location):
+                names.append(source.host)
+        problems = []
+        for name in dict.fromkeys(names):
+            try:
+                self.hosts.resolve(name)
+            except InputError as exc:
+                problems.extend(p.message for p in exc.problems)
+        if problems:
+            return problems
+        for location in written_paths(action):
+            host = self.hosts.resolve(location.host)
+            if not inside_vm_dir(host, location.path):
+                problems.append(f"{location} is outside the VM directory {host.vm_dir} of host {host.name}")
+        try:
+            driver = self.driver(self.target(action))
+        except InputError as exc:
+            return problems + [p.message for p in exc.problems]
+        if not driver.handles(action.name):
+            problems.append(f"driver {driver.name} ({driver.source}) has no {action.name}")
+        source = getattr(action, "source", None)
+        if isinstance(action, Context) and driver.base != "dummy":
+            for name in (action.context_file, *action.files):
+                if name.startswith("/") and not os.path.isfile(name):
+                    problems.append(f"context file {name} does not exist on the front end")
+        local_source = isinstance(source, Location) and self.hosts.resolve(source.host).local
+        if local_source and driver.base != "dummy" and not os.path.lexists(source.path):
+            problems.append(f"source {source} does not exist")
+        return problems
+
+    def endpoint(self, name: str) -> Endpoint:
+        host = self.hosts.resolve(name)
+        base = "shared" if host.local else self.driver(host).base
+        if base == "shared":
+            return LocalEndpoint(host)
+        if base == "ssh":
+            return RemoteEndpoint(host, self.pool, self.accelerator)
+        raise OperationError(f"host {host.name} uses the dummy driver: it holds no files to read or write")
+
+    def run(self, action: Action, job: Job, vm_id: int | None, resume_partial: bool = False) -> Outcome:
+        problems = self.check(action)
+        if problems:
+            raise OperationError("; ".join(problems))
+        driver = self.driver(self.target(action))
+        program = driver.program(action.name)
+        if program is not None:
+            env = {"HEADNODE_HOME": str(self.home.root), "HEADNODE_VM_ID": "" if vm_id is None else str(vm_id)}
+            run_program(program, action.arguments(), job, env)
+            return Outcome(detail=f"ran {program}")
+        if driver.base == "dummy":
+            job.log(f"dummy: would {action.name} {' '.join(action.arguments())}")
+            return Outcome(detail="dummy")
+        attempt = 1
+        while True:  # copies retry inside; this retries the rest (remote commands) when the connection drops
+            try:
+                return _Builtin(self, job, resume_partial).run(action)
+            except ConnectionLost as exc:
+                if attempt >= job.retry.attempts:
+                    raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
+                for location in written_paths(action):
+                    self.pool.discard(self.hosts.resolve(location.host))
+                job.wait_before_retry(attempt, str(exc))
+                attempt += 1
+
+
+class _Builtin:
+    """The built-in actions, over endpoints."""
+
+    def __init__(self, transfers: Transfers, job: Job, resume_partial: bool) -> None:
+        self.t = transfers
+        self.job = job
+        self.resume_partial = resume_partial
+
+    def run(self, action: Action) -> Outcome:
+        handler = {
+            Clone: self.clone,
+            Link: self.link,
+            MakeSwap: self.mkswap,
+            MakeImage: self.mkimage,
+            Context: self.context,
+            Move: self.move,
+            Delete: self.delete,
+        }[type(action)]
+        return handler(action)
+
+    def _placed(self, dest: Endpoint, final: str, make: Callable[[str], Outcome]) -> Outcome:
+        """Make a file under its temporary name, then rename it into place; remove the temporary on failure."""
+        tmp = part_name(final)
+        dest.makedirs(posixpath.dirname(final))
+        try:
+            outcome = make(tmp)
+            dest.rename(tmp, final)
+        except BaseException:
+            _discard(dest, tmp)
+            raise
+        return outcome
+
+    def _copy_file(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
+        if source.local and dest.local:
+            return kernel_copy(self.job, path, tmp, progress)
+        return copy_stream(
+            self.job,
+            lambda offset: source.open_reader(path, offset),
+            dest,
+            tmp,
+            progress,
+            lambda: source.sha256(path),
+            source.reset,
+            self.resume_partial,
+        )
+
+    def _fetch(self, url: str, dest: Endpoint, tmp: str, progress) -> Copied:
+        from engine.http_source import HttpReader
+
+        def open_reader(offset: int) -> Reader:
+            return HttpReader(url, offset)
+
+        return copy_stream(self.job, open_reader, dest, tmp, progress, lambda: None, resume_partial=self.resume_partial)
+
+    def clone(self, action: Clone | Link) -> Outcome:
+        dest = self.t.endpoint(action.dest.host)
+        progress = self.job.progress
+
+        def make(tmp: str) -> Outcome:
+            source = action.source
+            if isinstance(source, Url) and source.scheme != "file":
+                copied = self._fetch(source.url, dest, tmp, progress)
+            elif isinstance(source, Url):
+                frontend = self.t.endpoint(self.t.hosts.frontend_name)
+                copied = self._copy_file(frontend, source.url.removeprefix("file://"), dest, tmp, progress)
+            else:
+                origin = self.t.endpoint(source.host)
+                copied = self._copy_file(origin, source.path, dest, tmp, progress)
+            note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
+            return Outcome(copied.size, copied.sha256, f"{copied.method}{note}")
+
+        return self._placed(dest, action.dest.path, make)
+
+    def link(self, action: Link) -> Outcome:
+        dest = self.t.endpoint(action.dest.host)
+        source = action.source
+        if isinstance(source, Location) and dest.local and self.t.endpoint(source.host).local:
+
+            def make(tmp: str) -> Outcome:
+                dest.symlink(source.path, tmp)
+                return Outcome(detail=f"symbolic link to {source.path}")
+
+            return self._placed(dest, action.dest.path, make)
+        self.job.log("LN: the destination shares no file system with the source; copying")
+        return self.clone(action)
+
+    def _formatted(self, dest_location: Location, size_mb: int, command: list[str]) -> Outcome:
+        dest = self.t.endpoint(dest_location.host)
+
+        def make(tmp: str) -> Outcome:
+            dest.sparse_file(tmp, size_mb * MIB)
+            self.job.progress(0, None)
+            dest.run([*command, tmp], self.job.cancelled, lambda line: self.job.log(f"{command[0]}: {line}"))
+            return Outcome(size_mb * MIB, detail=" ".join(command))
+
+        return self._placed(dest, dest_location.path, make)
+
+    def mkswap(self, action: MakeSwap) -> Outcome:
+        return self._formatted(action.dest, action.size_mb, ["mkswap"])
+
+    def mkimage(self, action: MakeImage) -> Outcome:
+        return self._formatted(
+            action.dest, action.size_mb, ["mkfs", "-t", action.fstype, *MKFS_FLAGS.get(action.fstype, [])]
+        )
+
+    def context(self, action: Context) -> Outcome:
+        from engine.context_iso import build_context_iso
+
+        dest = self.t.endpoint(action.dest.host)
+        frontend = self.t.endpoint(self.t.hosts.frontend_name)
+
+        def fetch(url: str, path: str) -> None:
+            self._placed(frontend, path, lambda tmp: Outcome(self._fetch(url, frontend, tmp, lambda d, t: None).size))
+
+        def make(tmp: str) -> Outcome:
+            files = [action.context_file, *action.files]
+            if dest.local:
+                build_context_iso(files, tmp, fetch)
+                size = os.path.getsize(tmp)
+                self.job.progress(size, size)
+                return Outcome(size, detail="ISO built in place")
+            with tempfile.TemporaryDirectory(prefix="headnode-iso-", dir=self.t.home.cache) as scratch:
+                iso = os.path.join(scratch, "context.iso")
+                build_context_iso(files, iso, fetch)
+                copied = self._copy_file(frontend, iso, dest, tmp, self.job.progress)
+                return Outcome(copied.size, copied.sha256, "ISO built on the front end, copied")
+
+        return self._placed(dest, action.dest.path, make)
+
+    def delete(self, action: Delete) -> Outcome:
+        self.t.endpoint(action.dest.host).remove(action.dest.path)
+        return Outcome(detail="removed")
+
+    def move(self, action: Move) -> Outcome:
+        source = self.t.endpoint(action.source.host)
+        dest = self.t.endpoint(action.dest.host)
+        kind, _ = source.kind(action.source.path)
+        if kind is None:
+            raise OperationError(f"MV: {action.source} does not exist")
+        name = posixpath.basename(action.source.path.rstrip("/"))
+        final = action.dest.path
+        if (kind == "d" and posixpath.basename(final.rstrip("/")) != name) or (
+            kind != "d" and dest.kind(final)[0] == "d"
+        ):
+            final = posixpath.join(final, name)
+        existing, _ = dest.kind(final)
+        if existing == "d" and dest.tree(final):
+            raise OperationError(f"MV: {action.dest.host}:{final} is a directory that already holds files")
+        if kind == "d" and existing == "f":
+            raise OperationError(f"MV: {action.dest.host}:{final} is a file; will not put a directory there")
+        if existing == "d":
+            dest.remove(final)
+        dest.makedirs(posixpath.dirname(final))
+        same_place = (source.local and dest.local) or action.source.host == action.dest.host
+        if same_place:
+            try:
+                source.rename(action.source.path, final)
+                return Outcome(detail=f"renamed to {final}")
+            except OSError:  # another file system on this machine: copy, then remove
+                pass
+        if kind == "d":
+            outcome = self._placed_tree(source, action.source.path, dest, final)
+        elif kind == "l" and dest.local and source.local:
+            outcome = self._placed(dest, final, lambda tmp: _relink(source, action.source.path, dest, tmp))
+        else:
+            outcome = self._placed(dest, final, lambda tmp: self._copy_outcome(source, action.source.path, dest, tmp))
+        source.remove(action.source.path)
+        return outcome
+
+    def _copy_outcome(self, source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:
+        copied = self._copy_file(source, path, dest, tmp, self.job.progress)
+        return Outcome(copied.size, copied.sha256, copied.method)
+
+    def _placed_tree(self, source: Endpoint, root: str, dest: Endpoint, final: str) -> Outcome:
+        """Copy a directory tree under a temporary name, each file verified, then rename it into place."""
+        entries = source.tree(root)
+        total = sum(e.size for e in entries if e.kind == "f")
+        tmp = part_name(final)
+        dest.remove(tmp)
+        dest.makedirs(tmp)
+        done = 0
+        try:
+            for entry in entries:
+                target = posixpath.join(tmp, entry.path)
+                if entry.kind == "d":
+                    dest.makedirs(target)
+                elif entry.kind == "l":
+                    dest.symlink(source.readlink(posixpath.join(root, entry.path)), target)
+                else:
+                    base = done
+                    self._copy_file(
+                        source,
+                        posixpath.join(root, entry.path),
+                        dest,
+                        target,
+                        lambda d, t, b=base: self.job.progress(b + d, total),
+                    )
+                    done += entry.size
+            dest.rename(tmp, final)
+        except BaseException:
+            _discard(dest, tmp)
+            raise
+        self.job.progress(total, total)
+        return Outcome(total, detail=f"copied {len(entries)} entries")
+
+
+def _relink(source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:
+    dest.symlink(source.readlink(path), tmp)
+    return Outcome(detail="moved a symbolic link")
+
+
+def _discard(dest: Endpoint, tmp: str) -> None:
+    """Remove a temporary file or tree after a failure; the connection may be gone, and a `.part` name never
+    shadows a destination, so a failure to remove it is not worth reporting over the original error."""
+    with contextlib.suppress(Exception):
+        dest.remove(tmp)

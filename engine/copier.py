@@ -1,0 +1,209 @@
+"""Copying one file, verified while it copies, retried and resumed when the connection drops.
+
+`copy_stream` moves bytes from a Reader to a Writer (any endpoints, HTTP included), hashing them once on the way;
+the far sides hash what they sent and stored, and all three must agree. After a drop it reconnects with backoff
+and resumes from the size of the partial file (a Range request for HTTP); a resumed copy is then checked whole
+against the source. `kernel_copy` is the shared file system's fast path: a reflink, else copy_file_range over
+the source's data extents (holes stay holes), with a second thread hashing source and copy right behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.endpoints import Endpoint, Reader, Stored, Writer
+from engine.errors import OperationError
+from engine.job import Job
+from engine.ssh import ConnectionLost
+
+Progress = Callable[[int, "int | None"], None]
+FICLONE = 0x40049409
+PIECE = 16 << 20
+
+
+@dataclass(frozen=True)
+class Copied:
+    size: int
+    sha256: str | None  # None for a reflink, which shares the source's blocks
+    resumed_from: int = 0
+    method: str = "stream"
+
+
+def copy_stream(
+    job: Job,
+    open_reader: Callable[[int], Reader],
+    dest: Endpoint,
+    tmp: str,
+    progress: Progress,
+    source_sha256: Callable[[], str | None],
+    reset_source: Callable[[], None] = lambda: None,
+    resume_partial: bool = False,
+) -> Copied:
+    """Copy into `tmp` on dest; raise OperationError (or Cancelled) when it cannot be done."""
+    attempt = 1
+    while True:
+        reader: Reader | None = None
+        writer: Writer | None = None
+        try:
+            offset = dest.kind(tmp)[1] if (attempt > 1 or resume_partial) else 0
+            reader = open_reader(offset)
+            offset = reader.offset
+            writer = dest.open_writer(tmp, offset)
+            digest = hashlib.sha256()
+            done = offset
+            progress(done, reader.total)
+            for chunk in reader.chunks():
+                job.check_cancel()
+                digest.update(chunk)
+                writer.write(chunk)
+                done += len(chunk)
+                progress(done, reader.total)
+            stored, writer = writer.finish(), None
+            if stored.size < done:  # the copy ends in a hole; a failed write would have failed the writer
+                dest.extend(tmp, done)
+                stored = Stored(done, stored.sha256)
+            return _verified(
+                digest.hexdigest(), reader, stored.size, stored.sha256, done, offset, dest, tmp, source_sha256
+            )
+        except ConnectionLost as exc:
+            _close(reader, writer)
+            if attempt >= job.retry.attempts:
+                raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
+            dest.reset()
+            reset_source()
+            job.wait_before_retry(attempt, str(exc))
+            attempt += 1
+        except BaseException:
+            _close(reader, writer)
+            raise
+
+
+def _close(reader: Reader | None, writer: Writer | None) -> None:
+    for close in (reader.close if reader else None, writer.abort if writer else None):
+        if close is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already: nothing left to release
+                close()
+
+
+def _verified(
+    passed: str,
+    reader: Reader,
+    stored_size: int,
+    stored_sha256: str | None,
+    done: int,
+    offset: int,
+    dest: Endpoint,
+    tmp: str,
+    source_sha256: Callable[[], str | None],
+) -> Copied:
+    if reader.total is not None and done != reader.total:
+        raise OperationError(f"the source changed while copying: read {done} of {reader.total} bytes")
+    for side, value in (("sent", reader.sha256), ("stored", stored_sha256)):
+        if value is not None and value != passed:
+            raise OperationError(f"checksum mismatch: {side} sha256 {value}, copied {passed}")
+    if stored_size != done:
+        raise OperationError(f"size mismatch: stored {stored_size} bytes, copied {done}")
+    if offset == 0:
+        return Copied(done, passed)
+    whole = dest.sha256(tmp)  # a resumed copy: check the whole file, head included
+    source = source_sha256()
+    if source is not None and source != whole:
+        raise OperationError(f"checksum mismatch after resuming: source {source}, copy {whole}")
+    return Copied(done, whole, resumed_from=offset)
+
+
+def kernel_copy(job: Job, source: str, tmp: str, progress: Progress) -> Copied:
+    """Copy a local file within this machine's file systems, keeping holes."""
+    with open(source, "rb") as src, open(tmp, "w+b") as dst:
+        size = os.fstat(src.fileno()).st_size
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            progress(size, size)
+            return Copied(size, None, method="reflink")
+        except OSError:
+            pass
+        verifier = _Verifier(src.fileno(), dst.fileno())
+        try:
+            for start, end in _data_extents(src.fileno(), size):
+                position = start
+                while position < end:
+                    job.check_cancel()
+                    count = _copy_range(src.fileno(), dst.fileno(), position, min(PIECE, end - position))
+                    verifier.check(position, count)
+                    position += count
+                    progress(position, size)
+            dst.truncate(size)
+        finally:
+            sums = verifier.finish()
+        progress(size, size)
+    if sums[0] != sums[1]:
+        raise OperationError(f"checksum mismatch: source {sums[0]}, copy {sums[1]}")
+    return Copied(size, sums[0], method="copy_file_range")
+
+
+def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    extents, position = [], 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole remains
+                break
+            return [(0, size)]  # no SEEK_DATA here: copy it all
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        extents.append((start, end))
+        position = end
+    return extents
+
+
+def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
+    try:
+        copied = os.copy_file_range(fd_in, fd_out, count, offset, offset)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        copied = 0
+    if copied == 0:  # not supported between these file systems: copy through memory
+        data = os.pread(fd_in, count, offset)
+        if not data:
+            raise OperationError(f"the source shrank while copying (at byte {offset})")
+        copied = os.pwrite(fd_out, data, offset)
+    return copied
+
+
+class _Verifier:
+    """Hashes each copied range of the source and of the copy, in a thread of its own."""
+
+    def __init__(self, fd_in: int, fd_out: int) -> None:
+        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
+        self._sums = (hashlib.sha256(), hashlib.sha256())
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fd_in, fd_out), daemon=True)
+        self._thread.start()
+
+    def check(self, offset: int, count: int) -> None:
+        self._queue.put((offset, count))
+
+    def _run(self, fd_in: int, fd_out: int) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    for fd, digest in zip((fd_in, fd_out), self._sums, strict=True):
+                        digest.update(os.pread(fd, item[1], item[0]))
+                except OSError as exc:
+                    self._error = exc
+
+    def finish(self) -> tuple[str, str]:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise OperationError(f"cannot verify the copy: {self._error}")
+        return self._sums[0].hexdigest(), self._sums[1].hexdigest()

@@ -1,0 +1,110 @@
+"""Transfer drivers: for each action, a built-in or an external program, read from `tm/<driver>.conf`.
+
+A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files are reached, and whose built-ins
+`builtin` means) and one line per action, `CLONE = builtin` or `CLONE = "program"` (a relative program path is
+looked up next to the conf). Confs in `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
+
+An external program runs with the action's arguments as argv, never through a shell. Each stdout line goes to the
+VM's transfer log; a non-zero exit fails the action with the text between OpenNebula's `ERROR MESSAGE --8<------`
+and `ERROR MESSAGE ------>8--` markers on stderr, or else the last lines of stderr.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import InputError, OperationError, Problem
+from engine.home import DATA_DIR, Home
+from engine.job import Job
+from engine.script import ACTION_NAMES
+from engine.template import load_template
+
+BASES = ("shared", "ssh", "dummy")
+BUILTIN = "builtin"
+ERROR_START = "ERROR MESSAGE --8<------"
+ERROR_END = "ERROR MESSAGE ------>8--"
+
+
+@dataclass(frozen=True)
+class Driver:
+    name: str
+    base: str
+    programs: tuple[tuple[str, str | None], ...]  # (action, program path or None for the built-in)
+    source: str
+
+    def program(self, action: str) -> str | None:
+        return dict(self.programs)[action]
+
+    def handles(self, action: str) -> bool:
+        return action in dict(self.programs)
+
+
+def conf_dirs(home: Home) -> list[Path]:
+    return [home.root / "tm", DATA_DIR / "tm"]
+
+
+def driver_names(home: Home) -> list[str]:
+    names = {p.stem for d in conf_dirs(home) if d.is_dir() for p in d.glob("*.conf")}
+    return sorted(names)
+
+
+def load_driver(home: Home, name: str) -> Driver:
+    """The driver `name`, or InputError naming the conf's file and line."""
+    for folder in conf_dirs(home):
+        path = folder / f"{name}.conf"
+        if path.is_file():
+            return _parse_driver(name, path)
+    raise InputError(Problem(f"no transfer driver {name!r}: expected one of {', '.join(driver_names(home))}"))
+
+
+def _parse_driver(name: str, path: Path) -> Driver:
+    template = load_template(path)
+    problems = []
+    base = template.get("BASE")
+    if base not in BASES:
+        problems.append(Problem(f"BASE must be one of {', '.join(BASES)}, not {base!r}", str(path)))
+    programs = []
+    for attr in template:
+        if attr.name == "BASE":
+            continue
+        if attr.name not in ACTION_NAMES:
+            problems.append(
+                Problem(f"unknown action {attr.name}: expected {', '.join(ACTION_NAMES)}", str(path), attr.line)
+            )
+            continue
+        if not isinstance(attr.value, str) or not attr.value:
+            problems.append(Problem(f"{attr.name} must be builtin or a program path", str(path), attr.line))
+            continue
+        if attr.value.lower() == BUILTIN:
+            programs.append((attr.name, None))
+            continue
+        program = attr.value if attr.value.startswith("/") else str(path.parent / attr.value)
+        if not os.access(program, os.X_OK):
+            problems.append(Problem(f"{attr.name}: {program} is not an executable program", str(path), attr.line))
+        programs.append((attr.name, program))
+    if problems:
+        raise InputError(problems)
+    return Driver(name, base or "", tuple(programs), str(path))
+
+
+def error_message(stderr: str) -> str:
+    """The text between OpenNebula's error markers, else the last lines of stderr."""
+    if ERROR_START in stderr and ERROR_END in stderr:
+        between = stderr.split(ERROR_START, 1)[1].split(ERROR_END, 1)[0].strip()
+        if between:
+            return " / ".join(between.splitlines())
+    tail = [line for line in stderr.strip().splitlines() if line.strip()][-3:]
+    return " / ".join(tail) if tail else "no error message"
+
+
+def run_program(program: str, arguments: Sequence[str], job: Job, environment: dict[str, str]) -> None:
+    """Run an external action program; raise OperationError with its error message when it fails."""
+    from engine.endpoints import run_local
+
+    name = os.path.basename(program)
+    result = run_local([program, *arguments], job.cancelled, lambda line: job.log(f"{name}: {line}"), environment)
+    if result.status != 0:
+        raise OperationError(f"{name} exited with status {result.status}: {error_message(result.stderr)}")

@@ -1,0 +1,480 @@
+"""Endpoints: the file operations an action needs, on this machine or on a host over SSH.
+
+A `LocalEndpoint` works on this machine's files (the front end, and hosts sharing its file system). A
+`RemoteEndpoint` runs quoted commands over the host's pooled SSH connection: a few constant `sh -c` scripts take
+paths only as positional arguments, so no path is ever spliced into shell text. Streams are read and written in
+1 MiB chunks; a remote writer hashes what it stores (`tee | sha256sum`) and a remote reader hashes what it sends,
+so a copy is verified on both ends while the data passes once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine.errors import OperationError
+from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from engine.hosts import Host
+    from engine.ssh import SshPool
+
+CHUNK = 1 << 20
+_ZEROS = bytes(CHUNK)
+
+# sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
+_SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
+# Receive a stream into $1 from byte $2 (the file cut there first), leaving holes where whole MiB blocks are zero;
+# print the stream's sha256, then the file's size (short of the stream's end by a trailing hole, if any).
+_RECEIVE = _SHA256 + (
+    'set -e; truncate -s "$2" -- "$1"; exec 4>&1; { tee /dev/fd/3 | sha >&4; } 3>&1 | '
+    'dd of="$1" bs=1M seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
+    'stat -c %s -- "$1"'
+)
+# Send $1 from byte offset $2 on stdout, and its sha256 on stderr.
+_SEND = _SHA256 + '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha >&2; } 3>&1'
+# The sha256 of the file $1.
+_HASH_FILE = _SHA256 + 'sha < "$1"'
+# Describe $1: type, size and (for a link) target, one line.
+_KIND = 'if [ -L "$1" ]; then echo "l 0 $(readlink -- "$1")"; elif [ -d "$1" ]; then echo d 0; ' + (
+    'elif [ -e "$1" ]; then echo "f $(stat -c %s -- "$1")"; else echo n 0; fi'
+)
+# List the tree under $1: type, size and relative path of each entry, NUL-terminated.
+_TREE = "cd -- \"$1\" && find . -mindepth 1 -printf '%y %s %P\\0'"
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    kind: str  # "f" file, "d" directory, "l" symbolic link
+    path: str  # relative to the tree's root
+    size: int
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a writer stored: its size, and the sha256 of the bytes it received when it can tell (remote)."""
+
+    size: int
+    sha256: str | None
+
+
+class Reader:
+    """A byte stream from `offset` to the end; `sha256` (of what was sent) is known after the last chunk if the
+    far side computes it."""
+
+    offset = 0
+    total: int | None = None
+    sha256: str | None = None
+
+    def chunks(self) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Writer:
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> Stored:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class Endpoint:
+    """File operations on one host."""
+
+    host: Host
+    local = False
+
+    def kind(self, path: str) -> tuple[str | None, int]:
+        """("f", size), ("d", 0), ("l", 0) or (None, 0) when missing."""
+        raise NotImplementedError
+
+    def makedirs(self, path: str) -> None:
+        raise NotImplementedError
+
+    def rename(self, src: str, dst: str) -> None:
+        raise NotImplementedError
+
+    def remove(self, path: str) -> None:
+        """Remove a file or a whole tree; a missing path is fine."""
+        raise NotImplementedError
+
+    def symlink(self, target: str, path: str) -> None:
+        raise NotImplementedError
+
+    def readlink(self, path: str) -> str:
+        raise NotImplementedError
+
+    def tree(self, path: str) -> list[TreeEntry]:
+        raise NotImplementedError
+
+    def sparse_file(self, path: str, size: int) -> None:
+        """An exact-size file with no data blocks."""
+        raise NotImplementedError
+
+    def run(self, argv: Sequence[str], cancel: Callable[[], bool], on_line: Callable[[str], None]) -> None:
+        """Run a command (sbin on PATH); raise OperationError with its stderr when it fails."""
+        raise NotImplementedError
+
+    def open_reader(self, path: str, offset: int) -> Reader:
+        raise NotImplementedError
+
+    def open_writer(self, path: str, offset: int) -> Writer:
+        raise NotImplementedError
+
+    def sha256(self, path: str) -> str:
+        raise NotImplementedError
+
+    def extend(self, path: str, size: int) -> None:
+        """Grow a file to `size` bytes with a hole (a sparse copy's trailing zeros)."""
+        raise NotImplementedError
+
+    def free_bytes(self, path: str) -> int:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Drop a broken connection so the next call reconnects."""
+
+
+def failure_text(result: CommandResult, argv: Sequence[str]) -> str:
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()[-3:]
+    return f"{argv[0]} exited with status {result.status}" + (": " + " / ".join(lines) if lines else "")
+
+
+def run_local(
+    argv: Sequence[str],
+    cancel: Callable[[], bool],
+    on_line: Callable[[str], None],
+    environment: dict[str, str] | None = None,
+) -> CommandResult:
+    """Run argv here (never through a shell), stdout lines to on_line; a cancel terminates it."""
+    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    env = {**os.environ, "PATH": path, **(environment or {})}
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+    except OSError as exc:
+        raise OperationError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    err = bytearray()
+    drain = threading.Thread(target=lambda: err.extend(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    drain.start()
+    out = []
+    watcher = threading.Thread(target=_terminate_on_cancel, args=(proc, cancel), daemon=True)
+    watcher.start()
+    for raw in proc.stdout:  # type: ignore[union-attr]
+        line = raw.decode(errors="replace").rstrip("\n")
+        out.append(line)
+        on_line(line)
+    status = proc.wait()
+    drain.join()
+    if cancel():
+        raise Cancelled("cancelled")
+    return CommandResult(status, "\n".join(out), err.decode(errors="replace"))
+
+
+def _terminate_on_cancel(proc: subprocess.Popen, cancel: Callable[[], bool]) -> None:
+    while proc.poll() is None:
+        if cancel():
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.1)
+
+
+class LocalReader(Reader):
+    def __init__(self, path: str, offset: int) -> None:
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise OperationError(f"cannot read {path}: {exc.strerror}") from None
+        self.total = os.fstat(self._file.fileno()).st_size
+        self.offset = min(offset, self.total)
+        self._file.seek(self.offset)
+
+    def chunks(self) -> Iterator[bytes]:
+        while data := self._file.read(CHUNK):
+            yield data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class LocalWriter(Writer):
+    """Writes a file here, leaving holes where whole chunks are zero."""
+
+    def __init__(self, path: str, offset: int) -> None:
+        self.path = path
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OperationError(f"cannot write {path}: {exc.strerror}") from None
+        os.ftruncate(fd, offset)
+        self._fd = fd
+        self._position = offset
+        os.lseek(fd, offset, os.SEEK_SET)
+
+    def write(self, data: bytes) -> None:
+        if len(data) == CHUNK and data == _ZEROS:
+            os.lseek(self._fd, len(data), os.SEEK_CUR)
+        else:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        self._position += len(data)
+
+    def finish(self) -> Stored:
+        os.ftruncate(self._fd, self._position)  # a trailing hole still counts
+        os.close(self._fd)
+        return Stored(self._position, None)
+
+    def abort(self) -> None:
+        os.close(self._fd)
+
+
+class LocalEndpoint(Endpoint):
+    local = True
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def kind(self, path: str) -> tuple[str | None, int]:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None, 0
+        if stat.S_ISLNK(st.st_mode):
+            return "l", 0
+        return ("d", 0) if stat.S_ISDIR(st.st_mode) else ("f", st.st_size)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        kind, _ = self.kind(path)
+        if kind == "d":
+            shutil.rmtree(path)
+        elif kind is not None:
+            os.unlink(path)
+
+    def symlink(self, target: str, path: str) -> None:
+        os.symlink(target, path)
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(path)
+
+    def tree(self, path: str) -> list[TreeEntry]:
+        entries = []
+        for root, dirs, files in os.walk(path):
+            for name in sorted(dirs) + sorted(files):
+                full = os.path.join(root, name)
+                kind, size = self.kind(full)
+                entries.append(TreeEntry(kind or "f", os.path.relpath(full, path), size))
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        return entries
+
+    def sparse_file(self, path: str, size: int) -> None:
+        with open(path, "wb") as out:
+            out.truncate(size)
+
+    def run(self, argv: Sequence[str], cancel: Callable[[], bool], on_line: Callable[[str], None]) -> None:
+        result = run_local(argv, cancel, on_line)
+        if result.status != 0:
+            raise OperationError(failure_text(result, argv))
+
+    def open_reader(self, path: str, offset: int) -> Reader:
+        return LocalReader(path, offset)
+
+    def open_writer(self, path: str, offset: int) -> Writer:
+        return LocalWriter(path, offset)
+
+    def sha256(self, path: str) -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while data := f.read(CHUNK):
+                digest.update(data)
+        return digest.hexdigest()
+
+    def extend(self, path: str, size: int) -> None:
+        os.truncate(path, size)
+
+    def free_bytes(self, path: str) -> int:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+
+
+class RemoteReader(Reader):
+    def __init__(self, channel: paramiko.Channel, offset: int, total: int, transport: paramiko.Transport) -> None:
+        self._channel = channel
+        self._transport = transport
+        self.offset = offset
+        self.total = total
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                data = self._channel.recv(CHUNK)
+            except OSError as exc:
+                raise ConnectionLost(f"the connection dropped while reading: {exc}") from None
+            if not data:
+                break
+            yield data
+        if not self._transport.is_active():
+            raise ConnectionLost("the connection dropped while reading")
+        status = self._channel.recv_exit_status()
+        err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
+        last = err.strip().splitlines()[-1].split() if err.strip() else []
+        if status != 0 or not last or len(last[0]) != 64:
+            raise OperationError(f"reading failed on host: {err.strip() or f'status {status}'}")
+        self.sha256 = last[0]
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class ChannelWriter(Writer):
+    """Streams into a remote `_RECEIVE` over a paramiko channel."""
+
+    def __init__(self, channel: paramiko.Channel, transport: paramiko.Transport) -> None:
+        self._channel = channel
+        self._transport = transport
+
+    def _failure(self, what: str) -> OperationError:
+        if self._transport.is_active() and self._channel.exit_status_ready():
+            err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
+            return OperationError(f"writing on the host failed: {err.strip() or what}")
+        return ConnectionLost(f"the connection dropped while writing: {what}")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._channel.sendall(data)
+        except (OSError, EOFError) as exc:
+            raise self._failure(str(exc) or type(exc).__name__) from None
+
+    def finish(self) -> Stored:
+        try:
+            self._channel.shutdown_write()
+            out = b"".join(iter(lambda: self._channel.recv(65536), b"")).decode()
+            status = self._channel.recv_exit_status()
+        except (OSError, EOFError) as exc:
+            raise self._failure(str(exc)) from None
+        if not self._transport.is_active():
+            raise ConnectionLost("the connection dropped while finishing a write")
+        return parse_stored(out, status, self._channel)
+
+    def abort(self) -> None:
+        self._channel.close()
+
+
+def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> Stored:
+    """The output of `_RECEIVE`: a line starting with the sha256, then a line with the size."""
+    lines = out.split("\n")
+    words = [lines[0].split()[0] if lines[0].split() else "", *lines[1:2]] if len(lines) >= 2 else []
+    if status != 0 or len(words) != 2 or len(words[0]) != 64 or not words[1].isdigit():
+        if channel is not None:
+            err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
+        raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
+    return Stored(int(words[1]), words[0])
+
+
+class RemoteEndpoint(Endpoint):
+    def __init__(self, host: Host, pool: SshPool, accelerator: Callable[..., Writer] | None = None) -> None:
+        self.host = host
+        self.pool = pool
+        self.accelerator = accelerator
+
+    def _run(self, argv: Sequence[str], cancel=lambda: False, on_line=lambda line: None) -> CommandResult:
+        return run_remote(self.pool.transport(self.host), argv, cancel, on_line)
+
+    def _check(self, argv: Sequence[str]) -> str:
+        result = self._run(argv)
+        if result.status != 0:
+            raise OperationError(f"host {self.host.name}: {failure_text(result, argv)}")
+        return result.stdout
+
+    def kind(self, path: str) -> tuple[str | None, int]:
+        words = self._check(["sh", "-c", _KIND, "sh", path]).split(maxsplit=2)
+        return (None if words[0] == "n" else words[0]), int(words[1])
+
+    def makedirs(self, path: str) -> None:
+        self._check(["mkdir", "-p", "--", path])
+
+    def rename(self, src: str, dst: str) -> None:
+        self._check(["mv", "-T", "--", src, dst])
+
+    def remove(self, path: str) -> None:
+        self._check(["rm", "-rf", "--", path])
+
+    def symlink(self, target: str, path: str) -> None:
+        self._check(["ln", "-s", "--", target, path])
+
+    def readlink(self, path: str) -> str:
+        return self._check(["readlink", "--", path]).rstrip("\n")
+
+    def tree(self, path: str) -> list[TreeEntry]:
+        entries = []
+        for item in self._check(["sh", "-c", _TREE, "sh", path]).split("\0"):
+            if item:
+                kind, size, rel = item.split(" ", 2)
+                entries.append(TreeEntry({"f": "f", "d": "d", "l": "l"}.get(kind, "f"), rel, int(size)))
+        return entries
+
+    def sparse_file(self, path: str, size: int) -> None:
+        self._check(["sh", "-c", 'rm -f -- "$1" && truncate -s "$2" -- "$1"', "sh", path, str(size)])
+
+    def run(self, argv: Sequence[str], cancel: Callable[[], bool], on_line: Callable[[str], None]) -> None:
+        full = with_sbin(argv)
+        result = run_remote(self.pool.transport(self.host), full, cancel, on_line)
+        if result.status != 0:
+            raise OperationError(f"host {self.host.name}: {failure_text(result, argv)}")
+
+    def open_reader(self, path: str, offset: int) -> Reader:
+        kind, size = self.kind(path)
+        if kind != "f":
+            raise OperationError(f"host {self.host.name}: {path} is not a file")
+        transport = self.pool.transport(self.host)
+        channel = open_channel(transport, ["sh", "-c", _SEND, "sh", path, str(offset)])
+        channel.shutdown_write()
+        return RemoteReader(channel, offset, size, transport)
+
+    def open_writer(self, path: str, offset: int) -> Writer:
+        argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
+        if self.accelerator is not None:
+            return self.accelerator(self.host, argv)
+        transport = self.pool.transport(self.host)
+        return ChannelWriter(open_channel(transport, argv), transport)
+
+    def sha256(self, path: str) -> str:
+        return self._check(["sh", "-c", _HASH_FILE, "sh", path]).split()[0]
+
+    def extend(self, path: str, size: int) -> None:
+        self._check(["truncate", "-s", str(size), "--", path])
+
+    def free_bytes(self, path: str) -> int:
+        out = self._check(["df", "-P", "-B1", "--", path]).splitlines()
+        return int(out[-1].split()[3])
+
+    def reset(self) -> None:
+        self.pool.discard(self.host)

@@ -1,0 +1,326 @@
+"""The executor: runs image scripts in worker threads it owns, and reports on an EventBus.
+
+    executor = Executor(home, bus)
+    run = executor.submit(script, vm_id=12)          # validated whole first: InputError, nothing runs
+    run.cancel()  /  run.cancel_action(line)          # cooperative: copies check between chunks
+    result = run.wait()                               # ScriptResult(outcome, failed_line, error, ...)
+
+Scripts run in parallel (up to `max_scripts`), the lines of one script in order, stopping at the first failure.
+Each host admits at most its `max_transfers` actions at once, across all scripts. Transient network failures are
+retried with backoff, resuming the copy. Every action's start and end go to the VM's transfer log and the journal,
+so `submit(..., resume=True)` continues an interrupted run of the same script from its first unfinished line.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from engine.actions import Outcome, Transfers, written_paths
+from engine.errors import InputError, OperationError, Problem
+from engine.events import EventBus
+from engine.home import Home
+from engine.job import Job, RetryPolicy
+from engine.journal import Journal
+from engine.openssh import OpenSshWriter, accelerator_enabled
+from engine.script import Location, Script, ScriptLine, format_action
+from engine.ssh import Cancelled, SshPool
+from engine.store import Store
+from engine.transfer_events import (
+    ActionFinished,
+    ActionLog,
+    ActionProgress,
+    ActionRetry,
+    ActionStarted,
+    ScriptFinished,
+    ScriptProgress,
+    ScriptStarted,
+)
+from engine.transfer_log import TransferLog
+
+PROGRESS_INTERVAL = 0.25  # seconds between progress events of one action
+MAX_SCRIPTS = 15  # OpenNebula 1.4 ran 15 transfer files at once
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    run: str
+    vm: int | None
+    outcome: str  # "done", "failed" or "cancelled"
+    failed_line: int | None = None
+    error: str | None = None
+    lines_done: int = 0
+    lines_total: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "done"
+
+
+class _Throttle:
+    """Publishes progress at most every PROGRESS_INTERVAL, but always the first report, the first that shows
+    bytes moving (so a watcher sees a copy start at once) and the last."""
+
+    def __init__(self, publish: Callable[[int, int | None, float], None]) -> None:
+        self._publish = publish
+        self._started = time.monotonic()
+        self._last = 0.0
+        self._first_done: int | None = None
+        self._moved = False
+        self._last_done = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if self._first_done is None:
+            self._first_done = done
+        moved = not self._moved and done > self._first_done
+        finished = total is not None and done == total != self._last_done
+        if moved or finished or now - self._last >= PROGRESS_INTERVAL:
+            self._moved = self._moved or moved
+            self._last = now
+            self._last_done = done
+            self._publish(done, total, now - self._started)
+
+
+class ScriptRun:
+    """A submitted script: cancel it, cancel one of its actions, wait for its result."""
+
+    def __init__(
+        self, executor: Executor, script: Script, vm: int | None, run_id: str, skip: frozenset[int], resumed: bool
+    ) -> None:
+        self.executor = executor
+        self.script = script
+        self.vm = vm
+        self.id = run_id
+        self.skip = skip
+        self.resumed = resumed  # a resumed run also continues partial files the interrupted one left
+        self._cancel = threading.Event()
+        self._action_cancels: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._result: ScriptResult | None = None
+        self.log = TransferLog(executor.home, vm)
+
+    def cancel(self) -> None:
+        """Stop the script: the running action stops at its next check, later lines do not run."""
+        self._cancel.set()
+        with self._lock:
+            for event in self._action_cancels.values():
+                event.set()
+
+    def cancel_action(self, line: int) -> None:
+        """Stop only the action of this line (the script then fails at that line)."""
+        with self._lock:
+            event = self._action_cancels.setdefault(line, threading.Event())
+        event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> ScriptResult | None:
+        """The result, once the script has finished (None if `timeout` passed first)."""
+        self._done.wait(timeout)
+        return self._result
+
+    def _publish(self, event: object) -> None:
+        self.executor.bus.publish(event)
+
+    def _action_cancel(self, line: int) -> threading.Event:
+        with self._lock:
+            event = self._action_cancels.setdefault(line, threading.Event())
+            if self._cancel.is_set():
+                event.set()
+        return event
+
+    def _execute(self) -> None:
+        started = time.monotonic()
+        lines = self.script.lines
+        self._publish(ScriptStarted(self.id, self.vm, self.script.source, len(lines), len(self.skip)))
+        self.log.write(f"Running {self.script.source} ({len(lines)} lines, run {self.id})")
+        result = None
+        for index, line in enumerate(lines):
+            if index in self.skip:
+                self.log.write(f"Line {line.number} was done by the interrupted run; skipping")
+                continue
+            if self._cancel.is_set():
+                result = ScriptResult(self.id, self.vm, "cancelled", line.number, "cancelled", index, len(lines))
+                break
+            self._publish(ScriptProgress(self.id, self.vm, index, len(lines), line.number))
+            outcome, error = self._run_line(index, line)
+            if outcome != "done":
+                result = ScriptResult(self.id, self.vm, outcome, line.number, error, index, len(lines))
+                break
+        if result is None:
+            result = ScriptResult(self.id, self.vm, "done", None, None, len(lines), len(lines))
+        self.executor.journal.finish(self.id, result.outcome)
+        if result.ok:
+            self.log.write("Script finished successfully")
+        else:
+            self.log.write(f"Script {result.outcome} at line {result.failed_line}: {result.error}", error=True)
+        self._publish(
+            ScriptFinished(
+                self.id, self.vm, result.outcome, result.failed_line, result.error, time.monotonic() - started
+            )
+        )
+        self._result = result
+        self._done.set()
+
+    def _run_line(self, index: int, line: ScriptLine) -> tuple[str, str | None]:
+        action, number = line.action, line.number
+        transfers = self.executor.transfers
+        text = format_action(action)
+        cancel = self._action_cancel(number)
+        started = time.monotonic()
+        try:
+            target = transfers.target(action)
+            host_name, driver = target.name, target.driver
+        except InputError as exc:
+            return self._finish_line(index, line, "failed", Outcome(), started, str(exc))
+
+        def log(message: str, error: bool) -> None:
+            self.log.write(message, error)
+            self._publish(ActionLog(self.id, self.vm, number, message, error))
+
+        def progress(done: int, total: int | None, elapsed: float) -> None:
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (total - done) / rate if total is not None and rate > 0 else None
+            self._publish(ActionProgress(self.id, self.vm, number, action.name, done, total, rate, eta))
+
+        def retrying(attempt: int, error: str, delay: float) -> None:
+            log(f"{action.name}: {error}; retry {attempt} in {delay:g} s", False)
+            self._publish(ActionRetry(self.id, self.vm, number, action.name, attempt, error, delay))
+
+        job = Job(log, _Throttle(progress), retrying, cancel, self.executor.retry)
+        # The slot is held until the end is reported, so a host's started/finished events never overlap its limit.
+        with self.executor.host_slots(self._hosts_of(line)):
+            try:
+                job.check_cancel()
+                self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
+                self.log.write(f"{text} (line {number}, host {host_name}, driver {driver}) started")
+                self.executor.journal.action_started(self.id, index, number)
+                started = time.monotonic()
+                outcome = transfers.run(action, job, self.vm, resume_partial=self.resumed)
+            except Cancelled:
+                return self._finish_line(index, line, "cancelled", Outcome(), started, "cancelled")
+            except (OperationError, InputError) as exc:
+                return self._finish_line(index, line, "failed", Outcome(), started, str(exc))
+            except OSError as exc:
+                message = f"{exc.strerror or exc}: {exc.filename or ''}"
+                return self._finish_line(index, line, "failed", Outcome(), started, message)
+            except Exception as exc:  # a bug: fail this line, keep the traceback in the VM's log
+                self.log.write(traceback.format_exc(), error=True)
+                return self._finish_line(index, line, "failed", Outcome(), started, f"internal error: {exc!r}")
+            return self._finish_line(index, line, "done", outcome, started, None)
+
+    def _hosts_of(self, line: ScriptLine) -> list[str]:
+        action = line.action
+        names = {loc.host for loc in written_paths(action)}
+        if isinstance(getattr(action, "source", None), Location):
+            names.add(action.source.host)  # type: ignore[union-attr]
+        names.discard(self.executor.transfers.hosts.frontend_name)
+        return sorted(names)
+
+    def _finish_line(
+        self, index: int, line: ScriptLine, outcome: str, result: Outcome, started: float, error: str | None
+    ) -> tuple[str, str | None]:
+        seconds = time.monotonic() - started
+        name = line.action.name
+        if outcome == "done":
+            checksum = f", sha256 {result.sha256}" if result.sha256 else ""
+            detail = f" ({result.detail})" if result.detail else ""
+            self.log.write(
+                f"{name} (line {line.number}) done: {result.bytes} bytes in {seconds:.2f} s{checksum}{detail}"
+            )
+        else:
+            self.log.write(f"{name} (line {line.number}) {outcome}: {error}", error=True)
+        self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.sha256, error)
+        self._publish(
+            ActionFinished(self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error)
+        )
+        return outcome, error
+
+
+class Executor:
+    """Runs scripts for one home. Close it to stop accepting scripts and release SSH connections."""
+
+    def __init__(
+        self,
+        home: Home,
+        bus: EventBus | None = None,
+        *,
+        max_scripts: int = MAX_SCRIPTS,
+        retry: RetryPolicy | None = None,
+        accelerator: bool | None = None,
+    ) -> None:
+        self.home = home
+        self.bus = bus or EventBus()
+        self.retry = retry or RetryPolicy()
+        self.pool = SshPool()
+        if accelerator is None:
+            accelerator = accelerator_enabled(home)
+        self.accelerated = accelerator
+        self.transfers = Transfers(home, self.pool, OpenSshWriter if accelerator else None)
+        self.journal = Journal(Store(home.db_path))
+        self._scripts = threading.BoundedSemaphore(max_scripts)
+        self._slots_lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._threads: list[threading.Thread] = []
+
+    def validate(self, script: Script) -> list[Problem]:
+        """Every reason a line of the script cannot run, located by line."""
+        problems = []
+        for line in script.lines:
+            for message in self.transfers.check(line.action):
+                problems.append(Problem(message, script.source, line.number or None))
+        return problems
+
+    def submit(self, script: Script, vm_id: int | None = None, *, resume: bool = False) -> ScriptRun:
+        """Validate the whole script (InputError if any line cannot run), then start it in a worker thread.
+        With resume, the lines done by the last unfinished run of the same script for this VM are skipped."""
+        problems = self.validate(script)
+        if problems:
+            raise InputError(problems)
+        text = script.format()
+        skip: tuple[int, ...] = ()
+        if resume:
+            previous = self.journal.unfinished(vm_id, text)
+            if previous is None:
+                raise InputError(Problem(f"no unfinished run of {script.source} for VM {vm_id} to resume"))
+            skip = previous.done
+            self.journal.finish(previous.run, "resumed")
+        run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
+        thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return run
+
+    def _worker(self, run: ScriptRun) -> None:
+        with self._scripts:
+            try:
+                run._execute()
+            except BaseException as exc:  # a bug must still end the run, or wait() would hang
+                run._result = ScriptResult(run.id, run.vm, "failed", None, f"internal error: {exc!r}")
+                run._done.set()
+                raise
+
+    def host_slots(self, hosts: list[str]) -> ExitStack:
+        """Hold one transfer slot on each host (taken in name order, so two actions never deadlock)."""
+        stack = ExitStack()
+        for name in hosts:
+            with self._slots_lock:
+                slot = self._slots.get(name)
+                if slot is None:
+                    limit = self.transfers.hosts.resolve(name).max_transfers
+                    slot = self._slots[name] = threading.BoundedSemaphore(limit)
+            stack.enter_context(slot)
+        return stack
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        self.pool.close()

@@ -1,0 +1,77 @@
+"""Testing a host: can we connect, is its VM directory writable, how much space is free, how far away is it."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from engine.drivers import load_driver
+from engine.endpoints import Endpoint, LocalEndpoint, RemoteEndpoint
+from engine.errors import HeadnodeError
+from engine.home import Home
+from engine.hosts import Host
+from engine.ssh import SshPool, connect, ssh_target
+
+
+@dataclass(frozen=True)
+class HostReport:
+    host: str
+    driver: str
+    reached: str  # "local", "ssh user@host:port" or "not at all (dummy)"
+    writable: bool = False
+    free_bytes: int | None = None
+    round_trip_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+    def lines(self) -> list[str]:
+        out = [f"host {self.host}: driver {self.driver}, reached {self.reached}"]
+        if self.round_trip_ms is not None:
+            out.append(f"round trip: {self.round_trip_ms:.1f} ms")
+        if self.free_bytes is not None:
+            out.append(f"free space in the VM directory: {self.free_bytes / 1e9:.2f} GB")
+        out.append(f"VM directory writable: {'yes' if self.writable else 'no'}")
+        if self.error:
+            out.append(f"error: {self.error}")
+        return out
+
+
+def check_host(home: Home, host: Host, accept_new_key: bool = False) -> HostReport:
+    base = "shared" if host.local else load_driver(home, host.driver).base
+    if base == "dummy":
+        return HostReport(host.name, host.driver, "not at all (dummy driver)", writable=True)
+    pool = SshPool()
+    reached = "local file system"
+    try:
+        endpoint: Endpoint
+        if base == "ssh":
+            target = ssh_target(host)
+            reached = f"ssh {target.user}@{target.key_name}"
+            if accept_new_key:
+                connect(target, accept_new_key=True).close()
+            endpoint = RemoteEndpoint(host, pool)
+        else:
+            endpoint = LocalEndpoint(host)
+        started = time.perf_counter()
+        endpoint.kind("/")
+        if base == "ssh":  # the second command measures the round trip on the open connection
+            started = time.perf_counter()
+            endpoint.kind("/")
+        round_trip = (time.perf_counter() - started) * 1000
+        probe = os.path.join(host.vm_dir, f".headnode-test-{os.getpid()}")
+        endpoint.makedirs(host.vm_dir)
+        endpoint.sparse_file(probe, 0)
+        endpoint.remove(probe)
+        free = endpoint.free_bytes(host.vm_dir)
+        return HostReport(host.name, host.driver, reached, True, free, round_trip)
+    except (HeadnodeError, OSError) as exc:
+        return HostReport(host.name, host.driver, reached, error=str(exc))
+    finally:
+        pool.close()

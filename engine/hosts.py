@@ -1,0 +1,143 @@
+"""Hosts: where VMs run and how their files get there (table `hosts` of the home's database).
+
+A host has an address, port, user and identity file for SSH, a transfer driver (`shared`, `ssh`, `dummy` or one
+configured in a `tm/<driver>.conf`), its VM directory (every destination on the host must lie inside it), and a cap
+on concurrent transfers. The front end is the host named by the configuration's FRONTEND_NAME: a path on it is a
+local file whether or not it has a record; without one its VM directory is the home's `vms/`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from engine.errors import InputError, Problem
+from engine.home import Home
+from engine.store import Store
+
+TABLE = "hosts"
+DEFAULT_MAX_TRANSFERS = 4
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host record. `local` marks the front end (its paths are this machine's files); it is never stored."""
+
+    name: str
+    driver: str
+    vm_dir: str
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity: str | None = None
+    max_transfers: int = DEFAULT_MAX_TRANSFERS
+    local: bool = False
+
+    @property
+    def ssh_name(self) -> str:
+        """The name looked up in ~/.ssh/config and connected to: the address, else the host's name."""
+        return self.address or self.name
+
+    def record(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["local"]
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Host:
+        fields = {k: data.get(k) for k in ("name", "driver", "vm_dir", "address", "port", "user", "identity")}
+        return cls(**fields, max_transfers=int(data.get("max_transfers") or DEFAULT_MAX_TRANSFERS))
+
+
+def normalize_dir(path: str) -> str:
+    return posixpath.normpath(path)
+
+
+def inside_vm_dir(host: Host, path: str) -> bool:
+    """Whether `path`, with `..` resolved, lies strictly inside the host's VM directory."""
+    root = normalize_dir(host.vm_dir)
+    target = posixpath.normpath(path)
+    return target != root and target.startswith(root.rstrip("/") + "/")
+
+
+def validate_host(host: Host, known_drivers: list[str]) -> list[Problem]:
+    """Every problem with a host record, as messages naming the field."""
+    problems = []
+    if not _NAME.fullmatch(host.name):
+        problems.append(Problem(f"bad host name {host.name!r}: letters, digits, '.', '_' and '-' only"))
+    if host.driver not in known_drivers:
+        problems.append(Problem(f"unknown driver {host.driver!r}: expected one of {', '.join(known_drivers)}"))
+    if not host.vm_dir.startswith("/") or any(c.isspace() for c in host.vm_dir):
+        problems.append(Problem(f"--vm-dir must be an absolute path without white space, not {host.vm_dir!r}"))
+    elif normalize_dir(host.vm_dir) == "/":
+        problems.append(Problem("--vm-dir must not be / (every file on the host would be at risk)"))
+    if host.port is not None and not 0 < host.port < 65536:
+        problems.append(Problem(f"--port must be 1-65535, not {host.port}"))
+    if host.max_transfers < 1:
+        problems.append(Problem(f"--max-transfers must be at least 1, not {host.max_transfers}"))
+    if host.address is not None and (not host.address or any(c.isspace() for c in host.address)):
+        problems.append(Problem(f"bad --address {host.address!r}"))
+    if host.user is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", host.user):
+        problems.append(Problem(f"bad --user {host.user!r}"))
+    return problems
+
+
+class Hosts:
+    """The host records of one home."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.store = Store(home.db_path)
+
+    @property
+    def frontend_name(self) -> str:
+        return self.home.config.frontend_name
+
+    def create(self, host: Host) -> Host:
+        from engine.drivers import driver_names
+
+        host = replace(host, vm_dir=normalize_dir(host.vm_dir) if host.vm_dir.startswith("/") else host.vm_dir)
+        problems = validate_host(host, driver_names(self.home))
+        if problems:
+            raise InputError(problems)
+        with self.store.write() as db:
+            table = db.table(TABLE)
+            if table.contains(lambda d: d["name"] == host.name):
+                raise InputError(Problem(f"host {host.name!r} already exists"))
+            table.insert(host.record())
+        return host
+
+    def list(self) -> list[Host]:
+        with self.store.read() as db:
+            records = db.table(TABLE).all()
+        return sorted((Host.from_record(r) for r in records), key=lambda h: h.name)
+
+    def find(self, name: str) -> Host | None:
+        with self.store.read() as db:
+            found = db.table(TABLE).get(lambda d: d["name"] == name)
+        return Host.from_record(found) if isinstance(found, dict) else None
+
+    def get(self, name: str) -> Host:
+        host = self.find(name)
+        if host is None:
+            raise InputError(Problem(f"no host named {name!r} (see 'headnode host list')"))
+        return host
+
+    def delete(self, name: str) -> None:
+        with self.store.write() as db:
+            if not db.table(TABLE).remove(lambda d: d["name"] == name):
+                raise InputError(Problem(f"no host named {name!r} (see 'headnode host list')"))
+
+    def resolve(self, name: str) -> Host:
+        """The host a `name:path` refers to; the front end is always local, with or without a record."""
+        host = self.find(name)
+        if name == self.frontend_name:
+            if host is None:
+                return Host(name, "shared", str(self.home.vms), local=True)
+            return replace(host, local=True)
+        if host is None:
+            raise InputError(Problem(f"no host named {name!r} (see 'headnode host list')"))
+        return host

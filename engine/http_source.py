@@ -1,0 +1,70 @@
+"""HTTP(S) sources: streamed from the front end, checked against Content-Length, resumed with Range requests.
+
+A body shorter than its Content-Length is a dropped connection (retried from where it stopped), never a
+silent truncation. A server that ignores Range answers 200 with the whole body; the copy then starts over.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+from engine.endpoints import CHUNK, Reader
+from engine.errors import OperationError
+from engine.ssh import ConnectionLost
+
+TIMEOUT = 30.0
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class HttpReader(Reader):
+    def __init__(self, url: str, offset: int) -> None:
+        self.url = url
+        request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+        try:
+            self._response = urllib.request.urlopen(request, timeout=TIMEOUT)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and offset:  # the partial file is already whole or the source changed: start over
+                self.__init__(url, 0)  # type: ignore[misc]
+                return
+            transient = exc.code >= 500 or exc.code == 408
+            raise (ConnectionLost if transient else OperationError)(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConnectionLost(f"{url}: {reason}") from None
+        length = self._response.headers.get("Content-Length")
+        body = int(length) if length is not None and length.isdigit() else None
+        if offset and self._response.status == 206:
+            match = _CONTENT_RANGE.fullmatch(self._response.headers.get("Content-Range", ""))
+            if not match or int(match.group(1)) != offset:
+                self._response.close()
+                raise OperationError(f"{url}: the server answered a Range request with a wrong Content-Range")
+            self.offset = offset
+            self.total = int(match.group(3)) if match.group(3) != "*" else None
+        else:
+            self.offset = 0
+            self.total = body
+        self._expected = body
+
+    def chunks(self) -> Iterator[bytes]:
+        received = 0
+        while True:
+            try:
+                data = self._response.read(CHUNK)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                where = self.offset + received
+                raise ConnectionLost(f"{self.url}: connection dropped after {where} bytes: {exc}") from None
+            if not data:
+                break
+            received += len(data)
+            yield data
+        if self._expected is not None and received != self._expected:
+            raise ConnectionLost(
+                f"{self.url}: short body: got {self.offset + received} of {self.offset + self._expected} bytes"
+            )
+
+    def close(self) -> None:
+        self._response.close()

@@ -1,0 +1,96 @@
+"""The journal of script runs (table `journal`): every action's start, end, bytes and outcome, so a run that
+was interrupted (killed, crashed, failed, cancelled) can be resumed from its first unfinished line.
+
+One record per run: its id, VM, the script's canonical text, its state (`running`, then `done`, `failed`,
+`cancelled`, or `resumed` once a later run took over), the positions of the lines done (counting the ones an
+earlier run did), and one entry per action run: position, line, start and end times, bytes, sha256, outcome,
+error. Each entry is on disk before the next action starts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from engine.store import Store
+
+TABLE = "journal"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    run: str
+    vm: int | None
+    script: str
+    done: tuple[int, ...]  # positions in the script's lines, not line numbers (comments do not count)
+    state: str
+    started: float
+    actions: tuple[dict[str, Any], ...]
+
+
+class Journal:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def start(self, vm: int | None, script: str, done: tuple[int, ...] = ()) -> str:
+        run = uuid.uuid4().hex[:12]
+        record = {
+            "run": run,
+            "vm": vm,
+            "script": script,
+            "done": list(done),
+            "state": "running",
+            "started": time.time(),
+            "actions": [],
+        }
+        with self.store.write() as db:
+            db.table(TABLE).insert(record)
+        return run
+
+    def _change(self, run: str, change) -> None:
+        with self.store.write() as db:
+            table = db.table(TABLE)
+            record = table.get(lambda d: d["run"] == run)
+            if isinstance(record, dict):
+                table.update(change(record), doc_ids=[record.doc_id])
+
+    def action_started(self, run: str, position: int, line: int) -> None:
+        entry = {"position": position, "line": line, "started": time.time(), "outcome": "running"}
+        self._change(run, lambda r: {"actions": [*r["actions"], entry]})
+
+    def action_finished(
+        self, run: str, position: int, outcome: str, size: int, sha256: str | None, error: str | None
+    ) -> None:
+        def change(record: dict) -> dict:
+            actions = list(record["actions"])
+            ended = {"ended": time.time(), "outcome": outcome, "bytes": size, "sha256": sha256, "error": error}
+            if actions and actions[-1]["position"] == position and actions[-1]["outcome"] == "running":
+                actions[-1] = {**actions[-1], **ended}
+            else:  # it ended before it could start (cancelled, or its host vanished)
+                actions.append({"position": position, "started": None, **ended})
+            done = [*record["done"], position] if outcome == "done" else record["done"]
+            return {"actions": actions, "done": done}
+
+        self._change(run, change)
+
+    def finish(self, run: str, state: str) -> None:
+        self._change(run, lambda r: {"state": state})
+
+    def runs(self, vm: int | None) -> list[JournalEntry]:
+        """The runs for a VM, oldest first."""
+        with self.store.read() as db:
+            records = db.table(TABLE).search(lambda d: d["vm"] == vm)
+        entries = [
+            JournalEntry(
+                r["run"], r["vm"], r["script"], tuple(r["done"]), r["state"], r["started"], tuple(r["actions"])
+            )
+            for r in records
+        ]
+        return sorted(entries, key=lambda e: e.started)
+
+    def unfinished(self, vm: int | None, script: str) -> JournalEntry | None:
+        """The latest run of this script for this VM, if it did not finish."""
+        same = [e for e in self.runs(vm) if e.script == script]
+        return same[-1] if same and same[-1].state not in ("done", "resumed") else None

@@ -1,0 +1,276 @@
+"""SSH to hosts the way admins already set it up: ~/.ssh/config, known_hosts, ssh-agent and identity files.
+
+A host key that is not in known_hosts is refused, and a changed one always is; `host test --accept-new-key`
+records a new key (never a changed one), like OpenSSH's `StrictHostKeyChecking=accept-new`. Connections are
+pooled, one per host, shared by that host's transfers: each transfer opens its own channel (paramiko's Transport
+multiplexes channels across threads; an SFTPClient must not be shared). Remote commands are argv lists, each
+argument quoted with shlex.quote; nothing is ever interpolated into a shell string.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.errors import OperationError
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from engine.hosts import Host
+
+CONNECT_TIMEOUT = 15.0
+KEEPALIVE_SECONDS = 30
+# sbin directories are missing from a non-root user's PATH on many systems; mkswap and mkfs live there.
+_WITH_SBIN = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; exec "$@"'
+
+
+class HostKeyError(OperationError):
+    """The host's key is unknown or changed: never connect silently."""
+
+
+class ConnectionLost(OperationError):
+    """The connection failed or dropped; worth retrying."""
+
+
+class Cancelled(OperationError):
+    """Stopped because someone asked."""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Everything needed to reach one host, after ~/.ssh/config and the host record are combined."""
+
+    host: str  # the headnode host name
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    known_hosts: str
+
+    @property
+    def key_name(self) -> str:
+        """The name of this server in known_hosts."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def ssh_dir() -> Path:
+    return Path.home() / ".ssh"
+
+
+def ssh_target(host: Host) -> SshTarget:
+    """Combine the host record with ~/.ssh/config (record fields win)."""
+    import paramiko
+
+    config_path = ssh_dir() / "config"
+    options: dict = {}
+    if config_path.exists():
+        options = paramiko.SSHConfig.from_path(str(config_path)).lookup(host.ssh_name)
+    identities = [host.identity] if host.identity else [os.path.expanduser(p) for p in options.get("identityfile", [])]
+    known = options.get("userknownhostsfile", "").split()
+    return SshTarget(
+        host=host.name,
+        hostname=options.get("hostname", host.ssh_name),
+        port=host.port or int(options.get("port", 22)),
+        user=host.user or options.get("user") or _local_user(),
+        identity_files=tuple(identities),
+        known_hosts=os.path.expanduser(known[0]) if known else str(ssh_dir() / "known_hosts"),
+    )
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    """The one way a remote command line is built: every argument quoted."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def with_sbin(argv: Sequence[str]) -> list[str]:
+    """argv run with the sbin directories on PATH (the script is constant; arguments stay arguments)."""
+    return ["sh", "-c", _WITH_SBIN, "sh", *argv]
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    return key.fingerprint if hasattr(key, "fingerprint") else key.get_base64()
+
+
+def _key_policy(target: SshTarget, accept_new_key: bool):
+    import paramiko
+
+    class Policy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key) -> None:
+            if not accept_new_key:
+                raise HostKeyError(
+                    f"host {target.host}: the key of {target.key_name} ({key.get_name()} {fingerprint(key)}) is not "
+                    f"in {target.known_hosts}; if that fingerprint is right, record it with "
+                    f"'headnode host test {target.host} --accept-new-key'"
+                )
+            record_host_key(target, key)
+
+    return Policy()
+
+
+def record_host_key(target: SshTarget, key: paramiko.PKey) -> None:
+    """Append the key to known_hosts (created 0600 in a 0700 directory when missing)."""
+    path = Path(target.known_hosts)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="ascii") as out:
+        out.write(f"{target.key_name} {key.get_name()} {key.get_base64()}\n")
+
+
+def connect(target: SshTarget, accept_new_key: bool = False) -> paramiko.SSHClient:
+    """An authenticated connection, or HostKeyError / ConnectionLost / OperationError saying why not."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    if os.path.exists(target.known_hosts):
+        client.load_host_keys(target.known_hosts)
+    client.set_missing_host_key_policy(_key_policy(target, accept_new_key))
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise ConnectionLost(f"host {target.host}: cannot reach {target.key_name}: {exc.strerror or exc}") from None
+    # Without TCP_NODELAY small SSH packets wait on delayed ACKs (see research/perf.md §1.3).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        client.connect(
+            target.hostname,
+            port=target.port,
+            username=target.user,
+            key_filename=list(target.identity_files) or None,
+            look_for_keys=not target.identity_files,
+            allow_agent=True,
+            sock=sock,
+            timeout=CONNECT_TIMEOUT,
+            banner_timeout=CONNECT_TIMEOUT,
+            auth_timeout=CONNECT_TIMEOUT,
+            channel_timeout=CONNECT_TIMEOUT,
+        )
+    except HostKeyError:
+        sock.close()
+        raise
+    except paramiko.BadHostKeyException as exc:
+        sock.close()
+        raise HostKeyError(
+            f"host {target.host}: the key of {target.key_name} CHANGED (now {exc.key.get_name()} "
+            f"{fingerprint(exc.key)}, {target.known_hosts} has {fingerprint(exc.expected_key)}); refusing to "
+            f"connect. If the host was reinstalled, remove the old line from {target.known_hosts}"
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        sock.close()
+        raise OperationError(f"host {target.host}: authentication as {target.user} failed: {exc}") from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        sock.close()
+        raise ConnectionLost(f"host {target.host}: SSH connection to {target.key_name} failed: {exc}") from None
+    transport = client.get_transport()
+    assert transport is not None
+    transport.set_keepalive(KEEPALIVE_SECONDS)
+    return client
+
+
+class SshPool:
+    """One live connection per host, shared by threads; a dead one is replaced on the next request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._host_locks: dict[str, threading.Lock] = {}
+        self._clients: dict[str, paramiko.SSHClient] = {}
+
+    def transport(self, host: Host) -> paramiko.Transport:
+        with self._lock:
+            host_lock = self._host_locks.setdefault(host.name, threading.Lock())
+        with host_lock:
+            client = self._clients.get(host.name)
+            transport = client.get_transport() if client else None
+            if transport is None or not transport.is_active():
+                if client is not None:
+                    client.close()
+                client = connect(ssh_target(host))
+                self._clients[host.name] = client
+                transport = client.get_transport()
+            assert transport is not None
+            return transport
+
+    def discard(self, host: Host) -> None:
+        """Forget a host's connection (after it dropped) so the next request reconnects."""
+        with self._lock:
+            client = self._clients.pop(host.name, None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    status: int
+    stdout: str
+    stderr: str
+
+
+def open_channel(transport: paramiko.Transport, argv: Sequence[str]) -> paramiko.Channel:
+    import paramiko
+
+    try:
+        channel = transport.open_session(timeout=CONNECT_TIMEOUT)
+        channel.exec_command(quote_argv(argv))
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise ConnectionLost(f"cannot start a remote command: {exc}") from None
+    return channel
+
+
+def run_remote(
+    transport: paramiko.Transport,
+    argv: Sequence[str],
+    cancel: Callable[[], bool] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> CommandResult:
+    """Run argv on the host, reading stdout and stderr as they come (so a full window never stalls it)."""
+    channel = open_channel(transport, argv)
+    try:
+        channel.shutdown_write()
+        out, err = bytearray(), bytearray()
+        pending = b""
+        while True:
+            if cancel and cancel():
+                raise Cancelled("cancelled")
+            busy = False
+            if channel.recv_ready():
+                data = channel.recv(65536)
+                out += data
+                busy = True
+                if on_line:
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode(errors="replace"))
+            if channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+                busy = True
+            if not busy:
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if not transport.is_active() or (channel.closed and not channel.exit_status_ready()):
+                    raise ConnectionLost("the connection dropped while a remote command ran")
+                time.sleep(0.005)
+        if on_line and pending:
+            on_line(pending.decode(errors="replace"))
+        return CommandResult(channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+    finally:
+        channel.close()

@@ -1,0 +1,98 @@
+"""Real OpenSSH sshd processes on loopback, for tests and benchmarks: each its own host key, key-only auth, a
+free port and a VM directory, run as the current user (as root: PermitRootLogin and StrictModes set so tmp
+dirs pass; the privilege-separation directory is created)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.hosts import Host
+
+SSHD = "/usr/sbin/sshd"
+SSHD_CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {dir}/ssh_host_ed25519_key
+PidFile {dir}/sshd.pid
+AuthorizedKeysFile {authorized}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin yes
+Subsystem sftp internal-sftp
+MaxStartups 50
+LogLevel ERROR
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@dataclass
+class SshHost:
+    name: str
+    port: int
+    vm_dir: Path
+    dir: Path
+    process: subprocess.Popen
+    host_key_line: str
+
+    def record(self, driver: str = "ssh", **changes) -> Host:
+        fields = {"address": "127.0.0.1", "port": self.port, "driver": driver, "vm_dir": str(self.vm_dir)}
+        return Host(self.name, **{**fields, **changes})
+
+    def sessions(self) -> list[int]:
+        """The pids of this sshd's per-connection children."""
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in found.split()]
+
+    def drop_connections(self) -> int:
+        """Kill every session child: the clients' connections drop mid-stream."""
+        pids = self.sessions()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+
+def start_sshd(root: Path, name: str, authorized: Path) -> SshHost:
+    """Start sshd `name` with its files under root/name, accepting the keys in `authorized`."""
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
+    d = root / name
+    d.mkdir()
+    keygen(d / "ssh_host_ed25519_key")
+    vm_dir = d / "vms"
+    vm_dir.mkdir()
+    for _ in range(5):
+        port = free_port()
+        (d / "sshd_config").write_text(SSHD_CONFIG.format(port=port, dir=d, authorized=authorized))
+        log = open(d / "sshd.log", "wb")  # noqa: SIM115 - kept open for the process's lifetime
+        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                key = (d / "ssh_host_ed25519_key.pub").read_text().split()
+                return SshHost(name, port, vm_dir, d, process, f"[127.0.0.1]:{port} {key[0]} {key[1]}")
+            except OSError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        process.kill()
+    raise RuntimeError(f"sshd did not start: {(d / 'sshd.log').read_text()}")

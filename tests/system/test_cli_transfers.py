@@ -1,0 +1,220 @@
+"""The real `headnode host` and `headnode run` commands against sshd hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from engine.hosts import Hosts
+from tests.conftest import HEADNODE, ROOT
+
+
+def write_script(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.script"
+    path.write_text(text)
+    return path
+
+
+def test_host_records_from_the_cli(world, headnode):
+    h2 = world["hosts"]["host02"]
+    r = headnode(
+        "host",
+        "create",
+        "n2",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        str(h2.port),
+        "--driver",
+        "ssh",
+        "--vm-dir",
+        str(h2.vm_dir),
+        "--max-transfers",
+        "2",
+    )
+    assert r.returncode == 0, r.stderr
+    listing = json.loads(headnode("host", "list", "--json").stdout)
+    assert {h["name"] for h in listing} >= {"host01", "host02", "nfs01", "dummy01", "n2"}
+    shown = json.loads(headnode("host", "show", "n2", "--json").stdout)
+    assert shown["port"] == h2.port and shown["max_transfers"] == 2 and shown["driver"] == "ssh"
+    assert "n2" in headnode("host", "list").stdout
+    dup = headnode("host", "create", "n2", "--driver", "ssh", "--vm-dir", "/x")
+    assert dup.returncode == 2 and "already exists" in dup.stderr
+    bad = headnode("host", "create", "b@d", "--driver", "nfs", "--vm-dir", "/", "--port", "70000")
+    assert bad.returncode == 2
+    for text in ("bad host name", "unknown driver 'nfs'", "must not be /", "--port must be 1-65535"):
+        assert text in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert headnode("host", "delete", "n2").returncode == 0
+    gone = headnode("host", "show", "n2")
+    assert gone.returncode == 2 and "no host named 'n2'" in gone.stderr
+
+
+def test_host_test_reports_space_and_round_trip(world, headnode):
+    r = headnode("host", "test", "host01", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["writable"] and report["free_bytes"] > 0 and report["round_trip_ms"] > 0
+    text = headnode("host", "test", "nfs01").stdout
+    assert "VM directory writable: yes" in text and "free space" in text
+
+
+def test_host_test_refuses_unknown_key_until_accepted(world, headnode, tmp_path, monkeypatch):
+    user = tmp_path / "user"
+    shutil.copytree(world["user_home"], user)
+    monkeypatch.setenv("HOME", str(user))
+    h3 = world["hosts"]["host03"]
+    Hosts(world["home"]).create(h3.record())
+    refused = headnode("host", "test", "host03")
+    assert refused.returncode == 1 and "is not in" in refused.stderr and "--accept-new-key" in refused.stderr
+    accepted = headnode("host", "test", "host03", "--accept-new-key")
+    assert accepted.returncode == 0, accepted.stderr
+    assert headnode("host", "test", "host03").returncode == 0
+
+
+def test_run_plain_and_json(world, headnode, tmp_path):
+    fe, d = world["fe"], world["hosts"]["host01"].vm_dir
+    base = world["images"] / "base.img"
+    base.write_bytes(os.urandom(2 << 20))
+    script = write_script(
+        tmp_path, f"CLONE {fe}:{base} host01:{d}/9/images/disk.0\nMKSWAP 4 host01:{d}/9/images/disk.1\n"
+    )
+    plain = headnode("run", str(script), "--vm", "9")
+    assert plain.returncode == 0, plain.stderr
+    assert f"vm 9 line 1: CLONE {fe}:{base}" in plain.stdout and "script done" in plain.stdout
+    r = headnode("run", str(script), "--vm", "9", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events[0]["event"] == "script_started" and events[-1]["event"] == "script_finished"
+    progress = [e for e in events if e["event"] == "action_progress" and e["line"] == 1]
+    assert progress and {"vm", "line", "action", "bytes_done", "bytes_total", "rate", "eta"} <= progress[-1].keys()
+    assert progress[-1]["bytes_done"] == progress[-1]["bytes_total"] == 2 << 20 and progress[-1]["vm"] == 9
+    assert (world["home"].logs / "vm-9.log").exists()
+
+
+def test_run_exit_statuses(world, headnode, tmp_path):
+    d = world["hosts"]["host01"].vm_dir
+    failing = write_script(tmp_path, f"CLONE host01:{d}/none.img host01:{d}/9/images/disk.0\n")
+    r = headnode("run", str(failing), "--vm", "9")
+    assert r.returncode == 1 and "script failed at line 1" in r.stdout
+    outside = write_script(tmp_path, f"MKSWAP 4 host01:{d}/../../x.swap\nDELETE host01:/\n")
+    r = headnode("run", str(outside))
+    assert r.returncode == 2
+    assert f"{outside}:1: host01:{d}/../../x.swap is outside the VM directory" in r.stderr
+    assert f"{outside}:2:" in r.stderr and r.stdout == ""
+    unknown = write_script(tmp_path, "MKSWAP 4 nowhere:/vms/1/images/disk.1\nFROB x\n")
+    r = headnode("run", str(unknown))
+    assert r.returncode == 2 and "unknown action 'FROB'" in r.stderr
+
+
+def test_whitespace_in_paths_is_refused_by_check_and_planner(world, headnode, tmp_path):
+    script = write_script(tmp_path, f"CLONE {world['fe']}:/images/my disk.img host01:/vms/1/images/disk.0\n")
+    for args in (("script", "check", str(script)), ("run", str(script))):
+        r = headnode(*args)
+        assert r.returncode == 2 and "image scripts cannot carry it" in r.stderr, r.stderr
+    template = tmp_path / "vm.tmpl"
+    template.write_text('DISK = [ SOURCE = "/images/my disk.img" ]\n')
+    r = headnode("plan", str(template), "--vm", "1", "--host", "host01", "--vm-dir", "/vms")
+    assert r.returncode == 2 and "white space, which an image script cannot carry" in r.stderr
+
+
+def test_run_resume_from_the_cli(world, headnode, tmp_path):
+    d = world["hosts"]["host01"].vm_dir
+    src = d / "later.img"
+    script = write_script(
+        tmp_path, f"MKSWAP 4 host01:{d}/9/images/disk.1\nCLONE host01:{src} host01:{d}/9/images/disk.0\n"
+    )
+    assert headnode("run", str(script), "--vm", "9").returncode == 1
+    src.write_bytes(b"data" * 1000)
+    r = headnode("run", str(script), "--vm", "9", "--resume")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "line 1:" not in r.stdout and "line 2:" in r.stdout
+    assert "Line 1 was done by the interrupted run; skipping" in (world["home"].logs / "vm-9.log").read_text()
+
+
+def _env(world) -> dict[str, str]:
+    return {**os.environ, "HEADNODE_HOME": str(world["home"].root)}
+
+
+def test_ctrl_c_cancels_cleanly(world, http_server, tmp_path):
+    (http_server["root"] / "big.img").write_bytes(os.urandom(3 << 20))
+    d = world["hosts"]["host01"].vm_dir
+    script = write_script(tmp_path, f"CLONE {http_server['url']}/slow/big.img host01:{d}/9/images/disk.0\n")
+    proc = subprocess.Popen(
+        [*HEADNODE, "run", str(script), "--vm", "9", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(world),
+        cwd=ROOT,
+    )
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "action_progress" and event["bytes_done"] > 0:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(30) == 130
+    assert "interrupted" in proc.stderr.read()
+    finished = [json.loads(line) for line in rest.splitlines()]
+    assert [e["outcome"] for e in finished if e["event"] == "script_finished"] == ["cancelled"]
+    assert not (d / "9/images/disk.0").exists() and not list((d / "9/images").glob(".*part"))
+
+
+def test_progress_bars_on_a_terminal(world, tmp_path):
+    fe, d = world["fe"], world["shared"]
+    base = world["images"] / "base.img"
+    base.write_bytes(os.urandom(4 << 20))
+    script = write_script(tmp_path, f"CLONE {fe}:{base} nfs01:{d}/9/images/disk.0\n")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*HEADNODE, "run", str(script), "--vm", "9"], stdout=follower, stderr=follower, env=_env(world), cwd=ROOT
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        output += data
+    assert proc.wait(30) == 0
+    text = output.decode()
+    assert "\r\x1b[K" in text and "100.0%" in text and "[##############################]" in text
+
+
+def test_resume_after_kill_9_continues_the_partial_file(world, headnode, http_server, tmp_path):
+    data = os.urandom(3 << 20)
+    (http_server["root"] / "big.img").write_bytes(data)
+    d = world["hosts"]["host01"].vm_dir
+    script = write_script(tmp_path, f"CLONE {http_server['url']}/slow/big.img host01:{d}/9/images/disk.0\n")
+    proc = subprocess.Popen(
+        [*HEADNODE, "run", str(script), "--vm", "9", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(world),
+        cwd=ROOT,
+    )
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "action_progress" and event["bytes_done"] >= 1 << 19:
+            proc.kill()
+            break
+    proc.wait(30)
+    assert not (d / "9/images/disk.0").exists()
+    deadline = time.monotonic() + 10
+    while (d / "9/images/.disk.0.part").stat().st_size == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = headnode("run", str(script), "--vm", "9", "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (d / "9/images/disk.0").read_bytes() == data
+    assert "resumed at byte" in (world["home"].logs / "vm-9.log").read_text()

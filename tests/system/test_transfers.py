@@ -1,0 +1,511 @@
+"""Every action through every driver, against real sshd hosts, a real HTTP server, real mkswap/mkfs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InputError
+from engine.events import EventBus
+from engine.executor import Executor, ScriptResult
+from engine.hosts import Host, Hosts
+from engine.job import RetryPolicy
+from engine.journal import Journal
+from engine.script import parse_script
+from engine.store import Store
+
+FAST_RETRY = RetryPolicy(attempts=4, first_delay=0.05)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def image(folder: Path, name: str = "base.img", size: int = 3 << 20) -> Path:
+    path = folder / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+class Runner:
+    """An executor on the test's home that records every event."""
+
+    def __init__(self, home, **options) -> None:
+        self.events: list = []
+        self.bus = EventBus()
+        self.bus.subscribe(self.events.append)
+        self.executor = Executor(home, self.bus, retry=FAST_RETRY, **options)
+
+    def run(self, text: str, vm: int | None = 7, **kw) -> ScriptResult:
+        result = self.executor.submit(parse_script(text, "test.script"), vm, **kw).wait(60)
+        assert result is not None, "the script did not finish in time"
+        return result
+
+    def of(self, kind: str) -> list:
+        return [e for e in self.events if e.kind == kind]
+
+    def close(self) -> None:
+        self.executor.close()
+
+
+@pytest.fixture
+def runner(world):
+    r = Runner(world["home"])
+    yield r
+    r.close()
+
+
+def vm_log(world, vm: int = 7) -> str:
+    return (world["home"].logs / f"vm-{vm}.log").read_text()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".part"))
+
+
+SWAP_MAGIC = (4086, b"SWAPSPACE2")  # at the end of the first 4 KiB page
+EXT4_MAGIC = (1080, b"\x53\xef")
+ISO_MAGIC = (32769, b"CD001")
+
+
+def has_magic(path: Path, magic: tuple[int, bytes]) -> bool:
+    with open(path, "rb") as f:
+        f.seek(magic[0])
+        return f.read(len(magic[1])) == magic[1]
+
+
+def host_dir(world, name: str) -> Path:
+    if name == "nfs01":
+        return world["shared"]
+    return world["hosts"][name].vm_dir
+
+
+@pytest.mark.parametrize("host", ["host01", "nfs01"])
+def test_every_action_through_ssh_and_shared(world, runner, host):
+    fe, images = world["fe"], world["images"]
+    base = image(images)
+    ctx = images / "context.sh"
+    ctx.write_text('HOSTNAME="vm-7"\n')
+    extra = images / "init.sh"
+    extra.write_text("echo hello\n")
+    d = host_dir(world, host)
+    vm = f"{host}:{d}/7/images"
+    result = runner.run(
+        f"CLONE {fe}:{base} {vm}/disk.0\n"
+        f"LN {fe}:{base} {vm}/disk.1\n"
+        f"MKSWAP 8 {vm}/disk.2\n"
+        f"MKIMAGE 8 ext4 {vm}/disk.3\n"
+        f"CONTEXT {ctx} {extra} {vm}/disk.4\n"
+        f"MV {vm}/disk.0 {vm}/disk.5\n"
+        f"DELETE {vm}/disk.3\n"
+    )
+    assert result.ok, result
+    out = d / "7" / "images"
+    assert sha(out / "disk.5") == sha(base) and not (out / "disk.0").exists()
+    if host == "nfs01":
+        assert (out / "disk.1").is_symlink() and os.readlink(out / "disk.1") == str(base)
+    else:
+        assert not (out / "disk.1").is_symlink() and sha(out / "disk.1") == sha(base)  # ssh LN copies
+    assert (out / "disk.2").stat().st_size == 8 << 20 and has_magic(out / "disk.2", SWAP_MAGIC)
+    assert (out / "disk.2").stat().st_blocks * 512 < 8 << 20  # sparse
+    assert not (out / "disk.3").exists()
+    iso = (out / "disk.4").read_bytes()
+    assert has_magic(out / "disk.4", ISO_MAGIC) and b'HOSTNAME="vm-7"' in iso and b"echo hello" in iso
+    assert leftovers(d) == []
+    log = vm_log(world)
+    assert "[TM][I]: CLONE" in log and "sha256 " + sha(base) in log and "Script finished successfully" in log
+
+
+def test_mkimage_makes_a_file_system(world, runner):
+    d = host_dir(world, "host01")
+    assert runner.run(f"MKIMAGE 8 ext4 host01:{d}/7/images/disk.3\n").ok
+    assert (d / "7/images/disk.3").stat().st_size == 8 << 20 and has_magic(d / "7/images/disk.3", EXT4_MAGIC)
+
+
+def test_dummy_driver_touches_nothing_and_logs(world, runner, tmp_path):
+    fe, base = world["fe"], image(world["images"])
+    d = tmp_path / "dummy-vms"
+    vm = f"dummy01:{d}/7/images"
+    result = runner.run(
+        f"CLONE {fe}:{base} {vm}/disk.0\nLN {fe}:{base} {vm}/disk.1\nMKSWAP 8 {vm}/disk.2\n"
+        f"MKIMAGE 8 ext4 {vm}/disk.3\nCONTEXT {base} {vm}/disk.4\nMV {vm}/disk.0 {vm}/disk.5\nDELETE {vm}\n"
+    )
+    assert result.ok
+    assert not d.exists()
+    assert vm_log(world).count("dummy: would ") == 7
+
+
+def test_clone_host_to_host_goes_through_the_front_end(world, runner):
+    src = world["hosts"]["host01"].vm_dir / "src.img"
+    src.write_bytes(os.urandom(2 << 20))
+    d2 = host_dir(world, "host02")
+    result = runner.run(f"CLONE host01:{src} host02:{d2}/7/images/disk.0\n")
+    assert result.ok, result
+    assert sha(d2 / "7/images/disk.0") == sha(src)
+
+
+def test_stop_resume_and_migrate_round_trip(world, runner):
+    """OpenNebula's stop parks host:D/7/images at fe:F/7; resume and migrate bring the directory back."""
+    fe, base = world["fe"], image(world["images"])
+    d1, d2 = host_dir(world, "host01"), host_dir(world, "host02")
+    fedir = world["home"].vms
+    rdir1, rdir2 = f"host01:{d1}/7/images", f"host02:{d2}/7/images"
+    assert runner.run(f"CLONE {fe}:{base} {rdir1}/disk.0\nMKSWAP 4 {rdir1}/disk.1\n").ok
+    assert runner.run(f"MV {rdir1} {fe}:{fedir}/7\n").ok  # stop
+    assert sha(fedir / "7/images/disk.0") == sha(base) and not (d1 / "7/images").exists()
+    assert runner.run(f"MV {fe}:{fedir}/7/images {rdir1}\n").ok  # resume
+    assert sha(d1 / "7/images/disk.0") == sha(base) and has_magic(d1 / "7/images/disk.1", SWAP_MAGIC)
+    assert not (fedir / "7/images").exists()
+    assert runner.run(f"MV {rdir1} {rdir2}\n").ok  # migrate
+    assert sha(d2 / "7/images/disk.0") == sha(base) and not (d1 / "7/images").exists()
+    assert runner.run(f"MV {rdir2}/disk.0 {fe}:{fedir}/7/disk.0\nDELETE {rdir2}\n").ok  # epilog with SAVE
+    assert sha(fedir / "7/disk.0") == sha(base) and not (d2 / "7/images").exists()
+    assert leftovers(d1) == leftovers(d2) == leftovers(fedir) == []
+
+
+def test_stop_resume_on_the_shared_driver(world, runner):
+    fe, base = world["fe"], image(world["images"])
+    d, fedir = world["shared"], world["home"].vms
+    rdir = f"nfs01:{d}/7/images"
+    assert runner.run(f"CLONE {fe}:{base} {rdir}/disk.0\n").ok
+    assert runner.run(f"MV {rdir} {fe}:{fedir}/7\n").ok
+    assert sha(fedir / "7/images/disk.0") == sha(base)
+    assert runner.run(f"MV {fe}:{fedir}/7/images {rdir}\n").ok
+    assert sha(d / "7/images/disk.0") == sha(base)
+
+
+def test_mv_refuses_to_replace_a_directory_holding_files(world, runner):
+    d1 = host_dir(world, "host01")
+    (d1 / "7/images").mkdir(parents=True)
+    (d1 / "7/images/disk.0").write_bytes(b"old")
+    (d1 / "8/images").mkdir(parents=True)
+    (d1 / "8/images/disk.0").write_bytes(b"new")
+    result = runner.run(f"MV host01:{d1}/8/images host01:{d1}/7/images\n")
+    assert result.outcome == "failed" and "already holds files" in result.error
+    assert (d1 / "7/images/disk.0").read_bytes() == b"old"
+
+
+def test_http_clone_checks_length_and_resumes_with_range(world, runner, http_server):
+    data = os.urandom(3 << 20)
+    (http_server["root"] / "disk.img").write_bytes(data)
+    d = host_dir(world, "host01")
+    url = http_server["url"]
+    assert runner.run(f"CLONE {url}/disk.img host01:{d}/7/images/disk.0\n").ok
+    assert (d / "7/images/disk.0").read_bytes() == data
+    # The first response stops half-way: the copy resumes with a Range request and ends whole.
+    result = runner.run(f"CLONE {url}/flaky/disk.img host01:{d}/7/images/disk.1\n")
+    assert result.ok, result
+    assert sha(d / "7/images/disk.1") == hashlib.sha256(data).hexdigest()
+    assert runner.of("action_retry") and "short body" in runner.of("action_retry")[0].error
+    assert "resumed at byte" in vm_log(world)
+
+
+@pytest.mark.parametrize("host", ["host01", "nfs01"])
+def test_truncated_http_body_fails_and_leaves_nothing(world, runner, http_server, host):
+    (http_server["root"] / "disk.img").write_bytes(os.urandom(1 << 20))
+    d = host_dir(world, host)
+    result = runner.run(f"CLONE {http_server['url']}/truncated/disk.img {host}:{d}/7/images/disk.0\n")
+    assert result.outcome == "failed" and result.failed_line == 1
+    assert "short body" in result.error and "gave up after 4 attempts" in result.error
+    assert not (d / "7/images/disk.0").exists() and leftovers(d) == []
+
+
+def test_http_404_fails_without_retrying(world, runner, http_server):
+    d = host_dir(world, "host01")
+    result = runner.run(f"CLONE {http_server['url']}/missing.img host01:{d}/7/images/disk.0\n")
+    assert result.outcome == "failed" and "HTTP 404" in result.error
+    assert runner.of("action_retry") == []
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+def test_dropped_connection_is_retried_and_resumed(world, accelerated):
+    """Kill the host's sshd session children after the first MiB: the copy reconnects, resumes, and verifies."""
+    runner = Runner(world["home"], accelerator=accelerated)
+    fe, base = world["fe"], image(world["images"], size=6 << 20)
+    host = world["hosts"]["host01"]
+    killed = []
+
+    def drop(event) -> None:
+        if event.kind == "action_progress" and event.bytes_done > 0 and not killed:
+            time.sleep(0.3)  # let the first chunk reach the file, so there is something to resume from
+            killed.append(host.drop_connections())
+
+    runner.bus.subscribe(drop)
+    result = runner.run(f"CLONE {fe}:{base} host01:{host.vm_dir}/7/images/disk.0\n")
+    assert killed and killed[0] >= 1
+    assert result.ok, result
+    assert sha(host.vm_dir / "7/images/disk.0") == sha(base)
+    assert runner.of("action_retry")
+    log = vm_log(world)
+    assert "resumed at byte" in log and "sha256 " + sha(base) in log
+    assert leftovers(host.vm_dir) == []
+    runner.close()
+
+
+def test_cancel_script_mid_copy_leaves_nothing(world, runner):
+    fe, base = world["fe"], image(world["images"], size=6 << 20)
+    d = host_dir(world, "host01")
+    runs = []
+
+    def cancel(event) -> None:
+        if event.kind == "action_progress" and event.bytes_done > 0:
+            runs[0].cancel()
+
+    runner.bus.subscribe(cancel)
+    text = f"CLONE {fe}:{base} host01:{d}/7/images/disk.0\nMKSWAP 4 host01:{d}/7/images/disk.1\n"
+    runs.append(runner.executor.submit(parse_script(text), 7))
+    result = runs[0].wait(60)
+    assert result.outcome == "cancelled" and result.failed_line == 1
+    assert not (d / "7/images/disk.0").exists() and not (d / "7/images/disk.1").exists()
+    assert leftovers(d) == []
+    assert [e.outcome for e in runner.of("action_finished")] == ["cancelled"]
+
+
+def test_cancel_one_action(world, runner):
+    fe, base = world["fe"], image(world["images"], size=6 << 20)
+    d = host_dir(world, "nfs01")
+    runs = []
+
+    def cancel(event) -> None:
+        if event.kind == "action_started" and event.line == 2:
+            runs[0].cancel_action(2)
+
+    runner.bus.subscribe(cancel)
+    text = f"MKSWAP 4 nfs01:{d}/7/images/disk.1\nCLONE {fe}:{base} nfs01:{d}/7/images/disk.0\n"
+    runs.append(runner.executor.submit(parse_script(text), 7))
+    result = runs[0].wait(60)
+    assert result.outcome == "cancelled" and result.failed_line == 2
+    assert (d / "7/images/disk.1").exists() and not (d / "7/images/disk.0").exists()
+
+
+def test_destination_outside_the_vm_directory_is_refused(world, runner):
+    fe, base = world["fe"], image(world["images"])
+    d = host_dir(world, "host01")
+    script = parse_script(
+        f"CLONE {fe}:{base} host01:{d}/7/images/disk.0\n"
+        f"CLONE {fe}:{base} host01:{d}/../escape.img\n"
+        f"DELETE host01:/etc\n"
+        f"MV host01:/etc/passwd host01:{d}/7/x\n",
+        "bad.script",
+    )
+    with pytest.raises(InputError) as caught:
+        runner.executor.submit(script, 7)
+    text = str(caught.value)
+    assert "bad.script:2:" in text and "escape.img is outside the VM directory" in text
+    assert "bad.script:3:" in text and "bad.script:4:" in text and "bad.script:1:" not in text
+    assert not (d / "7").exists() and not (d.parent / "escape.img").exists()
+
+
+def test_shell_metacharacters_in_file_names_are_carried_literally(world, runner, tmp_path):
+    fe = world["fe"]
+    weird = "x;touch${IFS}PWNED$(id)'q\"&|<>*.img"
+    base = world["images"] / weird
+    base.write_bytes(os.urandom(1 << 20))
+    d = host_dir(world, "host01")
+    vm = f"host01:{d}/7/images"
+    result = runner.run(
+        f"CLONE {fe}:{base} {vm}/{weird}\nMKSWAP 4 {vm}/s{weird}\nMV {vm}/{weird} {vm}/m{weird}\n"
+        f"MV {vm}/m{weird} {fe}:{world['home'].vms}/7/{weird}\nDELETE {vm}/s{weird}\n"
+    )
+    assert result.ok, result
+    assert sha(world["home"].vms / "7" / weird) == sha(base)
+    assert sorted(p.name for p in (d / "7/images").iterdir()) == []
+    assert not list(Path("/").glob("PWNED*")) and not list(d.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+
+
+def test_unknown_host_key_is_refused_and_can_be_accepted(world, tmp_path, monkeypatch):
+    """host03 is not in known_hosts: refused with its fingerprint; host test --accept-new-key records it."""
+    from engine.host_check import check_host
+
+    user = tmp_path / "user"
+    shutil.copytree(world["user_home"], user)
+    monkeypatch.setenv("HOME", str(user))
+    hosts = Hosts(world["home"])
+    h3 = world["hosts"]["host03"]
+    hosts.create(h3.record())
+    r = Runner(world["home"])
+    try:
+        result = r.run(f"MKSWAP 4 host03:{h3.vm_dir}/7/images/disk.1\n")
+        assert result.outcome == "failed" and "is not in" in result.error and "--accept-new-key" in result.error
+        assert not (h3.vm_dir / "7").exists()
+        report = check_host(world["home"], hosts.get("host03"))
+        assert not report.ok and "is not in" in report.error
+        report = check_host(world["home"], hosts.get("host03"), accept_new_key=True)
+        assert report.ok and report.writable and report.free_bytes > 0, report
+        assert f"[127.0.0.1]:{h3.port} ssh-ed25519" in (user / ".ssh/known_hosts").read_text()
+        assert r.run(f"MKSWAP 4 host03:{h3.vm_dir}/7/images/disk.1\n").ok
+    finally:
+        r.close()
+
+
+def test_changed_host_key_is_refused_even_with_accept_new_key(world, tmp_path, monkeypatch):
+    from engine.host_check import check_host
+
+    user = tmp_path / "user"
+    shutil.copytree(world["user_home"], user)
+    h1, h2 = world["hosts"]["host01"], world["hosts"]["host02"]
+    # known_hosts claims host01's port has host02's key
+    wrong = h2.host_key_line.replace(f"[127.0.0.1]:{h2.port}", f"[127.0.0.1]:{h1.port}")
+    (user / ".ssh/known_hosts").write_text(wrong + "\n")
+    monkeypatch.setenv("HOME", str(user))
+    report = check_host(world["home"], Hosts(world["home"]).get("host01"), accept_new_key=True)
+    assert not report.ok and "CHANGED" in report.error
+    assert (user / ".ssh/known_hosts").read_text() == wrong + "\n"
+
+
+def test_external_program_action(world, runner):
+    """A configured driver hands CLONE to a site program: stdout to the log, error markers on failure."""
+    tm = world["home"].root / "tm"
+    tm.mkdir()
+    program = tm / "cache_clone.sh"
+    program.write_text(
+        "#!/bin/sh\n"
+        'echo "checking cache for $1"\n'
+        'case "$1" in *missing*) echo noise >&2; echo "ERROR MESSAGE --8<------" >&2;\n'
+        '  echo "image not in cache: $1" >&2; echo "ERROR MESSAGE ------>8--" >&2; exit 3;; esac\n'
+        'echo "args: $#"\n'
+    )
+    program.chmod(0o755)
+    (tm / "cache.conf").write_text(
+        (Path(__file__).resolve().parents[2] / "data/tm/ssh.conf")
+        .read_text()
+        .replace("CLONE = builtin", 'CLONE = "cache_clone.sh"')
+    )
+    h2 = world["hosts"]["host02"]
+    Hosts(world["home"]).create(Host("cached", "cache", str(h2.vm_dir), "127.0.0.1", h2.port))
+    fe, base = world["fe"], image(world["images"])
+    assert runner.run(f"CLONE {fe}:{base} cached:{h2.vm_dir}/7/images/disk.0 512\n").ok
+    log = vm_log(world)
+    assert f"cache_clone.sh: checking cache for {fe}:{base}" in log and "cache_clone.sh: args: 3" in log
+    missing = world["images"] / "missing.img"
+    missing.write_bytes(b"x")
+    result = runner.run(f"CLONE {fe}:{missing} cached:{h2.vm_dir}/7/images/disk.0\n")
+    assert result.outcome == "failed"
+    assert result.error == f"cache_clone.sh exited with status 3: image not in cache: {fe}:{missing}"
+    # the built-in actions of its base still work
+    assert runner.run(f"MKSWAP 4 cached:{h2.vm_dir}/7/images/disk.1\n").ok
+
+
+def test_per_host_limit_serialises_transfers(world):
+    hosts = Hosts(world["home"])
+    h1 = world["hosts"]["host01"]
+    hosts.delete("host01")
+    hosts.create(h1.record(max_transfers=1))
+    fe = world["fe"]
+    r = Runner(world["home"])
+    try:
+        bases = [image(world["images"], f"b{i}.img", 2 << 20) for i in range(3)]
+        runs = [
+            r.executor.submit(parse_script(f"CLONE {fe}:{b} host01:{h1.vm_dir}/{i}/images/disk.0\n"), i)
+            for i, b in enumerate(bases)
+        ]
+        assert all(run.wait(60).ok for run in runs)
+        spans = sorted(
+            (s.at, f.at)
+            for s in r.of("action_started")
+            for f in r.of("action_finished")
+            if (s.run, s.line) == (f.run, f.line)
+        )
+        assert len(spans) == 3
+        assert all(spans[i][1] <= spans[i + 1][0] for i in range(2)), spans
+    finally:
+        r.close()
+
+
+def test_scripts_run_in_parallel_and_report_progress(world, runner):
+    fe = world["fe"]
+    d1, d2 = host_dir(world, "host01"), host_dir(world, "host02")
+    b = image(world["images"], size=4 << 20)
+    runs = [
+        runner.executor.submit(parse_script(f"CLONE {fe}:{b} {h}:{d}/{vm}/images/disk.0\n"), vm)
+        for vm, h, d in ((1, "host01", d1), (2, "host02", d2))
+    ]
+    assert all(r.wait(60).ok for r in runs)
+    progress = runner.of("action_progress")
+    assert {p.vm for p in progress} == {1, 2}
+    last = [p for p in progress if p.bytes_done == 4 << 20]
+    assert last and all(p.bytes_total == 4 << 20 and p.rate > 0 and p.eta == 0 for p in last)
+    assert [e.outcome for e in runner.of("script_finished")] == ["done", "done"]
+
+
+def test_failed_line_is_reported_and_later_lines_do_not_run(world, runner):
+    d = host_dir(world, "host01")
+    result = runner.run(
+        f"MKSWAP 4 host01:{d}/7/images/disk.1\nCLONE host01:{d}/nope.img host01:{d}/7/images/disk.0\n"
+        f"MKSWAP 4 host01:{d}/7/images/disk.2\n"
+    )
+    assert result.outcome == "failed" and result.failed_line == 2 and "nope.img is not a file" in result.error
+    assert (d / "7/images/disk.1").exists() and not (d / "7/images/disk.2").exists()
+    assert "[TM][E]: CLONE (line 2) failed" in vm_log(world)
+
+
+def test_resume_continues_from_the_first_unfinished_line(world, runner):
+    d = host_dir(world, "host01")
+    src = d / "late.img"
+    text = (
+        f"MKSWAP 4 host01:{d}/7/images/disk.1\nCLONE host01:{src} host01:{d}/7/images/disk.0\n"
+        f"MKIMAGE 8 ext4 host01:{d}/7/images/disk.2\n"
+    )
+    assert runner.run(text).failed_line == 2
+    (d / "7/images/disk.1").write_bytes(b"marker")  # line 1 must not run again
+    src.write_bytes(os.urandom(1 << 20))
+    result = runner.run(text, resume=True)
+    assert result.ok, result
+    assert (d / "7/images/disk.1").read_bytes() == b"marker"
+    assert sha(d / "7/images/disk.0") == sha(src) and has_magic(d / "7/images/disk.2", EXT4_MAGIC)
+    with pytest.raises(InputError, match="no unfinished run"):
+        runner.run(text, resume=True)
+    first, second = Journal(Store(world["home"].db_path)).runs(7)[-2:]
+    assert first.state == "resumed" and [a["outcome"] for a in first.actions] == ["done", "failed"]
+    assert second.state == "done" and [a["line"] for a in second.actions] == [2, 3] and second.done == (0, 1, 2)
+    assert second.actions[0]["bytes"] == 1 << 20 and second.actions[0]["sha256"] == sha(src)
+
+
+def test_event_subscribers_see_progress_without_blocking_others(world, runner):
+    seen = threading.Event()
+    runner.bus.subscribe(lambda e: seen.set() if e.kind == "script_finished" else None)
+    assert runner.run(f"MKSWAP 4 host01:{host_dir(world, 'host01')}/7/images/disk.1\n").ok
+    assert seen.is_set()
+
+
+def test_context_fetches_url_files(world, runner, http_server):
+    (http_server["root"] / "key.pub").write_text("ssh-ed25519 AAAA test\n")
+    ctx = world["images"] / "context.sh"
+    ctx.write_text('IP="10.0.0.7"\n')
+    d = host_dir(world, "host02")
+    result = runner.run(f"CONTEXT {ctx} {http_server['url']}/key.pub host02:{d}/7/images/disk.1\n")
+    assert result.ok, result
+    iso = (d / "7/images/disk.1").read_bytes()
+    assert b"ssh-ed25519 AAAA test" in iso and b'IP="10.0.0.7"' in iso
+
+
+def test_missing_context_file_is_refused_before_anything_runs(world, runner):
+    d = host_dir(world, "host02")
+    with pytest.raises(InputError, match=r"context file /nonexistent/context\.sh does not exist"):
+        runner.run(f"MKSWAP 4 host02:{d}/7/images/disk.0\nCONTEXT /nonexistent/context.sh host02:{d}/7/images/disk.1\n")
+    assert not (d / "7").exists()
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+@pytest.mark.parametrize("host", ["host01", "nfs01"])
+def test_sparse_files_stay_sparse(world, host, accelerated):
+    base = world["images"] / "sparse.img"
+    with open(base, "wb") as out:  # 8 MiB: a hole, 1 MiB of data, a trailing hole
+        out.truncate(8 << 20)
+        out.seek(3 << 20)
+        out.write(os.urandom(1 << 20))
+    d = host_dir(world, host)
+    r = Runner(world["home"], accelerator=accelerated)
+    try:
+        assert r.run(f"CLONE {world['fe']}:{base} {host}:{d}/7/images/disk.0\n").ok
+    finally:
+        r.close()
+    copy = d / "7/images/disk.0"
+    assert copy.stat().st_size == 8 << 20 and sha(copy) == sha(base)
+    assert copy.stat().st_blocks * 512 <= 2 << 20
