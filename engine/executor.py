@@ -270,6 +270,7 @@ class Executor:
         self._slots_lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._threads: list[threading.Thread] = []
+        self._runs: dict[str, ScriptRun] = {}  # by run id, so a console can cancel a run it did not submit
 
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
@@ -294,6 +295,7 @@ class Executor:
             skip = previous.done
             self.journal.finish(previous.run, "resumed")
         run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
+        self._runs[run.id] = run
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -307,6 +309,14 @@ class Executor:
                 run._result = ScriptResult(run.id, run.vm, "failed", None, f"internal error: {exc!r}")
                 run._done.set()
                 raise
+
+    def find(self, run_id: str) -> ScriptRun | None:
+        """A run submitted to this executor, by id (the `run` of its events)."""
+        return self._runs.get(run_id)
+
+    def running(self) -> list[ScriptRun]:
+        """The runs not finished yet."""
+        return [run for run in list(self._runs.values()) if not run.done]
 
     def host_slots(self, hosts: list[str]) -> ExitStack:
         """Hold one transfer slot on each host (taken in name order, so two actions never deadlock)."""

@@ -7,7 +7,9 @@ import os
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Generic, TypeVar
 
 from textual.app import App
@@ -15,11 +17,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.signal import Signal
 
+from engine.core import Engine
 from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, LogEvent
 from engine.home import Home
-from engine.store import Store
-from engine.vnet import Networks
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen
@@ -30,6 +31,8 @@ from tui.bridge import EventBridge
 from tui.commands import HeadnodeCommands
 from tui.messages import EngineEvent
 from tui.screen import HeadnodeScreen
+from tui.transfers import TransferBoard
+from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.help import HelpScreen
 from tui.widgets.nav import SCREENS
 
@@ -81,11 +84,19 @@ class HeadnodeApp(App[int]):
         self.home = home
         self.read_only = read_only
         self.bus = EventBus()
-        self.store = Store(home.db_path)
-        self.networks = Networks(home, self.store, events=self.bus)
+        self.engine = Engine(home, self.bus)  # a fresh home gets the embedded default: host local, network default
+        self.networks = self.engine.networks
+        self.hosts = self.engine.hosts
+        self.vms = self.engine.vms
+        self.executor = self.engine.executor
         self.log_events: deque[LogEvent] = deque(maxlen=LOG_KEPT)
+        self.transfers = TransferBoard()
+        self.host_reports: dict[str, Any] = {}  # host name -> its last test this session (HostReport or a word)
         self.engine_signal: Signal[Any] = Signal(self, "engine")
         self._bridge = EventBridge(self.bus, self)
+        # Engine calls that wait (a VM operation waits for its script) get their own threads: asyncio's default
+        # pool has only cpu+4 and would queue the 7th deploy behind the others.
+        self._calls = ThreadPoolExecutor(max_workers=64, thread_name_prefix="console-call")
         self._home_identity: tuple[Any, ...] | None = None
         self._watch_error = ""
 
@@ -99,10 +110,31 @@ class HeadnodeApp(App[int]):
 
     def on_unmount(self) -> None:
         self._bridge.stop()
-        self.networks.close()
+        for run in self.executor.running():  # ctrl+q confirmed, or the terminal went away
+            run.cancel()
+        self.engine.close()
+        self._calls.shutdown(wait=True)
 
     def action_quit(self) -> None:
-        self.exit(0)
+        """Quit; running image scripts are cancelled first, after saying so (their VMs can be recovered)."""
+        running = self.executor.running()
+        if not running:
+            self.exit(0)
+            return
+        details = [
+            f"{len(running)} image script(s) are running:",
+            *(f"  {run.script.source}" + (f" (VM {run.vm})" if run.vm is not None else "") for run in running),
+            "Quitting cancels them: each stops at its next check and its VM is left failed,",
+            "to finish later with `headnode vm recover ID --retry` (or R on the VMs screen).",
+        ]
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                for run in running:
+                    run.cancel()
+                self.exit(0)
+
+        self.push_screen(ConfirmScreen("Quit and cancel running transfers?", details, "Quit"), answer)
 
     # Navigation.
 
@@ -167,7 +199,7 @@ class HeadnodeApp(App[int]):
 
         async def call() -> None:
             try:
-                result = await asyncio.to_thread(fn, *args, **kwargs)
+                result = await asyncio.get_running_loop().run_in_executor(self._calls, partial(fn, *args, **kwargs))
             except Exception as exc:
                 self.report_failure(what, exc)
                 if otherwise is not None:
@@ -198,6 +230,8 @@ class HeadnodeApp(App[int]):
             self.log_events.append(event)
             if event.level == "error":
                 self.notify(event.message, severity="error", markup=False)
+        elif self.transfers.apply(event):
+            return  # the Transfers screen and the Dashboard redraw from the board on their own timers
         self.engine_signal.publish(event)
 
     # Another headnode (console or CLI) on the same home: a cheap stat of the home's top-level files.
@@ -231,5 +265,5 @@ class HeadnodeApp(App[int]):
 
     def _reload_screen(self) -> None:
         screen = self.screen
-        if isinstance(screen, HeadnodeScreen):
-            self.attempt(f"show {screen.TITLE}", screen.reload)
+        if isinstance(screen, HeadnodeScreen) and screen.ready:
+            screen.refresh_view()

@@ -7,9 +7,14 @@ from typing import Any
 
 from textual.message import Message
 
-# Event type -> what identifies "the same progress" (a newer event of the same key supersedes an older one
-# still queued). Filled in by tui.bridge for the engine's progress events.
-COALESCE_KEYS: dict[type, Callable[[Any], Hashable]] = {}
+from engine.transfer_events import ActionProgress, ScriptProgress
+
+# Event type -> what identifies "the same progress": a newer report of the same action (or script) makes an
+# older one still queued pointless.
+COALESCE_KEYS: dict[type, Callable[[Any], Hashable]] = {
+    ActionProgress: lambda event: (event.run, event.line),
+    ScriptProgress: lambda event: event.run,
+}
 
 
 class EngineEvent(Message):

@@ -61,12 +61,26 @@ class HeadnodeScreen(Screen[None]):
         """The widget that gets focus back from the filter."""
         return None
 
+    ready = False  # widgets composed: reload() may run
+
+    def on_mount(self) -> None:
+        self.ready = True
+        self.refresh_view()
+
     def on_screen_resume(self) -> None:
+        # A mode's screen is resumed before its widgets exist the first time; on_mount reads it then.
+        if self.ready:
+            self.refresh_view()
+
+    def refresh_view(self) -> None:
+        """reload(), with any error reported instead of raised."""
         self.happ.attempt(f"show {self.TITLE}", self.reload)
 
     # Read-only: the footer and help show changing actions disabled; pressing one says why.
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "filter" and not self.FILTERABLE:
+            return False  # hidden: nothing to filter here
         if action in self.CHANGING and self.happ.read_only:
             return None
         return True

@@ -53,13 +53,17 @@ async def test_networks_list_with_usage_and_create_from_a_template(home, tmp_pat
     async with app.run_test(size=size) as pilot:
         await pilot.press("4")
         table = app.screen.query_one(KeyedTable)
-        assert rows(table) == [["lan", "RANGED", "br0", "10.1.0.1-10.1.0.254", "█░░░░░░░░░░░ 1/254", "253"]]
+        # lan, then the embedded default every fresh home gets
+        assert rows(table) == [
+            ["lan", "RANGED", "br0", "10.1.0.1-10.1.0.254", "█░░░░░░░░░░░ 1/254", "253"],
+            ["default", "RANGED", "virbr0", "192.168.122.1-192.168.122.254", "░░░░░░░░░░░░ 0/254", "254"],
+        ]
         await pilot.press("n")
         await type_into(pilot, str(other))
         await pilot.press("enter")
         await pilot.pause()
-        assert [n.name for n in Networks(home).list()] == ["lan", "dmz"]
-        assert [r[0] for r in rows(table)] == ["lan", "dmz"]
+        assert [n.name for n in Networks(home).list()] == ["lan", "default", "dmz"]
+        assert [r[0] for r in rows(table)] == ["lan", "default", "dmz"]
         assert "network dmz created" in notifications(app)
 
 
@@ -73,7 +77,7 @@ async def test_a_bad_template_is_reported_and_changes_nothing(home, tmp_path) ->
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, NetworksScreen)
-        assert Networks(home).list() == []
+        assert [n.name for n in Networks(home).list()] == ["default"]
         assert any(n.startswith("create network:") and str(bad) in n for n in notifications(app))
         assert any(e.level == "error" and str(bad) in e.message for e in app.log_events)
 
@@ -176,8 +180,8 @@ async def test_delete_network_says_what_is_freed(home) -> None:
         assert "1 address(es) in use are freed" in "\n".join(app.screen.details)
         await pilot.press("y")
         await pilot.pause()
-        assert Networks(home).list() == []
-        assert app.screen.query_one(KeyedTable).row_count == 0
+        assert [n.name for n in Networks(home).list()] == ["default"]
+        assert [r[0] for r in rows(app.screen.query_one(KeyedTable))] == ["default"]
 
 
 async def test_read_only_refuses_every_change_with_a_notification(home) -> None:
@@ -195,7 +199,7 @@ async def test_read_only_refuses_every_change_with_a_notification(home) -> None:
         await pilot.pause()
         assert isinstance(app.screen, LeasesScreen)
         assert sum("read-only" in n for n in notifications(app)) == 5
-        assert networks.leases("lan") == [] and [n.name for n in networks.list()] == ["lan"]
+        assert networks.leases("lan") == [] and [n.name for n in networks.list()] == ["lan", "default"]
 
 
 async def test_a_second_headnode_is_seen_within_2_seconds(home, headnode) -> None:
