@@ -12,6 +12,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Log
 
+from screens.vms import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.transfers import ActionState, RunState
 from tui.widgets.confirm import ConfirmScreen
@@ -194,12 +195,6 @@ class TransfersScreen(HeadnodeScreen):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self.happ.run_engine(
-                    f"retry VM {vm_id}",
-                    self.happ.vms.recover,
-                    vm_id,
-                    retry=True,
-                    then=lambda vm: self.app.notify(f"VM {vm.id}: {vm.state.value}"),
-                )
+                recover_vm(self.happ, vm_id, retry=True)
 
         self.app.push_screen(ConfirmScreen(f"Retry VM {vm_id}?", details, "Retry"), answer)

@@ -59,6 +59,20 @@ def preview_lines(preview: Any) -> list[str]:
     return lines
 
 
+def recover_vm(app: Any, vm_id: int, retry: bool) -> None:
+    """`vm recover ID --retry|--delete` on a worker thread; the VM shows busy at once."""
+    app.run_engine(
+        f"recover VM {vm_id}",
+        app.vms.recover,
+        vm_id,
+        retry=retry,
+        delete=not retry,
+        then=lambda vm: app.notify(f"VM {vm.id} recovered: {vm.state.value}"),
+        otherwise=app.home_changed,
+    )
+    app.home_changed()
+
+
 class VmActions(HeadnodeScreen):
     """The VM operations, shared by the list and a VM's details: each acts on `vm_id()`."""
 
@@ -180,16 +194,7 @@ class VmActions(HeadnodeScreen):
 
             def answer(yes: bool | None) -> None:
                 if yes:
-                    self.happ.run_engine(
-                        f"recover VM {vm_id}",
-                        self.happ.vms.recover,
-                        vm_id,
-                        retry=retry,
-                        delete=not retry,
-                        then=lambda vm: self.app.notify(f"VM {vm.id} recovered: {vm.state.value}"),
-                        otherwise=self.happ.home_changed,
-                    )
-                    self.happ.home_changed()
+                    recover_vm(self.happ, vm_id, retry)
 
             self.app.push_screen(ConfirmScreen(f"Recover VM {vm_id}: {choice}?", details, "Recover"), answer)
 
