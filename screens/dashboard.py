@@ -107,4 +107,6 @@ class DashboardScreen(HeadnodeScreen):
         bar.update(total=max(total, 1), progress=done)
 
     def action_test_hosts(self) -> None:
-        test_hosts(self.happ, [h.name for h in self.happ.hosts.list()], then=self.reload)
+        hosts = self.happ.attempt("list hosts", self.happ.hosts.list)
+        if hosts.ok:
+            test_hosts(self.happ, [h.name for h in hosts.value], then=self.reload)

@@ -10,12 +10,13 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widget import Widget
-from textual.widgets import DataTable, Log
+from textual.widgets import DataTable
 
 from screens.vms import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.transfers import ActionState, RunState
 from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.file_tail import FileTail
 from tui.widgets.keyed_table import KeyedTable
 from tui.widgets.usage_bar import EMPTY, FULL
 
@@ -81,8 +82,6 @@ class TransfersScreen(HeadnodeScreen):
         super().__init__()
         self.filter_text = ""
         self._drawn = -1
-        self._log_vm: int | None = None
-        self._log_size = -1
 
     def body(self) -> Iterable[Widget]:
         with Horizontal(id="transfers"):
@@ -97,7 +96,7 @@ class TransfersScreen(HeadnodeScreen):
                 ],
                 id="transfers-table",
             )
-            yield Log(max_lines=2000, id="transfer-log")
+            yield FileTail(id="transfer-log")
 
     def main_widget(self) -> KeyedTable:
         return self.query_one(KeyedTable)
@@ -137,21 +136,10 @@ class TransfersScreen(HeadnodeScreen):
         self._tail_log()
 
     def _tail_log(self) -> None:
-        """The selected script's VM transfer log, re-read only when the file grew."""
+        """The selected script's VM transfer log."""
         selected = self._selected()
-        vm = selected[0].vm if selected else None
-        view = self.query_one("#transfer-log", Log)
-        if vm is None:
-            return
-        path = self.happ.vms.log_path(vm)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
-        if vm != self._log_vm or size != self._log_size:
-            self._log_vm, self._log_size = vm, size
-            view.clear()
-            view.write_lines(path.read_text(errors="replace").splitlines()[-500:])
+        if selected is not None and selected[0].vm is not None:
+            self.query_one(FileTail).follow(self.happ.vms.log_path(selected[0].vm))
 
     def action_cancel(self) -> None:
         selected = self._selected()

@@ -11,12 +11,13 @@ from typing import Any
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widget import Widget
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import DataTable, Static
 
 from engine.cli.vm import state_label
 from engine.defaults import TEMPLATES_DIR
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.file_tail import FileTail
 from tui.widgets.form import Field, FormScreen, PickScreen
 from tui.widgets.keyed_table import KeyedTable
 
@@ -268,12 +269,11 @@ class VmScreen(VmActions):
         super().__init__()
         self.shown_vm = vm_id
         self.TITLE = f"VM {vm_id}"
-        self._log_size = -1
 
     def body(self) -> Iterable[Widget]:
         with VerticalScroll(id="vm-details"):
             yield Static("", id="vm-summary", markup=False)
-        yield Log(max_lines=2000, id="vm-log")
+        yield FileTail(id="vm-log")
 
     def vm_id(self) -> int:
         return self.shown_vm
@@ -285,16 +285,7 @@ class VmScreen(VmActions):
         self._tail_log()
 
     def _tail_log(self) -> None:
-        path = self.happ.vms.log_path(self.shown_vm)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size != self._log_size:
-            self._log_size = size
-            view = self.query_one("#vm-log", Log)
-            view.clear()
-            view.write_lines(path.read_text(errors="replace").splitlines()[-2000:])
+        self.query_one(FileTail).follow(self.happ.vms.log_path(self.shown_vm))
 
 
 def _when(at: float | None) -> str:

@@ -206,7 +206,7 @@ class HeadnodeApp(App[int]):
                     otherwise()
                 return
             if then is not None:
-                then(result)
+                self.attempt(what, then, result)
 
         self.run_worker(call(), group="engine", exit_on_error=False, description=what)
 
