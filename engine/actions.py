@@ -308,6 +308,11 @@ class _Builtin:
             kind != "d" and dest.kind(final)[0] == "d"
         ):
             final = posixpath.join(final, name)
+        same_place = (source.local and dest.local) or action.source.host == action.dest.host
+        if same_place and posixpath.normpath(final) == posixpath.normpath(action.source.path):
+            # A host whose VM directory is the front end's (the embedded `local` host): stop and resume move
+            # the images onto themselves, which OpenNebula's nfs driver also took as a no-op.
+            return Outcome(detail="already in place")
         existing, _ = dest.kind(final)
         if existing == "d" and dest.tree(final):
             raise OperationError(f"MV: {action.dest.host}:{final} is a directory that already holds files")
@@ -316,7 +321,6 @@ class _Builtin:
         if existing == "d":
             dest.remove(final)
         dest.makedirs(posixpath.dirname(final))
-        same_place = (source.local and dest.local) or action.source.host == action.dest.host
         if same_place:
             try:
                 source.rename(action.source.path, final)
