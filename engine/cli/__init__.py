@@ -63,9 +63,10 @@ class VersionAction(argparse.Action):
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            parser.exit(0, f"headnode {version('headnode')}\n")
+            print(f"headnode {version('headnode')}")
         except PackageNotFoundError:  # a source tree that was never installed
-            parser.exit(0, "headnode (not installed)\n")
+            print("headnode (not installed)")
+        parser.exit(0)
 
 
 def main(argv: Sequence[str] | None = None, run_console: ConsoleRunner | None = None) -> int:
