@@ -153,7 +153,7 @@ class Transfers:
         attempt = 1
         while True:  # copies retry inside; this retries the rest (remote commands) when the connection drops
             try:
-                return _Builtin(self, job, resume_partial).run(action)
+                return _Builtin(self, job, resume_partial, driver.verify_local).run(action)
             except ConnectionLost as exc:
                 if attempt >= job.retry.attempts:
                     raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
@@ -166,10 +166,11 @@ class Transfers:
 class _Builtin:
     """The built-in actions, over endpoints."""
 
-    def __init__(self, transfers: Transfers, job: Job, resume_partial: bool) -> None:
+    def __init__(self, transfers: Transfers, job: Job, resume_partial: bool, verify_local: bool) -> None:
         self.t = transfers
         self.job = job
         self.resume_partial = resume_partial
+        self.verify_local = verify_local
 
     def run(self, action: Action) -> Outcome:
         handler = {
@@ -197,7 +198,7 @@ class _Builtin:
 
     def _copy_file(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
         if source.local and dest.local:
-            return kernel_copy(self.job, path, tmp, progress)
+            return kernel_copy(self.job, path, tmp, progress, self.verify_local)
         return copy_stream(
             self.job,
             lambda offset: source.open_reader(path, offset),

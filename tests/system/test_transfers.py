@@ -509,3 +509,18 @@ def test_sparse_files_stay_sparse(world, host, accelerated):
     copy = d / "7/images/disk.0"
     assert copy.stat().st_size == 8 << 20 and sha(copy) == sha(base)
     assert copy.stat().st_blocks * 512 <= 2 << 20
+
+
+def test_local_copies_can_skip_verification(world, runner):
+    tm = world["home"].root / "tm"
+    tm.mkdir()
+    conf = (Path(__file__).resolve().parents[2] / "data/tm/shared.conf").read_text()
+    (tm / "fastshared.conf").write_text(conf.replace("VERIFY_LOCAL_COPIES = yes", "VERIFY_LOCAL_COPIES = no"))
+    d = world["shared"]
+    Hosts(world["home"]).create(Host("nfs02", "fastshared", str(d)))
+    base = image(world["images"])
+    assert runner.run(f"CLONE {world['fe']}:{base} nfs02:{d}/7/images/disk.0\n").ok
+    assert sha(d / "7/images/disk.0") == sha(base)
+    assert "(copy_file_range, not verified)" in vm_log(world)
+    assert runner.run(f"CLONE {world['fe']}:{base} nfs01:{d}/7/images/disk.1\n").ok
+    assert f"sha256 {sha(base)} (copy_file_range)" in vm_log(world)
