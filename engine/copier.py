@@ -1,10 +1,11 @@
 """Copying one file, verified while it copies, retried and resumed when the connection drops.
 
 `copy_stream` moves bytes from a Reader to a Writer (any endpoints, HTTP included), hashing them once on the way;
-the far sides hash what they sent and stored, and all three must agree. After a drop it reconnects with backoff
-and resumes from the size of the partial file (a Range request for HTTP); a resumed copy is then checked whole
-against the source. `kernel_copy` is the shared file system's fast path: a reflink, else copy_file_range over
-the source's data extents (holes stay holes), with a second thread hashing source and copy right behind it.
+a remote source hashes what it sent, a host hashes the copy it stored, and all must agree. After a drop
+it reconnects with backoff and resumes from the size of the partial file (a Range request for HTTP); a resumed
+copy is then checked whole against the source. `kernel_copy` is the shared file system's fast path: a reflink,
+else copy_file_range over the source's data extents (holes stay holes), with a second thread hashing source and
+copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.endpoints import Endpoint, Reader, Stored, Writer
+from engine.endpoints import Endpoint, Reader, Writer
 from engine.errors import OperationError
 from engine.job import Job
 from engine.ssh import ConnectionLost
@@ -66,13 +67,11 @@ def copy_stream(
                 writer.write(chunk)
                 done += len(chunk)
                 progress(done, reader.total)
-            stored, writer = writer.finish(), None
-            if stored.size < done:  # the copy ends in a hole; a failed write would have failed the writer
+            size, writer = writer.finish(), None
+            if size < done:  # the stream ended in zeros the host skipped as a hole: restore the size
                 dest.extend(tmp, done)
-                stored = Stored(done, stored.sha256)
-            return _verified(
-                digest.hexdigest(), reader, stored.size, stored.sha256, done, offset, dest, tmp, source_sha256
-            )
+                size = done
+            return _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
         except ConnectionLost as exc:
             _close(reader, writer)
             if attempt >= job.retry.attempts:
@@ -96,27 +95,26 @@ def _close(reader: Reader | None, writer: Writer | None) -> None:
 def _verified(
     passed: str,
     reader: Reader,
-    stored_size: int,
-    stored_sha256: str | None,
+    size: int,
     done: int,
     offset: int,
     dest: Endpoint,
     tmp: str,
     source_sha256: Callable[[], str | None],
 ) -> Copied:
+    """Check the copy: sizes, what the source sent, and the whole stored file against the source's hash."""
     if reader.total is not None and done != reader.total:
         raise OperationError(f"the source changed while copying: read {done} of {reader.total} bytes")
-    for side, value in (("sent", reader.sha256), ("stored", stored_sha256)):
-        if value is not None and value != passed:
-            raise OperationError(f"checksum mismatch: {side} sha256 {value}, copied {passed}")
-    if stored_size != done:
-        raise OperationError(f"size mismatch: stored {stored_size} bytes, copied {done}")
-    if offset == 0:
-        return Copied(done, passed)
-    whole = dest.sha256(tmp)  # a resumed copy: check the whole file, head included
-    source = source_sha256()
-    if source is not None and source != whole:
-        raise OperationError(f"checksum mismatch after resuming: source {source}, copy {whole}")
+    if reader.sha256 is not None and reader.sha256 != passed:
+        raise OperationError(f"checksum mismatch: sent sha256 {reader.sha256}, received {passed}")
+    if size != done:
+        raise OperationError(f"size mismatch: stored {size} bytes, copied {done}")
+    # A copy stored on a host is hashed there (from its page cache). A resumed copy's head came from an earlier
+    # attempt, so then both whole files are compared.
+    whole = dest.sha256(tmp) if dest.hashes_copies or offset else passed
+    source = passed if offset == 0 else source_sha256()
+    if source is not None and whole != source:
+        raise OperationError(f"checksum mismatch: source sha256 {source}, copy {whole}")
     return Copied(done, whole, resumed_from=offset)
 
 

@@ -3,8 +3,8 @@
 A `LocalEndpoint` works on this machine's files (the front end, and hosts sharing its file system). A
 `RemoteEndpoint` runs quoted commands over the host's pooled SSH connection: a few constant `sh -c` scripts take
 paths only as positional arguments, so no path is ever spliced into shell text. Streams are read and written in
-1 MiB chunks; a remote writer hashes what it stores (`tee | sha256sum`) and a remote reader hashes what it sends,
-so a copy is verified on both ends while the data passes once.
+1 MiB chunks; a remote reader hashes what it sends and a copy stored on a host is hashed there, so a copy is
+verified on both ends while the source is read once.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
 _SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
-# Receive a stream into $1 from byte $2 (the file cut there first), leaving holes where whole MiB blocks are zero;
-# print the stream's sha256, then the file's size (short of the stream's end by a trailing hole, if any).
-_RECEIVE = _SHA256 + (
-    'set -e; truncate -s "$2" -- "$1"; exec 4>&1; { tee /dev/fd/3 | sha >&4; } 3>&1 | '
+# Receive a stream into $1 from byte $2 (the file cut there first), leaving holes where whole MiB blocks are
+# zero; print the file's size (short of the stream's end by a trailing hole, which the copier then restores).
+_RECEIVE = (
+    'set -e; truncate -s "$2" -- "$1"; '
     'dd of="$1" bs=1M seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
     'stat -c %s -- "$1"'
 )
@@ -60,14 +60,6 @@ class TreeEntry:
     size: int
 
 
-@dataclass(frozen=True)
-class Stored:
-    """What a writer stored: its size, and the sha256 of the bytes it received when it can tell (remote)."""
-
-    size: int
-    sha256: str | None
-
-
 class Reader:
     """A byte stream from `offset` to the end; `sha256` (of what was sent) is known after the last chunk if the
     far side computes it."""
@@ -87,7 +79,8 @@ class Writer:
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
+        """Complete the write; the file's size."""
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -99,6 +92,7 @@ class Endpoint:
 
     host: Host
     local = False
+    hashes_copies = False  # whether a copy written here is hashed again where it lies (remote: on the host)
 
     def kind(self, path: str) -> tuple[str | None, int]:
         """("f", size), ("d", 0), ("l", 0) or (None, 0) when missing."""
@@ -135,6 +129,7 @@ class Endpoint:
         raise NotImplementedError
 
     def open_writer(self, path: str, offset: int) -> Writer:
+        """Write from `offset`; the writer's `finish` returns the file's size."""
         raise NotImplementedError
 
     def sha256(self, path: str) -> str:
@@ -242,10 +237,10 @@ class LocalWriter(Writer):
                 view = view[os.write(self._fd, view) :]
         self._position += len(data)
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         os.ftruncate(self._fd, self._position)  # a trailing hole still counts
         os.close(self._fd)
-        return Stored(self._position, None)
+        return self._position
 
     def abort(self) -> None:
         os.close(self._fd)
@@ -373,7 +368,7 @@ class ChannelWriter(Writer):
         except (OSError, EOFError) as exc:
             raise self._failure(str(exc) or type(exc).__name__) from None
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         try:
             self._channel.shutdown_write()
             out = b"".join(iter(lambda: self._channel.recv(65536), b"")).decode()
@@ -388,18 +383,18 @@ class ChannelWriter(Writer):
         self._channel.close()
 
 
-def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> Stored:
-    """The output of `_RECEIVE`: a line starting with the sha256, then a line with the size."""
-    lines = out.split("\n")
-    words = [lines[0].split()[0] if lines[0].split() else "", *lines[1:2]] if len(lines) >= 2 else []
-    if status != 0 or len(words) != 2 or len(words[0]) != 64 or not words[1].isdigit():
+def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> int:
+    """The size `_RECEIVE` printed, or OperationError with what the host said."""
+    if status != 0 or not out.strip().isdigit():
         if channel is not None:
             err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
         raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
-    return Stored(int(words[1]), words[0])
+    return int(out)
 
 
 class RemoteEndpoint(Endpoint):
+    hashes_copies = True
+
     def __init__(self, host: Host, pool: SshPool, accelerator: Callable[..., Writer] | None = None) -> None:
         self.host = host
         self.pool = pool
