@@ -18,6 +18,7 @@ fe:F/7/images host:D/7/images` puts it back. A destination directory that alread
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import posixpath
 import tempfile
@@ -52,6 +53,12 @@ class Outcome:
     bytes: int = 0
     sha256: str | None = None
     detail: str = ""
+    check_stored: bool = False  # a copy the destination still has to hash before it is renamed into place
+
+
+def copied_outcome(copied: Copied, detail: str = "") -> Outcome:
+    note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
+    return Outcome(copied.size, copied.sha256, detail or f"{copied.method}{note}", copied.check_stored)
 
 
 def part_name(path: str) -> str:
@@ -184,13 +191,19 @@ class _Builtin:
         }[type(action)]
         return handler(action)
 
-    def _placed(self, dest: Endpoint, final: str, make: Callable[[str], Outcome]) -> Outcome:
-        """Make a file under its temporary name, then rename it into place; remove the temporary on failure."""
+    def _placed(self, dest: Endpoint, final: str, make: Callable[[str], Outcome], streamed: bool = False) -> Outcome:
+        """Make a file under its temporary name, then publish it (a copy checked where it lies) into place; remove
+        the temporary on failure. A streamed copy to a host makes its own directory on the way."""
         tmp = part_name(final)
-        dest.makedirs(posixpath.dirname(final))
+        if dest.local or not streamed:
+            dest.makedirs(posixpath.dirname(final))
         try:
             outcome = make(tmp)
-            dest.rename(tmp, final)
+            if outcome.check_stored:
+                digest = dest.publish(tmp, final, outcome.bytes, outcome.sha256)
+                outcome = dataclasses.replace(outcome, sha256=digest, check_stored=False)
+            else:
+                dest.rename(tmp, final)
         except BaseException:
             _discard(dest, tmp)
             raise
@@ -232,10 +245,9 @@ class _Builtin:
             else:
                 origin = self.t.endpoint(source.host)
                 copied = self._copy_file(origin, source.path, dest, tmp, progress)
-            note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
-            return Outcome(copied.size, copied.sha256, f"{copied.method}{note}")
+            return copied_outcome(copied)
 
-        return self._placed(dest, action.dest.path, make)
+        return self._placed(dest, action.dest.path, make, streamed=True)
 
     def link(self, action: Link) -> Outcome:
         dest = self.t.endpoint(action.dest.host)
@@ -276,7 +288,7 @@ class _Builtin:
         frontend = self.t.endpoint(self.t.hosts.frontend_name)
 
         def fetch(url: str, path: str) -> None:
-            self._placed(frontend, path, lambda tmp: Outcome(self._fetch(url, frontend, tmp, lambda d, t: None).size))
+            self._placed(frontend, path, lambda tmp: copied_outcome(self._fetch(url, frontend, tmp, lambda d, t: None)))
 
         def make(tmp: str) -> Outcome:
             files = [action.context_file, *action.files]
@@ -289,9 +301,9 @@ class _Builtin:
                 iso = os.path.join(scratch, "context.iso")
                 build_context_iso(files, iso, fetch)
                 copied = self._copy_file(frontend, iso, dest, tmp, self.job.progress)
-                return Outcome(copied.size, copied.sha256, "ISO built on the front end, copied")
+                return copied_outcome(copied, "ISO built on the front end, copied")
 
-        return self._placed(dest, action.dest.path, make)
+        return self._placed(dest, action.dest.path, make, streamed=True)
 
     def delete(self, action: Delete) -> Outcome:
         self.t.endpoint(action.dest.host).remove(action.dest.path)
@@ -329,13 +341,14 @@ class _Builtin:
         elif kind == "l" and dest.local and source.local:
             outcome = self._placed(dest, final, lambda tmp: _relink(source, action.source.path, dest, tmp))
         else:
-            outcome = self._placed(dest, final, lambda tmp: self._copy_outcome(source, action.source.path, dest, tmp))
+            outcome = self._placed(
+                dest, final, lambda tmp: self._copy_outcome(source, action.source.path, dest, tmp), True
+            )
         source.remove(action.source.path)
         return outcome
 
     def _copy_outcome(self, source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:
-        copied = self._copy_file(source, path, dest, tmp, self.job.progress)
-        return Outcome(copied.size, copied.sha256, copied.method)
+        return copied_outcome(self._copy_file(source, path, dest, tmp, self.job.progress))
 
     def _placed_tree(self, source: Endpoint, root: str, dest: Endpoint, final: str) -> Outcome:
         """Copy a directory tree under a temporary name, each file verified, then rename it into place."""
@@ -354,13 +367,17 @@ class _Builtin:
                     dest.symlink(source.readlink(posixpath.join(root, entry.path)), target)
                 else:
                     base = done
-                    self._copy_file(
+                    copied = self._copy_file(
                         source,
                         posixpath.join(root, entry.path),
                         dest,
-                        target,
+                        part_name(target),
                         lambda d, t, b=base: self.job.progress(b + d, total),
                     )
+                    if copied.check_stored:
+                        dest.publish(part_name(target), target, copied.size, copied.sha256)
+                    else:
+                        dest.rename(part_name(target), target)
                     done += entry.size
             dest.rename(tmp, final)
         except BaseException:

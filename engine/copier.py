@@ -36,6 +36,7 @@ class Copied:
     sha256: str | None  # None for a reflink, which shares the source's blocks
     resumed_from: int = 0
     method: str = "stream"
+    check_stored: bool = False  # the destination still hashes the file where it lies (at publish)
 
 
 def copy_stream(
@@ -57,7 +58,7 @@ def copy_stream(
             offset = dest.kind(tmp)[1] if (attempt > 1 or resume_partial) else 0
             reader = open_reader(offset)
             offset = reader.offset
-            writer = dest.open_writer(tmp, offset)
+            writer = dest.open_writer(tmp, offset, reader.total)
             digest = hashlib.sha256()
             done = offset
             progress(done, reader.total)
@@ -68,9 +69,6 @@ def copy_stream(
                 done += len(chunk)
                 progress(done, reader.total)
             size, writer = writer.finish(), None
-            if size < done:  # the stream ended in zeros the host skipped as a hole: restore the size
-                dest.extend(tmp, done)
-                size = done
             return _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
         except ConnectionLost as exc:
             _close(reader, writer)
@@ -102,17 +100,19 @@ def _verified(
     tmp: str,
     source_sha256: Callable[[], str | None],
 ) -> Copied:
-    """Check the copy: sizes, what the source sent, and the whole stored file against the source's hash."""
+    """Check the copy: sizes, what the source sent, and the whole file against the source's hash. A host checks
+    the file it stored when it publishes it (`Copied.check_stored`), which also restores a trailing hole."""
     if reader.total is not None and done != reader.total:
         raise OperationError(f"the source changed while copying: read {done} of {reader.total} bytes")
     if reader.sha256 is not None and reader.sha256 != passed:
         raise OperationError(f"checksum mismatch: sent sha256 {reader.sha256}, received {passed}")
-    if size != done:
+    if size > done or (size < done and not dest.hashes_copies):
         raise OperationError(f"size mismatch: stored {size} bytes, copied {done}")
-    # A copy stored on a host is hashed there (from its page cache). A resumed copy's head came from an earlier
-    # attempt, so then both whole files are compared.
-    whole = dest.sha256(tmp) if dest.hashes_copies or offset else passed
+    # A resumed copy's head came from an earlier attempt, so then whole files are compared.
     source = passed if offset == 0 else source_sha256()
+    if dest.hashes_copies:
+        return Copied(done, source, resumed_from=offset, check_stored=True)
+    whole = passed if offset == 0 else dest.sha256(tmp)
     if source is not None and whole != source:
         raise OperationError(f"checksum mismatch: source sha256 {source}, copy {whole}")
     return Copied(done, whole, resumed_from=offset)

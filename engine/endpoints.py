@@ -30,16 +30,23 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
+ACCELERATE_FROM = 32 << 20  # bytes; smaller writes stay on paramiko
 _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
 _SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
-# Receive a stream into $1 from byte $2 (the file cut there first), leaving holes where whole MiB blocks are
-# zero; print the file's size (short of the stream's end by a trailing hole, which the copier then restores).
+# Receive a stream into $1 from byte $2 (its directory made, the file cut there first), leaving holes where whole
+# MiB blocks are zero; print the file's size (short of the stream's end by a trailing hole, restored at publish).
 _RECEIVE = (
-    'set -e; truncate -s "$2" -- "$1"; '
+    'set -e; mkdir -p -- "$(dirname -- "$1")"; truncate -s "$2" -- "$1"; '
     'dd of="$1" bs=1M seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
     'stat -c %s -- "$1"'
+)
+# Publish a received copy: grow $1 to $3 bytes (a trailing hole), hash it where it lies, and rename it to $2 only
+# if the hash is $4 (when given); print the hash either way (exit 3 on a mismatch).
+_PUBLISH = _SHA256 + (
+    'set -e; truncate -s ">$3" -- "$1"; h=$(sha < "$1"); h=${h%% *}; '
+    'if [ -n "$4" ] && [ "$h" != "$4" ]; then echo "$h"; exit 3; fi; mv -T -- "$1" "$2"; echo "$h"'
 )
 # Send $1 from byte offset $2 on stdout, and its sha256 on stderr.
 _SEND = _SHA256 + '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha >&2; } 3>&1'
@@ -128,15 +135,19 @@ class Endpoint:
     def open_reader(self, path: str, offset: int) -> Reader:
         raise NotImplementedError
 
-    def open_writer(self, path: str, offset: int) -> Writer:
-        """Write from `offset`; the writer's `finish` returns the file's size."""
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
+        """Write from `offset` (`total`: the final size, when known); `finish` returns the file's size. A remote
+        writer also makes the file's directory."""
         raise NotImplementedError
+
+    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
+        """Rename a finished copy into place. Where the endpoint hashes copies (`hashes_copies`), first restore
+        its size (a trailing hole) and hash it where it lies, refusing it unless the hash is `expected` (when
+        given); returns that hash."""
+        self.rename(tmp, final)
+        return None
 
     def sha256(self, path: str) -> str:
-        raise NotImplementedError
-
-    def extend(self, path: str, size: int) -> None:
-        """Grow a file to `size` bytes with a hole (a sparse copy's trailing zeros)."""
         raise NotImplementedError
 
     def free_bytes(self, path: str) -> int:
@@ -302,7 +313,7 @@ class LocalEndpoint(Endpoint):
     def open_reader(self, path: str, offset: int) -> Reader:
         return LocalReader(path, offset)
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         return LocalWriter(path, offset)
 
     def sha256(self, path: str) -> str:
@@ -311,9 +322,6 @@ class LocalEndpoint(Endpoint):
             while data := f.read(CHUNK):
                 digest.update(data)
         return digest.hexdigest()
-
-    def extend(self, path: str, size: int) -> None:
-        os.truncate(path, size)
 
     def free_bytes(self, path: str) -> int:
         st = os.statvfs(path)
@@ -454,9 +462,10 @@ class RemoteEndpoint(Endpoint):
         channel.shutdown_write()
         return RemoteReader(channel, offset, size, transport)
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
-        if self.accelerator is not None:
+        # Starting ssh costs a connection and a login; small files are quicker on the pooled paramiko channel.
+        if self.accelerator is not None and (total is None or total - offset >= ACCELERATE_FROM):
             return self.accelerator(self.host, argv)
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
@@ -464,8 +473,14 @@ class RemoteEndpoint(Endpoint):
     def sha256(self, path: str) -> str:
         return self._check(["sh", "-c", _HASH_FILE, "sh", path]).split()[0]
 
-    def extend(self, path: str, size: int) -> None:
-        self._check(["truncate", "-s", str(size), "--", path])
+    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
+        result = self._run(["sh", "-c", _PUBLISH, "sh", tmp, final, str(size), expected or ""])
+        digest = result.stdout.strip()
+        if result.status == 3:
+            raise OperationError(f"checksum mismatch: source sha256 {expected}, copy on {self.host.name} {digest}")
+        if result.status != 0 or len(digest) != 64:
+            raise OperationError(f"host {self.host.name}: {failure_text(result, ['publish'])}")
+        return digest
 
     def free_bytes(self, path: str) -> int:
         out = self._check(["df", "-P", "-B1", "--", path]).splitlines()
