@@ -4,6 +4,8 @@
     run = executor.submit(script, vm_id=12)          # validated whole first: InputError, nothing runs
     run.cancel()  /  run.cancel_action(line)          # cooperative: copies check between chunks
     result = run.wait()                               # ScriptResult(outcome, failed_line, error, ...)
+    run.retry()                                       # a new run from the first unfinished line
+    executor.active()                                 # runs not finished yet
 
 Scripts run in parallel (up to `max_scripts`), the lines of one script in order, stopping at the first failure.
 Each host admits at most its `max_transfers` actions at once, across all scripts. Transient network failures are
@@ -118,6 +120,10 @@ class ScriptRun:
             event = self._action_cancels.setdefault(line, threading.Event())
         event.set()
 
+    def retry(self) -> ScriptRun:
+        """Run this script again from its first unfinished line (after it failed or was cancelled)."""
+        return self.executor.submit(self.script, self.vm, resume=True)
+
     @property
     def done(self) -> bool:
         return self._done.is_set()
@@ -197,7 +203,11 @@ class ScriptRun:
 
         job = Job(log, _Throttle(progress), retrying, cancel, self.executor.retry)
         # The slot is held until the end is reported, so a host's started/finished events never overlap its limit.
-        with self.executor.host_slots(self._hosts_of(line)):
+        try:
+            slots = self.executor.host_slots(self._hosts_of(line), cancel)
+        except Cancelled:
+            return self._finish_line(index, line, "cancelled", Outcome(), started, "cancelled")
+        with slots:
             try:
                 job.check_cancel()
                 self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
@@ -270,6 +280,8 @@ class Executor:
         self._slots_lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._threads: list[threading.Thread] = []
+        self._runs_lock = threading.Lock()
+        self._runs: list[ScriptRun] = []
 
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
@@ -294,6 +306,8 @@ class Executor:
             skip = previous.done
             self.journal.finish(previous.run, "resumed")
         run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
+        with self._runs_lock:
+            self._runs.append(run)
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -308,17 +322,31 @@ class Executor:
                 run._done.set()
                 raise
 
-    def host_slots(self, hosts: list[str]) -> ExitStack:
-        """Hold one transfer slot on each host (taken in name order, so two actions never deadlock)."""
+    def host_slots(self, hosts: list[str], cancel: threading.Event) -> ExitStack:
+        """Hold one transfer slot on each host (taken in name order, so two actions never deadlock). Waiting for
+        a slot ends with Cancelled if `cancel` is set meanwhile."""
         stack = ExitStack()
-        for name in hosts:
-            with self._slots_lock:
-                slot = self._slots.get(name)
-                if slot is None:
-                    limit = self.transfers.hosts.resolve(name).max_transfers
-                    slot = self._slots[name] = threading.BoundedSemaphore(limit)
-            stack.enter_context(slot)
+        try:
+            for name in hosts:
+                with self._slots_lock:
+                    slot = self._slots.get(name)
+                    if slot is None:
+                        limit = self.transfers.hosts.resolve(name).max_transfers
+                        slot = self._slots[name] = threading.BoundedSemaphore(limit)
+                while not slot.acquire(timeout=0.1):
+                    if cancel.is_set():
+                        raise Cancelled("cancelled while waiting for a transfer slot on " + name)
+                stack.callback(slot.release)
+        except BaseException:
+            stack.close()
+            raise
         return stack
+
+    def active(self) -> list[ScriptRun]:
+        """The runs not finished yet, oldest first."""
+        with self._runs_lock:
+            self._runs = [run for run in self._runs if not run.done]
+            return list(self._runs)
 
     def close(self) -> None:
         for thread in self._threads:

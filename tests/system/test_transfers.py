@@ -524,3 +524,33 @@ def test_local_copies_can_skip_verification(world, runner):
     assert "(copy_file_range, not verified)" in vm_log(world)
     assert runner.run(f"CLONE {world['fe']}:{base} nfs01:{d}/7/images/disk.1\n").ok
     assert f"sha256 {sha(base)} (copy_file_range)" in vm_log(world)
+
+
+def test_retry_and_cancel_while_waiting_for_a_slot(world):
+    hosts = Hosts(world["home"])
+    h1 = world["hosts"]["host01"]
+    hosts.delete("host01")
+    hosts.create(h1.record(max_transfers=1))
+    r = Runner(world["home"])
+    try:
+        d = h1.vm_dir
+        missing = d / "later.img"
+        first = r.executor.submit(parse_script(f"CLONE host01:{missing} host01:{d}/1/images/disk.0\n"), 1)
+        assert first.wait(60).outcome == "failed"
+        missing.write_bytes(os.urandom(1 << 20))
+        assert first.retry().wait(60).ok and sha(d / "1/images/disk.0") == sha(missing)
+        # a slow copy holds host01's only slot; a second script waits for it and is cancelled meanwhile
+        holding = threading.Event()
+        r.bus.subscribe(lambda e: holding.set() if e.kind == "action_progress" and e.vm == 2 else None)
+        r.bus.subscribe(lambda e: time.sleep(0.5) if e.kind == "action_progress" and e.vm == 2 else None)
+        base = image(world["images"], size=4 << 20)
+        slow = r.executor.submit(parse_script(f"CLONE {world['fe']}:{base} host01:{d}/2/images/disk.0\n"), 2)
+        assert holding.wait(30)
+        waiting = r.executor.submit(parse_script(f"MKSWAP 4 host01:{d}/3/images/disk.1\n"), 3)
+        assert {run.id for run in r.executor.active()} >= {slow.id, waiting.id}
+        waiting.cancel()
+        result = waiting.wait(30)
+        assert result.outcome == "cancelled" and not (d / "3").exists()
+        assert slow.wait(60).ok
+    finally:
+        r.close()
