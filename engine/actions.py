@@ -22,6 +22,7 @@ import dataclasses
 import os
 import posixpath
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,21 +93,23 @@ class Transfers:
         self.pool = pool
         self.accelerator = accelerator
         self._drivers: dict[str, Driver] = {}
+        self._drivers_lock = threading.Lock()
 
     def driver(self, host: Host) -> Driver:
-        if host.driver not in self._drivers:
-            self._drivers[host.driver] = load_driver(self.home, host.driver)
-        return self._drivers[host.driver]
+        with self._drivers_lock:
+            if host.driver not in self._drivers:
+                self._drivers[host.driver] = load_driver(self.home, host.driver)
+            return self._drivers[host.driver]
 
     def target(self, action: Action) -> Host:
         return self.hosts.resolve(action_host(action, self.hosts.frontend_name))
 
     def check(self, action: Action) -> list[str]:
         """Everything that stops the action from running, as messages; empty when it can run."""
+        source = getattr(action, "source", None)
         names = [loc.host for loc in written_paths(action)]
-        for source in (getattr(action, "source", None),):
-            if isinstance(source, Location):
-                names.append(source.host)
+        if isinstance(source, Location):
+            names.append(source.host)
         problems = []
         for name in dict.fromkeys(names):
             try:
@@ -125,19 +128,22 @@ class Transfers:
             return problems + [p.message for p in exc.problems]
         if not driver.handles(action.name):
             problems.append(f"driver {driver.name} ({driver.source}) has no {action.name}")
-        source = getattr(action, "source", None)
         if isinstance(action, Context) and driver.base != "dummy":
             for name in (action.context_file, *action.files):
                 if name.startswith("/") and not os.path.isfile(name):
                     problems.append(f"context file {name} does not exist on the front end")
-        local_source = isinstance(source, Location) and self.hosts.resolve(source.host).local
+        local_source = isinstance(source, Location) and self._base(self.hosts.resolve(source.host)) == "shared"
         if local_source and driver.base != "dummy" and not os.path.lexists(source.path):
             problems.append(f"source {source} does not exist")
         return problems
 
+    def _base(self, host: Host) -> str:
+        """How a host's files are reached: "shared" (this machine's files), "ssh" or "dummy"."""
+        return "shared" if host.local else self.driver(host).base
+
     def endpoint(self, name: str) -> Endpoint:
         host = self.hosts.resolve(name)
-        base = "shared" if host.local else self.driver(host).base
+        base = self._base(host)
         if base == "shared":
             return LocalEndpoint(host)
         if base == "ssh":
@@ -269,6 +275,7 @@ class _Builtin:
             dest.sparse_file(tmp, size_mb * MIB)
             self.job.progress(0, None)
             dest.run([*command, tmp], self.job.cancelled, lambda line: self.job.log(f"{command[0]}: {line}"))
+            self.job.progress(size_mb * MIB, size_mb * MIB)
             return Outcome(size_mb * MIB, detail=" ".join(command))
 
         return self._placed(dest, dest_location.path, make)
