@@ -23,7 +23,7 @@ import os
 import posixpath
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.copier import Copied, copy_stream, kernel_copy
@@ -104,8 +104,9 @@ class Transfers:
     def target(self, action: Action) -> Host:
         return self.hosts.resolve(action_host(action, self.hosts.frontend_name))
 
-    def check(self, action: Action) -> list[str]:
-        """Everything that stops the action from running, as messages; empty when it can run."""
+    def check(self, action: Action, earlier: Sequence[Location] = ()) -> list[str]:
+        """Everything that stops the action from running, as messages; empty when it can run. A source on this
+        machine must exist unless it lies under a destination of an `earlier` line of the same script."""
         source = getattr(action, "source", None)
         names = [loc.host for loc in written_paths(action)]
         if isinstance(source, Location):
@@ -133,7 +134,8 @@ class Transfers:
                 if name.startswith("/") and not os.path.isfile(name):
                     problems.append(f"context file {name} does not exist on the front end")
         local_source = isinstance(source, Location) and self._base(self.hosts.resolve(source.host)) == "shared"
-        if local_source and driver.base != "dummy" and not os.path.lexists(source.path):
+        made = isinstance(source, Location) and any(_under(source, location) for location in earlier)
+        if local_source and not made and driver.base != "dummy" and not os.path.lexists(source.path):
             problems.append(f"source {source} does not exist")
         return problems
 
@@ -392,6 +394,11 @@ class _Builtin:
             raise
         self.job.progress(total, total)
         return Outcome(total, detail=f"copied {len(entries)} entries")
+
+
+def _under(location: Location, root: Location) -> bool:
+    path, top = posixpath.normpath(location.path), posixpath.normpath(root.path)
+    return location.host == root.host and (path == top or path.startswith(top.rstrip("/") + "/"))
 
 
 def _relink(source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:

@@ -286,9 +286,11 @@ class Executor:
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
         problems = []
+        earlier: list[Location] = []
         for line in script.lines:
-            for message in self.transfers.check(line.action):
+            for message in self.transfers.check(line.action, earlier):
                 problems.append(Problem(message, script.source, line.number or None))
+            earlier.append(line.action.dest)
         return problems
 
     def submit(self, script: Script, vm_id: int | None = None, *, resume: bool = False) -> ScriptRun:

@@ -554,3 +554,12 @@ def test_retry_and_cancel_while_waiting_for_a_slot(world):
         assert slow.wait(60).ok
     finally:
         r.close()
+
+
+def test_sources_made_by_earlier_lines_pass_validation(world, runner):
+    fe, d = world["fe"], world["shared"]
+    base = image(world["images"])
+    with pytest.raises(InputError, match="does not exist"):
+        runner.run(f"CLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n")
+    text = f"CLONE {fe}:{base} nfs01:{d}/7/images/disk.0\nCLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n"
+    assert runner.run(text).ok and sha(d / "7/images/disk.1") == sha(base)
