@@ -68,6 +68,7 @@ class _Throttle:
     bytes moving (so a watcher sees a copy start at once) and the last."""
 
     def __init__(self, publish: Callable[[int, int | None, float], None]) -> None:
+        """publish(done, total, rate): the rate counts only bytes moved by this action (not a resumed head)."""
         self._publish = publish
         self._started = time.monotonic()
         self._last = 0.0
@@ -85,7 +86,7 @@ class _Throttle:
             self._moved = self._moved or moved
             self._last = now
             self._last_done = done
-            self._publish(done, total, now - self._started)
+            self._publish(done, total, (done - self._first_done) / (now - self._started or 1e-9))
 
 
 class ScriptRun:
@@ -192,8 +193,7 @@ class ScriptRun:
             self.log.write(message, error)
             self._publish(ActionLog(self.id, self.vm, number, message, error))
 
-        def progress(done: int, total: int | None, elapsed: float) -> None:
-            rate = done / elapsed if elapsed > 0 else 0.0
+        def progress(done: int, total: int | None, rate: float) -> None:
             eta = (total - done) / rate if total is not None and rate > 0 else None
             self._publish(ActionProgress(self.id, self.vm, number, action.name, done, total, rate, eta))
 

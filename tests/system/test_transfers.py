@@ -563,3 +563,15 @@ def test_sources_made_by_earlier_lines_pass_validation(world, runner):
         runner.run(f"CLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n")
     text = f"CLONE {fe}:{base} nfs01:{d}/7/images/disk.0\nCLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n"
     assert runner.run(text).ok and sha(d / "7/images/disk.1") == sha(base)
+
+
+def test_a_shared_host_named_local_works_on_this_machine(world, runner):
+    """Issue 5 creates `local` (shared driver, VM directory <home>/vms) on first run."""
+    vms = world["home"].vms
+    Hosts(world["home"]).create(Host("local", "shared", str(vms)))
+    base = image(world["images"])
+    text = f"CLONE {world['fe']}:{base} local:{vms}/5/images/disk.0\nMKSWAP 4 local:{vms}/5/images/disk.1\n"
+    assert runner.run(text, vm=5).ok
+    assert sha(vms / "5/images/disk.0") == sha(base) and has_magic(vms / "5/images/disk.1", SWAP_MAGIC)
+    assert runner.run(f"MV local:{vms}/5/images host01:{host_dir(world, 'host01')}/5/images\n", vm=5).ok
+    assert sha(host_dir(world, "host01") / "5/images/disk.0") == sha(base) and not (vms / "5/images").exists()
