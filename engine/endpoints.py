@@ -3,8 +3,8 @@
 A `LocalEndpoint` works on this machine's files (the front end, and hosts sharing its file system). A
 `RemoteEndpoint` runs quoted commands over the host's pooled SSH connection: a few constant `sh -c` scripts take
 paths only as positional arguments, so no path is ever spliced into shell text. Streams are read and written in
-1 MiB chunks; a remote writer hashes what it stores (`tee | sha256sum`) and a remote reader hashes what it sends,
-so a copy is verified on both ends while the data passes once.
+1 MiB chunks; a remote reader hashes what it sends and a copy stored on a host is hashed there, so a copy is
+verified on both ends while the source is read once.
 """
 
 from __future__ import annotations
@@ -30,16 +30,23 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
+ACCELERATE_FROM = 32 << 20  # bytes; smaller writes stay on paramiko
 _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
 _SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
-# Receive a stream into $1 from byte $2 (the file cut there first), leaving holes where whole MiB blocks are zero;
-# print the stream's sha256, then the file's size (short of the stream's end by a trailing hole, if any).
-_RECEIVE = _SHA256 + (
-    'set -e; truncate -s "$2" -- "$1"; exec 4>&1; { tee /dev/fd/3 | sha >&4; } 3>&1 | '
+# Receive a stream into $1 from byte $2 (its directory made, the file cut there first), leaving holes where whole
+# MiB blocks are zero; print the file's size (short of the stream's end by a trailing hole, restored at publish).
+_RECEIVE = (
+    'set -e; mkdir -p -- "$(dirname -- "$1")"; truncate -s "$2" -- "$1"; '
     'dd of="$1" bs=1M seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
     'stat -c %s -- "$1"'
+)
+# Publish a received copy: grow $1 to $3 bytes (a trailing hole), hash it where it lies, and rename it to $2 only
+# if the hash is $4 (when given); print the hash either way (exit 3 on a mismatch).
+_PUBLISH = _SHA256 + (
+    'set -e; truncate -s ">$3" -- "$1"; h=$(sha < "$1"); h=${h%% *}; '
+    'if [ -n "$4" ] && [ "$h" != "$4" ]; then echo "$h"; exit 3; fi; mv -T -- "$1" "$2"; echo "$h"'
 )
 # Send $1 from byte offset $2 on stdout, and its sha256 on stderr.
 _SEND = _SHA256 + '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha >&2; } 3>&1'
@@ -58,14 +65,6 @@ class TreeEntry:
     kind: str  # "f" file, "d" directory, "l" symbolic link
     path: str  # relative to the tree's root
     size: int
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What a writer stored: its size, and the sha256 of the bytes it received when it can tell (remote)."""
-
-    size: int
-    sha256: str | None
 
 
 class Reader:
@@ -87,7 +86,8 @@ class Writer:
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
+        """Complete the write; the file's size."""
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -99,6 +99,7 @@ class Endpoint:
 
     host: Host
     local = False
+    hashes_copies = False  # whether a copy written here is hashed again where it lies (remote: on the host)
 
     def kind(self, path: str) -> tuple[str | None, int]:
         """("f", size), ("d", 0), ("l", 0) or (None, 0) when missing."""
@@ -134,14 +135,19 @@ class Endpoint:
     def open_reader(self, path: str, offset: int) -> Reader:
         raise NotImplementedError
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
+        """Write from `offset` (`total`: the final size, when known); `finish` returns the file's size. A remote
+        writer also makes the file's directory."""
         raise NotImplementedError
+
+    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
+        """Rename a finished copy into place. Where the endpoint hashes copies (`hashes_copies`), first restore
+        its size (a trailing hole) and hash it where it lies, refusing it unless the hash is `expected` (when
+        given); returns that hash."""
+        self.rename(tmp, final)
+        return None
 
     def sha256(self, path: str) -> str:
-        raise NotImplementedError
-
-    def extend(self, path: str, size: int) -> None:
-        """Grow a file to `size` bytes with a hole (a sparse copy's trailing zeros)."""
         raise NotImplementedError
 
     def free_bytes(self, path: str) -> int:
@@ -242,10 +248,10 @@ class LocalWriter(Writer):
                 view = view[os.write(self._fd, view) :]
         self._position += len(data)
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         os.ftruncate(self._fd, self._position)  # a trailing hole still counts
         os.close(self._fd)
-        return Stored(self._position, None)
+        return self._position
 
     def abort(self) -> None:
         os.close(self._fd)
@@ -307,7 +313,7 @@ class LocalEndpoint(Endpoint):
     def open_reader(self, path: str, offset: int) -> Reader:
         return LocalReader(path, offset)
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         return LocalWriter(path, offset)
 
     def sha256(self, path: str) -> str:
@@ -316,9 +322,6 @@ class LocalEndpoint(Endpoint):
             while data := f.read(CHUNK):
                 digest.update(data)
         return digest.hexdigest()
-
-    def extend(self, path: str, size: int) -> None:
-        os.truncate(path, size)
 
     def free_bytes(self, path: str) -> int:
         st = os.statvfs(path)
@@ -373,7 +376,7 @@ class ChannelWriter(Writer):
         except (OSError, EOFError) as exc:
             raise self._failure(str(exc) or type(exc).__name__) from None
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         try:
             self._channel.shutdown_write()
             out = b"".join(iter(lambda: self._channel.recv(65536), b"")).decode()
@@ -388,18 +391,18 @@ class ChannelWriter(Writer):
         self._channel.close()
 
 
-def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> Stored:
-    """The output of `_RECEIVE`: a line starting with the sha256, then a line with the size."""
-    lines = out.split("\n")
-    words = [lines[0].split()[0] if lines[0].split() else "", *lines[1:2]] if len(lines) >= 2 else []
-    if status != 0 or len(words) != 2 or len(words[0]) != 64 or not words[1].isdigit():
+def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> int:
+    """The size `_RECEIVE` printed, or OperationError with what the host said."""
+    if status != 0 or not out.strip().isdigit():
         if channel is not None:
             err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
         raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
-    return Stored(int(words[1]), words[0])
+    return int(out)
 
 
 class RemoteEndpoint(Endpoint):
+    hashes_copies = True
+
     def __init__(self, host: Host, pool: SshPool, accelerator: Callable[..., Writer] | None = None) -> None:
         self.host = host
         self.pool = pool
@@ -459,9 +462,10 @@ class RemoteEndpoint(Endpoint):
         channel.shutdown_write()
         return RemoteReader(channel, offset, size, transport)
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
-        if self.accelerator is not None:
+        # Starting ssh costs a connection and a login; small files are quicker on the pooled paramiko channel.
+        if self.accelerator is not None and (total is None or total - offset >= ACCELERATE_FROM):
             return self.accelerator(self.host, argv)
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
@@ -469,8 +473,14 @@ class RemoteEndpoint(Endpoint):
     def sha256(self, path: str) -> str:
         return self._check(["sh", "-c", _HASH_FILE, "sh", path]).split()[0]
 
-    def extend(self, path: str, size: int) -> None:
-        self._check(["truncate", "-s", str(size), "--", path])
+    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
+        result = self._run(["sh", "-c", _PUBLISH, "sh", tmp, final, str(size), expected or ""])
+        digest = result.stdout.strip()
+        if result.status == 3:
+            raise OperationError(f"checksum mismatch: source sha256 {expected}, copy on {self.host.name} {digest}")
+        if result.status != 0 or len(digest) != 64:
+            raise OperationError(f"host {self.host.name}: {failure_text(result, ['publish'])}")
+        return digest
 
     def free_bytes(self, path: str) -> int:
         out = self._check(["df", "-P", "-B1", "--", path]).splitlines()

@@ -4,6 +4,8 @@
     run = executor.submit(script, vm_id=12)          # validated whole first: InputError, nothing runs
     run.cancel()  /  run.cancel_action(line)          # cooperative: copies check between chunks
     result = run.wait()                               # ScriptResult(outcome, failed_line, error, ...)
+    run.retry()                                       # a new run from the first unfinished line
+    executor.active()                                 # runs not finished yet
 
 Scripts run in parallel (up to `max_scripts`), the lines of one script in order, stopping at the first failure.
 Each host admits at most its `max_transfers` actions at once, across all scripts. Transient network failures are
@@ -66,6 +68,7 @@ class _Throttle:
     bytes moving (so a watcher sees a copy start at once) and the last."""
 
     def __init__(self, publish: Callable[[int, int | None, float], None]) -> None:
+        """publish(done, total, rate): the rate counts only bytes moved by this action (not a resumed head)."""
         self._publish = publish
         self._started = time.monotonic()
         self._last = 0.0
@@ -83,7 +86,7 @@ class _Throttle:
             self._moved = self._moved or moved
             self._last = now
             self._last_done = done
-            self._publish(done, total, now - self._started)
+            self._publish(done, total, (done - self._first_done) / (now - self._started or 1e-9))
 
 
 class ScriptRun:
@@ -117,6 +120,10 @@ class ScriptRun:
         with self._lock:
             event = self._action_cancels.setdefault(line, threading.Event())
         event.set()
+
+    def retry(self) -> ScriptRun:
+        """Run this script again from its first unfinished line (after it failed or was cancelled)."""
+        return self.executor.submit(self.script, self.vm, resume=True)
 
     @property
     def done(self) -> bool:
@@ -186,8 +193,7 @@ class ScriptRun:
             self.log.write(message, error)
             self._publish(ActionLog(self.id, self.vm, number, message, error))
 
-        def progress(done: int, total: int | None, elapsed: float) -> None:
-            rate = done / elapsed if elapsed > 0 else 0.0
+        def progress(done: int, total: int | None, rate: float) -> None:
             eta = (total - done) / rate if total is not None and rate > 0 else None
             self._publish(ActionProgress(self.id, self.vm, number, action.name, done, total, rate, eta))
 
@@ -197,7 +203,11 @@ class ScriptRun:
 
         job = Job(log, _Throttle(progress), retrying, cancel, self.executor.retry)
         # The slot is held until the end is reported, so a host's started/finished events never overlap its limit.
-        with self.executor.host_slots(self._hosts_of(line)):
+        try:
+            slots = self.executor.host_slots(self._hosts_of(line), cancel)
+        except Cancelled:
+            return self._finish_line(index, line, "cancelled", Outcome(), started, "cancelled")
+        with slots:
             try:
                 job.check_cancel()
                 self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
@@ -270,13 +280,17 @@ class Executor:
         self._slots_lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._threads: list[threading.Thread] = []
+        self._runs_lock = threading.Lock()
+        self._runs: list[ScriptRun] = []
 
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
         problems = []
+        earlier: list[Location] = []
         for line in script.lines:
-            for message in self.transfers.check(line.action):
+            for message in self.transfers.check(line.action, earlier):
                 problems.append(Problem(message, script.source, line.number or None))
+            earlier.append(line.action.dest)
         return problems
 
     def submit(self, script: Script, vm_id: int | None = None, *, resume: bool = False) -> ScriptRun:
@@ -294,6 +308,8 @@ class Executor:
             skip = previous.done
             self.journal.finish(previous.run, "resumed")
         run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
+        with self._runs_lock:
+            self._runs.append(run)
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -308,17 +324,31 @@ class Executor:
                 run._done.set()
                 raise
 
-    def host_slots(self, hosts: list[str]) -> ExitStack:
-        """Hold one transfer slot on each host (taken in name order, so two actions never deadlock)."""
+    def host_slots(self, hosts: list[str], cancel: threading.Event) -> ExitStack:
+        """Hold one transfer slot on each host (taken in name order, so two actions never deadlock). Waiting for
+        a slot ends with Cancelled if `cancel` is set meanwhile."""
         stack = ExitStack()
-        for name in hosts:
-            with self._slots_lock:
-                slot = self._slots.get(name)
-                if slot is None:
-                    limit = self.transfers.hosts.resolve(name).max_transfers
-                    slot = self._slots[name] = threading.BoundedSemaphore(limit)
-            stack.enter_context(slot)
+        try:
+            for name in hosts:
+                with self._slots_lock:
+                    slot = self._slots.get(name)
+                    if slot is None:
+                        limit = self.transfers.hosts.resolve(name).max_transfers
+                        slot = self._slots[name] = threading.BoundedSemaphore(limit)
+                while not slot.acquire(timeout=0.1):
+                    if cancel.is_set():
+                        raise Cancelled("cancelled while waiting for a transfer slot on " + name)
+                stack.callback(slot.release)
+        except BaseException:
+            stack.close()
+            raise
         return stack
+
+    def active(self) -> list[ScriptRun]:
+        """The runs not finished yet, oldest first."""
+        with self._runs_lock:
+            self._runs = [run for run in self._runs if not run.done]
+            return list(self._runs)
 
     def close(self) -> None:
         for thread in self._threads:

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from engine.endpoints import Stored, Writer, parse_stored
+from engine.endpoints import Writer, parse_stored
 from engine.errors import OperationError
 from engine.ssh import ConnectionLost, quote_argv, ssh_dir, ssh_target
 
@@ -103,7 +103,7 @@ class OpenSshWriter(Writer):
         except BrokenPipeError:
             raise self._failure() from None
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         out, err = self._collect()
         if self._proc.returncode == 255:
             raise _ssh_failure(self.host, err)

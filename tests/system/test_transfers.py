@@ -509,3 +509,69 @@ def test_sparse_files_stay_sparse(world, host, accelerated):
     copy = d / "7/images/disk.0"
     assert copy.stat().st_size == 8 << 20 and sha(copy) == sha(base)
     assert copy.stat().st_blocks * 512 <= 2 << 20
+
+
+def test_local_copies_can_skip_verification(world, runner):
+    tm = world["home"].root / "tm"
+    tm.mkdir()
+    conf = (Path(__file__).resolve().parents[2] / "data/tm/shared.conf").read_text()
+    (tm / "fastshared.conf").write_text(conf.replace("VERIFY_LOCAL_COPIES = yes", "VERIFY_LOCAL_COPIES = no"))
+    d = world["shared"]
+    Hosts(world["home"]).create(Host("nfs02", "fastshared", str(d)))
+    base = image(world["images"])
+    assert runner.run(f"CLONE {world['fe']}:{base} nfs02:{d}/7/images/disk.0\n").ok
+    assert sha(d / "7/images/disk.0") == sha(base)
+    assert "(copy_file_range, not verified)" in vm_log(world)
+    assert runner.run(f"CLONE {world['fe']}:{base} nfs01:{d}/7/images/disk.1\n").ok
+    assert f"sha256 {sha(base)} (copy_file_range)" in vm_log(world)
+
+
+def test_retry_and_cancel_while_waiting_for_a_slot(world):
+    hosts = Hosts(world["home"])
+    h1 = world["hosts"]["host01"]
+    hosts.delete("host01")
+    hosts.create(h1.record(max_transfers=1))
+    r = Runner(world["home"])
+    try:
+        d = h1.vm_dir
+        missing = d / "later.img"
+        first = r.executor.submit(parse_script(f"CLONE host01:{missing} host01:{d}/1/images/disk.0\n"), 1)
+        assert first.wait(60).outcome == "failed"
+        missing.write_bytes(os.urandom(1 << 20))
+        assert first.retry().wait(60).ok and sha(d / "1/images/disk.0") == sha(missing)
+        # a slow copy holds host01's only slot; a second script waits for it and is cancelled meanwhile
+        holding = threading.Event()
+        r.bus.subscribe(lambda e: holding.set() if e.kind == "action_progress" and e.vm == 2 else None)
+        r.bus.subscribe(lambda e: time.sleep(0.5) if e.kind == "action_progress" and e.vm == 2 else None)
+        base = image(world["images"], size=4 << 20)
+        slow = r.executor.submit(parse_script(f"CLONE {world['fe']}:{base} host01:{d}/2/images/disk.0\n"), 2)
+        assert holding.wait(30)
+        waiting = r.executor.submit(parse_script(f"MKSWAP 4 host01:{d}/3/images/disk.1\n"), 3)
+        assert {run.id for run in r.executor.active()} >= {slow.id, waiting.id}
+        waiting.cancel()
+        result = waiting.wait(30)
+        assert result.outcome == "cancelled" and not (d / "3").exists()
+        assert slow.wait(60).ok
+    finally:
+        r.close()
+
+
+def test_sources_made_by_earlier_lines_pass_validation(world, runner):
+    fe, d = world["fe"], world["shared"]
+    base = image(world["images"])
+    with pytest.raises(InputError, match="does not exist"):
+        runner.run(f"CLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n")
+    text = f"CLONE {fe}:{base} nfs01:{d}/7/images/disk.0\nCLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n"
+    assert runner.run(text).ok and sha(d / "7/images/disk.1") == sha(base)
+
+
+def test_a_shared_host_named_local_works_on_this_machine(world, runner):
+    """Issue 5 creates `local` (shared driver, VM directory <home>/vms) on first run."""
+    vms = world["home"].vms
+    Hosts(world["home"]).create(Host("local", "shared", str(vms)))
+    base = image(world["images"])
+    text = f"CLONE {world['fe']}:{base} local:{vms}/5/images/disk.0\nMKSWAP 4 local:{vms}/5/images/disk.1\n"
+    assert runner.run(text, vm=5).ok
+    assert sha(vms / "5/images/disk.0") == sha(base) and has_magic(vms / "5/images/disk.1", SWAP_MAGIC)
+    assert runner.run(f"MV local:{vms}/5/images host01:{host_dir(world, 'host01')}/5/images\n", vm=5).ok
+    assert sha(host_dir(world, "host01") / "5/images/disk.0") == sha(base) and not (vms / "5/images").exists()
