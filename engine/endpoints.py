@@ -18,7 +18,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from engine.errors import OperationError
 from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
-ACCELERATE_FROM = 32 << 20  # bytes; smaller writes stay on paramiko
 _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
@@ -328,6 +327,25 @@ class LocalEndpoint(Endpoint):
         return st.f_bavail * st.f_frsize
 
 
+def sent_sha256(status: int, stderr: bytes) -> str:
+    """The sha256 a `_SEND` printed last on stderr, or OperationError with what the host said."""
+    err = stderr.decode(errors="replace").strip()
+    last = err.splitlines()[-1].split() if err else []
+    if status != 0 or not last or len(last[0]) != 64:
+        raise OperationError(f"reading failed on host: {err or f'status {status}'}")
+    return last[0]
+
+
+class Accelerator(Protocol):
+    """Another carrier for a remote command's bulk bytes (engine.openssh), for streams of min_bytes or more."""
+
+    min_bytes: int
+
+    def writer(self, host: Host, argv: Sequence[str]) -> Writer: ...
+
+    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int) -> Reader: ...
+
+
 class RemoteReader(Reader):
     def __init__(self, channel: paramiko.Channel, offset: int, total: int, transport: paramiko.Transport) -> None:
         self._channel = channel
@@ -347,11 +365,7 @@ class RemoteReader(Reader):
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()
-        err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
-        last = err.strip().splitlines()[-1].split() if err.strip() else []
-        if status != 0 or not last or len(last[0]) != 64:
-            raise OperationError(f"reading failed on host: {err.strip() or f'status {status}'}")
-        self.sha256 = last[0]
+        self.sha256 = sent_sha256(status, b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")))
 
     def close(self) -> None:
         self._channel.close()
@@ -403,7 +417,7 @@ def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None,
 class RemoteEndpoint(Endpoint):
     hashes_copies = True
 
-    def __init__(self, host: Host, pool: SshPool, accelerator: Callable[..., Writer] | None = None) -> None:
+    def __init__(self, host: Host, pool: SshPool, accelerator: Accelerator | None = None) -> None:
         self.host = host
         self.pool = pool
         self.accelerator = accelerator
@@ -457,16 +471,18 @@ class RemoteEndpoint(Endpoint):
         kind, size = self.kind(path)
         if kind != "f":
             raise OperationError(f"host {self.host.name}: {path} is not a file")
+        argv = ["sh", "-c", _SEND, "sh", path, str(offset)]
+        if self.accelerator is not None and size - offset >= self.accelerator.min_bytes:
+            return self.accelerator.reader(self.host, argv, offset, size)
         transport = self.pool.transport(self.host)
-        channel = open_channel(transport, ["sh", "-c", _SEND, "sh", path, str(offset)])
+        channel = open_channel(transport, argv)
         channel.shutdown_write()
         return RemoteReader(channel, offset, size, transport)
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
-        # Starting ssh costs a connection and a login; small files are quicker on the pooled paramiko channel.
-        if self.accelerator is not None and (total is None or total - offset >= ACCELERATE_FROM):
-            return self.accelerator(self.host, argv)
+        if self.accelerator is not None and (total is None or total - offset >= self.accelerator.min_bytes):
+            return self.accelerator.writer(self.host, argv)
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
 

@@ -17,6 +17,7 @@ from engine.executor import Executor, ScriptResult
 from engine.hosts import Host, Hosts
 from engine.job import RetryPolicy
 from engine.journal import Journal
+from engine.openssh import OpenSsh
 from engine.script import parse_script
 from engine.store import Store
 
@@ -226,7 +227,7 @@ def test_http_404_fails_without_retrying(world, runner, http_server):
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
 def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     """Kill the host's sshd session children after the first MiB: the copy reconnects, resumes, and verifies."""
-    runner = Runner(world["home"], accelerator=accelerated)
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
     fe, base = world["fe"], image(world["images"], size=6 << 20)
     host = world["hosts"]["host01"]
     killed = []
@@ -501,7 +502,7 @@ def test_sparse_files_stay_sparse(world, host, accelerated):
         out.seek(3 << 20)
         out.write(os.urandom(1 << 20))
     d = host_dir(world, host)
-    r = Runner(world["home"], accelerator=accelerated)
+    r = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
     try:
         assert r.run(f"CLONE {world['fe']}:{base} {host}:{d}/7/images/disk.0\n").ok
     finally:
@@ -575,3 +576,25 @@ def test_a_shared_host_named_local_works_on_this_machine(world, runner):
     assert sha(vms / "5/images/disk.0") == sha(base) and has_magic(vms / "5/images/disk.1", SWAP_MAGIC)
     assert runner.run(f"MV local:{vms}/5/images host01:{host_dir(world, 'host01')}/5/images\n", vm=5).ok
     assert sha(host_dir(world, "host01") / "5/images/disk.0") == sha(base) and not (vms / "5/images").exists()
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+def test_host_to_host_copy_survives_a_drop_on_the_reading_side(world, accelerated):
+    h1, h2 = world["hosts"]["host01"], world["hosts"]["host02"]
+    src = h1.vm_dir / "src.img"
+    src.write_bytes(os.urandom(6 << 20))
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    killed = []
+
+    def drop(event) -> None:
+        if event.kind == "action_progress" and event.bytes_done > 0 and not killed:
+            killed.append(h1.drop_connections())
+
+    runner.bus.subscribe(drop)
+    try:
+        result = runner.run(f"CLONE host01:{src} host02:{h2.vm_dir}/7/images/disk.0\n")
+    finally:
+        runner.close()
+    assert killed and killed[0] >= 1
+    assert result.ok, result
+    assert sha(h2.vm_dir / "7/images/disk.0") == sha(src) and runner.of("action_retry")
