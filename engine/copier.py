@@ -11,6 +11,7 @@ copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -68,8 +69,10 @@ def copy_stream(
                 writer.write(chunk)
                 done += len(chunk)
                 progress(done, reader.total)
+            carriers = f"{reader.carrier} to {writer.carrier}"
             size, writer = writer.finish(), None
-            return _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
+            copied = _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
+            return dataclasses.replace(copied, method=f"stream, {carriers}")
         except ConnectionLost as exc:
             _close(reader, writer)
             if attempt >= job.retry.attempts:

@@ -73,6 +73,7 @@ class Reader:
     offset = 0
     total: int | None = None
     sha256: str | None = None
+    carrier = "local"  # what carries the bytes: local, paramiko, openssh or http
 
     def chunks(self) -> Iterator[bytes]:
         raise NotImplementedError
@@ -82,6 +83,8 @@ class Reader:
 
 
 class Writer:
+    carrier = "local"
+
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -347,6 +350,8 @@ class Accelerator(Protocol):
 
 
 class RemoteReader(Reader):
+    carrier = "paramiko"
+
     def __init__(self, channel: paramiko.Channel, offset: int, total: int, transport: paramiko.Transport) -> None:
         self._channel = channel
         self._transport = transport
@@ -373,6 +378,8 @@ class RemoteReader(Reader):
 
 class ChannelWriter(Writer):
     """Streams into a remote `_RECEIVE` over a paramiko channel."""
+
+    carrier = "paramiko"
 
     def __init__(self, channel: paramiko.Channel, transport: paramiko.Transport) -> None:
         self._channel = channel

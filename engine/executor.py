@@ -250,7 +250,9 @@ class ScriptRun:
             self.log.write(f"{name} (line {line.number}) {outcome}: {error}", error=True)
         self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.sha256, error)
         self._publish(
-            ActionFinished(self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error)
+            ActionFinished(
+                self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error, result.detail
+            )
         )
         return outcome, error
 

@@ -21,6 +21,8 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 class HttpReader(Reader):
+    carrier = "http"
+
     def __init__(self, url: str, offset: int) -> None:
         self.url = url
         request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})

@@ -103,6 +103,8 @@ def _start(host: Host, remote_argv: Sequence[str], writing: bool) -> subprocess.
 class OpenSshReader(Reader):
     """Streams a remote `_SEND` through an `ssh` process's stdout."""
 
+    carrier = "openssh"
+
     def __init__(self, host: Host, remote_argv: Sequence[str], offset: int, total: int) -> None:
         self.host = host
         self.offset = offset
@@ -125,6 +127,8 @@ class OpenSshReader(Reader):
 
 class OpenSshWriter(Writer):
     """Streams into a remote command through an `ssh` process's stdin."""
+
+    carrier = "openssh"
 
     def __init__(self, host: Host, remote_argv: Sequence[str]) -> None:
         self.host = host

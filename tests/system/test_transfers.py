@@ -245,6 +245,7 @@ def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     assert runner.of("action_retry")
     log = vm_log(world)
     assert "resumed at byte" in log and "sha256 " + sha(base) in log
+    assert f"(stream, local to {'openssh' if accelerated else 'paramiko'}" in log  # which path ran
     assert leftovers(host.vm_dir) == []
     runner.close()
 
@@ -598,3 +599,5 @@ def test_host_to_host_copy_survives_a_drop_on_the_reading_side(world, accelerate
     assert killed and killed[0] >= 1
     assert result.ok, result
     assert sha(h2.vm_dir / "7/images/disk.0") == sha(src) and runner.of("action_retry")
+    carrier = "openssh" if accelerated else "paramiko"
+    assert f"(stream, {carrier} to {carrier}, resumed at byte" in vm_log(world)
