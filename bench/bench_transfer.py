@@ -1,8 +1,9 @@
 """CLONE of a 1 GiB file: the ssh driver against `scp`, the shared driver against `cp`, side by side.
 
 Starts its own sshd on loopback (like the tests), makes a random file, and times each method `--rounds` times
-in alternation, reporting the best time of each. Goals: ssh driver <= 1.0x scp, shared driver <= 1.1x cp.
-The ssh driver is measured on both of its paths: the OpenSSH accelerator and the paramiko raw channel.
+in alternation (after a sync, so no method pays for another's write-back), reporting the best time of each.
+Goals: ssh driver <= 1.0x scp, shared driver <= 1.1x cp. The ssh driver is measured on both of its paths, the
+OpenSSH accelerator and the paramiko raw channel; the last column is the path the engine reports it took.
 
     .venv/bin/python bench/bench_transfer.py [--size-mib 1024] [--rounds 3]
 """
@@ -51,7 +52,6 @@ class LastDetail:
 
 def clone(runner: tuple[Executor, LastDetail], source: Path, host: str, dest: Path, method: str) -> None:
     executor, detail = runner
-    dest.unlink(missing_ok=True)
     fe = executor.home.config.frontend_name
     result = executor.submit(parse_script(f"CLONE {fe}:{source} {host}:{dest}\n", "bench")).wait()
     if result is None or not result.ok:
@@ -125,8 +125,9 @@ def main() -> None:
             best: dict[str, float] = {}
             for _ in range(args.rounds):
                 for name, method in methods.items():
-                    for stale in (scp_target, cp_target):
+                    for stale in (scp_target, cp_target, target, shared_target):
                         stale.unlink(missing_ok=True)
+                    os.sync()  # earlier copies' dirty pages must not be written back during this one
                     best[name] = min(best.get(name, float("inf")), timed(method))
             accelerated[0].close()
             plain[0].close()
