@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -601,3 +603,57 @@ def test_host_to_host_copy_survives_a_drop_on_the_reading_side(world, accelerate
     assert sha(h2.vm_dir / "7/images/disk.0") == sha(src) and runner.of("action_retry")
     carrier = "openssh" if accelerated else "paramiko"
     assert f"(stream, {carrier} to {carrier}, resumed at byte" in vm_log(world)
+
+
+def test_ssh_config_names_the_host(world, tmp_path, monkeypatch):
+    """A host record with only a name: address, port, user and key come from ~/.ssh/config, on both paths."""
+    user = tmp_path / "user"
+    shutil.copytree(world["user_home"], user)
+    h2 = world["hosts"]["host02"]
+    (user / ".ssh/id_ed25519").rename(user / ".ssh/cluster_key")
+    (user / ".ssh/config").write_text(
+        f"Host cfg02\n  HostName 127.0.0.1\n  Port {h2.port}\n  User {getpass.getuser()}\n"
+        f"  IdentityFile ~/.ssh/cluster_key\n"
+    )
+    monkeypatch.setenv("HOME", str(user))
+    Hosts(world["home"]).create(Host("cfg02", "ssh", str(h2.vm_dir)))
+    base = image(world["images"], size=2 << 20)
+    for accelerator in (False, OpenSsh(min_bytes=0)):
+        r = Runner(world["home"], accelerator=accelerator)
+        try:
+            assert r.run(f"CLONE {world['fe']}:{base} cfg02:{h2.vm_dir}/7/images/disk.0\n").ok
+        finally:
+            r.close()
+        assert sha(h2.vm_dir / "7/images/disk.0") == sha(base)
+
+
+def test_keys_from_ssh_agent(world, tmp_path, monkeypatch):
+    """The key lives only in an ssh-agent: paramiko and the OpenSSH accelerator both use it."""
+    user = tmp_path / "user"
+    shutil.copytree(world["user_home"], user)
+    key = tmp_path / "agent_key"
+    (user / ".ssh/id_ed25519").rename(key)
+    (user / ".ssh/id_ed25519.pub").unlink()
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if socket_path.exists():
+                break
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, stderr=subprocess.DEVNULL)
+        monkeypatch.setenv("HOME", str(user))
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        h1 = world["hosts"]["host01"]
+        base = image(world["images"], size=2 << 20)
+        for accelerator in (False, OpenSsh(min_bytes=0)):
+            r = Runner(world["home"], accelerator=accelerator)
+            try:
+                assert r.run(f"CLONE {world['fe']}:{base} host01:{h1.vm_dir}/7/images/disk.0\n").ok
+            finally:
+                r.close()
+            assert sha(h1.vm_dir / "7/images/disk.0") == sha(base)
+    finally:
+        agent.terminate()
+        agent.wait(5)
