@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from paramiko import SSHException
+
 from engine.errors import OperationError
 from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
+# What paramiko raises when a channel's connection is gone (its window updates fail with EOFError too).
+CHANNEL_ERRORS = (OSError, EOFError, SSHException)
 _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
@@ -330,6 +334,15 @@ class LocalEndpoint(Endpoint):
         return st.f_bavail * st.f_frsize
 
 
+def drain_stderr(channel: paramiko.Channel) -> bytes:
+    """What is left of a channel's stderr (as much as arrived, if the connection is gone)."""
+    parts = []
+    with contextlib.suppress(*CHANNEL_ERRORS):
+        while data := channel.recv_stderr(65536):
+            parts.append(data)
+    return b"".join(parts)
+
+
 def sent_sha256(status: int, stderr: bytes) -> str:
     """The sha256 a `_SEND` printed last on stderr, or OperationError with what the host said."""
     err = stderr.decode(errors="replace").strip()
@@ -362,7 +375,7 @@ class RemoteReader(Reader):
         while True:
             try:
                 data = self._channel.recv(CHUNK)
-            except OSError as exc:
+            except CHANNEL_ERRORS as exc:
                 raise ConnectionLost(f"the connection dropped while reading: {exc}") from None
             if not data:
                 break
@@ -370,7 +383,7 @@ class RemoteReader(Reader):
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()
-        self.sha256 = sent_sha256(status, b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")))
+        self.sha256 = sent_sha256(status, drain_stderr(self._channel))
 
     def close(self) -> None:
         self._channel.close()
@@ -387,14 +400,14 @@ class ChannelWriter(Writer):
 
     def _failure(self, what: str) -> OperationError:
         if self._transport.is_active() and self._channel.exit_status_ready():
-            err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
+            err = drain_stderr(self._channel).decode(errors="replace")
             return OperationError(f"writing on the host failed: {err.strip() or what}")
         return ConnectionLost(f"the connection dropped while writing: {what}")
 
     def write(self, data: bytes) -> None:
         try:
             self._channel.sendall(data)
-        except (OSError, EOFError) as exc:
+        except CHANNEL_ERRORS as exc:
             raise self._failure(str(exc) or type(exc).__name__) from None
 
     def finish(self) -> int:
@@ -402,7 +415,7 @@ class ChannelWriter(Writer):
             self._channel.shutdown_write()
             out = b"".join(iter(lambda: self._channel.recv(65536), b"")).decode()
             status = self._channel.recv_exit_status()
-        except (OSError, EOFError) as exc:
+        except CHANNEL_ERRORS as exc:
             raise self._failure(str(exc)) from None
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while finishing a write")
@@ -416,7 +429,7 @@ def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None,
     """The size `_RECEIVE` printed, or OperationError with what the host said."""
     if status != 0 or not out.strip().isdigit():
         if channel is not None:
-            err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
+            err = drain_stderr(channel).decode(errors="replace")
         raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
     return int(out)
 
