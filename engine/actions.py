@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from engine.copier import Copied, copy_stream, kernel_copy
 from engine.drivers import Driver, load_driver, run_program
-from engine.endpoints import Endpoint, LocalEndpoint, Reader, RemoteEndpoint
+from engine.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint
 from engine.errors import InputError, OperationError
 from engine.home import Home
 from engine.hosts import Host, Hosts, inside_vm_dir
@@ -87,7 +87,7 @@ def action_host(action: Action, frontend: str) -> str:
 class Transfers:
     """Checks and runs actions for one home; shares an SSH pool between all of them."""
 
-    def __init__(self, home: Home, pool: SshPool, accelerator: Callable | None = None) -> None:
+    def __init__(self, home: Home, pool: SshPool, accelerator: Accelerator | None = None) -> None:
         self.home = home
         self.hosts = Hosts(home)
         self.pool = pool

@@ -11,6 +11,7 @@ copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -68,8 +69,10 @@ def copy_stream(
                 writer.write(chunk)
                 done += len(chunk)
                 progress(done, reader.total)
+            carriers = f"{reader.carrier} to {writer.carrier}"
             size, writer = writer.finish(), None
-            return _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
+            copied = _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
+            return dataclasses.replace(copied, method=f"stream, {carriers}")
         except ConnectionLost as exc:
             _close(reader, writer)
             if attempt >= job.retry.attempts:
@@ -181,30 +184,39 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
 
 
 class _Verifier:
-    """Hashes each copied range of the source and of the copy, in a thread of its own."""
+    """Hashes each copied range of the source and of the copy, one thread per side (hashlib releases the GIL)."""
 
     def __init__(self, fd_in: int, fd_out: int) -> None:
-        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
-        self._sums = (hashlib.sha256(), hashlib.sha256())
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fd_in, fd_out), daemon=True)
-        self._thread.start()
+        self._sides = [_Hasher(fd_in), _Hasher(fd_out)]
 
     def check(self, offset: int, count: int) -> None:
-        self._queue.put((offset, count))
+        for side in self._sides:
+            side.queue.put((offset, count))
 
-    def _run(self, fd_in: int, fd_out: int) -> None:
-        while (item := self._queue.get()) is not None:
+    def finish(self) -> tuple[str, str]:
+        source, copy = (side.finish() for side in self._sides)
+        return source, copy
+
+
+class _Hasher:
+    def __init__(self, fd: int) -> None:
+        self.queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
+        self._digest = hashlib.sha256()
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fd: int) -> None:
+        while (item := self.queue.get()) is not None:
             if self._error is None:
                 try:
-                    for fd, digest in zip((fd_in, fd_out), self._sums, strict=True):
-                        digest.update(os.pread(fd, item[1], item[0]))
+                    self._digest.update(os.pread(fd, item[1], item[0]))
                 except OSError as exc:
                     self._error = exc
 
-    def finish(self) -> tuple[str, str]:
-        self._queue.put(None)
+    def finish(self) -> str:
+        self.queue.put(None)
         self._thread.join()
         if self._error is not None:
             raise OperationError(f"cannot verify the copy: {self._error}")
-        return self._sums[0].hexdigest(), self._sums[1].hexdigest()
+        return self._digest.hexdigest()

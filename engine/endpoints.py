@@ -18,7 +18,9 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from paramiko import SSHException
 
 from engine.errors import OperationError
 from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
-ACCELERATE_FROM = 32 << 20  # bytes; smaller writes stay on paramiko
+# What paramiko raises when a channel's connection is gone (its window updates fail with EOFError too).
+CHANNEL_ERRORS = (OSError, EOFError, SSHException)
 _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
@@ -74,6 +77,7 @@ class Reader:
     offset = 0
     total: int | None = None
     sha256: str | None = None
+    carrier = "local"  # what carries the bytes: local, paramiko, openssh or http
 
     def chunks(self) -> Iterator[bytes]:
         raise NotImplementedError
@@ -83,6 +87,8 @@ class Reader:
 
 
 class Writer:
+    carrier = "local"
+
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -328,7 +334,37 @@ class LocalEndpoint(Endpoint):
         return st.f_bavail * st.f_frsize
 
 
+def drain_stderr(channel: paramiko.Channel) -> bytes:
+    """What is left of a channel's stderr (as much as arrived, if the connection is gone)."""
+    parts = []
+    with contextlib.suppress(*CHANNEL_ERRORS):
+        while data := channel.recv_stderr(65536):
+            parts.append(data)
+    return b"".join(parts)
+
+
+def sent_sha256(status: int, stderr: bytes) -> str:
+    """The sha256 a `_SEND` printed last on stderr, or OperationError with what the host said."""
+    err = stderr.decode(errors="replace").strip()
+    last = err.splitlines()[-1].split() if err else []
+    if status != 0 or not last or len(last[0]) != 64:
+        raise OperationError(f"reading failed on host: {err or f'status {status}'}")
+    return last[0]
+
+
+class Accelerator(Protocol):
+    """Another carrier for a remote command's bulk bytes (engine.openssh), for streams of min_bytes or more."""
+
+    min_bytes: int
+
+    def writer(self, host: Host, argv: Sequence[str]) -> Writer: ...
+
+    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int) -> Reader: ...
+
+
 class RemoteReader(Reader):
+    carrier = "paramiko"
+
     def __init__(self, channel: paramiko.Channel, offset: int, total: int, transport: paramiko.Transport) -> None:
         self._channel = channel
         self._transport = transport
@@ -339,7 +375,7 @@ class RemoteReader(Reader):
         while True:
             try:
                 data = self._channel.recv(CHUNK)
-            except OSError as exc:
+            except CHANNEL_ERRORS as exc:
                 raise ConnectionLost(f"the connection dropped while reading: {exc}") from None
             if not data:
                 break
@@ -347,11 +383,7 @@ class RemoteReader(Reader):
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()
-        err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
-        last = err.strip().splitlines()[-1].split() if err.strip() else []
-        if status != 0 or not last or len(last[0]) != 64:
-            raise OperationError(f"reading failed on host: {err.strip() or f'status {status}'}")
-        self.sha256 = last[0]
+        self.sha256 = sent_sha256(status, drain_stderr(self._channel))
 
     def close(self) -> None:
         self._channel.close()
@@ -360,20 +392,22 @@ class RemoteReader(Reader):
 class ChannelWriter(Writer):
     """Streams into a remote `_RECEIVE` over a paramiko channel."""
 
+    carrier = "paramiko"
+
     def __init__(self, channel: paramiko.Channel, transport: paramiko.Transport) -> None:
         self._channel = channel
         self._transport = transport
 
     def _failure(self, what: str) -> OperationError:
         if self._transport.is_active() and self._channel.exit_status_ready():
-            err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
+            err = drain_stderr(self._channel).decode(errors="replace")
             return OperationError(f"writing on the host failed: {err.strip() or what}")
         return ConnectionLost(f"the connection dropped while writing: {what}")
 
     def write(self, data: bytes) -> None:
         try:
             self._channel.sendall(data)
-        except (OSError, EOFError) as exc:
+        except CHANNEL_ERRORS as exc:
             raise self._failure(str(exc) or type(exc).__name__) from None
 
     def finish(self) -> int:
@@ -381,7 +415,7 @@ class ChannelWriter(Writer):
             self._channel.shutdown_write()
             out = b"".join(iter(lambda: self._channel.recv(65536), b"")).decode()
             status = self._channel.recv_exit_status()
-        except (OSError, EOFError) as exc:
+        except CHANNEL_ERRORS as exc:
             raise self._failure(str(exc)) from None
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while finishing a write")
@@ -395,7 +429,7 @@ def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None,
     """The size `_RECEIVE` printed, or OperationError with what the host said."""
     if status != 0 or not out.strip().isdigit():
         if channel is not None:
-            err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
+            err = drain_stderr(channel).decode(errors="replace")
         raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
     return int(out)
 
@@ -403,7 +437,7 @@ def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None,
 class RemoteEndpoint(Endpoint):
     hashes_copies = True
 
-    def __init__(self, host: Host, pool: SshPool, accelerator: Callable[..., Writer] | None = None) -> None:
+    def __init__(self, host: Host, pool: SshPool, accelerator: Accelerator | None = None) -> None:
         self.host = host
         self.pool = pool
         self.accelerator = accelerator
@@ -457,16 +491,18 @@ class RemoteEndpoint(Endpoint):
         kind, size = self.kind(path)
         if kind != "f":
             raise OperationError(f"host {self.host.name}: {path} is not a file")
+        argv = ["sh", "-c", _SEND, "sh", path, str(offset)]
+        if self.accelerator is not None and size - offset >= self.accelerator.min_bytes:
+            return self.accelerator.reader(self.host, argv, offset, size)
         transport = self.pool.transport(self.host)
-        channel = open_channel(transport, ["sh", "-c", _SEND, "sh", path, str(offset)])
+        channel = open_channel(transport, argv)
         channel.shutdown_write()
         return RemoteReader(channel, offset, size, transport)
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
-        # Starting ssh costs a connection and a login; small files are quicker on the pooled paramiko channel.
-        if self.accelerator is not None and (total is None or total - offset >= ACCELERATE_FROM):
-            return self.accelerator(self.host, argv)
+        if self.accelerator is not None and (total is None or total - offset >= self.accelerator.min_bytes):
+            return self.accelerator.writer(self.host, argv)
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
 

@@ -28,7 +28,7 @@ from engine.events import EventBus
 from engine.home import Home
 from engine.job import Job, RetryPolicy
 from engine.journal import Journal
-from engine.openssh import OpenSshWriter, accelerator_enabled
+from engine.openssh import OpenSsh, configured_accelerator
 from engine.script import Location, Script, ScriptLine, format_action
 from engine.ssh import Cancelled, SshPool
 from engine.store import Store
@@ -250,7 +250,9 @@ class ScriptRun:
             self.log.write(f"{name} (line {line.number}) {outcome}: {error}", error=True)
         self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.sha256, error)
         self._publish(
-            ActionFinished(self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error)
+            ActionFinished(
+                self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error, result.detail
+            )
         )
         return outcome, error
 
@@ -265,16 +267,19 @@ class Executor:
         *,
         max_scripts: int = MAX_SCRIPTS,
         retry: RetryPolicy | None = None,
-        accelerator: bool | None = None,
+        accelerator: OpenSsh | bool | None = None,
     ) -> None:
         self.home = home
         self.bus = bus or EventBus()
         self.retry = retry or RetryPolicy()
         self.pool = SshPool()
+        # None: as headnode.conf says; False: paramiko only; True or an OpenSsh: the OpenSSH accelerator.
         if accelerator is None:
-            accelerator = accelerator_enabled(home)
-        self.accelerated = accelerator
-        self.transfers = Transfers(home, self.pool, OpenSshWriter if accelerator else None)
+            accelerator = configured_accelerator(home)
+        elif accelerator is True:
+            accelerator = configured_accelerator(home) or OpenSsh()
+        self.accelerator = accelerator or None
+        self.transfers = Transfers(home, self.pool, self.accelerator)
         self.journal = Journal(Store(home.db_path))
         self._scripts = threading.BoundedSemaphore(max_scripts)
         self._slots_lock = threading.Lock()
