@@ -45,7 +45,8 @@ from engine.transfer_events import (
 from engine.transfer_log import TransferLog
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events of one action
-MAX_SCRIPTS = 15  # OpenNebula 1.4 ran 15 transfer files at once
+MAX_SCRIPTS = 15
+KEEP_FINISHED_RUNS = 200  # finished runs a console may still retry  # OpenNebula 1.4 ran 15 transfer files at once
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,7 @@ class Executor:
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._threads: list[threading.Thread] = []
         self._runs_lock = threading.Lock()
-        self._runs: list[ScriptRun] = []
+        self._runs: dict[str, ScriptRun] = {}  # by id, so a console can cancel or retry a run it did not submit
 
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
@@ -314,7 +315,10 @@ class Executor:
             self.journal.finish(previous.run, "resumed")
         run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
         with self._runs_lock:
-            self._runs.append(run)
+            self._runs[run.id] = run
+            finished = [key for key, old in self._runs.items() if old.done]
+            for key in finished[: max(0, len(finished) - KEEP_FINISHED_RUNS)]:
+                del self._runs[key]
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -328,6 +332,11 @@ class Executor:
                 run._result = ScriptResult(run.id, run.vm, "failed", None, f"internal error: {exc!r}")
                 run._done.set()
                 raise
+
+    def find(self, run_id: str) -> ScriptRun | None:
+        """A run submitted to this executor, by id (the `run` of its events); the last finished ones are kept."""
+        with self._runs_lock:
+            return self._runs.get(run_id)
 
     def host_slots(self, hosts: list[str], cancel: threading.Event) -> ExitStack:
         """Hold one transfer slot on each host (taken in name order, so two actions never deadlock). Waiting for
@@ -352,8 +361,7 @@ class Executor:
     def active(self) -> list[ScriptRun]:
         """The runs not finished yet, oldest first."""
         with self._runs_lock:
-            self._runs = [run for run in self._runs if not run.done]
-            return list(self._runs)
+            return [run for run in self._runs.values() if not run.done]
 
     def close(self) -> None:
         for thread in self._threads:

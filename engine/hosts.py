@@ -97,16 +97,34 @@ class Hosts:
         return self.home.config.frontend_name
 
     def create(self, host: Host) -> Host:
+        host = self._checked(host)
+        with self.store.write() as db:
+            table = db.table(TABLE)
+            if table.contains(lambda d: d["name"] == host.name):
+                raise InputError(Problem(f"host {host.name!r} already exists"))
+            table.insert(host.record())
+        return host
+
+    def _checked(self, host: Host) -> Host:
+        """The record as it will be stored (VM directory normalized); InputError listing every problem."""
         from engine.drivers import driver_names
 
         host = replace(host, vm_dir=normalize_dir(host.vm_dir) if host.vm_dir.startswith("/") else host.vm_dir)
         problems = validate_host(host, driver_names(self.home))
         if problems:
             raise InputError(problems)
+        return host
+
+    def update(self, name: str, host: Host) -> Host:
+        """Replace host `name`'s record with `host` (which may rename it), checked as `create` checks."""
+        host = self._checked(host)
         with self.store.write() as db:
             table = db.table(TABLE)
-            if table.contains(lambda d: d["name"] == host.name):
+            if not table.contains(lambda d: d["name"] == name):
+                raise InputError(Problem(f"no host named {name!r} (see 'headnode host list')"))
+            if host.name != name and table.contains(lambda d: d["name"] == host.name):
                 raise InputError(Problem(f"host {host.name!r} already exists"))
+            table.remove(lambda d: d["name"] == name)
             table.insert(host.record())
         return host
 

@@ -148,6 +148,20 @@ class Vm:
         )
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What an operation would do: its script, and the size of each copy's source by line (None: unknown)."""
+
+    vm_id: int
+    op: str
+    script: Script
+    source_bytes: dict[int, int | None]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size or 0 for size in self.source_bytes.values())
+
+
 def template_json(template: Template) -> dict[str, Any]:
     """A template as JSON: vectors are objects, and a repeated attribute (DISK, NIC) is always a list."""
     grouped: dict[str, list[Any]] = {}
@@ -365,6 +379,22 @@ class Vms:
         except (HeadnodeError, OSError) as exc:  # recorded as the operation's failure: the VM is never left busy
             outcome = ScriptResult("", vm_id, "failed", None, str(exc))
         return self._finish(claimed, op, transition, target, outcome, force)
+
+    def preview(self, vm_id: int, op: str, host: str | None = None) -> Preview:
+        """A dry run of `op`: the image script it would run now and the bytes each copy would move. Nothing is
+        written or claimed; the same checks as the operation refuse what it would refuse."""
+        vm = self.get(vm_id)
+        self._check_allowed(vm, op, TRANSITIONS[op], recovering=False)
+        script, _ = self._script(vm, op, self._target_host(vm, op, host))
+        sizes: dict[int, int | None] = {}
+        for line in script.lines:
+            source = getattr(line.action, "source", None)
+            if isinstance(source, Location):
+                try:
+                    sizes[line.number] = self.executor.transfers.endpoint(source.host).kind(source.path)[1]
+                except (HeadnodeError, OSError):
+                    sizes[line.number] = None  # unreachable now: the run itself will say why
+        return Preview(vm_id, op, script, sizes)
 
     def _check_allowed(self, vm: Vm, op: str, transition: Transition, recovering: bool) -> None:
         last = vm.last_operation

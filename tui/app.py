@@ -1,23 +1,269 @@
-"""The Textual application."""
+"""The Textual application: screens as modes (keys 1-6), the engine's events bridged in, the home watched."""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+import asyncio
+import os
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar, Generic, TypeVar
 
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.signal import Signal
+
+from engine.core import Engine
+from engine.errors import HeadnodeError, InputError
+from engine.events import EventBus, LogEvent
 from engine.home import Home
+from screens.dashboard import DashboardScreen
+from screens.hosts import HostsScreen
+from screens.log import LogScreen
+from screens.networks import NetworksScreen
+from screens.transfers import TransfersScreen
+from screens.vms import VmsScreen
+from tui.bridge import EventBridge
+from tui.commands import HeadnodeCommands
+from tui.messages import EngineEvent
+from tui.screen import HeadnodeScreen
+from tui.transfers import TransferBoard
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.help import HelpScreen
+from tui.widgets.nav import SCREENS
+
+T = TypeVar("T")
+LOG_KEPT = 5000  # engine log lines the console keeps in memory
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What an engine call gave: `ok` and its value, or not ok (the error is already reported)."""
+
+    ok: bool
+    value: T | None = None
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return "; ".join(str(problem) for problem in exc.problems)
+    if isinstance(exc, HeadnodeError):
+        return str(exc)
+    return f"internal error: {exc!r}"
 
 
 class HeadnodeApp(App[int]):
     TITLE = "headnode"
-    BINDINGS = [("ctrl+q", "quit", "Quit")]
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS = App.COMMANDS | {HeadnodeCommands}
+    MODES: ClassVar[dict[str, Any]] = {
+        "dashboard": DashboardScreen,
+        "vms": VmsScreen,
+        "transfers": TransfersScreen,
+        "networks": NetworksScreen,
+        "hosts": HostsScreen,
+        "log": LogScreen,
+    }
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("question_mark", "help", "Keys"),
+        *(
+            Binding(str(number), f"switch_mode('{mode}')", title, show=False)
+            for number, (mode, title) in enumerate(SCREENS, 1)
+        ),
+    ]
+    HOME_POLL_SECONDS = 1.0  # a second headnode's changes show within 2 s
 
     def __init__(self, home: Home, read_only: bool = False) -> None:
         super().__init__()
         self.home = home
         self.read_only = read_only
+        self.bus = EventBus()
+        self.engine = Engine(home, self.bus)  # a fresh home gets the embedded default: host local, network default
+        self.networks = self.engine.networks
+        self.hosts = self.engine.hosts
+        self.vms = self.engine.vms
+        self.executor = self.engine.executor
+        self.log_events: deque[LogEvent] = deque(maxlen=LOG_KEPT)
+        self.transfers = TransferBoard()
+        self.host_reports: dict[str, Any] = {}  # host name -> its last test this session (HostReport or a word)
+        self.engine_signal: Signal[Any] = Signal(self, "engine")
+        self._bridge = EventBridge(self.bus, self)
+        # Engine calls that wait (a VM operation waits for its script) get their own threads: asyncio's default
+        # pool has only cpu+4 and would queue the 7th deploy behind the others.
+        self._calls = ThreadPoolExecutor(max_workers=64, thread_name_prefix="console-call")
+        self._home_identity: tuple[Any, ...] | None = None
+        self._watch_error = ""
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(f"headnode — home {self.home.root}", id="placeholder")
-        yield Footer()
+    # Lifecycle.
+
+    def on_mount(self) -> None:
+        self._bridge.start()
+        self.switch_mode("dashboard")
+        self._poll_home()
+        self.set_interval(self.HOME_POLL_SECONDS, self._poll_home)
+
+    def on_unmount(self) -> None:
+        self._bridge.stop()
+        for run in self.executor.active():  # ctrl+q confirmed, or the terminal went away
+            run.cancel()
+        self.engine.close()
+        self._calls.shutdown(wait=True)
+
+    def action_quit(self) -> None:
+        """Quit; running image scripts are cancelled first, after saying so (their VMs can be recovered)."""
+        running = self.executor.active()
+        if not running:
+            self.exit(0)
+            return
+        details = [
+            f"{len(running)} image script(s) are running:",
+            *(f"  {run.script.source}" + (f" (VM {run.vm})" if run.vm is not None else "") for run in running),
+            "Quitting cancels them: each stops at its next check and its VM is left failed,",
+            "to finish later with `headnode vm recover ID --retry` (or R on the VMs screen).",
+        ]
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                for run in running:
+                    run.cancel()
+                self.exit(0)
+
+        self.push_screen(ConfirmScreen("Quit and cancel running transfers?", details, "Quit"), answer)
+
+    # Navigation.
+
+    def action_cycle_screen(self, step: int) -> None:
+        modes = [mode for mode, _ in SCREENS]
+        current = self.current_mode if self.current_mode in modes else modes[0]
+        self.switch_mode(modes[(modes.index(current) + step) % len(modes)])
+
+    def action_help(self) -> None:
+        screen = self.screen
+        title = getattr(screen, "TITLE", "") or type(screen).__name__
+        self.push_screen(HelpScreen(screen, title))
+
+    # The command palette's view of every screen's actions.
+
+    @staticmethod
+    def described_bindings(screen_type: type[Screen[Any]]) -> Iterator[Binding]:
+        """The screen's own bindings that do something worth naming (not navigation)."""
+        for binding in screen_type.BINDINGS:
+            if isinstance(binding, Binding) and binding.action not in {"filter", "back"} and binding.description:
+                yield binding
+
+    def screen_actions(self) -> Iterator[tuple[str, str, Binding]]:
+        for mode, title in SCREENS:
+            for binding in self.described_bindings(self.MODES[mode]):
+                yield mode, title, binding
+
+    async def run_screen_action(self, mode: str | None, action: str) -> None:
+        """Run a screen's action from the palette: on that screen (shown first), or on the current one."""
+        if mode is not None:
+            await self.switch_mode(mode)
+        screen = self.screen
+        if isinstance(screen, HeadnodeScreen) and self.read_only and action in screen.CHANGING:
+            self.refuse_read_only(action.replace("_", " "))
+            return
+        await self.run_action(action, screen)
+
+    def refuse_read_only(self, what: str) -> None:
+        self.notify(f"{what}: not allowed, the console is read-only (--read-only)", severity="warning")
+
+    # Engine calls: errors become a notification and a Log entry, never a traceback or a dead screen.
+
+    def attempt(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Outcome[T]:
+        """Call the engine now, on this thread (for quick calls)."""
+        try:
+            return Outcome(True, fn(*args, **kwargs))
+        except Exception as exc:
+            self.report_failure(what, exc)
+            return Outcome(False)
+
+    def run_engine(
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        then: Callable[[T], object] | None = None,
+        otherwise: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Call the engine on a worker thread (for slow calls: SSH, scripts, big tables); `then(result)` or, after
+        a reported failure, `otherwise()` runs on the UI thread."""
+
+        async def call() -> None:
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(self._calls, partial(fn, *args, **kwargs))
+            except Exception as exc:
+                self.report_failure(what, exc)
+                if otherwise is not None:
+                    otherwise()
+                return
+            if then is not None:
+                self.attempt(what, then, result)
+
+        self.run_worker(call(), group="engine", exit_on_error=False, description=what)
+
+    def report_failure(self, what: str, exc: BaseException) -> None:
+        if not isinstance(exc, HeadnodeError):
+            self._save_crash(traceback.format_exc())
+        self.bus.publish(LogEvent(f"{what}: {describe_error(exc)}", "error", "console"))
+
+    def _save_crash(self, text: str) -> None:
+        try:
+            with (self.home.logs / "crash.log").open("a", encoding="utf-8") as log:
+                log.write(text)
+        except OSError:
+            pass
+
+    # Engine events arrive here on the UI thread.
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, LogEvent):
+            self.log_events.append(event)
+            if event.level == "error":
+                self.notify(event.message, severity="error", markup=False)
+        elif self.transfers.apply(event):
+            return  # the Transfers screen and the Dashboard redraw from the board on their own timers
+        self.engine_signal.publish(event)
+
+    # Another headnode (console or CLI) on the same home: a cheap stat of the home's top-level files.
+
+    def _stat_home(self) -> tuple[Any, ...]:
+        """Changes whenever any process changes the home's records: the database's and lease files' identities."""
+        try:
+            stat = os.stat(self.home.db_path)
+            database = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            database = None
+        return (database, self.networks.stamp())
+
+    def _poll_home(self) -> None:
+        try:
+            identity = self._stat_home()
+        except Exception as exc:  # reported once, not every second
+            if describe_error(exc) != self._watch_error:
+                self._watch_error = describe_error(exc)
+                self.report_failure("watch the home", exc)
+            return
+        self._watch_error = ""
+        if identity != self._home_identity:
+            self._home_identity = identity
+            self._reload_screen()
+
+    def home_changed(self) -> None:
+        """This console changed the home: the screen on view re-reads the engine now, not at the next poll."""
+        self._home_identity = None
+        self._poll_home()
+
+    def _reload_screen(self) -> None:
+        screen = self.screen
+        if isinstance(screen, HeadnodeScreen) and screen.ready:
+            screen.refresh_view()

@@ -1,0 +1,212 @@
+"""The console's speed: start to the first painted dashboard on a big home, opening a class B network's
+leases, and key-press latency while transfers run.
+
+    .venv/bin/python bench/bench_console.py [--runs N]
+
+Goals (issue 6): first painted dashboard with 65,534 leases and 200 VMs under 1.0 s; a key press answered
+under 100 ms while 20 transfers run. Baselines side by side: the same console on an empty home, the bare
+interpreter, and Textual's DataTable holding the 65,534 leases (what the lease screen would cost without the
+virtual table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.core import Engine  # noqa: E402
+from engine.defaults import TEMPLATES_DIR  # noqa: E402
+from engine.home import Home  # noqa: E402
+from engine.vnet import Networks  # noqa: E402
+
+CLASS_B = 65534
+VMS = 200
+TRANSFERS = 20
+IMAGE_MB = 256  # per transfer: big enough that 20 copies are still running while keys are pressed
+
+# Run in a fresh interpreter: the clock starts before the first import, stops once the dashboard has loaded
+# its data and painted it.
+FIRST_PAINT = """
+import time
+start = time.perf_counter()
+import sys
+from engine.home import Home
+from tui.app import HeadnodeApp
+
+async def pilot(p):
+    await p.app.workers.wait_for_complete()
+    await p.pause()
+    print(time.perf_counter() - start)
+    p.app.exit(0)
+
+HeadnodeApp(Home(sys.argv[1])).run(headless=True, size=(120, 40), auto_pilot=pilot)
+"""
+
+
+def big_home(root: Path) -> Home:
+    home = Home(root).ensure()
+    (home.root / "big.net").write_text(
+        "NAME = big\nTYPE = RANGED\nBRIDGE = br9\nNETWORK_ADDRESS = 10.2.0.0\nNETWORK_SIZE = B\n"
+    )
+    networks = Networks(home)
+    networks.create_from_file(home.root / "big.net")
+    networks.lease_many("big", CLASS_B, vm=1)
+    networks.close()
+    with Engine(home) as engine:  # VMs from the sample, each leasing its NIC in the default network
+        for _ in range(VMS):
+            engine.vms.create(TEMPLATES_DIR / "ttylinux.tmpl")
+    return home
+
+
+def first_paint(home: Home, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", FIRST_PAINT, str(home.root)], capture_output=True, text=True, cwd=ROOT, check=True
+        )
+        samples.append(float(done.stdout.strip().splitlines()[-1]))
+    return statistics.median(samples)
+
+
+def interpreter_start(runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+async def open_leases(home: Home) -> float:
+    """Seconds from `enter` on the network to its 65,534 leases on screen."""
+    from textual.pilot import Pilot
+
+    from screens.networks import LeasesScreen
+    from tui.app import HeadnodeApp
+    from tui.widgets.virtual_table import VirtualTable
+
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert isinstance(pilot, Pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        start = time.perf_counter()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        elapsed = time.perf_counter() - start
+        assert isinstance(app.screen, LeasesScreen) and len(app.screen.query_one(VirtualTable).rows) == CLASS_B
+        return elapsed
+
+
+async def datatable_leases(home: Home) -> float:
+    """Baseline: the same rows in a Textual DataTable, to first paint."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable
+
+    from screens.networks import lease_row
+
+    class Table(App[None]):
+        def compose(self) -> ComposeResult:
+            yield DataTable(cursor_type="row")
+
+    app = Table()
+    async with app.run_test(size=(120, 40)) as pilot:
+        start = time.perf_counter()
+        table = app.query_one(DataTable)
+        table.add_columns("IP", "MAC", "VM", "State", "Note")
+        table.add_rows([lease_row(x) for x in Networks(home).leases("big")])
+        await pilot.pause()
+        return time.perf_counter() - start
+
+
+def copy_home(root: Path) -> Home:
+    """A home with TRANSFERS VMs, each with its own IMAGE_MB disk image to copy (written, not sparse)."""
+    home = Home(root).ensure()
+    chunk = bytes(range(256)) * 4096  # 1 MiB of data that is not a hole
+    with Engine(home) as engine:
+        for n in range(TRANSFERS):
+            image = home.images / f"disk-{n}.img"
+            with open(image, "wb") as out:
+                for _ in range(IMAGE_MB):
+                    out.write(chunk)
+            template = home.root / f"vm-{n}.tmpl"
+            template.write_text(f"NAME = copy-{n}\nDISK = [ SOURCE = disk-{n}.img, TARGET = hda ]\n")
+            engine.vms.create(template)
+    return home
+
+
+async def key_latency(home: Home) -> tuple[list[float], list[float], list[int]]:
+    """Switch screens with number keys, first idle, then with every VM deploying at once through the console:
+    seconds from the key press to the new screen, and how many scripts were running at each busy press."""
+    from screens.dashboard import DashboardScreen
+    from screens.transfers import TransfersScreen
+    from tui.app import HeadnodeApp
+
+    app = HeadnodeApp(home)
+    idle: list[float] = []
+    busy: list[float] = []
+    running: list[int] = []
+
+    async def switch(samples: list[float]) -> None:
+        for key, screen in (("3", TransfersScreen), ("1", DashboardScreen)):
+            start = time.perf_counter()
+            await pilot.press(key)
+            samples.append(time.perf_counter() - start)
+            assert isinstance(app.screen, screen)
+            await pilot.pause(0.1)
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(10):
+            await switch(idle)
+        for vm in app.vms.list():
+            app.run_engine("deploy", app.vms.deploy, vm.id, "local")
+        while len(app.transfers.running()) < TRANSFERS:
+            await pilot.pause(0.05)
+        while len(app.transfers.running()) >= TRANSFERS // 2:
+            running.append(len(app.transfers.running()))
+            await switch(busy)
+        await app.workers.wait_for_complete()
+    return idle, busy, running
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    runs = parser.parse_args().runs
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Home(Path(tmp) / "empty").ensure()
+        big = big_home(Path(tmp) / "big")
+        rows = [
+            ("python -c pass (baseline)", interpreter_start(runs), ""),
+            ("first dashboard, empty home (baseline)", first_paint(empty, runs), ""),
+            (f"first dashboard, {CLASS_B} leases, {VMS} VMs", first_paint(big, runs), "< 1.0 s"),
+            (f"open lease list, {CLASS_B} leases", asyncio.run(open_leases(big)), ""),
+            (f"DataTable of {CLASS_B} leases (baseline)", asyncio.run(datatable_leases(big)), ""),
+        ]
+        idle, busy, running = asyncio.run(key_latency(copy_home(Path(tmp) / "keys")))
+        busy.sort()
+        rows += [
+            ("key press, no transfers (baseline), median", statistics.median(idle), ""),
+            (f"key press, {min(running)}-{max(running)} transfers running, median", statistics.median(busy), ""),
+            (f"key press, same, 95th percentile of {len(busy)}", busy[int(len(busy) * 0.95)], "< 0.1 s"),
+            ("key press, same, worst", busy[-1], ""),
+        ]
+    print(f"{'measure':<44} {'seconds':>8}  goal")
+    for name, seconds, goal in rows:
+        print(f"{name:<44} {seconds:>8.3f}  {goal}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+    main()

@@ -1,0 +1,210 @@
+"""Hosts: where VMs run. Add, edit, test (as `headnode host test`), delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from textual.binding import Binding
+from textual.widget import Widget
+from textual.widgets import DataTable
+
+from engine.events import LogEvent
+from tui.screen import HeadnodeScreen
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.form import Field, FormScreen
+from tui.widgets.keyed_table import KeyedTable
+
+HOST_FIELDS = (
+    ("name", "Name"),
+    ("driver", "Driver (shared, ssh, dummy or a configured one)"),
+    ("vm_dir", "VM directory (absolute path on the host)"),
+    ("address", "Address (blank: the name)"),
+    ("port", "SSH port (blank: from ~/.ssh/config or 22)"),
+    ("user", "SSH user (blank: from ~/.ssh/config or you)"),
+    ("identity", "Identity file (blank: ssh-agent and ~/.ssh)"),
+    ("max_transfers", "Concurrent transfers at most"),
+)
+
+
+def host_row(host: Any, tested: Any | None) -> tuple[str, ...]:
+    where = host.address or ""
+    if host.user:
+        where = f"{host.user}@{where or host.name}"
+    if host.port:
+        where = f"{where or host.name}:{host.port}"
+    return (host.name, host.driver, where, host.vm_dir, str(host.max_transfers), tested_text(tested))
+
+
+def tested_text(tested: Any | None) -> str:
+    """A host test's outcome in a few words (the full report goes to the Log)."""
+    if tested is None:
+        return ""
+    if isinstance(tested, str):
+        return tested
+    if not tested.ok:
+        return f"failed: {tested.error}"
+    parts = ["ok"]
+    if tested.free_bytes is not None:
+        parts.append(f"{tested.free_bytes / 1e9:.1f} GB free")
+    if tested.round_trip_ms is not None:
+        parts.append(f"{tested.round_trip_ms:.1f} ms")
+    return ", ".join(parts)
+
+
+def test_hosts(app: Any, names: list[str], then: Callable[[], object]) -> None:
+    """Test each host as `headnode host test` does, on worker threads; the reports land in app.host_reports and
+    in the Log, and `then()` runs after each."""
+    from engine.host_check import check_host
+
+    for name in names:
+        app.host_reports[name] = "testing…"
+
+        def done(report: Any, name: str = name) -> None:
+            app.host_reports[name] = report
+            app.bus.publish(LogEvent("; ".join(report.lines()), "info" if report.ok else "error", "host"))
+            if report.ok:
+                app.notify(f"host {name}: {tested_text(report)}")
+            then()
+
+        def failed(name: str = name) -> None:
+            app.host_reports[name] = "failed (see Log)"
+            then()
+
+        def test(name: str = name) -> Any:
+            return check_host(app.home, app.hosts.resolve(name))
+
+        app.run_engine(f"test host {name}", test, then=done, otherwise=failed)
+
+
+class HostsScreen(HeadnodeScreen):
+    NAV = "hosts"
+    TITLE = "Hosts"
+    CHANGING = frozenset({"add", "edit", "delete"})
+    BINDINGS = [
+        Binding("a", "add", "Add host"),
+        Binding("e", "edit", "Edit host"),
+        Binding("t", "test", "Test host"),
+        Binding("d", "delete", "Delete host"),
+    ]
+
+    def body(self) -> Iterable[Widget]:
+        yield KeyedTable(
+            [
+                ("Host", "name"),
+                ("Driver", "driver"),
+                ("SSH", "ssh"),
+                ("VM directory", "vm_dir"),
+                ("Max", "max"),
+                ("Test", "test"),
+            ],
+            id="hosts-table",
+        )
+
+    def main_widget(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def reload(self) -> None:
+        outcome = self.happ.attempt("list hosts", self.happ.hosts.list)
+        if outcome.ok and outcome.value is not None:
+            self.main_widget().show({h.name: host_row(h, self.happ.host_reports.get(h.name)) for h in outcome.value})
+
+    def apply_filter(self, text: str) -> None:
+        self.main_widget().filter_text = text
+        self.reload()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.run_worker(self.happ.run_screen_action(None, "edit"))
+
+    def _selected(self) -> str | None:
+        name = self.main_widget().selected_key
+        if name is None:
+            self.notify("No host selected", severity="warning")
+        return name
+
+    def _host_form(self, title: str, host: Any | None) -> FormScreen:
+        values = {} if host is None else {k: getattr(host, k) for k, _ in HOST_FIELDS}
+        values.setdefault("max_transfers", 4)
+        return FormScreen(
+            title,
+            [Field(name, label, "" if values.get(name) is None else str(values[name])) for name, label in HOST_FIELDS],
+        )
+
+    def _host_from(self, values: dict[str, str], base: Any | None) -> Any:
+        from engine.hosts import Host
+
+        def optional(name: str) -> str | None:
+            return values[name].strip() or None
+
+        port = optional("port")
+        fields = {
+            "name": values["name"].strip(),
+            "driver": values["driver"].strip(),
+            "vm_dir": values["vm_dir"].strip(),
+            "address": optional("address"),
+            "port": int(port) if port and port.isdigit() else port,
+            "user": optional("user"),
+            "identity": optional("identity"),
+            "max_transfers": int(values["max_transfers"]) if values["max_transfers"].strip().isdigit() else 0,
+        }
+        return Host(**fields) if base is None else replace(base, **fields)
+
+    def action_add(self) -> None:
+        def save(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            if self.happ.attempt("add host", lambda: self.happ.hosts.create(self._host_from(values, None))).ok:
+                self.notify(f"host {values['name'].strip()} added")
+            self.happ.home_changed()
+
+        self.app.push_screen(self._host_form("Add a host", None), save)
+
+    def action_edit(self) -> None:
+        name = self._selected()
+        if name is None:
+            return
+        found = self.happ.attempt("read host", self.happ.hosts.get, name)
+        if not found.ok:
+            return
+        host = found.value
+
+        def save(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            if self.happ.attempt(
+                f"edit host {name}", lambda: self.happ.hosts.update(name, self._host_from(values, host))
+            ).ok:
+                self.notify(f"host {name} saved")
+            self.happ.home_changed()
+
+        self.app.push_screen(self._host_form(f"Edit host {name}", host), save)
+
+    def action_test(self) -> None:
+        name = self._selected()
+        if name is not None:
+            test_hosts(self.happ, [name], then=self.reload)
+            self.reload()
+
+    def action_delete(self) -> None:
+        name = self._selected()
+        if name is None:
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes and self.happ.attempt(f"delete host {name}", self.happ.hosts.delete, name).ok:
+                self.notify(f"host {name} deleted")
+                self.happ.home_changed()
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Delete host {name}?",
+                [
+                    f"Removes the record of host {name} from this home.",
+                    "Files on the host and VMs already placed there are left as they are.",
+                ],
+                "Delete",
+            ),
+            answer,
+        )

@@ -1,0 +1,346 @@
+"""Networks: each network's usage; enter opens its leases (fast at 65,534); create, delete, export, doctor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from tui.screen import HeadnodeScreen
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.form import Field, FormScreen, PickScreen
+from tui.widgets.keyed_table import KeyedTable
+from tui.widgets.usage_bar import usage_text
+from tui.widgets.virtual_table import Column, VirtualTable
+
+EXPORT_FORMATS = ("dnsmasq", "ethers", "hosts", "kea")
+CLIPBOARD = "clipboard"
+
+
+def network_row(network: Any, usage: Any) -> tuple[Any, ...]:
+    return (
+        network.name,
+        network.type,
+        network.bridge,
+        network.range_text,
+        usage_text(usage.used + usage.held, usage.size),
+        str(usage.free),
+    )
+
+
+def lease_row(lease: Any) -> tuple[str, ...]:
+    return (lease.ip, lease.mac, "" if lease.vm is None else str(lease.vm), lease.state, lease.note)
+
+
+def export_leases_to(app: Any, network: str | None) -> None:
+    """Pick a format, then a file (or the clipboard), and write the export there."""
+    what = f"export {network or 'all networks'}"
+
+    def chosen_format(fmt: str | None) -> None:
+        if fmt is None:
+            return
+
+        def chosen_target(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            target = values["target"].strip() or CLIPBOARD
+            outcome = app.attempt(what, app.networks.export, fmt, network)
+            if not outcome.ok:
+                return
+            if target == CLIPBOARD:
+                app.copy_to_clipboard(outcome.value)
+                app.notify(f"{fmt} export of {network or 'all networks'} copied to the clipboard")
+            elif app.attempt(what, write_export, Path(target).expanduser(), outcome.value).ok:
+                app.notify(f"{fmt} export written to {target}")
+
+        app.push_screen(
+            FormScreen(
+                f"Export {network or 'all networks'} as {fmt}",
+                [Field("target", f"File to write (blank or '{CLIPBOARD}': the clipboard)", placeholder=CLIPBOARD)],
+                "Export",
+            ),
+            chosen_target,
+        )
+
+    app.push_screen(PickScreen(f"Export {network or 'all networks'}: format", EXPORT_FORMATS), chosen_format)
+
+
+def write_export(path: Path, text: str) -> None:
+    from engine.atomic import write_atomically
+
+    write_atomically(str(path), text)
+
+
+class NetworksScreen(HeadnodeScreen):
+    NAV = "networks"
+    TITLE = "Networks"
+    CHANGING = frozenset({"create", "delete", "doctor_fix"})
+    BINDINGS = [
+        Binding("n", "create", "New"),
+        Binding("d", "delete", "Delete"),
+        Binding("x", "export", "Export"),
+        Binding("D", "doctor", "Doctor"),
+    ]
+
+    def body(self) -> Iterable[Widget]:
+        yield KeyedTable(
+            [
+                ("Network", "name"),
+                ("Type", "type"),
+                ("Bridge", "bridge"),
+                ("Range", "range"),
+                ("Used", "usage"),
+                ("Free", "free"),
+            ],
+            id="networks-table",
+        )
+
+    def main_widget(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def reload(self) -> None:
+        networks = self.happ.networks
+        outcome = self.happ.attempt("list networks", lambda: [(n, networks.usage(n.name)) for n in networks.list()])
+        if outcome.ok and outcome.value is not None:
+            self.main_widget().show({n.name: network_row(n, usage) for n, usage in outcome.value})
+
+    def apply_filter(self, text: str) -> None:
+        self.main_widget().filter_text = text
+        self.reload()
+
+    def _selected(self) -> str | None:
+        name = self.main_widget().selected_key
+        if name is None:
+            self.notify("No network selected", severity="warning")
+        return name
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.app.push_screen(LeasesScreen(event.row_key.value))
+
+    def action_create(self) -> None:
+        def create(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            path = Path(values["path"].strip()).expanduser()
+            outcome = self.happ.attempt("create network", self.happ.networks.create_from_file, path)
+            if outcome.ok:
+                self.notify(f"network {outcome.value.name} created")
+            self.happ.home_changed()
+
+        self.app.push_screen(
+            FormScreen("New network from a template file", [Field("path", "Template file", placeholder="net.tmpl")]),
+            create,
+        )
+
+    def action_delete(self) -> None:
+        name = self._selected()
+        if name is None:
+            return
+        usage = self.happ.attempt("read network", self.happ.networks.usage, name)
+        if not usage.ok:
+            return
+        in_use = usage.value.used + usage.value.held
+        details = [f"Deletes network {name} and its lease database."]
+        if in_use:
+            details.append(f"{in_use} address(es) in use are freed: their VMs keep the addresses in their templates.")
+
+        def answer(yes: bool | None) -> None:
+            if (
+                yes
+                and self.happ.attempt(f"delete network {name}", self.happ.networks.delete, name, force=bool(in_use)).ok
+            ):
+                self.notify(f"network {name} deleted")
+            self.happ.home_changed()
+
+        self.app.push_screen(ConfirmScreen(f"Delete network {name}?", details, "Delete"), answer)
+
+    def action_export(self) -> None:
+        export_leases_to(self.happ, self.main_widget().selected_key)
+
+    def action_doctor(self) -> None:
+        self.happ.run_engine("doctor", self.happ.networks.doctor, then=self._show_doctor)
+
+    def _show_doctor(self, findings: Sequence[Any]) -> None:
+        def fix(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self.happ.run_screen_action(None, "doctor_fix"))
+
+        self.app.push_screen(DoctorScreen(findings), fix)
+
+    def action_doctor_fix(self) -> None:
+        def fixed(findings: Sequence[Any]) -> None:
+            self.notify(f"doctor fixed {len(findings)} finding(s)")
+            self.happ.home_changed()
+
+        self.happ.run_engine("doctor --fix", self.happ.networks.doctor, fix=True, then=fixed)
+
+
+def finding_text(finding: Any) -> str:
+    return f"{finding.network} {finding.ip}: {finding.kind}: {finding.message}" + (" (fixed)" if finding.fixed else "")
+
+
+class DoctorScreen(ModalScreen[bool]):
+    """What `vnet doctor` found; `f` fixes them (after this list said what will change)."""
+
+    DEFAULT_CSS = """
+    DoctorScreen { align: center middle; }
+    DoctorScreen > Vertical { width: 90%; height: auto; max-height: 90%; border: thick $warning;
+                              background: $surface; padding: 0 1; }
+    DoctorScreen VerticalScroll { height: auto; max-height: 18; }
+    """
+    BINDINGS = [Binding("f", "answer(True)", "Fix these"), Binding("escape", "answer(False)", "Close")]
+
+    def __init__(self, findings: Sequence[Any]) -> None:
+        super().__init__()
+        self.findings = list(findings)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"Doctor: {len(self.findings)} finding(s)", markup=False)
+            with VerticalScroll():
+                yield Static(
+                    "\n".join(finding_text(f) for f in self.findings) or "Every lease is consistent.", markup=False
+                )
+            yield Static("f: fix them as listed    escape: close" if self.findings else "escape: close")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return bool(self.findings) or action != "answer" or parameters != (True,)
+
+    def action_answer(self, fix: bool) -> None:
+        self.dismiss(fix)
+
+
+class LeasesScreen(HeadnodeScreen):
+    """One network's leases. Drawn lazily (VirtualTable), loaded on a worker thread: 65,534 rows stay fast."""
+
+    NAV = "networks"
+    CHANGING = frozenset({"lease", "hold", "release"})
+    BINDINGS = [
+        Binding("l", "lease", "Lease"),
+        Binding("h", "hold", "Hold"),
+        Binding("r", "release", "Release"),
+        Binding("x", "export", "Export"),
+    ]
+
+    def __init__(self, network: str) -> None:
+        super().__init__()
+        self.network = network
+        self.TITLE = f"Leases of {network}"
+        self.leases: list[tuple[str, ...]] = []
+        self.filter_text = ""
+
+    def body(self) -> Iterable[Widget]:
+        yield Static(f"Network {self.network}: loading…", id="leases-title", markup=False)
+        yield VirtualTable(
+            [Column("IP", 15), Column("MAC", 17), Column("VM", 6), Column("State", 5), Column("Note", 30)],
+            id="leases-table",
+        )
+
+    def main_widget(self) -> VirtualTable:
+        return self.query_one(VirtualTable)
+
+    def reload(self) -> None:
+        self.happ.run_engine(f"leases of {self.network}", self._load, then=self._loaded)
+
+    def _load(self) -> tuple[Any, list[tuple[str, ...]]]:
+        networks = self.happ.networks
+        return networks.usage(self.network), [lease_row(lease) for lease in networks.leases(self.network)]
+
+    def _loaded(self, loaded: tuple[Any, list[tuple[str, ...]]]) -> None:
+        usage, self.leases = loaded
+        self.query_one("#leases-title", Static).update(
+            f"Network {self.network}: {usage.used} used, {usage.held} held, {usage.free} free of {usage.size}"
+        )
+        self._show()
+
+    def _show(self) -> None:
+        needle = self.filter_text
+        rows = self.leases if not needle else [r for r in self.leases if any(needle in c.lower() for c in r)]
+        self.main_widget().set_rows(rows)
+
+    def apply_filter(self, text: str) -> None:
+        self.filter_text = text.lower()
+        self._show()
+
+    def _changed(self, what: str) -> None:
+        self.notify(what)
+        self.happ.home_changed()
+
+    def action_lease(self) -> None:
+        def lease(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            vm = values["vm"].strip()
+            outcome = self.happ.attempt(
+                f"lease in {self.network}",
+                self.happ.networks.lease,
+                self.network,
+                vm=int(vm) if vm.isdigit() else (vm or None),
+                ip=values["ip"].strip() or None,
+                note=values["note"],
+            )
+            if outcome.ok:
+                self._changed(f"leased {outcome.value.ip} ({outcome.value.mac})")
+
+        self.app.push_screen(
+            FormScreen(
+                f"Lease an address in {self.network}",
+                [
+                    Field("ip", "IP (blank: the next free one)"),
+                    Field("vm", "VM id (blank: a hold, no VM)"),
+                    Field("note", "Note"),
+                ],
+                "Lease",
+            ),
+            lease,
+        )
+
+    def action_hold(self) -> None:
+        def hold(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            outcome = self.happ.attempt(
+                f"hold in {self.network}",
+                self.happ.networks.hold,
+                self.network,
+                values["ip"].strip(),
+                note=values["note"],
+            )
+            if outcome.ok:
+                self._changed(f"held {outcome.value.ip} ({outcome.value.mac})")
+
+        self.app.push_screen(
+            FormScreen(f"Hold an address in {self.network}", [Field("ip", "IP"), Field("note", "Note")], "Hold"),
+            hold,
+        )
+
+    def action_release(self) -> None:
+        row = self.main_widget().current
+        if row is None:
+            self.notify("No lease selected", severity="warning")
+            return
+        ip, mac, vm, state, _ = row
+        details = [f"Frees {ip} ({mac}) in network {self.network}: it can be leased again."]
+        if vm:
+            details.append(f"It is leased to VM {vm}, which keeps the address in its template and loses it here.")
+
+        def answer(yes: bool | None) -> None:
+            if (
+                yes
+                and self.happ.attempt(f"release {ip}", self.happ.networks.release, self.network, ip, force=bool(vm)).ok
+            ):
+                self._changed(f"released {ip}")
+
+        self.app.push_screen(ConfirmScreen(f"Release {ip} ({state})?", details, "Release"), answer)
+
+    def action_export(self) -> None:
+        export_leases_to(self.happ, self.network)

@@ -1,0 +1,188 @@
+"""Transfers: one row per running or recent action with a determinate bar, bytes, rate and ETA, grouped under
+its script (VM) with a per-script bar; cancel (`c`) and retry (`R`); the VM's transfer log beside, live."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import DataTable
+
+from screens.vms import recover_vm
+from tui.screen import HeadnodeScreen
+from tui.transfers import ActionState, RunState
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.file_tail import FileTail
+from tui.widgets.keyed_table import KeyedTable
+from tui.widgets.usage_bar import EMPTY, FULL
+
+REDRAW_SECONDS = 0.25  # at most 4 repaints a second, whatever the event rate: kind to a slow SSH link
+
+
+def mib(size: int | None) -> str:
+    return "?" if size is None else f"{size / 1048576:.1f}"
+
+
+def bar(done: int, total: int | None, width: int = 10) -> Text:
+    """A determinate bar with its percentage; a size not known yet shows no bar at all."""
+    if not total:
+        return Text("")
+    fraction = min(done / total, 1.0)
+    filled = round(fraction * width)
+    text = Text(FULL * filled, style="green")
+    text.append(EMPTY * (width - filled), style="dim")
+    text.append(f" {fraction:>4.0%}")
+    return text
+
+
+def eta_text(eta: float | None) -> str:
+    if eta is None:
+        return ""
+    minutes, seconds = divmod(int(eta + 0.5), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def run_row(run: RunState) -> tuple[Any, ...]:
+    who = f"VM {run.vm}" if run.vm is not None else "script"
+    state = run.state if run.failed_line is None else f"{run.state} at line {run.failed_line}"
+    return (
+        f"{who} {run.lines_done}/{run.lines_total}",
+        bar(run.lines_done, run.lines_total),
+        f"{mib(run.bytes_done)}/{mib(run.bytes_total)} MiB",
+        "",
+        "",
+        state,
+    )
+
+
+def action_row(action: ActionState) -> tuple[Any, ...]:
+    rate = f"{action.rate / 1048576:.1f} MiB/s" if action.state == "running" and action.rate else ""
+    size = f"{mib(action.bytes_done)}/{mib(action.bytes_total)} MiB" if action.bytes_total or action.bytes_done else ""
+    return (
+        f"  {action.line} {action.action}",
+        bar(action.bytes_done, action.bytes_total),
+        size,
+        rate,
+        eta_text(action.eta) if action.state == "running" else "",
+        action.state,
+    )
+
+
+class TransfersScreen(HeadnodeScreen):
+    NAV = "transfers"
+    TITLE = "Transfers"
+    CHANGING = frozenset({"cancel", "retry"})
+    BINDINGS = [Binding("c", "cancel", "Cancel"), Binding("R", "retry", "Retry")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_text = ""
+        self._drawn = -1
+
+    def body(self) -> Iterable[Widget]:
+        with Horizontal(id="transfers"):
+            yield KeyedTable(
+                [
+                    ("Script / line", "what"),
+                    ("Progress", "bar"),
+                    ("Bytes", "bytes"),
+                    ("Rate", "rate"),
+                    ("ETA", "eta"),
+                    ("State", "state"),
+                ],
+                id="transfers-table",
+            )
+            yield FileTail(id="transfer-log")
+
+    def main_widget(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def on_mount(self) -> None:
+        self.set_interval(REDRAW_SECONDS, self._redraw)
+
+    def reload(self) -> None:
+        self._drawn = -1
+        self._redraw()
+
+    def apply_filter(self, text: str) -> None:
+        self.main_widget().filter_text = text
+        self.reload()
+
+    def _redraw(self) -> None:
+        board = self.happ.transfers
+        if board.version != self._drawn:
+            self._drawn = board.version
+            rows: dict[str, tuple[Any, ...]] = {}
+            for run in reversed(list(board.runs.values())):  # newest first
+                rows[run.run] = run_row(run)
+                for line, action in sorted(run.actions.items()):
+                    rows[f"{run.run}:{line}"] = action_row(action)
+            self.main_widget().show(rows)
+        self._tail_log()
+
+    def _selected(self) -> tuple[RunState, int | None] | None:
+        key = self.main_widget().selected_key
+        if key is None:
+            return None
+        run_id, _, line = key.partition(":")
+        run = self.happ.transfers.runs.get(run_id)
+        return None if run is None else (run, int(line) if line else None)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._tail_log()
+
+    def _tail_log(self) -> None:
+        """The selected script's VM transfer log."""
+        selected = self._selected()
+        if selected is not None and selected[0].vm is not None:
+            self.query_one(FileTail).follow(self.happ.vms.log_path(selected[0].vm))
+
+    def action_cancel(self) -> None:
+        selected = self._selected()
+        if selected is None or selected[0].state != "running":
+            self.notify("Select a running script or action to cancel", severity="warning")
+            return
+        run, line = selected
+        executing = self.happ.executor.find(run.run)
+        if executing is None:
+            self.notify("That script does not run in this console", severity="warning")
+            return
+        who = f" of VM {run.vm}" if run.vm is not None else ""
+        if line is None:
+            title = f"Cancel the whole script{who}?"
+            details = [f"Stops {run.source}{who}: the running action stops at its next check, later lines do not run."]
+        else:
+            action = run.actions[line]
+            title = f"Cancel line {line}{who}?"
+            details = [f"Stops line {line}: {action.text}", "The script then fails at that line."]
+        if run.vm is not None:
+            details.append(f"VM {run.vm} is left failed; R (retry) runs it again from that line.")
+
+        def answer(yes: bool | None) -> None:
+            if yes and executing is not None:
+                executing.cancel() if line is None else executing.cancel_action(line)
+                self.notify(f"cancelling {'line ' + str(line) if line else 'script'}{who}")
+
+        self.app.push_screen(ConfirmScreen(title, details, "Cancel it"), answer)
+
+    def action_retry(self) -> None:
+        selected = self._selected()
+        if selected is None or selected[0].state == "running":
+            self.notify("Select a failed or cancelled script to retry", severity="warning")
+            return
+        run = selected[0]
+        if run.vm is None or run.state == "done":
+            self.notify("Only a VM's failed script is retried here (headnode run --resume for others)", "warning")
+            return
+        vm_id = run.vm
+        details = [f"Runs VM {vm_id}'s failed operation again from line {run.failed_line or 1} (vm recover --retry)."]
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                recover_vm(self.happ, vm_id, retry=True)
+
+        self.app.push_screen(ConfirmScreen(f"Retry VM {vm_id}?", details, "Retry"), answer)

@@ -1,0 +1,312 @@
+"""VMs: the list with state and host; create from a template (the samples offered); a VM's details; deploy,
+stop, resume, migrate, shutdown, delete and recover, each after showing the image script it will run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from engine.cli.vm import state_label
+from engine.defaults import TEMPLATES_DIR
+from tui.screen import HeadnodeScreen
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.file_tail import FileTail
+from tui.widgets.form import Field, FormScreen, PickScreen
+from tui.widgets.keyed_table import KeyedTable
+
+OTHER_TEMPLATE = "another template file…"
+NEEDS_HOST = {"deploy": "Deploy", "resume": "Resume", "migrate": "Migrate"}
+RECOVER_CHOICES = ("retry the failed operation from its failed line", "delete: clean the host and free the leases")
+
+
+def vm_ips(vm: Any) -> str:
+    return ", ".join(nic.get("IP") or "" for nic in vm.nics())
+
+
+def vm_row(vm: Any) -> tuple[str, ...]:
+    last = vm.last_operation
+    outcome = f"{last.op}: {last.outcome}" if last else ""
+    return (str(vm.id), vm.name, state_label(vm), vm.host or "", vm_ips(vm), outcome)
+
+
+def size_text(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return ""
+
+
+def preview_lines(preview: Any) -> list[str]:
+    """Every line of the planned script, with what each copy moves, then the total."""
+    lines = []
+    for line in preview.script.lines:
+        text = f"{line.number:>2}  {line.action.name} {' '.join(line.action.arguments())}"
+        if line.number in preview.source_bytes:
+            text += f"    ({size_text(preview.source_bytes[line.number])})"
+        lines.append(text)
+    if not lines:
+        lines.append("(no image script: nothing to copy or remove)")
+    lines.append(f"Bytes to move: {size_text(preview.total_bytes)}")
+    return lines
+
+
+def recover_vm(app: Any, vm_id: int, retry: bool) -> None:
+    """`vm recover ID --retry|--delete` on a worker thread; the VM shows busy at once."""
+    app.run_engine(
+        f"recover VM {vm_id}",
+        app.vms.recover,
+        vm_id,
+        retry=retry,
+        delete=not retry,
+        then=lambda vm: app.notify(f"VM {vm.id} recovered: {vm.state.value}"),
+        otherwise=app.home_changed,
+    )
+    app.home_changed()
+
+
+class VmActions(HeadnodeScreen):
+    """The VM operations, shared by the list and a VM's details: each acts on `vm_id()`."""
+
+    CHANGING = frozenset({"create", "deploy", "stop", "resume", "migrate", "shutdown", "delete", "recover"})
+    VM_BINDINGS = [
+        Binding("p", "deploy", "Deploy"),
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("m", "migrate", "Migrate"),
+        Binding("S", "shutdown", "Shutdown"),
+        Binding("d", "delete", "Delete"),
+        Binding("R", "recover", "Recover"),
+    ]
+
+    def vm_id(self) -> int | None:
+        raise NotImplementedError
+
+    def _chosen_vm(self) -> int | None:
+        vm_id = self.vm_id()
+        if vm_id is None:
+            self.notify("No VM selected", severity="warning")
+        return vm_id
+
+    def _operate(self, op: str, title: str, extra: Callable[[Any], list[str]] | None = None) -> None:
+        """Ask for a host if the operation needs one, show the planned script, and run it once confirmed."""
+        vm_id = self._chosen_vm()
+        if vm_id is None:
+            return
+        if op in NEEDS_HOST:
+            hosts = self.happ.attempt("list hosts", self.happ.hosts.list)
+            if not hosts.ok:
+                return
+            names = [h.name for h in hosts.value]
+
+            def picked(host: str | None) -> None:
+                if host is not None:
+                    self._confirm_and_run(vm_id, op, title, host, extra)
+
+            self.app.push_screen(PickScreen(f"{title} VM {vm_id} to host", names), picked)
+        else:
+            self._confirm_and_run(vm_id, op, title, None, extra)
+
+    def _confirm_and_run(
+        self, vm_id: int, op: str, title: str, host: str | None, extra: Callable[[Any], list[str]] | None
+    ) -> None:
+        where = f" on {host}" if host else ""
+
+        def planned(preview: Any) -> None:
+            details = [f"This image script runs{where}:", *preview_lines(preview)]
+            if extra is not None:
+                details += extra(self.happ.vms.get(vm_id))
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self._run(vm_id, op, host)
+
+            self.app.push_screen(ConfirmScreen(f"{title} VM {vm_id}{where}?", details, title), answer)
+
+        self.happ.run_engine(f"plan {op} of VM {vm_id}", self.happ.vms.preview, vm_id, op, host, then=planned)
+
+    def _run(self, vm_id: int, op: str, host: str | None) -> None:
+        vms = self.happ.vms
+        call: Callable[[], Any] = {
+            "deploy": lambda: vms.deploy(vm_id, host),
+            "resume": lambda: vms.resume(vm_id, host),
+            "migrate": lambda: vms.migrate(vm_id, host),
+            "stop": lambda: vms.stop(vm_id),
+            "shutdown": lambda: vms.shutdown(vm_id),
+            "delete": lambda: vms.delete(vm_id),
+        }[op]
+
+        def done(vm: Any) -> None:
+            self.app.notify(f"VM {vm.id}: {op} done, {vm.state.value}")
+            self.happ.home_changed()
+
+        self.happ.run_engine(f"{op} VM {vm_id}", call, then=done, otherwise=self.happ.home_changed)
+        self.happ.home_changed()  # show the VM busy at once
+
+    @staticmethod
+    def _freed(vm: Any) -> list[str]:
+        nics = [f"{n.get('IP')} ({n.get('MAC')}) in {n.get('NETWORK')}" for n in vm.nics() if n.get("IP")]
+        return ["Then frees its leases:", *nics] if nics else ["It holds no leases."]
+
+    def action_deploy(self) -> None:
+        self._operate("deploy", "Deploy")
+
+    def action_stop(self) -> None:
+        self._operate("stop", "Stop")
+
+    def action_resume(self) -> None:
+        self._operate("resume", "Resume")
+
+    def action_migrate(self) -> None:
+        self._operate("migrate", "Migrate")
+
+    def action_shutdown(self) -> None:
+        self._operate("shutdown", "Shut down", self._freed)
+
+    def action_delete(self) -> None:
+        self._operate("delete", "Delete", self._freed)
+
+    def action_recover(self) -> None:
+        vm_id = self._chosen_vm()
+        if vm_id is None:
+            return
+
+        def picked(choice: str | None) -> None:
+            if choice is None:
+                return
+            retry = choice == RECOVER_CHOICES[0]
+            vm = self.happ.attempt("read VM", self.happ.vms.get, vm_id)
+            if not vm.ok:
+                return
+            last = vm.value.last_operation
+            details = [f"Last operation: {last.op} on {last.host or '-'}: {last.outcome}" if last else "No operation."]
+            if last and last.error:
+                details.append(f"Failed at line {last.failed_line}: {last.error}")
+            details += ["Runs it again from the failed line."] if retry else self._freed(vm.value)
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    recover_vm(self.happ, vm_id, retry)
+
+            self.app.push_screen(ConfirmScreen(f"Recover VM {vm_id}: {choice}?", details, "Recover"), answer)
+
+        self.app.push_screen(PickScreen(f"Recover VM {vm_id}", RECOVER_CHOICES), picked)
+
+
+class VmsScreen(VmActions):
+    NAV = "vms"
+    TITLE = "VMs"
+    BINDINGS = [Binding("c", "create", "Create"), *VmActions.VM_BINDINGS]
+
+    def body(self) -> Iterable[Widget]:
+        yield KeyedTable(
+            [("ID", "id"), ("Name", "name"), ("State", "state"), ("Host", "host"), ("IPs", "ips"), ("Last", "last")],
+            id="vms-table",
+        )
+
+    def main_widget(self) -> KeyedTable:
+        return self.query_one(KeyedTable)
+
+    def vm_id(self) -> int | None:
+        key = self.main_widget().selected_key
+        return None if key is None else int(key)
+
+    def reload(self) -> None:
+        outcome = self.happ.attempt("list VMs", self.happ.vms.list)
+        if outcome.ok:
+            self.main_widget().show({str(vm.id): vm_row(vm) for vm in outcome.value})
+
+    def apply_filter(self, text: str) -> None:
+        self.main_widget().filter_text = text
+        self.reload()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.app.push_screen(VmScreen(int(event.row_key.value)))
+
+    def action_create(self) -> None:
+        samples = sorted(p.name for p in TEMPLATES_DIR.glob("*.tmpl"))
+
+        def create(path: Path) -> None:
+            outcome = self.happ.attempt(f"create VM from {path}", self.happ.vms.create, path)
+            if outcome.ok:
+                vm = outcome.value
+                leased = vm_ips(vm)
+                self.notify(f"VM {vm.id} ({vm.name}) created" + (f", leased {leased}" if leased else ""))
+            self.happ.home_changed()
+
+        def other(values: dict[str, str] | None) -> None:
+            if values is not None and values["path"].strip():
+                create(Path(values["path"].strip()).expanduser())
+
+        def picked(choice: str | None) -> None:
+            if choice == OTHER_TEMPLATE:
+                self.app.push_screen(FormScreen("Create a VM", [Field("path", "Template file")], "Create"), other)
+            elif choice is not None:
+                create(TEMPLATES_DIR / choice)
+
+        self.app.push_screen(PickScreen("Create a VM from a template", [*samples, OTHER_TEMPLATE]), picked)
+
+
+class VmScreen(VmActions):
+    """One VM: its leased NICs, disks, hosts, operations, and its transfer log."""
+
+    NAV = "vms"
+    FILTERABLE = False
+    BINDINGS = VmActions.VM_BINDINGS
+
+    def __init__(self, vm_id: int) -> None:
+        super().__init__()
+        self.shown_vm = vm_id
+        self.TITLE = f"VM {vm_id}"
+
+    def body(self) -> Iterable[Widget]:
+        with VerticalScroll(id="vm-details"):
+            yield Static("", id="vm-summary", markup=False)
+        yield FileTail(id="vm-log")
+
+    def vm_id(self) -> int:
+        return self.shown_vm
+
+    def reload(self) -> None:
+        outcome = self.happ.attempt(f"read VM {self.shown_vm}", self.happ.vms.get, self.shown_vm)
+        if outcome.ok:
+            self.query_one("#vm-summary", Static).update("\n".join(vm_summary(outcome.value)))
+        self._tail_log()
+
+    def _tail_log(self) -> None:
+        self.query_one(FileTail).follow(self.happ.vms.log_path(self.shown_vm))
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+
+
+def vm_summary(vm: Any) -> list[str]:
+    template = vm.parsed_template()
+    out = [f"VM {vm.id} {vm.name}: {state_label(vm)}" + (f" on {vm.host}" if vm.host else ""), "", "NICs"]
+    out += [
+        f"  {n.get('NETWORK') or '-'}: {n.get('IP') or '-'}  {n.get('MAC') or '-'}  bridge {n.get('BRIDGE') or '-'}"
+        for n in template.vectors("NIC")
+    ] or ["  -"]
+    out += ["", "Disks"]
+    out += ["  " + ", ".join(f"{k}={v}" for k, v in disk.items) for disk in template.vectors("DISK")] or ["  -"]
+    out += ["", "Hosts"]
+    out += [f"  {h.host}  {h.vm_dir}  {_when(h.started)} - {_when(h.ended)}" for h in vm.history] or ["  -"]
+    out += ["", "Operations"]
+    for op in vm.operations:
+        failure = f" at line {op.failed_line}: {op.error}" if op.outcome == "failure" else ""
+        out.append(f"  {_when(op.started)} {op.op}{' on ' + op.host if op.host else ''}: {op.outcome}{failure}")
+    if not vm.operations:
+        out.append("  -")
+    return out

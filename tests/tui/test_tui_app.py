@@ -1,0 +1,124 @@
+"""The console frame: navigation, help, palette, read-only, quitting, errors, and the engine's events."""
+
+from __future__ import annotations
+
+import pytest
+from textual.command import CommandPalette
+from textual.widgets import Input, Log
+
+from engine.events import LogEvent
+from engine.template import load_template
+from screens.dashboard import DashboardScreen
+from screens.hosts import HostsScreen
+from screens.log import LogScreen
+from screens.networks import NetworksScreen
+from screens.transfers import TransfersScreen
+from screens.vms import VmsScreen
+from tests.tui.conftest import SIZES, notifications
+from tui.app import HeadnodeApp
+from tui.widgets.help import HelpScreen
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_number_keys_and_tab_switch_screens(home, size) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test(size=size) as pilot:
+        assert isinstance(app.screen, DashboardScreen)
+        expected = [VmsScreen, TransfersScreen, NetworksScreen, HostsScreen, LogScreen, DashboardScreen]
+        for key, screen_type in zip("234561", expected, strict=True):
+            await pilot.press(key)
+            assert isinstance(app.screen, screen_type), key
+        await pilot.press("tab")
+        assert isinstance(app.screen, VmsScreen)
+        await pilot.press("shift+tab", "shift+tab")
+        assert isinstance(app.screen, LogScreen)
+
+
+async def test_help_lists_every_key_of_the_current_screen(home) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        await pilot.press("6", "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = {row[0]: row[1] for row in app.screen.rows}
+        for key, does in {
+            "c": "Clear view",
+            "e": "Errors only",
+            "/": "Filter",
+            "ctrl+q": "Quit",
+            "4": "Networks",
+        }.items():
+            assert keys[key] == does
+        await pilot.press("escape")
+        assert isinstance(app.screen, LogScreen)
+
+
+async def test_ctrl_q_quits_with_status_0(home) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        await pilot.press("3", "ctrl+q")
+    assert app.return_code == 0
+
+
+async def test_palette_lists_every_action_of_every_screen_and_runs_one(home) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.bus.publish(LogEvent("one", at=0.0))
+        await pilot.press("ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        names = [name for name, _, _ in __import__("tui.commands").commands.HeadnodeCommands(app.screen)._commands()]
+        for _, title, binding in app.screen_actions():
+            assert f"{title}: {binding.description}" in names
+        assert "Go to Hosts" in names
+        await pilot.press(*"log: clear view")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, LogScreen)
+        assert list(app.log_events) == []
+
+
+async def test_engine_log_events_reach_the_log_screen_filtered(home) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        app.bus.publish(LogEvent("lease 10.0.0.1 taken", source="vnet", at=0.0))
+        app.bus.publish(LogEvent("copy failed", level="error", source="tm", at=1.0))
+        await pilot.press("6")
+        log = app.screen.query_one(Log)
+        assert log.lines == ["00:00:00 [I] vnet: lease 10.0.0.1 taken", "00:00:01 [E] tm: copy failed"]
+        await pilot.press("slash", *"lease")
+        assert app.screen.query_one(Input).has_focus
+        assert log.lines == ["00:00:00 [I] vnet: lease 10.0.0.1 taken"]
+        await pilot.press("enter")
+        assert log.has_focus and log.lines == ["00:00:00 [I] vnet: lease 10.0.0.1 taken"]
+        await pilot.press("slash", "escape")
+        assert len(log.lines) == 2
+        await pilot.press("e")
+        assert log.lines == ["00:00:01 [E] tm: copy failed"]
+        # Events published while the Log screen is on view, from another thread, arrive too.
+        await pilot.press("e")
+        import threading
+
+        thread = threading.Thread(target=app.bus.publish, args=(LogEvent("from a thread", at=2.0),))
+        thread.start()
+        thread.join()
+        await pilot.pause()
+        assert log.lines[-1] == "00:00:02 [I] engine: from a thread"
+
+
+async def test_engine_errors_become_a_notification_and_a_log_entry(home, tmp_path) -> None:
+    bad = tmp_path / "bad.tmpl"
+    bad.write_text("NAME = [ unclosed\n")
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        outcome = app.attempt("load template", load_template, bad)
+        await pilot.pause()
+        assert not outcome.ok
+        assert any(str(bad) in n and n.startswith("load template:") for n in notifications(app))
+        assert any(e.level == "error" and str(bad) in e.message for e in app.log_events)
+        # A slow call on a worker thread reports the same way, and the app lives on.
+        app.run_engine("load template", load_template, tmp_path / "missing.tmpl")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert sum(e.level == "error" for e in app.log_events) == 2
+        await pilot.press("6")
+        assert isinstance(app.screen, LogScreen)

@@ -1,0 +1,47 @@
+"""The real `headnode` console in a real terminal (tmux): start on a fresh home, use it, quit with ctrl+q."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.tui.terminal import Terminal, headnode_argv
+
+
+@pytest.fixture
+def console(tmp_path) -> Iterator[Terminal]:
+    env = {"HEADNODE_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+    terminal = Terminal(headnode_argv(), env)
+    yield terminal
+    terminal.close()
+
+
+def test_console_starts_switches_screens_shows_help_and_quits_with_status_0(console) -> None:
+    console.wait_for("1 Dashboard")
+    console.wait_for("Hosts")
+    console.send("6")
+    console.wait_for(lambda s: "Clear view" in s)
+    console.send("?")
+    console.wait_for("Keys: Log")
+    console.send("Escape", "4")
+    console.wait_for(lambda s: "Keys: Log" not in s and "Networks" in s)
+    console.send("C-q")
+    assert console.exit_status() == 0
+
+
+def test_create_a_vm_from_a_sample_deploy_it_to_local_and_watch_it_run(console) -> None:
+    console.wait_for("1 Dashboard")
+    console.send("2", "c")
+    screen = console.wait_for("Create a VM from a template")
+    samples = [line for line in screen.splitlines() if ".tmpl" in line]
+    console.send(*["Down"] * next(i for i, line in enumerate(samples) if "ttylinux.tmpl" in line), "Enter")
+    console.wait_for(lambda s: "pending" in s and "ttylinux" in s)
+    console.send("p")
+    console.wait_for("to host")
+    console.send("Enter")
+    console.wait_for("Bytes to move: 16.0 MiB")
+    console.send("y")
+    console.wait_for(lambda s: "running" in s and "deploy: success" in s, timeout=30)
+    console.send("C-q")
+    assert console.exit_status() == 0

@@ -1,0 +1,216 @@
+"""Networks and leases screens against a real home: every action, then the engine's state."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine.home import Home
+from engine.vnet import Networks
+from screens.networks import DoctorScreen, LeasesScreen, NetworksScreen
+from tests.tui.conftest import SIZES, notifications
+from tui.app import HeadnodeApp
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.keyed_table import KeyedTable
+from tui.widgets.virtual_table import VirtualTable
+
+LAN = "NAME = lan\nTYPE = RANGED\nBRIDGE = br0\nNETWORK_ADDRESS = 10.1.0.0\nNETWORK_SIZE = C\n"
+
+
+def make_lan(home: Home) -> Networks:
+    path = home.root / "lan.net"
+    path.write_text(LAN)
+    networks = Networks(home)
+    networks.create_from_file(path)
+    return networks
+
+
+async def open_leases(app: HeadnodeApp, pilot) -> VirtualTable:
+    await pilot.press("4", "enter")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    assert isinstance(app.screen, LeasesScreen)
+    return app.screen.query_one(VirtualTable)
+
+
+async def type_into(pilot, text: str) -> None:
+    """Put `text` in the focused field at once (typing a long path key by key is slow under Pilot)."""
+    pilot.app.focused.value = text
+    await pilot.pause()
+
+
+def rows(table: KeyedTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_networks_list_with_usage_and_create_from_a_template(home, tmp_path, size) -> None:
+    make_lan(home).lease("lan", vm=3)
+    other = tmp_path / "dmz.net"
+    other.write_text("NAME = dmz\nTYPE = FIXED\nBRIDGE = br1\nLEASES = [ IP = 10.9.0.5 ]\n")
+    app = HeadnodeApp(home)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("4")
+        table = app.screen.query_one(KeyedTable)
+        # lan, then the embedded default every fresh home gets
+        assert rows(table) == [
+            ["lan", "RANGED", "br0", "10.1.0.1-10.1.0.254", "█░░░░░░░░░░░ 1/254", "253"],
+            ["default", "RANGED", "virbr0", "192.168.122.1-192.168.122.254", "░░░░░░░░░░░░ 0/254", "254"],
+        ]
+        await pilot.press("n")
+        await type_into(pilot, str(other))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [n.name for n in Networks(home).list()] == ["lan", "default", "dmz"]
+        assert [r[0] for r in rows(table)] == ["lan", "default", "dmz"]
+        assert "network dmz created" in notifications(app)
+
+
+async def test_a_bad_template_is_reported_and_changes_nothing(home, tmp_path) -> None:
+    bad = tmp_path / "bad.net"
+    bad.write_text("NAME = bad\nTYPE = RANGED\nNETWORK_ADDRESS = 10.0.0.300\n")
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        await pilot.press("4", "n")
+        await type_into(pilot, str(bad))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, NetworksScreen)
+        assert [n.name for n in Networks(home).list()] == ["default"]
+        assert any(n.startswith("create network:") and str(bad) in n for n in notifications(app))
+        assert any(e.level == "error" and str(bad) in e.message for e in app.log_events)
+
+
+async def test_lease_hold_and_release_with_confirmation(home) -> None:
+    networks = make_lan(home)
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        table = await open_leases(app, pilot)
+        assert table.rows == []
+        await pilot.press("l", "tab", "7", "tab", *"web", "enter")  # next free address, to VM 7
+        await pilot.press("h", *"10.1.0.200", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        leases = {x.ip: (x.vm, x.state, x.note) for x in networks.leases("lan")}
+        assert leases == {"10.1.0.1": (7, "used", "web"), "10.1.0.200": (None, "hold", "")}
+        assert [r[0] for r in table.rows] == ["10.1.0.1", "10.1.0.200"]
+        # Releasing a VM's lease says so, and `n` keeps it.
+        table.focus()
+        await pilot.press("home", "r")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "leased to VM 7" in "\n".join(app.screen.details)
+        assert "Frees 10.1.0.1 (02:00:0a:01:00:01)" in app.screen.details[0]
+        await pilot.press("n")
+        assert len(networks.leases("lan")) == 2
+        await pilot.press("r", "y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert [x.ip for x in networks.leases("lan")] == ["10.1.0.200"]
+        assert [r[0] for r in table.rows] == ["10.1.0.200"]
+        # An address outside the network is refused with the engine's message; nothing changes.
+        await pilot.press("h", *"10.2.0.1", "enter")
+        await pilot.pause()
+        assert any("10.2.0.1" in n for n in notifications(app))
+        assert [x.ip for x in networks.leases("lan")] == ["10.1.0.200"]
+        await pilot.press("escape")
+        assert isinstance(app.screen, NetworksScreen)
+
+
+async def test_lease_filter(home) -> None:
+    networks = make_lan(home)
+    for vm in range(1, 6):
+        networks.lease("lan", vm=vm)
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        table = await open_leases(app, pilot)
+        await pilot.press("slash", *"10.1.0.3")
+        assert [r[0] for r in table.rows] == ["10.1.0.3"]
+        await pilot.press("escape")
+        assert len(table.rows) == 5
+
+
+async def test_export_to_a_file_and_to_the_clipboard(home, tmp_path) -> None:
+    networks = make_lan(home)
+    networks.lease("lan", vm=4)
+    target = tmp_path / "ethers"
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        await pilot.press("4", "x")
+        await pilot.pause()
+        await pilot.press("down", "enter")  # ethers
+        await type_into(pilot, str(target))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert target.read_text() == networks.export("ethers", "lan") == "02:00:0a:01:00:01 10.1.0.1\n"
+        await pilot.press("x", "enter", "enter")  # dnsmasq, to the clipboard
+        await pilot.pause()
+        assert app.clipboard == networks.export("dnsmasq", "lan")
+        assert "dhcp-host=02:00:0a:01:00:01,10.1.0.1,one-4" in app.clipboard
+
+
+async def test_doctor_lists_findings_and_fixes_them_when_asked(home) -> None:
+    networks = make_lan(home)
+    networks.lease("lan", vm=42)  # VM 42 does not exist: the doctor's "VM gone" finding
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4", "D")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, DoctorScreen)
+        assert len(app.screen.findings) == 1 and app.screen.findings[0].ip == "10.1.0.1"
+        await pilot.press("escape")
+        assert len(networks.leases("lan")) == 1
+        await pilot.press("D")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("f")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert networks.doctor() == []
+
+
+async def test_delete_network_says_what_is_freed(home) -> None:
+    networks = make_lan(home)
+    networks.lease("lan", vm=1)
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        await pilot.press("4", "d")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "1 address(es) in use are freed" in "\n".join(app.screen.details)
+        await pilot.press("y")
+        await pilot.pause()
+        assert [n.name for n in Networks(home).list()] == ["default"]
+        assert [r[0] for r in rows(app.screen.query_one(KeyedTable))] == ["default"]
+
+
+async def test_read_only_refuses_every_change_with_a_notification(home) -> None:
+    networks = make_lan(home)
+    app = HeadnodeApp(home, read_only=True)
+    async with app.run_test() as pilot:
+        await pilot.press("4")
+        enabled = {a.binding.action: a.enabled for a in app.screen.active_bindings.values()}
+        assert enabled["create"] is False and enabled["delete"] is False and enabled["export"] is True
+        await pilot.press("d", "n")
+        assert isinstance(app.screen, NetworksScreen)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.press("l", "h", "r")
+        await pilot.pause()
+        assert isinstance(app.screen, LeasesScreen)
+        assert sum("read-only" in n for n in notifications(app)) == 5
+        assert networks.leases("lan") == [] and [n.name for n in networks.list()] == ["lan", "default"]
+
+
+async def test_a_second_headnode_is_seen_within_2_seconds(home, headnode) -> None:
+    make_lan(home)
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        await pilot.press("4")
+        table = app.screen.query_one(KeyedTable)
+        r = headnode("vnet", "lease", "lan", "--vm", "9")
+        assert r.returncode == 0, r.stderr
+        changed = time.monotonic()
+        while "1/254" not in rows(table)[0][4]:
+            assert time.monotonic() - changed < 2.0, rows(table)
+            await pilot.pause(0.05)

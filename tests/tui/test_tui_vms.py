@@ -1,0 +1,336 @@
+"""VMs, Transfers, Hosts and the Dashboard against a real home: the embedded default (host local, network
+default, the sample image), real scripts run by the engine's executor, then the engine's state checked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.hosts import Host
+from engine.vms import VmState
+from screens.dashboard import DashboardScreen
+from screens.hosts import HostsScreen
+from screens.transfers import TransfersScreen
+from screens.vms import VmScreen, VmsScreen
+from tests.tui.conftest import SIZES, notifications
+from tui.app import HeadnodeApp
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.form import FormScreen, PickScreen
+from tui.widgets.keyed_table import KeyedTable
+
+SAMPLE = "ttylinux.tmpl"
+
+
+async def settle(app: HeadnodeApp, pilot) -> None:
+    """Wait for the console's engine calls (a VM operation waits for its script) and the redraws after."""
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def cells(table: KeyedTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def create_sample(app: HeadnodeApp, pilot) -> None:
+    await pilot.press("2", "c")
+    assert isinstance(app.screen, PickScreen)
+    await pilot.press(*["down"] * app.screen.choices.index(SAMPLE), "enter")
+    await pilot.pause()
+
+
+async def operate(app: HeadnodeApp, pilot, key: str, host: str | None = None) -> ConfirmScreen:
+    """Press an operation's key, pick the host if asked, and return the confirmation (the dry run)."""
+    await pilot.press(key)
+    await pilot.pause()
+    if host is not None:
+        assert isinstance(app.screen, PickScreen)
+        await pilot.press(*["down"] * app.screen.choices.index(host), "enter")
+    await settle(app, pilot)
+    assert isinstance(app.screen, ConfirmScreen), notifications(app)
+    return app.screen
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_create_from_a_sample_then_deploy_after_the_dry_run(home, size) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test(size=size) as pilot:
+        await create_sample(app, pilot)
+        (vm,) = app.vms.list()
+        assert vm.state is VmState.PENDING and vm.name == "ttylinux"
+        ip = vm.nics()[0].get("IP")
+        assert [x.vm for x in app.networks.leases("default")] == [vm.id]
+        table = app.screen.query_one(KeyedTable)
+        assert cells(table) == [[str(vm.id), "ttylinux", "pending", "", ip, ""]]
+        confirm = await operate(app, pilot, "p", "local")
+        text = "\n".join(confirm.details)
+        assert f"CLONE {app.home.config.frontend_name}:{home.images}/ttylinux.img" in text
+        assert f"local:{home.vms}/{vm.id}/images/disk.0    (16.0 MiB)" in text
+        assert "MKSWAP 16" in text and "CONTEXT" in text and "Bytes to move: 16.0 MiB" in text
+        assert app.vms.get(vm.id).state is VmState.PENDING  # a dry run changes nothing
+        await pilot.press("y")
+        await settle(app, pilot)
+        vm = app.vms.get(vm.id)
+        assert vm.state is VmState.RUNNING and vm.host == "local"
+        assert (home.vms / str(vm.id) / "images" / "disk.0").stat().st_size == 16 << 20
+        await pilot.pause(1.2)  # the next home poll
+        assert cells(table)[0][2:4] == ["running", "local"]
+        assert f"VM {vm.id}: deploy done, running" in notifications(app)
+
+
+async def test_details_show_nics_disks_hosts_and_the_transfer_log(home) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "p", "local")
+        await pilot.press("y")
+        await settle(app, pilot)
+        await pilot.press("enter")
+        assert isinstance(app.screen, VmScreen)
+        vm = app.vms.get(0)
+        summary = str(app.screen.query_one("#vm-summary").render())
+        nic = vm.nics()[0]
+        assert f"default: {nic.get('IP')}  {nic.get('MAC')}  bridge virbr0" in summary
+        assert "TYPE=swap, SIZE=16, TARGET=hdb" in summary
+        assert f"local  {home.vms}" in summary and "deploy on local: success" in summary
+        log = app.screen.query_one("#vm-log")
+        assert any("Script finished successfully" in line for line in log.lines)
+        await pilot.press("escape")
+        assert isinstance(app.screen, VmsScreen)
+
+
+async def test_stop_resume_migrate_shutdown_free_the_leases(home, tmp_path) -> None:
+    # Hosts apart from the front end: stopping parks the images in the front end's VM directory (<home>/vms).
+    node2, node3 = tmp_path / "node2-vms", tmp_path / "node3-vms"
+    app = HeadnodeApp(home)
+    app.hosts.create(Host("node2", "shared", str(node2)))
+    app.hosts.create(Host("node3", "shared", str(node3)))
+    async with app.run_test() as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "p", "node2")
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert (node2 / "0" / "images" / "disk.0").exists()
+        await operate(app, pilot, "s")
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert app.vms.get(0).state is VmState.STOPPED
+        assert (home.vms / "0" / "images" / "disk.0").exists()  # parked on the front end
+        await operate(app, pilot, "r", "node2")
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert app.vms.get(0).state is VmState.RUNNING
+        await operate(app, pilot, "m", "node3")
+        await pilot.press("y")
+        await settle(app, pilot)
+        vm = app.vms.get(0)
+        assert vm.state is VmState.RUNNING and vm.host == "node3"
+        assert (node3 / "0" / "images" / "disk.0").exists()
+        confirm = await operate(app, pilot, "S")
+        ip = vm.nics()[0].get("IP")
+        assert f"{ip} ({vm.nics()[0].get('MAC')}) in default" in "\n".join(confirm.details)
+        await pilot.press("n")
+        assert app.vms.get(0).state is VmState.RUNNING
+        await operate(app, pilot, "S")
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert app.vms.get(0).state is VmState.DONE
+        assert app.networks.leases("default") == []
+
+
+async def test_a_failed_deploy_is_reported_and_recover_deletes(home) -> None:
+    app = HeadnodeApp(home)
+    app.hosts.create(Host("broken", "shared", "/proc/headnode-cannot-write"))
+    async with app.run_test() as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "p", "broken")
+        await pilot.press("y")
+        await settle(app, pilot)
+        vm = app.vms.get(0)
+        assert vm.state is VmState.FAILED
+        assert any(n.startswith("deploy VM 0:") for n in notifications(app))
+        assert any(e.level == "error" and "VM 0" in e.message for e in app.log_events)
+        assert isinstance(app.screen, VmsScreen)  # the console lives on
+        await pilot.press("R")
+        assert isinstance(app.screen, PickScreen)
+        await pilot.press("down", "enter")  # delete
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert app.vms.get(0).state is VmState.DONE
+        assert app.networks.leases("default") == []
+
+
+async def test_delete_a_pending_vm_and_a_bad_template(home, tmp_path) -> None:
+    bad = tmp_path / "bad.tmpl"
+    bad.write_text('NAME = x\nNIC = [ NETWORK = "nowhere" ]\n')
+    app = HeadnodeApp(home)
+    async with app.run_test() as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "d")
+        assert "(no image script: nothing to copy or remove)" in app.screen.details
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert app.vms.get(0).state is VmState.DONE and app.networks.leases("default") == []
+        await pilot.press("c", "end", "enter")
+        assert isinstance(app.screen, FormScreen)
+        app.screen.query_one("Input").value = str(bad)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert len(app.vms.list()) == 1
+        assert any(str(bad) in n and "nowhere" in n for n in notifications(app))
+
+
+async def test_read_only_vms(home) -> None:
+    app = HeadnodeApp(home, read_only=True)
+    async with app.run_test() as pilot:
+        await pilot.press("2", "c", "p", "d", "S")
+        assert isinstance(app.screen, VmsScreen)
+        assert sum("read-only" in n for n in notifications(app)) == 4
+        assert app.vms.list() == []
+
+
+def slow_driver(home, flag: Path) -> None:
+    """A driver whose CLONE is a program that waits while `flag` exists, then copies (OpenNebula-style argv)."""
+    (home.root / "tm").mkdir(exist_ok=True)
+    script = home.root / "tm" / "slow_clone.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"while [ -e '{flag}' ]; do sleep 0.05; done\n"
+        'mkdir -p -- "$(dirname -- "${2#*:}")" && cp -- "${1#*:}" "${2#*:}"\n'
+    )
+    script.chmod(0o755)
+    (home.root / "tm" / "slow.conf").write_text(
+        "BASE = shared\nCLONE = slow_clone.sh\nLN = builtin\nMKSWAP = builtin\nMKIMAGE = builtin\n"
+        "CONTEXT = builtin\nMV = builtin\nDELETE = builtin\n"
+    )
+
+
+async def test_transfers_show_progress_cancel_and_retry(home, tmp_path) -> None:
+    flag = tmp_path / "hold"
+    flag.touch()
+    slow_driver(home, flag)
+    app = HeadnodeApp(home)
+    app.hosts.create(Host("slow", "slow", str(tmp_path / "slow-vms")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "p", "slow")
+        await pilot.press("y", "3")
+        await pilot.pause(0.6)
+        assert isinstance(app.screen, TransfersScreen)
+        table = app.screen.query_one(KeyedTable)
+        rows = cells(table)
+        assert rows[0][0] == "VM 0 0/3" and rows[0][-1] == "running"
+        assert rows[1][0] == "  1 CLONE" and rows[1][-1] == "running"
+        assert app.vms.get(0).state is VmState.PROLOG
+        table.focus()
+        await pilot.press("down", "c")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Stops line 1: CLONE" in "\n".join(app.screen.details)
+        await pilot.press("y")
+        await settle(app, pilot)
+        await pilot.pause(0.5)
+        assert app.vms.get(0).state is VmState.FAILED
+        assert cells(table)[0][-1] == "cancelled at line 1"
+        # Retry once the program no longer waits: the VM runs from the failed line and reaches running.
+        flag.unlink()
+        await pilot.press("up", "R", "y")
+        await settle(app, pilot)
+        assert app.vms.get(0).state is VmState.RUNNING
+        assert (tmp_path / "slow-vms" / "0" / "images" / "disk.0").exists()
+
+
+async def test_quitting_with_a_running_transfer_asks_then_cancels(home, tmp_path) -> None:
+    flag = tmp_path / "hold"
+    flag.touch()
+    slow_driver(home, flag)
+    app = HeadnodeApp(home)
+    app.hosts.create(Host("slow", "slow", str(tmp_path / "slow-vms")))
+    async with app.run_test() as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "p", "slow")
+        await pilot.press("y")
+        await pilot.pause(0.5)
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "1 image script(s) are running:" in app.screen.details
+        await pilot.press("y")
+    assert app.return_code == 0
+    assert app.vms.get(0).state is VmState.FAILED
+
+
+async def test_hosts_add_edit_test_delete(home, tmp_path) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        assert isinstance(app.screen, HostsScreen)
+        table = app.screen.query_one(KeyedTable)
+        assert cells(table) == [["local", "shared", "", str(home.vms), "4", ""]]
+        await pilot.press("a")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        for name, value in {
+            "name": "node1",
+            "driver": "shared",
+            "vm_dir": str(tmp_path / "n1"),
+            "port": "2222",
+        }.items():
+            form.query_one(f"#field-{name}").value = value
+        await pilot.press("enter")
+        await pilot.pause()
+        node1 = app.hosts.get("node1")
+        assert (node1.driver, node1.vm_dir, node1.port) == ("shared", str(tmp_path / "n1"), 2222)
+        await pilot.press("down", "e")
+        app.screen.query_one("#field-max_transfers").value = "2"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.hosts.get("node1").max_transfers == 2
+        await pilot.press("t")
+        await settle(app, pilot)
+        assert cells(table)[1][5].startswith("ok, ") and (tmp_path / "n1").is_dir()
+        # A bad edit is refused with the engine's reason and changes nothing.
+        await pilot.press("e")
+        app.screen.query_one("#field-vm_dir").value = "relative/dir"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.hosts.get("node1").vm_dir == str(tmp_path / "n1")
+        assert any("--vm-dir must be an absolute path" in n for n in notifications(app))
+        await pilot.press("d")
+        assert "Files on the host and VMs already placed there are left as they are." in app.screen.details
+        await pilot.press("y")
+        await pilot.pause()
+        assert [h.name for h in app.hosts.list()] == ["local"]
+
+
+async def test_dashboard_shows_hosts_networks_vms_and_transfers(home, tmp_path) -> None:
+    flag = tmp_path / "hold"
+    flag.touch()
+    slow_driver(home, flag)
+    app = HeadnodeApp(home)
+    app.hosts.create(Host("slow", "slow", str(tmp_path / "slow-vms")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "p", "slow")
+        await pilot.press("y", "1")
+        await pilot.pause(0.8)  # the deploy waits for its script: no settle() while the flag holds it
+        assert isinstance(app.screen, DashboardScreen)
+        assert "prolog 1" in str(app.screen.query_one("#dash-vms").render())
+        assert "1 script(s), 1 action(s) running" in str(app.screen.query_one("#dash-transfers").render())
+        networks = cells(app.screen.query_one("#dash-networks", KeyedTable))
+        assert networks == [["default", "virbr0", "█░░░░░░░░░░░ 1/254", "253"]]
+        await pilot.press("t")
+        await pilot.pause(0.5)
+        hosts = cells(app.screen.query_one("#dash-hosts", KeyedTable))
+        assert hosts[0][:2] == ["local", "shared"] and hosts[0][2].startswith("ok, ")
+        flag.unlink()
+        await settle(app, pilot)
+        await pilot.pause(1.2)
+        assert "running 1" in str(app.screen.query_one("#dash-vms").render())
+        assert "No transfers running" in str(app.screen.query_one("#dash-transfers").render())
+
+
+def test_os_user_can_not_write_proc() -> None:
+    # The failed-deploy test relies on /proc refusing a new directory, even to root.
+    with pytest.raises(OSError):
+        os.mkdir("/proc/headnode-cannot-write")

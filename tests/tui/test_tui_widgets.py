@@ -1,0 +1,100 @@
+"""The shared widgets on their own: keyed diffing, the virtual table at class-B size, usage bars, modals."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+
+from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.form import Field, FormScreen, PickScreen
+from tui.widgets.keyed_table import KeyedTable
+from tui.widgets.usage_bar import usage_text
+from tui.widgets.virtual_table import Column, VirtualTable
+
+CLASS_B = 65534
+
+
+class TableApp(App[None]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield KeyedTable([("Name", "name"), ("State", "state")])
+        yield VirtualTable([Column("IP", 15), Column("VM", 4)])
+
+    def on_virtual_table_selected(self, message: VirtualTable.Selected) -> None:
+        self.selected.append(message.row)
+
+
+async def test_keyed_table_diffs_rows_and_keeps_the_cursor_on_its_row() -> None:
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        table.show({"a": ("a", "up"), "b": ("b", "up"), "c": ("c", "down")})
+        table.focus()
+        await pilot.press("down")
+        assert table.selected_key == "b"
+        table.show({"a": ("a", "up"), "b": ("b", "down"), "c": ("c", "down")})
+        assert table.selected_key == "b" and table.get_cell("b", "state") == "down"
+        # A new row arrives in the middle: the order follows the mapping.
+        table.show({"a": ("a", "up"), "ab": ("ab", "new"), "b": ("b", "down"), "c": ("c", "down")})
+        assert [table.get_row_at(i)[0] for i in range(table.row_count)] == ["a", "ab", "b", "c"]
+        table.show({"a": ("a", "up"), "c": ("c", "down")})
+        assert table.row_count == 2
+        table.filter_text = "DOWN"
+        table.show({"a": ("a", "up"), "c": ("c", "down")})
+        assert table.row_count == 1 and table.selected_key == "c"
+
+
+async def test_virtual_table_holds_a_class_b_network_and_moves_anywhere() -> None:
+    app = TableApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(VirtualTable)
+        rows = [(f"10.1.{i >> 8}.{i & 255}", str(i)) for i in range(1, CLASS_B + 1)]
+        table.set_rows(rows)
+        table.focus()
+        await pilot.press("end")
+        assert table.current == rows[-1]
+        assert table.scroll_y > CLASS_B - 30
+        await pilot.press("pageup", "up")
+        assert table.cursor < CLASS_B - 20
+        await pilot.press("home", "down", "down")
+        assert table.current == rows[2] and table.scroll_y == 0
+        await pilot.press("enter")
+        assert app.selected == [2]
+        table.set_rows(rows[:1])
+        assert table.cursor == 0 and table.current == rows[0]
+
+
+def test_usage_bar_shows_even_one_lease_in_a_class_b() -> None:
+    assert usage_text(1, CLASS_B, 10).plain == "█░░░░░░░░░ 1/65534"
+    assert usage_text(0, 254, 4).plain == "░░░░ 0/254"
+    assert usage_text(254, 254, 4).plain == "████ 254/254"
+
+
+async def test_confirm_says_what_it_will_do_and_answers() -> None:
+    answers: list[bool | None] = []
+    app = TableApp()
+    async with app.run_test() as pilot:
+        for key in ("y", "n", "escape"):
+            app.push_screen(ConfirmScreen("Release 10.0.0.5?", ["frees 10.0.0.5 (02:00:0a:00:00:05)"]), answers.append)
+            await pilot.pause()
+            assert "frees 10.0.0.5" in str(app.screen.query_one("#confirm-details").render())
+            await pilot.press(key)
+    assert answers == [True, False, False]
+
+
+async def test_form_and_pick_return_what_was_entered() -> None:
+    results: list[object] = []
+    app = TableApp()
+    async with app.run_test() as pilot:
+        app.push_screen(FormScreen("Hold", [Field("ip", "IP"), Field("note", "Note", "gw")]), results.append)
+        await pilot.pause()
+        await pilot.press(*"10.0.0.9", "tab", "end", *"-2", "enter")
+        app.push_screen(FormScreen("Hold", [Field("ip", "IP")]), results.append)
+        await pilot.pause()
+        await pilot.press("escape")
+        app.push_screen(PickScreen("Host", ["local", "node1"]), results.append)
+        await pilot.pause()
+        await pilot.press("down", "enter")
+    assert results == [{"ip": "10.0.0.9", "note": "gw-2"}, None, "node1"]

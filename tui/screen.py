@@ -1,0 +1,114 @@
+"""What every console screen shares: the navigation bar, the footer, `/` filtering, `escape` back, and the
+read-only rule (changing actions shown disabled and refused with a notification)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer
+
+from tui.widgets.filter import FilterInput
+from tui.widgets.nav import NavBar
+
+if TYPE_CHECKING:
+    from tui.app import HeadnodeApp
+
+
+class HeadnodeScreen(Screen[None]):
+    """A console screen. Subclasses compose `body()`, name their changing actions in CHANGING, and re-read the
+    engine in `reload()` (called when shown and whenever the home changes on disk)."""
+
+    NAV: ClassVar[str] = "dashboard"  # which tab is highlighted
+    TITLE: ClassVar[str] = ""
+    CHANGING: ClassVar[frozenset[str]] = frozenset()  # action names refused in read-only mode
+    FILTERABLE: ClassVar[bool] = True
+
+    BINDINGS = [
+        # tab cycles screens (Screen's default is focus-next); forms in modals keep tab for their fields
+        Binding("tab", "app.cycle_screen(1)", "Next screen", show=False),
+        Binding("shift+tab", "app.cycle_screen(-1)", "Previous screen", show=False),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    @property
+    def happ(self) -> HeadnodeApp:
+        return cast("HeadnodeApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield NavBar(self.NAV, self.happ.read_only)
+        yield from self.body()
+        if self.FILTERABLE:
+            yield FilterInput()
+        yield Footer()
+
+    def body(self) -> Iterable[Widget]:
+        return ()
+
+    def reload(self) -> None:
+        """Re-read what this screen shows from the engine."""
+
+    def apply_filter(self, text: str) -> None:
+        """Show only what matches `text` (case-insensitive)."""
+
+    def main_widget(self) -> Widget | None:
+        """The widget that gets focus back from the filter."""
+        return None
+
+    ready = False  # widgets composed: reload() may run
+
+    def on_mount(self) -> None:
+        self.ready = True
+        self.refresh_view()
+
+    def on_screen_resume(self) -> None:
+        # A mode's screen is resumed before its widgets exist the first time; on_mount reads it then.
+        if self.ready:
+            self.refresh_view()
+
+    def refresh_view(self) -> None:
+        """reload(), with any error reported instead of raised."""
+        self.happ.attempt(f"show {self.TITLE}", self.reload)
+
+    # Read-only: the footer and help show changing actions disabled; pressing one says why.
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "filter" and not self.FILTERABLE:
+            return False  # hidden: nothing to filter here
+        if action in self.CHANGING and self.happ.read_only:
+            return None
+        return True
+
+    def on_key(self, event: events.Key) -> None:
+        if not self.happ.read_only:
+            return
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            if binding.action in self.CHANGING:
+                event.stop()
+                self.happ.refuse_read_only(binding.description or binding.action)
+
+    # Filter and navigation.
+
+    def action_filter(self) -> None:
+        if self.FILTERABLE:
+            self.query_one(FilterInput).open()
+
+    @on(FilterInput.Applied)
+    def _filter_applied(self, message: FilterInput.Applied) -> None:
+        self.apply_filter(message.text)
+
+    @on(FilterInput.Closed)
+    def _filter_closed(self) -> None:
+        widget = self.main_widget()
+        if widget is not None:
+            widget.focus()
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()

@@ -1,0 +1,145 @@
+"""The console's picture of image scripts running in this process, built from the executor's events.
+
+Kept by the App (the Dashboard and the Transfers screen both read it) so nothing is missed while neither is on
+view. Finished runs stay as "recent" until RECENT_KEPT newer ones have finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from engine.transfer_events import (
+    ActionFinished,
+    ActionProgress,
+    ActionRetry,
+    ActionStarted,
+    ScriptFinished,
+    ScriptProgress,
+    ScriptStarted,
+)
+
+RECENT_KEPT = 20
+TRANSFER_EVENTS = (
+    ScriptStarted,
+    ActionStarted,
+    ActionProgress,
+    ActionRetry,
+    ActionFinished,
+    ScriptProgress,
+    ScriptFinished,
+)
+
+
+@dataclass(frozen=True)
+class ActionState:
+    line: int
+    action: str
+    text: str
+    host: str
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    rate: float = 0.0
+    eta: float | None = None
+    state: str = "running"  # running, retrying, done, failed, cancelled
+    error: str | None = None
+
+
+@dataclass
+class RunState:
+    run: str
+    vm: int | None
+    source: str
+    lines_total: int
+    lines_done: int = 0
+    state: str = "running"
+    failed_line: int | None = None
+    error: str | None = None
+    actions: dict[int, ActionState] = field(default_factory=dict)
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(a.bytes_done for a in self.actions.values())
+
+    @property
+    def bytes_total(self) -> int | None:
+        totals = [a.bytes_total for a in self.actions.values() if a.bytes_total]
+        return sum(totals) if totals else None
+
+
+class TransferBoard:
+    """Runs by id, in the order they started."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunState] = {}
+        self.version = 0  # bumped on every change, so views redraw only when something moved
+
+    def apply(self, event: Any) -> bool:
+        """Take one event; False if it is not a transfer event."""
+        if not isinstance(event, TRANSFER_EVENTS):
+            return False
+        self.version += 1
+        if isinstance(event, ScriptStarted):
+            self.runs[event.run] = RunState(event.run, event.vm, event.source, event.lines, event.skipped)
+            return True
+        run = self.runs.get(event.run)
+        if run is None:
+            return True
+        if isinstance(event, ActionStarted):
+            run.actions[event.line] = ActionState(event.line, event.action, event.text, event.host)
+        elif isinstance(event, ActionProgress):
+            action = run.actions.get(event.line)
+            if action is not None:
+                run.actions[event.line] = replace(
+                    action,
+                    bytes_done=event.bytes_done,
+                    bytes_total=event.bytes_total,
+                    rate=event.rate,
+                    eta=event.eta,
+                    state="running",
+                )
+        elif isinstance(event, ActionRetry):
+            action = run.actions.get(event.line)
+            if action is not None:
+                run.actions[event.line] = replace(action, state="retrying", error=event.error)
+        elif isinstance(event, ActionFinished):
+            action = run.actions.get(event.line)
+            if action is not None:
+                total = action.bytes_total if action.bytes_total is not None else event.bytes
+                run.actions[event.line] = replace(
+                    action,
+                    bytes_done=event.bytes,
+                    bytes_total=total,
+                    rate=0.0,
+                    eta=None,
+                    state=event.outcome,
+                    error=event.error,
+                )
+        elif isinstance(event, ScriptProgress):
+            run.lines_done = event.lines_done
+        elif isinstance(event, ScriptFinished):
+            run.state, run.failed_line, run.error = event.outcome, event.failed_line, event.error
+            if event.outcome == "done":
+                run.lines_done = run.lines_total
+            self._forget_old()
+        return True
+
+    def _forget_old(self) -> None:
+        finished = [run_id for run_id, run in self.runs.items() if run.state != "running"]
+        for run_id in finished[:-RECENT_KEPT]:
+            del self.runs[run_id]
+
+    def running(self) -> list[RunState]:
+        return [run for run in self.runs.values() if run.state == "running"]
+
+    def in_flight(self) -> tuple[int, int, float]:
+        """Bytes done and bytes planned over the running actions whose size is known, and their total rate."""
+        done = total = 0
+        rate = 0.0
+        for run in self.running():
+            for action in run.actions.values():
+                if action.state in ("running", "retrying") and action.bytes_total:
+                    done += action.bytes_done
+                    total += action.bytes_total
+                    rate += action.rate
+        return done, total, rate

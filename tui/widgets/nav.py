@@ -1,0 +1,34 @@
+"""The top line: the console's screens with their number keys, the current one highlighted."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+# (mode, title) in number-key order; the App maps these names to screens.
+SCREENS: tuple[tuple[str, str], ...] = (
+    ("dashboard", "Dashboard"),
+    ("vms", "VMs"),
+    ("transfers", "Transfers"),
+    ("networks", "Networks"),
+    ("hosts", "Hosts"),
+    ("log", "Log"),
+)
+
+
+class NavBar(Static):
+    """Screens as tabs; `read_only` shows a marker so nobody wonders why keys are greyed out."""
+
+    def __init__(self, current: str, read_only: bool) -> None:
+        super().__init__(id="nav")
+        self.current = current
+        self.read_only = read_only
+
+    def render(self) -> Text:
+        text = Text("headnode ", style="bold")
+        for number, (mode, title) in enumerate(SCREENS, 1):
+            style = "reverse bold" if mode == self.current else ""
+            text.append(f" {number} {title} ", style=style)
+        if self.read_only:
+            text.append("  READ-ONLY", style="bold yellow")
+        return text
