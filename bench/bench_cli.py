@@ -51,8 +51,14 @@ def main() -> None:
                 "/v",
             ],
             "headnode script check": [HEADNODE, "script", "check", str(GOLDEN / "all_actions.script")],
+            "headnode host list": [HEADNODE, "host", "list"],
+            "headnode vnet list": [HEADNODE, "vnet", "list"],
+            "headnode vnet lease default --vm 1": [HEADNODE, "vnet", "lease", "default", "--vm", "1"],
+            "headnode vm list": [HEADNODE, "vm", "list"],
         }
-        subprocess.run([HEADNODE, "--help"], env=env, stdout=subprocess.DEVNULL, check=True)  # create the home
+        # A home with its embedded default (host local, network default) and one VM.
+        template = str(ROOT / "data" / "templates" / "ttylinux.tmpl")
+        subprocess.run([HEADNODE, "vm", "create", template], env=env, stdout=subprocess.DEVNULL, check=True)
         print(f"{'command':40} {'median wall (s)':>16}   ({runs} runs)")
         for label, argv in commands.items():
             print(f"{label:40} {wall(argv, env, runs):16.3f}")

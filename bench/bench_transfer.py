@@ -1,8 +1,9 @@
 """CLONE of a 1 GiB file: the ssh driver against `scp`, the shared driver against `cp`, side by side.
 
 Starts its own sshd on loopback (like the tests), makes a random file, and times each method `--rounds` times
-in alternation, reporting the best time of each. Goals: ssh driver <= 1.0x scp, shared driver <= 1.1x cp.
-The ssh driver is measured on both of its paths: the OpenSSH accelerator and the paramiko raw channel.
+in alternation (after a sync, so no method pays for another's write-back), reporting the best time of each.
+Goals: ssh driver <= 1.0x scp, shared driver <= 1.1x cp. The ssh driver is measured on both of its paths, the
+OpenSSH accelerator and the paramiko raw channel; the last column is the path the engine reports it took.
 
     .venv/bin/python bench/bench_transfer.py [--size-mib 1024] [--rounds 3]
 """
@@ -35,12 +36,33 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def clone(executor: Executor, source: Path, host: str, dest: Path) -> None:
-    dest.unlink(missing_ok=True)
+PATHS: dict[str, str] = {}  # method -> how the engine says it copied ("stream, local to openssh", ...)
+
+
+class LastDetail:
+    """Subscriber keeping the detail of the last finished action: which path carried the bytes."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __call__(self, event) -> None:
+        if event.kind == "action_finished":
+            self.text = event.detail
+
+
+def clone(runner: tuple[Executor, LastDetail], source: Path, host: str, dest: Path, method: str) -> None:
+    executor, detail = runner
     fe = executor.home.config.frontend_name
     result = executor.submit(parse_script(f"CLONE {fe}:{source} {host}:{dest}\n", "bench")).wait()
     if result is None or not result.ok:
         raise SystemExit(f"CLONE failed: {result}")
+    PATHS[method] = detail.text
+
+
+def executor(home: Home, accelerator: bool) -> tuple[Executor, LastDetail]:
+    bus, detail = EventBus(), LastDetail()
+    bus.subscribe(detail)
+    return Executor(home, bus, accelerator=accelerator), detail
 
 
 def run(argv: list[str]) -> None:
@@ -70,13 +92,19 @@ def main() -> None:
             shared_dir = root / "shared"
             Hosts(home).create(host.record())
             Hosts(home).create(Host("nfs01", "shared", str(shared_dir)))
+            (home.root / "tm").mkdir()
+            conf = (ROOT / "data/tm/shared.conf").read_text()
+            (home.root / "tm/unverified.conf").write_text(
+                conf.replace("VERIFY_LOCAL_COPIES = yes", "VERIFY_LOCAL_COPIES = no")
+            )
+            Hosts(home).create(Host("nfs02", "unverified", str(shared_dir)))
             source = root / "source.img"
             with open(source, "wb") as out:
                 for _ in range(size >> 20):
                     out.write(os.urandom(1 << 20))
 
-            accelerated = Executor(home, EventBus(), accelerator=True)
-            plain = Executor(home, EventBus(), accelerator=False)
+            accelerated = executor(home, accelerator=True)
+            plain = executor(home, accelerator=False)
             target = host.vm_dir / "1/images/disk.0"
             scp_target = host.vm_dir / "scp.img"
             scp = ["scp", "-q", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-P", str(host.port)]
@@ -85,20 +113,24 @@ def main() -> None:
             cp_target = shared_dir / "cp.img"
             methods = {
                 "scp (OpenSSH default cipher)": lambda: run(scp),
-                "ssh driver, OpenSSH accelerator": lambda: clone(accelerated, source, "bench01", target),
-                "ssh driver, paramiko raw channel": lambda: clone(plain, source, "bench01", target),
+                "ssh driver, OpenSSH accelerator": lambda: clone(accelerated, source, "bench01", target, "accel"),
+                "ssh driver, paramiko raw channel": lambda: clone(plain, source, "bench01", target, "plain"),
                 "cp": lambda: run(["cp", str(source), str(cp_target)]),
-                "shared driver": lambda: clone(accelerated, source, "nfs01", shared_target),
+                "shared driver (verified)": lambda: clone(accelerated, source, "nfs01", shared_target, "nfs01"),
+                "shared driver, VERIFY_LOCAL_COPIES=no": lambda: clone(
+                    accelerated, source, "nfs02", shared_target, "nfs02"
+                ),
             }
             shared_dir.mkdir()
             best: dict[str, float] = {}
             for _ in range(args.rounds):
                 for name, method in methods.items():
-                    for stale in (scp_target, cp_target):
+                    for stale in (scp_target, cp_target, target, shared_target):
                         stale.unlink(missing_ok=True)
+                    os.sync()  # earlier copies' dirty pages must not be written back during this one
                     best[name] = min(best.get(name, float("inf")), timed(method))
-            accelerated.close()
-            plain.close()
+            accelerated[0].close()
+            plain[0].close()
         finally:
             host.process.terminate()
             host.process.wait(5)
@@ -106,17 +138,19 @@ def main() -> None:
 
     mb = size / 1e6
     print(f"CLONE of {args.size_mib} MiB, best of {args.rounds} rounds, loopback sshd, {os.cpu_count()} CPUs")
-    print(f"{'method':36} {'seconds':>8} {'MB/s':>8} {'ratio':>7}  goal")
+    print(f"{'method':40} {'seconds':>8} {'MB/s':>8} {'ratio':>7}  goal")
     rows = [
-        ("scp (OpenSSH default cipher)", None, ""),
-        ("ssh driver, OpenSSH accelerator", "scp (OpenSSH default cipher)", "<= 1.0x scp"),
-        ("ssh driver, paramiko raw channel", "scp (OpenSSH default cipher)", "(fallback)"),
-        ("cp", None, ""),
-        ("shared driver", "cp", "<= 1.1x cp"),
+        ("scp (OpenSSH default cipher)", None, "", ""),
+        ("ssh driver, OpenSSH accelerator", "scp (OpenSSH default cipher)", "<= 1.0x scp", "accel"),
+        ("ssh driver, paramiko raw channel", "scp (OpenSSH default cipher)", "(fallback)", "plain"),
+        ("cp", None, "", ""),
+        ("shared driver (verified)", "cp", "(hashes source and copy)", "nfs01"),
+        ("shared driver, VERIFY_LOCAL_COPIES=no", "cp", "<= 1.1x cp", "nfs02"),
     ]
-    for name, baseline, goal in rows:
+    for name, baseline, goal, key in rows:
         ratio = f"{best[name] / best[baseline]:.2f}x" if baseline else ""
-        print(f"{name:36} {best[name]:8.2f} {mb / best[name]:8.0f} {ratio:>7}  {goal}")
+        path = f"  [{PATHS[key]}]" if key else ""
+        print(f"{name:40} {best[name]:8.2f} {mb / best[name]:8.0f} {ratio:>7}  {goal}{path}")
 
 
 if __name__ == "__main__":

@@ -18,15 +18,17 @@ fe:F/7/images host:D/7/images` puts it back. A destination directory that alread
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import posixpath
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.copier import Copied, copy_stream, kernel_copy
 from engine.drivers import Driver, load_driver, run_program
-from engine.endpoints import Endpoint, LocalEndpoint, Reader, RemoteEndpoint
+from engine.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint
 from engine.errors import InputError, OperationError
 from engine.home import Home
 from engine.hosts import Host, Hosts, inside_vm_dir
@@ -52,6 +54,12 @@ class Outcome:
     bytes: int = 0
     sha256: str | None = None
     detail: str = ""
+    check_stored: bool = False  # a copy the destination still has to hash before it is renamed into place
+
+
+def copied_outcome(copied: Copied, detail: str = "") -> Outcome:
+    note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
+    return Outcome(copied.size, copied.sha256, detail or f"{copied.method}{note}", copied.check_stored)
 
 
 def part_name(path: str) -> str:
@@ -79,27 +87,30 @@ def action_host(action: Action, frontend: str) -> str:
 class Transfers:
     """Checks and runs actions for one home; shares an SSH pool between all of them."""
 
-    def __init__(self, home: Home, pool: SshPool, accelerator: Callable | None = None) -> None:
+    def __init__(self, home: Home, pool: SshPool, accelerator: Accelerator | None = None) -> None:
         self.home = home
         self.hosts = Hosts(home)
         self.pool = pool
         self.accelerator = accelerator
         self._drivers: dict[str, Driver] = {}
+        self._drivers_lock = threading.Lock()
 
     def driver(self, host: Host) -> Driver:
-        if host.driver not in self._drivers:
-            self._drivers[host.driver] = load_driver(self.home, host.driver)
-        return self._drivers[host.driver]
+        with self._drivers_lock:
+            if host.driver not in self._drivers:
+                self._drivers[host.driver] = load_driver(self.home, host.driver)
+            return self._drivers[host.driver]
 
     def target(self, action: Action) -> Host:
         return self.hosts.resolve(action_host(action, self.hosts.frontend_name))
 
-    def check(self, action: Action) -> list[str]:
-        """Everything that stops the action from running, as messages; empty when it can run."""
+    def check(self, action: Action, earlier: Sequence[Location] = ()) -> list[str]:
+        """Everything that stops the action from running, as messages; empty when it can run. A source on this
+        machine must exist unless it lies under a destination of an `earlier` line of the same script."""
+        source = getattr(action, "source", None)
         names = [loc.host for loc in written_paths(action)]
-        for source in (getattr(action, "source", None),):
-            if isinstance(source, Location):
-                names.append(source.host)
+        if isinstance(source, Location):
+            names.append(source.host)
         problems = []
         for name in dict.fromkeys(names):
             try:
@@ -118,19 +129,23 @@ class Transfers:
             return problems + [p.message for p in exc.problems]
         if not driver.handles(action.name):
             problems.append(f"driver {driver.name} ({driver.source}) has no {action.name}")
-        source = getattr(action, "source", None)
         if isinstance(action, Context) and driver.base != "dummy":
             for name in (action.context_file, *action.files):
                 if name.startswith("/") and not os.path.isfile(name):
                     problems.append(f"context file {name} does not exist on the front end")
-        local_source = isinstance(source, Location) and self.hosts.resolve(source.host).local
-        if local_source and driver.base != "dummy" and not os.path.lexists(source.path):
+        local_source = isinstance(source, Location) and self._base(self.hosts.resolve(source.host)) == "shared"
+        made = isinstance(source, Location) and any(_under(source, location) for location in earlier)
+        if local_source and not made and driver.base != "dummy" and not os.path.lexists(source.path):
             problems.append(f"source {source} does not exist")
         return problems
 
+    def _base(self, host: Host) -> str:
+        """How a host's files are reached: "shared" (this machine's files), "ssh" or "dummy"."""
+        return "shared" if host.local else self.driver(host).base
+
     def endpoint(self, name: str) -> Endpoint:
         host = self.hosts.resolve(name)
-        base = "shared" if host.local else self.driver(host).base
+        base = self._base(host)
         if base == "shared":
             return LocalEndpoint(host)
         if base == "ssh":
@@ -153,7 +168,7 @@ class Transfers:
         attempt = 1
         while True:  # copies retry inside; this retries the rest (remote commands) when the connection drops
             try:
-                return _Builtin(self, job, resume_partial).run(action)
+                return _Builtin(self, job, resume_partial, driver.verify_local).run(action)
             except ConnectionLost as exc:
                 if attempt >= job.retry.attempts:
                     raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
@@ -166,10 +181,11 @@ class Transfers:
 class _Builtin:
     """The built-in actions, over endpoints."""
 
-    def __init__(self, transfers: Transfers, job: Job, resume_partial: bool) -> None:
+    def __init__(self, transfers: Transfers, job: Job, resume_partial: bool, verify_local: bool) -> None:
         self.t = transfers
         self.job = job
         self.resume_partial = resume_partial
+        self.verify_local = verify_local
 
     def run(self, action: Action) -> Outcome:
         handler = {
@@ -183,13 +199,19 @@ class _Builtin:
         }[type(action)]
         return handler(action)
 
-    def _placed(self, dest: Endpoint, final: str, make: Callable[[str], Outcome]) -> Outcome:
-        """Make a file under its temporary name, then rename it into place; remove the temporary on failure."""
+    def _placed(self, dest: Endpoint, final: str, make: Callable[[str], Outcome], streamed: bool = False) -> Outcome:
+        """Make a file under its temporary name, then publish it (a copy checked where it lies) into place; remove
+        the temporary on failure. A streamed copy to a host makes its own directory on the way."""
         tmp = part_name(final)
-        dest.makedirs(posixpath.dirname(final))
+        if dest.local or not streamed:
+            dest.makedirs(posixpath.dirname(final))
         try:
             outcome = make(tmp)
-            dest.rename(tmp, final)
+            if outcome.check_stored:
+                digest = dest.publish(tmp, final, outcome.bytes, outcome.sha256)
+                outcome = dataclasses.replace(outcome, sha256=digest, check_stored=False)
+            else:
+                dest.rename(tmp, final)
         except BaseException:
             _discard(dest, tmp)
             raise
@@ -197,7 +219,7 @@ class _Builtin:
 
     def _copy_file(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
         if source.local and dest.local:
-            return kernel_copy(self.job, path, tmp, progress)
+            return kernel_copy(self.job, path, tmp, progress, self.verify_local)
         return copy_stream(
             self.job,
             lambda offset: source.open_reader(path, offset),
@@ -231,10 +253,9 @@ class _Builtin:
             else:
                 origin = self.t.endpoint(source.host)
                 copied = self._copy_file(origin, source.path, dest, tmp, progress)
-            note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
-            return Outcome(copied.size, copied.sha256, f"{copied.method}{note}")
+            return copied_outcome(copied)
 
-        return self._placed(dest, action.dest.path, make)
+        return self._placed(dest, action.dest.path, make, streamed=True)
 
     def link(self, action: Link) -> Outcome:
         dest = self.t.endpoint(action.dest.host)
@@ -256,6 +277,7 @@ class _Builtin:
             dest.sparse_file(tmp, size_mb * MIB)
             self.job.progress(0, None)
             dest.run([*command, tmp], self.job.cancelled, lambda line: self.job.log(f"{command[0]}: {line}"))
+            self.job.progress(size_mb * MIB, size_mb * MIB)
             return Outcome(size_mb * MIB, detail=" ".join(command))
 
         return self._placed(dest, dest_location.path, make)
@@ -275,7 +297,7 @@ class _Builtin:
         frontend = self.t.endpoint(self.t.hosts.frontend_name)
 
         def fetch(url: str, path: str) -> None:
-            self._placed(frontend, path, lambda tmp: Outcome(self._fetch(url, frontend, tmp, lambda d, t: None).size))
+            self._placed(frontend, path, lambda tmp: copied_outcome(self._fetch(url, frontend, tmp, lambda d, t: None)))
 
         def make(tmp: str) -> Outcome:
             files = [action.context_file, *action.files]
@@ -288,9 +310,9 @@ class _Builtin:
                 iso = os.path.join(scratch, "context.iso")
                 build_context_iso(files, iso, fetch)
                 copied = self._copy_file(frontend, iso, dest, tmp, self.job.progress)
-                return Outcome(copied.size, copied.sha256, "ISO built on the front end, copied")
+                return copied_outcome(copied, "ISO built on the front end, copied")
 
-        return self._placed(dest, action.dest.path, make)
+        return self._placed(dest, action.dest.path, make, streamed=True)
 
     def delete(self, action: Delete) -> Outcome:
         self.t.endpoint(action.dest.host).remove(action.dest.path)
@@ -308,6 +330,11 @@ class _Builtin:
             kind != "d" and dest.kind(final)[0] == "d"
         ):
             final = posixpath.join(final, name)
+        same_place = (source.local and dest.local) or action.source.host == action.dest.host
+        if same_place and posixpath.normpath(final) == posixpath.normpath(action.source.path):
+            # A host whose VM directory is the front end's (the embedded `local` host): stop and resume move
+            # the images onto themselves, which OpenNebula's nfs driver also took as a no-op.
+            return Outcome(detail="already in place")
         existing, _ = dest.kind(final)
         if existing == "d" and dest.tree(final):
             raise OperationError(f"MV: {action.dest.host}:{final} is a directory that already holds files")
@@ -316,7 +343,6 @@ class _Builtin:
         if existing == "d":
             dest.remove(final)
         dest.makedirs(posixpath.dirname(final))
-        same_place = (source.local and dest.local) or action.source.host == action.dest.host
         if same_place:
             try:
                 source.rename(action.source.path, final)
@@ -328,13 +354,14 @@ class _Builtin:
         elif kind == "l" and dest.local and source.local:
             outcome = self._placed(dest, final, lambda tmp: _relink(source, action.source.path, dest, tmp))
         else:
-            outcome = self._placed(dest, final, lambda tmp: self._copy_outcome(source, action.source.path, dest, tmp))
+            outcome = self._placed(
+                dest, final, lambda tmp: self._copy_outcome(source, action.source.path, dest, tmp), True
+            )
         source.remove(action.source.path)
         return outcome
 
     def _copy_outcome(self, source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:
-        copied = self._copy_file(source, path, dest, tmp, self.job.progress)
-        return Outcome(copied.size, copied.sha256, copied.method)
+        return copied_outcome(self._copy_file(source, path, dest, tmp, self.job.progress))
 
     def _placed_tree(self, source: Endpoint, root: str, dest: Endpoint, final: str) -> Outcome:
         """Copy a directory tree under a temporary name, each file verified, then rename it into place."""
@@ -353,13 +380,17 @@ class _Builtin:
                     dest.symlink(source.readlink(posixpath.join(root, entry.path)), target)
                 else:
                     base = done
-                    self._copy_file(
+                    copied = self._copy_file(
                         source,
                         posixpath.join(root, entry.path),
                         dest,
-                        target,
+                        part_name(target),
                         lambda d, t, b=base: self.job.progress(b + d, total),
                     )
+                    if copied.check_stored:
+                        dest.publish(part_name(target), target, copied.size, copied.sha256)
+                    else:
+                        dest.rename(part_name(target), target)
                     done += entry.size
             dest.rename(tmp, final)
         except BaseException:
@@ -367,6 +398,11 @@ class _Builtin:
             raise
         self.job.progress(total, total)
         return Outcome(total, detail=f"copied {len(entries)} entries")
+
+
+def _under(location: Location, root: Location) -> bool:
+    path, top = posixpath.normpath(location.path), posixpath.normpath(root.path)
+    return location.host == root.host and (path == top or path.startswith(top.rstrip("/") + "/"))
 
 
 def _relink(source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:

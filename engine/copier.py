@@ -1,15 +1,17 @@
 """Copying one file, verified while it copies, retried and resumed when the connection drops.
 
 `copy_stream` moves bytes from a Reader to a Writer (any endpoints, HTTP included), hashing them once on the way;
-the far sides hash what they sent and stored, and all three must agree. After a drop it reconnects with backoff
-and resumes from the size of the partial file (a Range request for HTTP); a resumed copy is then checked whole
-against the source. `kernel_copy` is the shared file system's fast path: a reflink, else copy_file_range over
-the source's data extents (holes stay holes), with a second thread hashing source and copy right behind it.
+a remote source hashes what it sent, a host hashes the copy it stored, and all must agree. After a drop
+it reconnects with backoff and resumes from the size of the partial file (a Range request for HTTP); a resumed
+copy is then checked whole against the source. `kernel_copy` is the shared file system's fast path: a reflink,
+else copy_file_range over the source's data extents (holes stay holes), with a second thread hashing source and
+copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -19,7 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.endpoints import Endpoint, Reader, Stored, Writer
+from engine.endpoints import Endpoint, Reader, Writer
 from engine.errors import OperationError
 from engine.job import Job
 from engine.ssh import ConnectionLost
@@ -35,6 +37,7 @@ class Copied:
     sha256: str | None  # None for a reflink, which shares the source's blocks
     resumed_from: int = 0
     method: str = "stream"
+    check_stored: bool = False  # the destination still hashes the file where it lies (at publish)
 
 
 def copy_stream(
@@ -56,7 +59,7 @@ def copy_stream(
             offset = dest.kind(tmp)[1] if (attempt > 1 or resume_partial) else 0
             reader = open_reader(offset)
             offset = reader.offset
-            writer = dest.open_writer(tmp, offset)
+            writer = dest.open_writer(tmp, offset, reader.total)
             digest = hashlib.sha256()
             done = offset
             progress(done, reader.total)
@@ -66,13 +69,10 @@ def copy_stream(
                 writer.write(chunk)
                 done += len(chunk)
                 progress(done, reader.total)
-            stored, writer = writer.finish(), None
-            if stored.size < done:  # the copy ends in a hole; a failed write would have failed the writer
-                dest.extend(tmp, done)
-                stored = Stored(done, stored.sha256)
-            return _verified(
-                digest.hexdigest(), reader, stored.size, stored.sha256, done, offset, dest, tmp, source_sha256
-            )
+            carriers = f"{reader.carrier} to {writer.carrier}"
+            size, writer = writer.finish(), None
+            copied = _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
+            return dataclasses.replace(copied, method=f"stream, {carriers}")
         except ConnectionLost as exc:
             _close(reader, writer)
             if attempt >= job.retry.attempts:
@@ -96,32 +96,33 @@ def _close(reader: Reader | None, writer: Writer | None) -> None:
 def _verified(
     passed: str,
     reader: Reader,
-    stored_size: int,
-    stored_sha256: str | None,
+    size: int,
     done: int,
     offset: int,
     dest: Endpoint,
     tmp: str,
     source_sha256: Callable[[], str | None],
 ) -> Copied:
+    """Check the copy: sizes, what the source sent, and the whole file against the source's hash. A host checks
+    the file it stored when it publishes it (`Copied.check_stored`), which also restores a trailing hole."""
     if reader.total is not None and done != reader.total:
         raise OperationError(f"the source changed while copying: read {done} of {reader.total} bytes")
-    for side, value in (("sent", reader.sha256), ("stored", stored_sha256)):
-        if value is not None and value != passed:
-            raise OperationError(f"checksum mismatch: {side} sha256 {value}, copied {passed}")
-    if stored_size != done:
-        raise OperationError(f"size mismatch: stored {stored_size} bytes, copied {done}")
-    if offset == 0:
-        return Copied(done, passed)
-    whole = dest.sha256(tmp)  # a resumed copy: check the whole file, head included
-    source = source_sha256()
-    if source is not None and source != whole:
-        raise OperationError(f"checksum mismatch after resuming: source {source}, copy {whole}")
+    if reader.sha256 is not None and reader.sha256 != passed:
+        raise OperationError(f"checksum mismatch: sent sha256 {reader.sha256}, received {passed}")
+    if size > done or (size < done and not dest.hashes_copies):
+        raise OperationError(f"size mismatch: stored {size} bytes, copied {done}")
+    # A resumed copy's head came from an earlier attempt, so then whole files are compared.
+    source = passed if offset == 0 else source_sha256()
+    if dest.hashes_copies:
+        return Copied(done, source, resumed_from=offset, check_stored=True)
+    whole = passed if offset == 0 else dest.sha256(tmp)
+    if source is not None and whole != source:
+        raise OperationError(f"checksum mismatch: source sha256 {source}, copy {whole}")
     return Copied(done, whole, resumed_from=offset)
 
 
-def kernel_copy(job: Job, source: str, tmp: str, progress: Progress) -> Copied:
-    """Copy a local file within this machine's file systems, keeping holes."""
+def kernel_copy(job: Job, source: str, tmp: str, progress: Progress, verify: bool = True) -> Copied:
+    """Copy a local file within this machine's file systems, keeping holes; with verify, hash both sides."""
     with open(source, "rb") as src, open(tmp, "w+b") as dst:
         size = os.fstat(src.fileno()).st_size
         try:
@@ -130,20 +131,23 @@ def kernel_copy(job: Job, source: str, tmp: str, progress: Progress) -> Copied:
             return Copied(size, None, method="reflink")
         except OSError:
             pass
-        verifier = _Verifier(src.fileno(), dst.fileno())
+        verifier = _Verifier(src.fileno(), dst.fileno()) if verify else None
         try:
             for start, end in _data_extents(src.fileno(), size):
                 position = start
                 while position < end:
                     job.check_cancel()
                     count = _copy_range(src.fileno(), dst.fileno(), position, min(PIECE, end - position))
-                    verifier.check(position, count)
+                    if verifier is not None:
+                        verifier.check(position, count)
                     position += count
                     progress(position, size)
             dst.truncate(size)
         finally:
-            sums = verifier.finish()
+            sums = verifier.finish() if verifier is not None else None
         progress(size, size)
+    if sums is None:
+        return Copied(size, None, method="copy_file_range, not verified")
     if sums[0] != sums[1]:
         raise OperationError(f"checksum mismatch: source {sums[0]}, copy {sums[1]}")
     return Copied(size, sums[0], method="copy_file_range")
@@ -180,30 +184,39 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
 
 
 class _Verifier:
-    """Hashes each copied range of the source and of the copy, in a thread of its own."""
+    """Hashes each copied range of the source and of the copy, one thread per side (hashlib releases the GIL)."""
 
     def __init__(self, fd_in: int, fd_out: int) -> None:
-        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
-        self._sums = (hashlib.sha256(), hashlib.sha256())
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fd_in, fd_out), daemon=True)
-        self._thread.start()
+        self._sides = [_Hasher(fd_in), _Hasher(fd_out)]
 
     def check(self, offset: int, count: int) -> None:
-        self._queue.put((offset, count))
+        for side in self._sides:
+            side.queue.put((offset, count))
 
-    def _run(self, fd_in: int, fd_out: int) -> None:
-        while (item := self._queue.get()) is not None:
+    def finish(self) -> tuple[str, str]:
+        source, copy = (side.finish() for side in self._sides)
+        return source, copy
+
+
+class _Hasher:
+    def __init__(self, fd: int) -> None:
+        self.queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
+        self._digest = hashlib.sha256()
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fd: int) -> None:
+        while (item := self.queue.get()) is not None:
             if self._error is None:
                 try:
-                    for fd, digest in zip((fd_in, fd_out), self._sums, strict=True):
-                        digest.update(os.pread(fd, item[1], item[0]))
+                    self._digest.update(os.pread(fd, item[1], item[0]))
                 except OSError as exc:
                     self._error = exc
 
-    def finish(self) -> tuple[str, str]:
-        self._queue.put(None)
+    def finish(self) -> str:
+        self.queue.put(None)
         self._thread.join()
         if self._error is not None:
             raise OperationError(f"cannot verify the copy: {self._error}")
-        return self._sums[0].hexdigest(), self._sums[1].hexdigest()
+        return self._digest.hexdigest()

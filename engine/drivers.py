@@ -1,8 +1,9 @@
 """Transfer drivers: for each action, a built-in or an external program, read from `tm/<driver>.conf`.
 
 A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files are reached, and whose built-ins
-`builtin` means) and one line per action, `CLONE = builtin` or `CLONE = "program"` (a relative program path is
-looked up next to the conf). Confs in `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
+`builtin` means), `VERIFY_LOCAL_COPIES = yes|no` (see data/tm/shared.conf), and one line per action:
+`CLONE = builtin` or `CLONE = "program"` (a relative program path is looked up next to the conf). Confs in
+`<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
 
 An external program runs with the action's arguments as argv, never through a shell. Each stdout line goes to the
 VM's transfer log; a non-zero exit fails the action with the text between OpenNebula's `ERROR MESSAGE --8<------`
@@ -34,6 +35,7 @@ class Driver:
     base: str
     programs: tuple[tuple[str, str | None], ...]  # (action, program path or None for the built-in)
     source: str
+    verify_local: bool = True  # hash source and copy of a copy made by the kernel on this machine
 
     def program(self, action: str) -> str | None:
         return dict(self.programs)[action]
@@ -66,9 +68,13 @@ def _parse_driver(name: str, path: Path) -> Driver:
     base = template.get("BASE")
     if base not in BASES:
         problems.append(Problem(f"BASE must be one of {', '.join(BASES)}, not {base!r}", str(path)))
+    verify = (template.get("VERIFY_LOCAL_COPIES") or "yes").lower()
+    if verify not in ("yes", "no"):
+        attr = template.all("VERIFY_LOCAL_COPIES")[0]
+        problems.append(Problem(f"VERIFY_LOCAL_COPIES must be yes or no, not {verify!r}", str(path), attr.line))
     programs = []
     for attr in template:
-        if attr.name == "BASE":
+        if attr.name in ("BASE", "VERIFY_LOCAL_COPIES"):
             continue
         if attr.name not in ACTION_NAMES:
             problems.append(
@@ -87,7 +93,7 @@ def _parse_driver(name: str, path: Path) -> Driver:
         programs.append((attr.name, program))
     if problems:
         raise InputError(problems)
-    return Driver(name, base or "", tuple(programs), str(path))
+    return Driver(name, base or "", tuple(programs), str(path), verify == "yes")
 
 
 def error_message(stderr: str) -> str:

@@ -3,8 +3,8 @@
 A `LocalEndpoint` works on this machine's files (the front end, and hosts sharing its file system). A
 `RemoteEndpoint` runs quoted commands over the host's pooled SSH connection: a few constant `sh -c` scripts take
 paths only as positional arguments, so no path is ever spliced into shell text. Streams are read and written in
-1 MiB chunks; a remote writer hashes what it stores (`tee | sha256sum`) and a remote reader hashes what it sends,
-so a copy is verified on both ends while the data passes once.
+1 MiB chunks; a remote reader hashes what it sends and a copy stored on a host is hashed there, so a copy is
+verified on both ends while the source is read once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from paramiko import SSHException
 
 from engine.errors import OperationError
 from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
@@ -30,16 +32,24 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
+# What paramiko raises when a channel's connection is gone (its window updates fail with EOFError too).
+CHANNEL_ERRORS = (OSError, EOFError, SSHException)
 _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
 _SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
-# Receive a stream into $1 from byte $2 (the file cut there first), leaving holes where whole MiB blocks are zero;
-# print the stream's sha256, then the file's size (short of the stream's end by a trailing hole, if any).
-_RECEIVE = _SHA256 + (
-    'set -e; truncate -s "$2" -- "$1"; exec 4>&1; { tee /dev/fd/3 | sha >&4; } 3>&1 | '
+# Receive a stream into $1 from byte $2 (its directory made, the file cut there first), leaving holes where whole
+# MiB blocks are zero; print the file's size (short of the stream's end by a trailing hole, restored at publish).
+_RECEIVE = (
+    'set -e; mkdir -p -- "$(dirname -- "$1")"; truncate -s "$2" -- "$1"; '
     'dd of="$1" bs=1M seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
     'stat -c %s -- "$1"'
+)
+# Publish a received copy: grow $1 to $3 bytes (a trailing hole), hash it where it lies, and rename it to $2 only
+# if the hash is $4 (when given); print the hash either way (exit 3 on a mismatch).
+_PUBLISH = _SHA256 + (
+    'set -e; truncate -s ">$3" -- "$1"; h=$(sha < "$1"); h=${h%% *}; '
+    'if [ -n "$4" ] && [ "$h" != "$4" ]; then echo "$h"; exit 3; fi; mv -T -- "$1" "$2"; echo "$h"'
 )
 # Send $1 from byte offset $2 on stdout, and its sha256 on stderr.
 _SEND = _SHA256 + '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha >&2; } 3>&1'
@@ -60,14 +70,6 @@ class TreeEntry:
     size: int
 
 
-@dataclass(frozen=True)
-class Stored:
-    """What a writer stored: its size, and the sha256 of the bytes it received when it can tell (remote)."""
-
-    size: int
-    sha256: str | None
-
-
 class Reader:
     """A byte stream from `offset` to the end; `sha256` (of what was sent) is known after the last chunk if the
     far side computes it."""
@@ -75,6 +77,7 @@ class Reader:
     offset = 0
     total: int | None = None
     sha256: str | None = None
+    carrier = "local"  # what carries the bytes: local, paramiko, openssh or http
 
     def chunks(self) -> Iterator[bytes]:
         raise NotImplementedError
@@ -84,10 +87,13 @@ class Reader:
 
 
 class Writer:
+    carrier = "local"
+
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
+        """Complete the write; the file's size."""
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -99,6 +105,7 @@ class Endpoint:
 
     host: Host
     local = False
+    hashes_copies = False  # whether a copy written here is hashed again where it lies (remote: on the host)
 
     def kind(self, path: str) -> tuple[str | None, int]:
         """("f", size), ("d", 0), ("l", 0) or (None, 0) when missing."""
@@ -134,14 +141,19 @@ class Endpoint:
     def open_reader(self, path: str, offset: int) -> Reader:
         raise NotImplementedError
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
+        """Write from `offset` (`total`: the final size, when known); `finish` returns the file's size. A remote
+        writer also makes the file's directory."""
         raise NotImplementedError
+
+    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
+        """Rename a finished copy into place. Where the endpoint hashes copies (`hashes_copies`), first restore
+        its size (a trailing hole) and hash it where it lies, refusing it unless the hash is `expected` (when
+        given); returns that hash."""
+        self.rename(tmp, final)
+        return None
 
     def sha256(self, path: str) -> str:
-        raise NotImplementedError
-
-    def extend(self, path: str, size: int) -> None:
-        """Grow a file to `size` bytes with a hole (a sparse copy's trailing zeros)."""
         raise NotImplementedError
 
     def free_bytes(self, path: str) -> int:
@@ -242,10 +254,10 @@ class LocalWriter(Writer):
                 view = view[os.write(self._fd, view) :]
         self._position += len(data)
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         os.ftruncate(self._fd, self._position)  # a trailing hole still counts
         os.close(self._fd)
-        return Stored(self._position, None)
+        return self._position
 
     def abort(self) -> None:
         os.close(self._fd)
@@ -307,7 +319,7 @@ class LocalEndpoint(Endpoint):
     def open_reader(self, path: str, offset: int) -> Reader:
         return LocalReader(path, offset)
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         return LocalWriter(path, offset)
 
     def sha256(self, path: str) -> str:
@@ -317,15 +329,42 @@ class LocalEndpoint(Endpoint):
                 digest.update(data)
         return digest.hexdigest()
 
-    def extend(self, path: str, size: int) -> None:
-        os.truncate(path, size)
-
     def free_bytes(self, path: str) -> int:
         st = os.statvfs(path)
         return st.f_bavail * st.f_frsize
 
 
+def drain_stderr(channel: paramiko.Channel) -> bytes:
+    """What is left of a channel's stderr (as much as arrived, if the connection is gone)."""
+    parts = []
+    with contextlib.suppress(*CHANNEL_ERRORS):
+        while data := channel.recv_stderr(65536):
+            parts.append(data)
+    return b"".join(parts)
+
+
+def sent_sha256(status: int, stderr: bytes) -> str:
+    """The sha256 a `_SEND` printed last on stderr, or OperationError with what the host said."""
+    err = stderr.decode(errors="replace").strip()
+    last = err.splitlines()[-1].split() if err else []
+    if status != 0 or not last or len(last[0]) != 64:
+        raise OperationError(f"reading failed on host: {err or f'status {status}'}")
+    return last[0]
+
+
+class Accelerator(Protocol):
+    """Another carrier for a remote command's bulk bytes (engine.openssh), for streams of min_bytes or more."""
+
+    min_bytes: int
+
+    def writer(self, host: Host, argv: Sequence[str]) -> Writer: ...
+
+    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int) -> Reader: ...
+
+
 class RemoteReader(Reader):
+    carrier = "paramiko"
+
     def __init__(self, channel: paramiko.Channel, offset: int, total: int, transport: paramiko.Transport) -> None:
         self._channel = channel
         self._transport = transport
@@ -336,7 +375,7 @@ class RemoteReader(Reader):
         while True:
             try:
                 data = self._channel.recv(CHUNK)
-            except OSError as exc:
+            except CHANNEL_ERRORS as exc:
                 raise ConnectionLost(f"the connection dropped while reading: {exc}") from None
             if not data:
                 break
@@ -344,11 +383,7 @@ class RemoteReader(Reader):
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()
-        err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
-        last = err.strip().splitlines()[-1].split() if err.strip() else []
-        if status != 0 or not last or len(last[0]) != 64:
-            raise OperationError(f"reading failed on host: {err.strip() or f'status {status}'}")
-        self.sha256 = last[0]
+        self.sha256 = sent_sha256(status, drain_stderr(self._channel))
 
     def close(self) -> None:
         self._channel.close()
@@ -357,28 +392,30 @@ class RemoteReader(Reader):
 class ChannelWriter(Writer):
     """Streams into a remote `_RECEIVE` over a paramiko channel."""
 
+    carrier = "paramiko"
+
     def __init__(self, channel: paramiko.Channel, transport: paramiko.Transport) -> None:
         self._channel = channel
         self._transport = transport
 
     def _failure(self, what: str) -> OperationError:
         if self._transport.is_active() and self._channel.exit_status_ready():
-            err = b"".join(iter(lambda: self._channel.recv_stderr(65536), b"")).decode(errors="replace")
+            err = drain_stderr(self._channel).decode(errors="replace")
             return OperationError(f"writing on the host failed: {err.strip() or what}")
         return ConnectionLost(f"the connection dropped while writing: {what}")
 
     def write(self, data: bytes) -> None:
         try:
             self._channel.sendall(data)
-        except (OSError, EOFError) as exc:
+        except CHANNEL_ERRORS as exc:
             raise self._failure(str(exc) or type(exc).__name__) from None
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         try:
             self._channel.shutdown_write()
             out = b"".join(iter(lambda: self._channel.recv(65536), b"")).decode()
             status = self._channel.recv_exit_status()
-        except (OSError, EOFError) as exc:
+        except CHANNEL_ERRORS as exc:
             raise self._failure(str(exc)) from None
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while finishing a write")
@@ -388,19 +425,19 @@ class ChannelWriter(Writer):
         self._channel.close()
 
 
-def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> Stored:
-    """The output of `_RECEIVE`: a line starting with the sha256, then a line with the size."""
-    lines = out.split("\n")
-    words = [lines[0].split()[0] if lines[0].split() else "", *lines[1:2]] if len(lines) >= 2 else []
-    if status != 0 or len(words) != 2 or len(words[0]) != 64 or not words[1].isdigit():
+def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> int:
+    """The size `_RECEIVE` printed, or OperationError with what the host said."""
+    if status != 0 or not out.strip().isdigit():
         if channel is not None:
-            err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
+            err = drain_stderr(channel).decode(errors="replace")
         raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
-    return Stored(int(words[1]), words[0])
+    return int(out)
 
 
 class RemoteEndpoint(Endpoint):
-    def __init__(self, host: Host, pool: SshPool, accelerator: Callable[..., Writer] | None = None) -> None:
+    hashes_copies = True
+
+    def __init__(self, host: Host, pool: SshPool, accelerator: Accelerator | None = None) -> None:
         self.host = host
         self.pool = pool
         self.accelerator = accelerator
@@ -454,23 +491,32 @@ class RemoteEndpoint(Endpoint):
         kind, size = self.kind(path)
         if kind != "f":
             raise OperationError(f"host {self.host.name}: {path} is not a file")
+        argv = ["sh", "-c", _SEND, "sh", path, str(offset)]
+        if self.accelerator is not None and size - offset >= self.accelerator.min_bytes:
+            return self.accelerator.reader(self.host, argv, offset, size)
         transport = self.pool.transport(self.host)
-        channel = open_channel(transport, ["sh", "-c", _SEND, "sh", path, str(offset)])
+        channel = open_channel(transport, argv)
         channel.shutdown_write()
         return RemoteReader(channel, offset, size, transport)
 
-    def open_writer(self, path: str, offset: int) -> Writer:
+    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
-        if self.accelerator is not None:
-            return self.accelerator(self.host, argv)
+        if self.accelerator is not None and (total is None or total - offset >= self.accelerator.min_bytes):
+            return self.accelerator.writer(self.host, argv)
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
 
     def sha256(self, path: str) -> str:
         return self._check(["sh", "-c", _HASH_FILE, "sh", path]).split()[0]
 
-    def extend(self, path: str, size: int) -> None:
-        self._check(["truncate", "-s", str(size), "--", path])
+    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
+        result = self._run(["sh", "-c", _PUBLISH, "sh", tmp, final, str(size), expected or ""])
+        digest = result.stdout.strip()
+        if result.status == 3:
+            raise OperationError(f"checksum mismatch: source sha256 {expected}, copy on {self.host.name} {digest}")
+        if result.status != 0 or len(digest) != 64:
+            raise OperationError(f"host {self.host.name}: {failure_text(result, ['publish'])}")
+        return digest
 
     def free_bytes(self, path: str) -> int:
         out = self._check(["df", "-P", "-B1", "--", path]).splitlines()

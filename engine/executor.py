@@ -4,6 +4,8 @@
     run = executor.submit(script, vm_id=12)          # validated whole first: InputError, nothing runs
     run.cancel()  /  run.cancel_action(line)          # cooperative: copies check between chunks
     result = run.wait()                               # ScriptResult(outcome, failed_line, error, ...)
+    run.retry()                                       # a new run from the first unfinished line
+    executor.active()                                 # runs not finished yet
 
 Scripts run in parallel (up to `max_scripts`), the lines of one script in order, stopping at the first failure.
 Each host admits at most its `max_transfers` actions at once, across all scripts. Transient network failures are
@@ -26,7 +28,7 @@ from engine.events import EventBus
 from engine.home import Home
 from engine.job import Job, RetryPolicy
 from engine.journal import Journal
-from engine.openssh import OpenSshWriter, accelerator_enabled
+from engine.openssh import OpenSsh, configured_accelerator
 from engine.script import Location, Script, ScriptLine, format_action
 from engine.ssh import Cancelled, SshPool
 from engine.store import Store
@@ -43,7 +45,8 @@ from engine.transfer_events import (
 from engine.transfer_log import TransferLog
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events of one action
-MAX_SCRIPTS = 15  # OpenNebula 1.4 ran 15 transfer files at once
+MAX_SCRIPTS = 15
+KEEP_FINISHED_RUNS = 200  # finished runs a console may still retry  # OpenNebula 1.4 ran 15 transfer files at once
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class _Throttle:
     bytes moving (so a watcher sees a copy start at once) and the last."""
 
     def __init__(self, publish: Callable[[int, int | None, float], None]) -> None:
+        """publish(done, total, rate): the rate counts only bytes moved by this action (not a resumed head)."""
         self._publish = publish
         self._started = time.monotonic()
         self._last = 0.0
@@ -83,7 +87,7 @@ class _Throttle:
             self._moved = self._moved or moved
             self._last = now
             self._last_done = done
-            self._publish(done, total, now - self._started)
+            self._publish(done, total, (done - self._first_done) / (now - self._started or 1e-9))
 
 
 class ScriptRun:
@@ -117,6 +121,10 @@ class ScriptRun:
         with self._lock:
             event = self._action_cancels.setdefault(line, threading.Event())
         event.set()
+
+    def retry(self) -> ScriptRun:
+        """Run this script again from its first unfinished line (after it failed or was cancelled)."""
+        return self.executor.submit(self.script, self.vm, resume=True)
 
     @property
     def done(self) -> bool:
@@ -186,8 +194,7 @@ class ScriptRun:
             self.log.write(message, error)
             self._publish(ActionLog(self.id, self.vm, number, message, error))
 
-        def progress(done: int, total: int | None, elapsed: float) -> None:
-            rate = done / elapsed if elapsed > 0 else 0.0
+        def progress(done: int, total: int | None, rate: float) -> None:
             eta = (total - done) / rate if total is not None and rate > 0 else None
             self._publish(ActionProgress(self.id, self.vm, number, action.name, done, total, rate, eta))
 
@@ -197,7 +204,11 @@ class ScriptRun:
 
         job = Job(log, _Throttle(progress), retrying, cancel, self.executor.retry)
         # The slot is held until the end is reported, so a host's started/finished events never overlap its limit.
-        with self.executor.host_slots(self._hosts_of(line)):
+        try:
+            slots = self.executor.host_slots(self._hosts_of(line), cancel)
+        except Cancelled:
+            return self._finish_line(index, line, "cancelled", Outcome(), started, "cancelled")
+        with slots:
             try:
                 job.check_cancel()
                 self._publish(ActionStarted(self.id, self.vm, number, action.name, text, host_name, driver))
@@ -240,7 +251,9 @@ class ScriptRun:
             self.log.write(f"{name} (line {line.number}) {outcome}: {error}", error=True)
         self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.sha256, error)
         self._publish(
-            ActionFinished(self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error)
+            ActionFinished(
+                self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error, result.detail
+            )
         )
         return outcome, error
 
@@ -255,29 +268,35 @@ class Executor:
         *,
         max_scripts: int = MAX_SCRIPTS,
         retry: RetryPolicy | None = None,
-        accelerator: bool | None = None,
+        accelerator: OpenSsh | bool | None = None,
     ) -> None:
         self.home = home
         self.bus = bus or EventBus()
         self.retry = retry or RetryPolicy()
         self.pool = SshPool()
+        # None: as headnode.conf says; False: paramiko only; True or an OpenSsh: the OpenSSH accelerator.
         if accelerator is None:
-            accelerator = accelerator_enabled(home)
-        self.accelerated = accelerator
-        self.transfers = Transfers(home, self.pool, OpenSshWriter if accelerator else None)
+            accelerator = configured_accelerator(home)
+        elif accelerator is True:
+            accelerator = configured_accelerator(home) or OpenSsh()
+        self.accelerator = accelerator or None
+        self.transfers = Transfers(home, self.pool, self.accelerator)
         self.journal = Journal(Store(home.db_path))
         self._scripts = threading.BoundedSemaphore(max_scripts)
         self._slots_lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._threads: list[threading.Thread] = []
-        self._runs: dict[str, ScriptRun] = {}  # by run id, so a console can cancel a run it did not submit
+        self._runs_lock = threading.Lock()
+        self._runs: dict[str, ScriptRun] = {}  # by id, so a console can cancel or retry a run it did not submit
 
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
         problems = []
+        earlier: list[Location] = []
         for line in script.lines:
-            for message in self.transfers.check(line.action):
+            for message in self.transfers.check(line.action, earlier):
                 problems.append(Problem(message, script.source, line.number or None))
+            earlier.append(line.action.dest)
         return problems
 
     def submit(self, script: Script, vm_id: int | None = None, *, resume: bool = False) -> ScriptRun:
@@ -295,7 +314,11 @@ class Executor:
             skip = previous.done
             self.journal.finish(previous.run, "resumed")
         run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
-        self._runs[run.id] = run
+        with self._runs_lock:
+            self._runs[run.id] = run
+            finished = [key for key, old in self._runs.items() if old.done]
+            for key in finished[: max(0, len(finished) - KEEP_FINISHED_RUNS)]:
+                del self._runs[key]
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -311,24 +334,34 @@ class Executor:
                 raise
 
     def find(self, run_id: str) -> ScriptRun | None:
-        """A run submitted to this executor, by id (the `run` of its events)."""
-        return self._runs.get(run_id)
+        """A run submitted to this executor, by id (the `run` of its events); the last finished ones are kept."""
+        with self._runs_lock:
+            return self._runs.get(run_id)
 
-    def running(self) -> list[ScriptRun]:
-        """The runs not finished yet."""
-        return [run for run in list(self._runs.values()) if not run.done]
-
-    def host_slots(self, hosts: list[str]) -> ExitStack:
-        """Hold one transfer slot on each host (taken in name order, so two actions never deadlock)."""
+    def host_slots(self, hosts: list[str], cancel: threading.Event) -> ExitStack:
+        """Hold one transfer slot on each host (taken in name order, so two actions never deadlock). Waiting for
+        a slot ends with Cancelled if `cancel` is set meanwhile."""
         stack = ExitStack()
-        for name in hosts:
-            with self._slots_lock:
-                slot = self._slots.get(name)
-                if slot is None:
-                    limit = self.transfers.hosts.resolve(name).max_transfers
-                    slot = self._slots[name] = threading.BoundedSemaphore(limit)
-            stack.enter_context(slot)
+        try:
+            for name in hosts:
+                with self._slots_lock:
+                    slot = self._slots.get(name)
+                    if slot is None:
+                        limit = self.transfers.hosts.resolve(name).max_transfers
+                        slot = self._slots[name] = threading.BoundedSemaphore(limit)
+                while not slot.acquire(timeout=0.1):
+                    if cancel.is_set():
+                        raise Cancelled("cancelled while waiting for a transfer slot on " + name)
+                stack.callback(slot.release)
+        except BaseException:
+            stack.close()
+            raise
         return stack
+
+    def active(self) -> list[ScriptRun]:
+        """The runs not finished yet, oldest first."""
+        with self._runs_lock:
+            return [run for run in self._runs.values() if not run.done]
 
     def close(self) -> None:
         for thread in self._threads:

@@ -37,9 +37,9 @@ class HostReport:
             out.append(f"round trip: {self.round_trip_ms:.1f} ms")
         if self.free_bytes is not None:
             out.append(f"free space in the VM directory: {self.free_bytes / 1e9:.2f} GB")
-        out.append(f"VM directory writable: {'yes' if self.writable else 'no'}")
         if self.error:
-            out.append(f"error: {self.error}")
+            return out  # the CLI reports the error itself
+        out.append(f"VM directory writable: {'yes' if self.writable else 'no'}")
         return out
 
 

@@ -20,21 +20,29 @@ TIMEOUT = 30.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
+def _open(url: str, offset: int):
+    """The response to a GET from `offset`, or None when the server cannot serve that range (416)."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        return urllib.request.urlopen(request, timeout=TIMEOUT)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            return None
+        transient = exc.code >= 500 or exc.code == 408
+        raise (ConnectionLost if transient else OperationError)(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionLost(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+
 class HttpReader(Reader):
+    carrier = "http"
+
     def __init__(self, url: str, offset: int) -> None:
         self.url = url
-        request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-        try:
-            self._response = urllib.request.urlopen(request, timeout=TIMEOUT)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # the partial file is already whole or the source changed: start over
-                self.__init__(url, 0)  # type: ignore[misc]
-                return
-            transient = exc.code >= 500 or exc.code == 408
-            raise (ConnectionLost if transient else OperationError)(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ConnectionLost(f"{url}: {reason}") from None
+        response = _open(url, offset)
+        if response is None:  # the partial copy is already whole, or the source changed: start over
+            offset, response = 0, _open(url, 0)
+        self._response = response
         length = self._response.headers.get("Content-Length")
         body = int(length) if length is not None and length.isdigit() else None
         if offset and self._response.status == 206:

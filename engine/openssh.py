@@ -1,22 +1,23 @@
-"""The OpenSSH accelerator: bulk bytes to a host through the `ssh` client, where it is installed.
+"""The OpenSSH accelerator: bulk bytes to or from a host through the `ssh` client, where it is installed.
 
-paramiko tops out at 35-60% of OpenSSH's speed because Python does the ciphers (research/perf.md §1). So for
-writes to a host, the driver may hand the stream to an `ssh` process running the same remote command, with the
-same host, port, user, identity files and known_hosts that paramiko resolved (`-F none`, strict host key
-checking, batch mode: it never prompts, never learns a key). paramiko still carries the connection, host keys,
-commands and control. The choice is `SSH_ACCELERATOR = yes|no` in headnode.conf (default yes); without an `ssh`
-binary the paramiko channel is used.
+paramiko tops out at 35-60% of OpenSSH's speed because Python does the ciphers (research/perf.md §1). So for a
+stream to or from a host of at least SSH_ACCELERATOR_MIN_MB, the driver may hand the bytes to an `ssh` process
+running the same remote command, with the same host, port, user, identity files and known_hosts that paramiko
+resolved (`-F none`, strict host key checking, batch mode: it never prompts, never learns a key). paramiko still
+carries the connection, host keys, commands and control, and smaller streams (starting ssh costs a login).
+`SSH_ACCELERATOR = yes|no` in headnode.conf (default yes); without an `ssh` binary paramiko carries everything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from engine.endpoints import Stored, Writer, parse_stored
+from engine.endpoints import CHUNK, Reader, Writer, parse_stored, sent_sha256
 from engine.errors import OperationError
 from engine.ssh import ConnectionLost, quote_argv, ssh_dir, ssh_target
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from engine.hosts import Host
 
 # AES-GCM is the fastest cipher with AES-NI; OpenSSH's default chacha20 is slower (research/perf.md §1.1).
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
 
 
@@ -62,23 +64,75 @@ def _ssh_failure(host: Host, err: bytes) -> Exception:
     return (OperationError if final else ConnectionLost)(f"host {host.name}: ssh: {text}")
 
 
-def accelerator_enabled(home: Home) -> bool:
-    setting = (home.config.template.get("SSH_ACCELERATOR") or "yes").lower()
-    return setting == "yes" and shutil.which("ssh") is not None
+def configured_accelerator(home: Home) -> OpenSsh | None:
+    """The accelerator headnode.conf asks for, if the `ssh` client is installed."""
+    template = home.config.template
+    if (template.get("SSH_ACCELERATOR") or "yes").lower() != "yes" or shutil.which("ssh") is None:
+        return None
+    minimum = template.get("SSH_ACCELERATOR_MIN_MB") or "32"
+    return OpenSsh(int(minimum) << 20 if minimum.isdigit() else 32 << 20)
+
+
+class OpenSsh:
+    """The accelerator a RemoteEndpoint uses for streams of at least `min_bytes`."""
+
+    def __init__(self, min_bytes: int = 32 << 20) -> None:
+        self.min_bytes = min_bytes
+
+    def writer(self, host: Host, argv: Sequence[str]) -> Writer:
+        return OpenSshWriter(host, argv)
+
+    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int) -> Reader:
+        return OpenSshReader(host, argv, offset, total)
+
+
+def _start(host: Host, remote_argv: Sequence[str], writing: bool) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [*ssh_argv(host), "--", quote_argv(remote_argv)],
+        stdin=subprocess.PIPE if writing else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    pipe = proc.stdin if writing else proc.stdout
+    with contextlib.suppress(OSError):  # larger pipe: ssh and we wake once per MiB, not per 64 KiB
+        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, CHUNK)  # type: ignore[union-attr]
+    return proc
+
+
+class OpenSshReader(Reader):
+    """Streams a remote `_SEND` through an `ssh` process's stdout."""
+
+    carrier = "openssh"
+
+    def __init__(self, host: Host, remote_argv: Sequence[str], offset: int, total: int) -> None:
+        self.host = host
+        self.offset = offset
+        self.total = total
+        self._proc = _start(host, remote_argv, writing=False)
+
+    def chunks(self) -> Iterator[bytes]:
+        while data := self._proc.stdout.read(CHUNK):  # type: ignore[union-attr]
+            yield data
+        err = self._proc.stderr.read()  # type: ignore[union-attr]
+        if self._proc.wait() == 255:
+            raise _ssh_failure(self.host, err)
+        self.sha256 = sent_sha256(self._proc.returncode, err)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.communicate()
 
 
 class OpenSshWriter(Writer):
     """Streams into a remote command through an `ssh` process's stdin."""
 
+    carrier = "openssh"
+
     def __init__(self, host: Host, remote_argv: Sequence[str]) -> None:
         self.host = host
-        self._proc = subprocess.Popen(
-            [*ssh_argv(host), "--", quote_argv(remote_argv)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,
-        )
+        self._proc = _start(host, remote_argv, writing=True)
 
     def _collect(self) -> tuple[bytes, bytes]:
         """Close stdin, then read what the remote command and ssh said, and wait for ssh to exit."""
@@ -103,7 +157,7 @@ class OpenSshWriter(Writer):
         except BrokenPipeError:
             raise self._failure() from None
 
-    def finish(self) -> Stored:
+    def finish(self) -> int:
         out, err = self._collect()
         if self._proc.returncode == 255:
             raise _ssh_failure(self.host, err)

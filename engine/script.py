@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from engine.errors import InputError, Problem
+from engine.inputfile import read_input_file
 
 URL_SCHEMES = ("http", "https", "file")
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)")
@@ -345,11 +346,4 @@ def parse_script(text: str, source: str = "<script>") -> Script:
 
 
 def load_script(path: str | Path) -> Script:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScriptError(Problem(f"cannot read script: {exc.strerror}", str(path))) from None
-    except UnicodeDecodeError:
-        raise ScriptError(Problem("not a UTF-8 text file", str(path))) from None
-    return parse_script(text, str(path))
+    return parse_script(read_input_file(path, "script", ScriptError), str(path))

@@ -10,10 +10,10 @@ argument quoted with shlex.quote; nothing is ever interpolated into a shell stri
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,35 +242,46 @@ def run_remote(
     on_line: Callable[[str], None] | None = None,
 ) -> CommandResult:
     """Run argv on the host, reading stdout and stderr as they come (so a full window never stalls it)."""
+    import paramiko
+
     channel = open_channel(transport, argv)
     try:
-        channel.shutdown_write()
-        out, err = bytearray(), bytearray()
-        pending = b""
-        while True:
-            if cancel and cancel():
-                raise Cancelled("cancelled")
-            busy = False
-            if channel.recv_ready():
-                data = channel.recv(65536)
-                out += data
-                busy = True
-                if on_line:
-                    pending += data
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        on_line(line.decode(errors="replace"))
-            if channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-                busy = True
-            if not busy:
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                if not transport.is_active() or (channel.closed and not channel.exit_status_ready()):
-                    raise ConnectionLost("the connection dropped while a remote command ran")
-                time.sleep(0.005)
-        if on_line and pending:
-            on_line(pending.decode(errors="replace"))
-        return CommandResult(channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+        return _collect(transport, channel, cancel, on_line)
+    except (OSError, EOFError, paramiko.SSHException) as exc:  # window updates fail with EOFError, too
+        raise ConnectionLost(f"the connection dropped while a remote command ran: {exc!r}") from None
     finally:
         channel.close()
+
+
+def _collect(
+    transport: paramiko.Transport,
+    channel: paramiko.Channel,
+    cancel: Callable[[], bool] | None,
+    on_line: Callable[[str], None] | None,
+) -> CommandResult:
+    """The output and status of a started command; cancel() closes it early."""
+    channel.shutdown_write()
+    out, err = bytearray(), bytearray()
+    pending = b""
+    while True:
+        if cancel and cancel():
+            raise Cancelled("cancelled")
+        # The channel's fileno is readable when stdout or stderr has data, and for good once it closes.
+        select.select([channel], [], [], 0.2)
+        while channel.recv_ready():
+            data = channel.recv(65536)
+            out += data
+            if on_line:
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace"))
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        if not transport.is_active() or (channel.closed and not channel.exit_status_ready()):
+            raise ConnectionLost("the connection dropped while a remote command ran")
+    if on_line and pending:
+        on_line(pending.decode(errors="replace"))
+    return CommandResult(channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError, Problem
+from engine.inputfile import read_input_file
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # An unquoted value is one token: no blanks, and none of the characters the grammar itself uses.
@@ -248,14 +249,7 @@ def parse_template(text: str, source: str = "<template>") -> Template:
 
 def load_template(path: str | Path) -> Template:
     """Read and parse a template file; a missing or unreadable file is an InputError naming it."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(Problem(f"cannot read template: {exc.strerror}", str(path))) from None
-    except UnicodeDecodeError:
-        raise InputError(Problem("not a UTF-8 text file", str(path))) from None
-    return parse_template(text, str(path))
+    return parse_template(read_input_file(path, "template"), str(path))
 
 
 def format_value(value: str) -> str:

@@ -87,6 +87,7 @@ class ActionFinished:
     seconds: float
     sha256: str | None = None
     error: str | None = None
+    detail: str = ""  # how it was done, e.g. "stream, local to openssh"
     at: float = field(default_factory=time)
 
 

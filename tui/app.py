@@ -110,14 +110,14 @@ class HeadnodeApp(App[int]):
 
     def on_unmount(self) -> None:
         self._bridge.stop()
-        for run in self.executor.running():  # ctrl+q confirmed, or the terminal went away
+        for run in self.executor.active():  # ctrl+q confirmed, or the terminal went away
             run.cancel()
         self.engine.close()
         self._calls.shutdown(wait=True)
 
     def action_quit(self) -> None:
         """Quit; running image scripts are cancelled first, after saying so (their VMs can be recovered)."""
-        running = self.executor.running()
+        running = self.executor.active()
         if not running:
             self.exit(0)
             return

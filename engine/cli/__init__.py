@@ -46,10 +46,27 @@ def build_parser() -> Parser:
         "With no command it opens the console.",
     )
     parser.add_argument("--read-only", action="store_true", help="open the console with every change disabled")
+    parser.add_argument("--version", action=VersionAction, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"engine.cli.{name}").register(subparsers, common)
     return parser
+
+
+class VersionAction(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata costs start-up time)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"headnode {version('headnode')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            print("headnode (not installed)")
+        parser.exit(0)
 
 
 def main(argv: Sequence[str] | None = None, run_console: ConsoleRunner | None = None) -> int:

@@ -107,5 +107,5 @@ def run_test(args: argparse.Namespace, ctx: CliContext) -> int:
         for line in report.lines():
             print(line)
     if not report.ok:
-        raise OperationError(f"host {args.name}: {report.error}")
+        raise OperationError(report.error or "failed")
     return 0

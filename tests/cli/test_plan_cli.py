@@ -100,3 +100,8 @@ def test_options_work_after_the_verb(headnode, tmp_path) -> None:
     assert r.returncode == 0
     assert (other_home / "vms" / "12" / "context.sh").exists()
     assert (other_home / "headnode.conf").exists()
+
+
+def test_version(headnode) -> None:
+    r = headnode("--version")
+    assert (r.returncode, r.stdout) == (0, "headnode 0.1.0\n")

@@ -27,7 +27,7 @@ from tests.system.sshd import SSHD, keygen, start_sshd
 def ssh_world(tmp_path_factory):
     """Three sshd hosts, a client key, and a ~/.ssh with known_hosts for them (shared by the session)."""
     if not os.path.exists(SSHD):
-        pytest.skip("openssh-server is not installed")
+        pytest.fail(f"{SSHD} is missing: tests/run.sh installs openssh-server")
     root = tmp_path_factory.mktemp("sshd")
     user_home = root / "user"
     ssh_dir = user_home / ".ssh"

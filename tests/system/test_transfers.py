@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from engine.executor import Executor, ScriptResult
 from engine.hosts import Host, Hosts
 from engine.job import RetryPolicy
 from engine.journal import Journal
+from engine.openssh import OpenSsh
 from engine.script import parse_script
 from engine.store import Store
 
@@ -226,7 +229,7 @@ def test_http_404_fails_without_retrying(world, runner, http_server):
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
 def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     """Kill the host's sshd session children after the first MiB: the copy reconnects, resumes, and verifies."""
-    runner = Runner(world["home"], accelerator=accelerated)
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
     fe, base = world["fe"], image(world["images"], size=6 << 20)
     host = world["hosts"]["host01"]
     killed = []
@@ -244,6 +247,7 @@ def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     assert runner.of("action_retry")
     log = vm_log(world)
     assert "resumed at byte" in log and "sha256 " + sha(base) in log
+    assert f"(stream, local to {'openssh' if accelerated else 'paramiko'}" in log  # which path ran
     assert leftovers(host.vm_dir) == []
     runner.close()
 
@@ -501,7 +505,7 @@ def test_sparse_files_stay_sparse(world, host, accelerated):
         out.seek(3 << 20)
         out.write(os.urandom(1 << 20))
     d = host_dir(world, host)
-    r = Runner(world["home"], accelerator=accelerated)
+    r = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
     try:
         assert r.run(f"CLONE {world['fe']}:{base} {host}:{d}/7/images/disk.0\n").ok
     finally:
@@ -509,3 +513,147 @@ def test_sparse_files_stay_sparse(world, host, accelerated):
     copy = d / "7/images/disk.0"
     assert copy.stat().st_size == 8 << 20 and sha(copy) == sha(base)
     assert copy.stat().st_blocks * 512 <= 2 << 20
+
+
+def test_local_copies_can_skip_verification(world, runner):
+    tm = world["home"].root / "tm"
+    tm.mkdir()
+    conf = (Path(__file__).resolve().parents[2] / "data/tm/shared.conf").read_text()
+    (tm / "fastshared.conf").write_text(conf.replace("VERIFY_LOCAL_COPIES = yes", "VERIFY_LOCAL_COPIES = no"))
+    d = world["shared"]
+    Hosts(world["home"]).create(Host("nfs02", "fastshared", str(d)))
+    base = image(world["images"])
+    assert runner.run(f"CLONE {world['fe']}:{base} nfs02:{d}/7/images/disk.0\n").ok
+    assert sha(d / "7/images/disk.0") == sha(base)
+    assert "(copy_file_range, not verified)" in vm_log(world)
+    assert runner.run(f"CLONE {world['fe']}:{base} nfs01:{d}/7/images/disk.1\n").ok
+    assert f"sha256 {sha(base)} (copy_file_range)" in vm_log(world)
+
+
+def test_retry_and_cancel_while_waiting_for_a_slot(world):
+    hosts = Hosts(world["home"])
+    h1 = world["hosts"]["host01"]
+    hosts.delete("host01")
+    hosts.create(h1.record(max_transfers=1))
+    r = Runner(world["home"])
+    try:
+        d = h1.vm_dir
+        missing = d / "later.img"
+        first = r.executor.submit(parse_script(f"CLONE host01:{missing} host01:{d}/1/images/disk.0\n"), 1)
+        assert first.wait(60).outcome == "failed"
+        missing.write_bytes(os.urandom(1 << 20))
+        assert first.retry().wait(60).ok and sha(d / "1/images/disk.0") == sha(missing)
+        # a slow copy holds host01's only slot; a second script waits for it and is cancelled meanwhile
+        holding = threading.Event()
+        r.bus.subscribe(lambda e: holding.set() if e.kind == "action_progress" and e.vm == 2 else None)
+        r.bus.subscribe(lambda e: time.sleep(0.5) if e.kind == "action_progress" and e.vm == 2 else None)
+        base = image(world["images"], size=4 << 20)
+        slow = r.executor.submit(parse_script(f"CLONE {world['fe']}:{base} host01:{d}/2/images/disk.0\n"), 2)
+        assert holding.wait(30)
+        waiting = r.executor.submit(parse_script(f"MKSWAP 4 host01:{d}/3/images/disk.1\n"), 3)
+        assert {run.id for run in r.executor.active()} >= {slow.id, waiting.id}
+        waiting.cancel()
+        result = waiting.wait(30)
+        assert result.outcome == "cancelled" and not (d / "3").exists()
+        assert slow.wait(60).ok
+    finally:
+        r.close()
+
+
+def test_sources_made_by_earlier_lines_pass_validation(world, runner):
+    fe, d = world["fe"], world["shared"]
+    base = image(world["images"])
+    with pytest.raises(InputError, match="does not exist"):
+        runner.run(f"CLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n")
+    text = f"CLONE {fe}:{base} nfs01:{d}/7/images/disk.0\nCLONE nfs01:{d}/7/images/disk.0 nfs01:{d}/7/images/disk.1\n"
+    assert runner.run(text).ok and sha(d / "7/images/disk.1") == sha(base)
+
+
+def test_a_shared_host_named_local_works_on_this_machine(world, runner):
+    """Issue 5 creates `local` (shared driver, VM directory <home>/vms) on first run."""
+    vms = world["home"].vms
+    Hosts(world["home"]).create(Host("local", "shared", str(vms)))
+    base = image(world["images"])
+    text = f"CLONE {world['fe']}:{base} local:{vms}/5/images/disk.0\nMKSWAP 4 local:{vms}/5/images/disk.1\n"
+    assert runner.run(text, vm=5).ok
+    assert sha(vms / "5/images/disk.0") == sha(base) and has_magic(vms / "5/images/disk.1", SWAP_MAGIC)
+    assert runner.run(f"MV local:{vms}/5/images host01:{host_dir(world, 'host01')}/5/images\n", vm=5).ok
+    assert sha(host_dir(world, "host01") / "5/images/disk.0") == sha(base) and not (vms / "5/images").exists()
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+def test_host_to_host_copy_survives_a_drop_on_the_reading_side(world, accelerated):
+    h1, h2 = world["hosts"]["host01"], world["hosts"]["host02"]
+    src = h1.vm_dir / "src.img"
+    src.write_bytes(os.urandom(6 << 20))
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    killed = []
+
+    def drop(event) -> None:
+        if event.kind == "action_progress" and event.bytes_done > 0 and not killed:
+            killed.append(h1.drop_connections())
+
+    runner.bus.subscribe(drop)
+    try:
+        result = runner.run(f"CLONE host01:{src} host02:{h2.vm_dir}/7/images/disk.0\n")
+    finally:
+        runner.close()
+    assert killed and killed[0] >= 1
+    assert result.ok, result
+    assert sha(h2.vm_dir / "7/images/disk.0") == sha(src) and runner.of("action_retry")
+    carrier = "openssh" if accelerated else "paramiko"
+    assert f"(stream, {carrier} to {carrier}, resumed at byte" in vm_log(world)
+
+
+def test_ssh_config_names_the_host(world, tmp_path, monkeypatch):
+    """A host record with only a name: address, port, user and key come from ~/.ssh/config, on both paths."""
+    user = tmp_path / "user"
+    shutil.copytree(world["user_home"], user)
+    h2 = world["hosts"]["host02"]
+    (user / ".ssh/id_ed25519").rename(user / ".ssh/cluster_key")
+    (user / ".ssh/config").write_text(
+        f"Host cfg02\n  HostName 127.0.0.1\n  Port {h2.port}\n  User {getpass.getuser()}\n"
+        f"  IdentityFile ~/.ssh/cluster_key\n"
+    )
+    monkeypatch.setenv("HOME", str(user))
+    Hosts(world["home"]).create(Host("cfg02", "ssh", str(h2.vm_dir)))
+    base = image(world["images"], size=2 << 20)
+    for accelerator in (False, OpenSsh(min_bytes=0)):
+        r = Runner(world["home"], accelerator=accelerator)
+        try:
+            assert r.run(f"CLONE {world['fe']}:{base} cfg02:{h2.vm_dir}/7/images/disk.0\n").ok
+        finally:
+            r.close()
+        assert sha(h2.vm_dir / "7/images/disk.0") == sha(base)
+
+
+def test_keys_from_ssh_agent(world, tmp_path, monkeypatch):
+    """The key lives only in an ssh-agent: paramiko and the OpenSSH accelerator both use it."""
+    user = tmp_path / "user"
+    shutil.copytree(world["user_home"], user)
+    key = tmp_path / "agent_key"
+    (user / ".ssh/id_ed25519").rename(key)
+    (user / ".ssh/id_ed25519.pub").unlink()
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if socket_path.exists():
+                break
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, stderr=subprocess.DEVNULL)
+        monkeypatch.setenv("HOME", str(user))
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        h1 = world["hosts"]["host01"]
+        base = image(world["images"], size=2 << 20)
+        for accelerator in (False, OpenSsh(min_bytes=0)):
+            r = Runner(world["home"], accelerator=accelerator)
+            try:
+                assert r.run(f"CLONE {world['fe']}:{base} host01:{h1.vm_dir}/7/images/disk.0\n").ok
+            finally:
+                r.close()
+            assert sha(h1.vm_dir / "7/images/disk.0") == sha(base)
+    finally:
+        agent.terminate()
+        agent.wait(5)

@@ -1,0 +1,60 @@
+"""`headnode vm` through the real command, on the embedded default."""
+
+from __future__ import annotations
+
+import json
+
+from engine.home import DATA_DIR
+
+TTYLINUX = str(DATA_DIR / "templates" / "ttylinux.tmpl")
+
+
+def test_create_deploy_show_and_shutdown_on_a_fresh_home(headnode, home) -> None:
+    r = headnode("vm", "create", TTYLINUX)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "0\n", "")
+    r = headnode("vm", "deploy", "0", "local")
+    assert (r.returncode, r.stdout) == (0, "VM 0: running on local\n")
+    assert sorted(p.name for p in (home.vms / "0" / "images").iterdir()) == ["disk.0", "disk.1", "disk.2"]
+
+    shown = json.loads(headnode("vm", "show", "0", "--json").stdout)
+    assert {k: shown[k] for k in ("id", "name", "state", "host")} == {
+        "id": 0,
+        "name": "ttylinux",
+        "state": "running",
+        "host": "local",
+    }
+    (nic,) = shown["template"]["NIC"]
+    assert nic["IP"] == "192.168.122.1" and nic["MAC"] == "02:00:c0:a8:7a:01" and nic["NETWORK"] == "default"
+    assert shown["template"]["CONTEXT"]["HOSTNAME"] == "ttylinux-0"
+
+    listed = json.loads(headnode("vm", "list", "--json").stdout)
+    assert [(v["id"], v["state"], v["host"]) for v in listed] == [(0, "running", "local")]
+    table = headnode("vm", "list").stdout.splitlines()
+    assert table[0].split() == ["ID", "USER", "NAME", "STATE", "HOST", "IPS"]
+    assert table[1].split()[2:] == ["ttylinux", "running", "local", "192.168.122.1"]
+
+    log = headnode("vm", "log", "0").stdout
+    assert "[TM][I]" in log and "MKSWAP" in log
+
+    r = headnode("vm", "shutdown", "0", "--json")
+    assert json.loads(r.stdout)["state"] == "done"
+    assert json.loads(headnode("vnet", "show", "default", "--json").stdout)["leases"] == []
+
+
+def test_create_json_and_errors(headnode, tmp_path) -> None:
+    created = json.loads(headnode("vm", "create", TTYLINUX, "--json").stdout)
+    assert created["state"] == "pending" and created["host"] is None
+    assert created["template"]["NIC"][0]["IP"] == "192.168.122.1"
+
+    bad = tmp_path / "bad.tmpl"
+    bad.write_text('NAME = "x\n')
+    r = headnode("vm", "create", str(bad))
+    assert (r.returncode, r.stderr) == (2, f"{bad}:1:8: unterminated quoted value\n")
+
+    r = headnode("vm", "stop", str(created["id"]))
+    assert r.returncode == 2
+    assert r.stderr == "headnode: VM 0 is pending: stop needs a VM that is running\n"
+    r = headnode("vm", "show", "99")
+    assert (r.returncode, r.stderr) == (2, "headnode: no VM 99\n")
+    r = headnode("vm", "recover", "0")
+    assert r.returncode == 2 and "one of the arguments --retry --delete is required" in r.stderr
