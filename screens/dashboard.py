@@ -54,11 +54,10 @@ class DashboardScreen(HeadnodeScreen):
         self.set_interval(REDRAW_SECONDS, self._draw_transfers)
 
     def reload(self) -> None:
-        # Lease books load on a worker thread: a class B network takes ~0.1 s the first time.
-        self.happ.run_engine("read the dashboard", self._load, then=self._loaded)
+        super().reload()
         self._draw_transfers()
 
-    def _load(self) -> dict[str, Any]:
+    def load(self) -> dict[str, Any]:
         networks = self.happ.networks
         return {
             "hosts": self.happ.hosts.list(),
@@ -66,7 +65,7 @@ class DashboardScreen(HeadnodeScreen):
             "vms": self.happ.vms.list(),
         }
 
-    def _loaded(self, data: dict[str, Any]) -> None:
+    def show(self, data: dict[str, Any]) -> None:
         reports = self.happ.host_reports
         self.query_one("#dash-hosts", KeyedTable).show(
             {h.name: (h.name, h.driver, tested_text(reports.get(h.name)) or "not tested") for h in data["hosts"]}
@@ -87,7 +86,7 @@ class DashboardScreen(HeadnodeScreen):
 
     def _draw_transfers(self) -> None:
         board = self.happ.transfers
-        if board.version == self._drawn:
+        if board.version == self._drawn or not self.is_current:
             return
         self._drawn = board.version
         running = board.running()

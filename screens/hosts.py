@@ -105,10 +105,11 @@ class HostsScreen(HeadnodeScreen):
     def main_widget(self) -> KeyedTable:
         return self.query_one(KeyedTable)
 
-    def reload(self) -> None:
-        outcome = self.happ.attempt("list hosts", self.happ.hosts.list)
-        if outcome.ok and outcome.value is not None:
-            self.main_widget().show({h.name: host_row(h, self.happ.host_reports.get(h.name)) for h in outcome.value})
+    def load(self) -> list[Any]:
+        return self.happ.hosts.list()
+
+    def show(self, hosts: list[Any]) -> None:
+        self.main_widget().show({h.name: host_row(h, self.happ.host_reports.get(h.name)) for h in hosts})
 
     def apply_filter(self, text: str) -> None:
         self.main_widget().filter_text = text

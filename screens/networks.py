@@ -105,11 +105,12 @@ class NetworksScreen(HeadnodeScreen):
     def main_widget(self) -> KeyedTable:
         return self.query_one(KeyedTable)
 
-    def reload(self) -> None:
+    def load(self) -> list[tuple[Any, Any]]:
         networks = self.happ.networks
-        outcome = self.happ.attempt("list networks", lambda: [(n, networks.usage(n.name)) for n in networks.list()])
-        if outcome.ok and outcome.value is not None:
-            self.main_widget().show({n.name: network_row(n, usage) for n, usage in outcome.value})
+        return [(n, networks.usage(n.name)) for n in networks.list()]
+
+    def show(self, networks: list[tuple[Any, Any]]) -> None:
+        self.main_widget().show({n.name: network_row(n, usage) for n, usage in networks})
 
     def apply_filter(self, text: str) -> None:
         self.main_widget().filter_text = text
@@ -248,14 +249,11 @@ class LeasesScreen(HeadnodeScreen):
     def main_widget(self) -> VirtualTable:
         return self.query_one(VirtualTable)
 
-    def reload(self) -> None:
-        self.happ.run_engine(f"leases of {self.network}", self._load, then=self._loaded)
-
-    def _load(self) -> tuple[Any, list[tuple[str, ...]]]:
+    def load(self) -> tuple[Any, list[tuple[str, ...]]]:
         networks = self.happ.networks
         return networks.usage(self.network), [lease_row(lease) for lease in networks.leases(self.network)]
 
-    def _loaded(self, loaded: tuple[Any, list[tuple[str, ...]]]) -> None:
+    def show(self, loaded: tuple[Any, list[tuple[str, ...]]]) -> None:
         usage, self.leases = loaded
         self.query_one("#leases-title", Static).update(
             f"Network {self.network}: {usage.used} used, {usage.held} held, {usage.free} free of {usage.size}"

@@ -20,7 +20,7 @@ from tui.widgets.file_tail import FileTail
 from tui.widgets.keyed_table import KeyedTable
 from tui.widgets.usage_bar import EMPTY, FULL
 
-REDRAW_SECONDS = 0.25  # at most 4 repaints a second, whatever the event rate: kind to a slow SSH link
+REDRAW_SECONDS = 0.5  # at most 2 repaints a second, whatever the event rate: kind to a slow SSH link and the CPU
 
 
 def mib(size: int | None) -> str:
@@ -113,6 +113,8 @@ class TransfersScreen(HeadnodeScreen):
         self.reload()
 
     def _redraw(self) -> None:
+        if not self.is_current:
+            return  # another screen is on view: redraw when shown (reload)
         board = self.happ.transfers
         if board.version != self._drawn:
             self._drawn = board.version

@@ -220,10 +220,11 @@ class VmsScreen(VmActions):
         key = self.main_widget().selected_key
         return None if key is None else int(key)
 
-    def reload(self) -> None:
-        outcome = self.happ.attempt("list VMs", self.happ.vms.list)
-        if outcome.ok:
-            self.main_widget().show({str(vm.id): vm_row(vm) for vm in outcome.value})
+    def load(self) -> list[Any]:
+        return self.happ.vms.list()
+
+    def show(self, vms: list[Any]) -> None:
+        self.main_widget().show({str(vm.id): vm_row(vm) for vm in vms})
 
     def apply_filter(self, text: str) -> None:
         self.main_widget().filter_text = text
@@ -278,10 +279,11 @@ class VmScreen(VmActions):
     def vm_id(self) -> int:
         return self.shown_vm
 
-    def reload(self) -> None:
-        outcome = self.happ.attempt(f"read VM {self.shown_vm}", self.happ.vms.get, self.shown_vm)
-        if outcome.ok:
-            self.query_one("#vm-summary", Static).update("\n".join(vm_summary(outcome.value)))
+    def load(self) -> Any:
+        return self.happ.vms.get(self.shown_vm)
+
+    def show(self, vm: Any) -> None:
+        self.query_one("#vm-summary", Static).update("\n".join(vm_summary(vm)))
         self._tail_log()
 
     def _tail_log(self) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
+import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -56,6 +59,17 @@ def describe_error(exc: BaseException) -> str:
     return f"internal error: {exc!r}"
 
 
+ENGINE_NICE = 10
+
+
+def lower_thread_priority() -> None:
+    """Run this thread, and the threads it starts (Linux threads inherit it: the executor's script and hashing
+    threads), at a lower CPU priority than the UI, so 20 copies saturating both cores leave keys answered."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENGINE_NICE)
+
+
 class HeadnodeApp(App[int]):
     TITLE = "headnode"
     CSS_PATH = "app.tcss"
@@ -96,7 +110,9 @@ class HeadnodeApp(App[int]):
         self._bridge = EventBridge(self.bus, self)
         # Engine calls that wait (a VM operation waits for its script) get their own threads: asyncio's default
         # pool has only cpu+4 and would queue the 7th deploy behind the others.
-        self._calls = ThreadPoolExecutor(max_workers=64, thread_name_prefix="console-call")
+        self._calls = ThreadPoolExecutor(
+            max_workers=64, thread_name_prefix="console-call", initializer=lower_thread_priority
+        )
         self._home_identity: tuple[Any, ...] | None = None
         self._watch_error = ""
 
@@ -192,10 +208,12 @@ class HeadnodeApp(App[int]):
         *args: Any,
         then: Callable[[T], object] | None = None,
         otherwise: Callable[[], object] | None = None,
+        group: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Call the engine on a worker thread (for slow calls: SSH, scripts, big tables); `then(result)` or, after
-        a reported failure, `otherwise()` runs on the UI thread."""
+        a reported failure, `otherwise()` runs on the UI thread. A call in a `group` supersedes the group's
+        previous call still waiting (its `then` never runs)."""
 
         async def call() -> None:
             try:
@@ -208,7 +226,9 @@ class HeadnodeApp(App[int]):
             if then is not None:
                 self.attempt(what, then, result)
 
-        self.run_worker(call(), group="engine", exit_on_error=False, description=what)
+        self.run_worker(
+            call, group=group or "engine", exclusive=group is not None, exit_on_error=False, description=what
+        )
 
     def report_failure(self, what: str, exc: BaseException) -> None:
         if not isinstance(exc, HeadnodeError):
@@ -246,8 +266,12 @@ class HeadnodeApp(App[int]):
         return (database, self.networks.stamp())
 
     def _poll_home(self) -> None:
+        # On a worker thread: the database's lock can be held for a while by transfers writing their journal.
+        self.run_worker(self._check_home, group="watch", exclusive=True, exit_on_error=False)
+
+    async def _check_home(self) -> None:
         try:
-            identity = self._stat_home()
+            identity = await asyncio.get_running_loop().run_in_executor(self._calls, self._stat_home)
         except Exception as exc:  # reported once, not every second
             if describe_error(exc) != self._watch_error:
                 self._watch_error = describe_error(exc)
@@ -260,8 +284,7 @@ class HeadnodeApp(App[int]):
 
     def home_changed(self) -> None:
         """This console changed the home: the screen on view re-reads the engine now, not at the next poll."""
-        self._home_identity = None
-        self._poll_home()
+        self._reload_screen()
 
     def _reload_screen(self) -> None:
         screen = self.screen

@@ -4,7 +4,7 @@ read-only rule (changing actions shown disabled and refused with a notification)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -52,7 +52,17 @@ class HeadnodeScreen(Screen[None]):
         return ()
 
     def reload(self) -> None:
-        """Re-read what this screen shows from the engine."""
+        """Re-read what this screen shows: `load()` on a worker thread (the engine's locks may be held by
+        transfers writing their journal; the UI thread never waits on them), then `show()` on the UI thread.
+        A newer reload supersedes one still loading."""
+        self.happ.run_engine(f"show {self.TITLE}", self.load, then=self.show, group=f"view-{id(self)}")
+
+    def load(self) -> Any:
+        """Read from the engine what `show` needs (runs on a worker thread: no widgets here)."""
+        return None
+
+    def show(self, data: Any) -> None:
+        """Put what `load` read on screen."""
 
     def apply_filter(self, text: str) -> None:
         """Show only what matches `text` (case-insensitive)."""

@@ -33,7 +33,7 @@ def test_console_starts_switches_screens_shows_help_and_quits_with_status_0(cons
 def test_create_a_vm_from_a_sample_deploy_it_to_local_and_watch_it_run(console) -> None:
     console.wait_for("1 Dashboard")
     console.send("2", "c")
-    screen = console.wait_for("Create a VM from a template")
+    screen = console.wait_for(lambda s: "Create a VM from a template" in s and "another template file" in s)
     samples = [line for line in screen.splitlines() if ".tmpl" in line]
     console.send(*["Down"] * next(i for i, line in enumerate(samples) if "ttylinux.tmpl" in line), "Enter")
     console.wait_for(lambda s: "pending" in s and "ttylinux" in s)

@@ -65,7 +65,9 @@ class KeyedTable(DataTable):
                 else:
                     for column, before, after in zip(column_keys, old, cells, strict=True):
                         if _plain(before) != _plain(after) or type(before) is not type(after):
-                            self.update_cell(key, column, after, update_width=True)
+                            # Measuring column widths is the costly part of an update: only when the text grew.
+                            grew = len(_plain(after)) > len(_plain(before))
+                            self.update_cell(key, column, after, update_width=grew)
                 self._rows[key] = cells
             if list(self._rows) != list(wanted):
                 self._reorder(list(wanted))
