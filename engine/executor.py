@@ -45,8 +45,8 @@ from engine.transfer_events import (
 from engine.transfer_log import TransferLog
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events of one action
-MAX_SCRIPTS = 15
-KEEP_FINISHED_RUNS = 200  # finished runs a console may still retry  # OpenNebula 1.4 ran 15 transfer files at once
+MAX_SCRIPTS = 15  # OpenNebula 1.4 ran 15 transfer files at once
+KEEP_FINISHED_RUNS = 200  # finished runs a console may still retry
 
 
 @dataclass(frozen=True)
