@@ -224,6 +224,8 @@ async def test_transfers_show_progress_cancel_and_retry(home, tmp_path) -> None:
         assert rows[0][0] == "VM 0 0/3" and rows[0][-1] == "running"
         assert rows[1][0] == "  1 CLONE" and rows[1][-1] == "running"
         assert app.vms.get(0).state is VmState.PROLOG
+        log = app.screen.query_one("#transfer-log")
+        assert any("CLONE" in line and "started" in line for line in log.lines)  # the VM's log, beside
         table.focus()
         await pilot.press("down", "c")
         assert isinstance(app.screen, ConfirmScreen)

@@ -98,3 +98,18 @@ async def test_form_and_pick_return_what_was_entered() -> None:
         await pilot.pause()
         await pilot.press("down", "enter")
     assert results == [{"ip": "10.0.0.9", "note": "gw-2"}, None, "node1"]
+
+
+def test_progress_messages_coalesce_per_action_and_nothing_else_does() -> None:
+    from engine.events import LogEvent
+    from engine.transfer_events import ActionProgress, ScriptProgress
+    from tui.messages import EngineEvent
+
+    def progress(line: int, done: int) -> EngineEvent:
+        return EngineEvent(ActionProgress("run1", 3, line, "CLONE", done, 100, 1.0, 1.0))
+
+    assert progress(1, 50).can_replace(progress(1, 10))
+    assert not progress(2, 50).can_replace(progress(1, 10))
+    assert EngineEvent(ScriptProgress("run1", 3, 2, 3, 2)).can_replace(EngineEvent(ScriptProgress("run1", 3, 1, 3, 1)))
+    assert not EngineEvent(LogEvent("b")).can_replace(EngineEvent(LogEvent("a")))
+    assert not progress(1, 50).can_replace(EngineEvent(LogEvent("a")))
