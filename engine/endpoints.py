@@ -372,14 +372,20 @@ class RemoteReader(Reader):
         self.total = total
 
     def chunks(self) -> Iterator[bytes]:
+        # A channel hands over a packet's worth at a time; whole MiB chunks keep per-chunk costs (hashing,
+        # progress, the host's dd blocks) low.
+        buffer = bytearray()
         while True:
             try:
-                data = self._channel.recv(CHUNK)
+                data = self._channel.recv(CHUNK - len(buffer))
             except CHANNEL_ERRORS as exc:
                 raise ConnectionLost(f"the connection dropped while reading: {exc}") from None
+            buffer += data
+            if buffer and (not data or len(buffer) == CHUNK):
+                yield bytes(buffer)
+                buffer.clear()
             if not data:
                 break
-            yield data
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()

@@ -112,7 +112,10 @@ class OpenSshReader(Reader):
         self._proc = _start(host, remote_argv, writing=False)
 
     def chunks(self) -> Iterator[bytes]:
-        while data := self._proc.stdout.read(CHUNK):  # type: ignore[union-attr]
+        stdout = self._proc.stdout
+        while data := stdout.read(CHUNK):  # type: ignore[union-attr]
+            while len(data) < CHUNK and (more := stdout.read(CHUNK - len(data))):  # type: ignore[union-attr]
+                data += more  # whole MiB chunks, as RemoteReader gives
             yield data
         err = self._proc.stderr.read()  # type: ignore[union-attr]
         if self._proc.wait() == 255:
