@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
+ABORT_WAIT = 5.0  # seconds an aborted write waits for the host's command to end
 # What paramiko raises when a channel's connection is gone (its window updates fail with EOFError too).
 CHANNEL_ERRORS = (OSError, EOFError, SSHException)
 _ZEROS = bytes(CHUNK)
@@ -428,6 +429,11 @@ class ChannelWriter(Writer):
         return parse_stored(out, status, self._channel)
 
     def abort(self) -> None:
+        # End the stream and let the host's command finish before the caller removes the partial file, so a
+        # command that started late cannot create it again afterwards.
+        with contextlib.suppress(*CHANNEL_ERRORS):
+            self._channel.shutdown_write()
+            self._channel.status_event.wait(ABORT_WAIT)
         self._channel.close()
 
 
