@@ -127,7 +127,8 @@ def main() -> None:
                 for name, method in methods.items():
                     for stale in (scp_target, cp_target, target, shared_target):
                         stale.unlink(missing_ok=True)
-                    os.sync()  # earlier copies' dirty pages must not be written back during this one
+                    os.sync()  # earlier copies' dirty pages must not be written back during this one,
+                    time.sleep(1)  # nor their blocks be discarded (this disk is mounted with `discard`)
                     best[name] = min(best.get(name, float("inf")), timed(method))
             accelerated[0].close()
             plain[0].close()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from engine.ssh import SshPool
 
 CHUNK = 1 << 20
+ABORT_WAIT = 5.0  # seconds an aborted write waits for the host's command to end
 # What paramiko raises when a channel's connection is gone (its window updates fail with EOFError too).
 CHANNEL_ERRORS = (OSError, EOFError, SSHException)
 _ZEROS = bytes(CHUNK)
@@ -372,14 +373,20 @@ class RemoteReader(Reader):
         self.total = total
 
     def chunks(self) -> Iterator[bytes]:
+        # A channel hands over a packet's worth at a time; whole MiB chunks keep per-chunk costs (hashing,
+        # progress, the host's dd blocks) low.
+        buffer = bytearray()
         while True:
             try:
-                data = self._channel.recv(CHUNK)
+                data = self._channel.recv(CHUNK - len(buffer))
             except CHANNEL_ERRORS as exc:
                 raise ConnectionLost(f"the connection dropped while reading: {exc}") from None
+            buffer += data
+            if buffer and (not data or len(buffer) == CHUNK):
+                yield bytes(buffer)
+                buffer.clear()
             if not data:
                 break
-            yield data
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()
@@ -422,6 +429,11 @@ class ChannelWriter(Writer):
         return parse_stored(out, status, self._channel)
 
     def abort(self) -> None:
+        # End the stream and let the host's command finish before the caller removes the partial file, so a
+        # command that started late cannot create it again afterwards.
+        with contextlib.suppress(*CHANNEL_ERRORS):
+            self._channel.shutdown_write()
+            self._channel.status_event.wait(ABORT_WAIT)
         self._channel.close()
 
 

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from engine.endpoints import CHUNK, Reader, Writer, parse_stored, sent_sha256
+from engine.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_sha256
 from engine.errors import OperationError
 from engine.ssh import ConnectionLost, quote_argv, ssh_dir, ssh_target
 
@@ -112,7 +112,10 @@ class OpenSshReader(Reader):
         self._proc = _start(host, remote_argv, writing=False)
 
     def chunks(self) -> Iterator[bytes]:
-        while data := self._proc.stdout.read(CHUNK):  # type: ignore[union-attr]
+        stdout = self._proc.stdout
+        while data := stdout.read(CHUNK):  # type: ignore[union-attr]
+            while len(data) < CHUNK and (more := stdout.read(CHUNK - len(data))):  # type: ignore[union-attr]
+                data += more  # whole MiB chunks, as RemoteReader gives
             yield data
         err = self._proc.stderr.read()  # type: ignore[union-attr]
         if self._proc.wait() == 255:
@@ -164,5 +167,12 @@ class OpenSshWriter(Writer):
         return parse_stored(out.decode(), self._proc.returncode, err=err.decode(errors="replace"))
 
     def abort(self) -> None:
-        self._proc.kill()
-        self._collect()
+        # As ChannelWriter.abort: end the stream, give the host's command time to finish, then stop ssh.
+        stdin, self._proc.stdin = self._proc.stdin, None
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()  # type: ignore[union-attr]
+        try:
+            self._proc.wait(ABORT_WAIT)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._proc.communicate()

@@ -68,6 +68,16 @@ def vm_log(world, vm: int = 7) -> str:
     return (world["home"].logs / f"vm-{vm}.log").read_text()
 
 
+def wait_for_bytes(path: Path, timeout: float = 10) -> None:
+    """Wait until a partial file holds data (the host writes it a moment after we sent it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} stayed empty")
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".part"))
 
@@ -234,9 +244,11 @@ def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     host = world["hosts"]["host01"]
     killed = []
 
+    part = host.vm_dir / "7/images/.disk.0.part"
+
     def drop(event) -> None:
-        if event.kind == "action_progress" and event.bytes_done > 0 and not killed:
-            time.sleep(0.3)  # let the first chunk reach the file, so there is something to resume from
+        if getattr(event, "kind", "") == "action_progress" and event.bytes_done > 0 and not killed:
+            wait_for_bytes(part)  # so there is something to resume from
             killed.append(host.drop_connections())
 
     runner.bus.subscribe(drop)
@@ -590,7 +602,8 @@ def test_host_to_host_copy_survives_a_drop_on_the_reading_side(world, accelerate
     killed = []
 
     def drop(event) -> None:
-        if event.kind == "action_progress" and event.bytes_done > 0 and not killed:
+        if getattr(event, "kind", "") == "action_progress" and event.bytes_done > 0 and not killed:
+            wait_for_bytes(h2.vm_dir / "7/images/.disk.0.part")  # so there is something to resume from
             killed.append(h1.drop_connections())
 
     runner.bus.subscribe(drop)
