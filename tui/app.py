@@ -59,7 +59,10 @@ def describe_error(exc: BaseException) -> str:
     return f"internal error: {exc!r}"
 
 
-ENGINE_NICE = 10
+ENGINE_NICE = 19
+# Copy threads take the GIL between native calls; a shorter switch interval lets the UI thread win it back sooner
+# (bench_console: key-press median 0.30 s at 5 ms, about 0.12 s at 0.5 ms, with 20 copies on 2 cores).
+SWITCH_INTERVAL = 0.0005
 
 
 def lower_thread_priority() -> None:
@@ -95,6 +98,7 @@ class HeadnodeApp(App[int]):
 
     def __init__(self, home: Home, read_only: bool = False) -> None:
         super().__init__()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.home = home
         self.read_only = read_only
         self.bus = EventBus()
