@@ -22,7 +22,7 @@ class Engine:
         self.home = home.ensure()
         self.bus = bus or EventBus()
         self.hosts = Hosts(self.home)
-        self.networks = Networks(self.home)
+        self.networks = Networks(self.home, events=self.bus)
         self.executor = Executor(self.home, self.bus)
         self.vms = Vms(self.home, self.networks, self.hosts, self.executor, self.bus)
         ensure_embedded_default(self.home, self.hosts, self.networks)
