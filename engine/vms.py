@@ -14,7 +14,6 @@ crash `show` tells an interrupted operation from a running one, and `recover` ca
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -33,8 +32,6 @@ from engine.script import Delete, Location, Script, join_path
 from engine.store import Store
 from engine.template import Attribute, Template, Vector, format_template, load_template, parse_template
 from engine.vnet import Networks
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class VmState(StrEnum):
@@ -487,21 +484,23 @@ class Vms:
             error=None if ok else outcome.error,
         )
         history = list(vm.history)
+        placed = op in ("deploy", "resume", "migrate")
+        opened = bool(history) and history[-1].ended is None
+        if placed and host and not (opened and history[-1].host == host):
+            # The images now live on (or, after a failure, partly on) `host`; an attempt that failed there and
+            # was retried keeps its one entry.
+            if opened and (ok or op != "migrate"):
+                history[-1] = replace(history[-1], ended=now)
+            if ok or op != "migrate":
+                history.append(HistoryEntry(host, self.hosts.get(host).vm_dir, now))
+        elif ok and not placed and opened:
+            history[-1] = replace(history[-1], ended=now)  # stopped, shut down or deleted: off its host
         if ok:
             state = transition.success
-            if op in ("deploy", "resume", "migrate"):
-                if history and history[-1].ended is None:
-                    history[-1] = replace(history[-1], ended=now)
-                assert host
-                history.append(HistoryEntry(host, self.hosts.get(host).vm_dir, now))
-            elif history and history[-1].ended is None:
-                history[-1] = replace(history[-1], ended=now)
-            new_host = host if op in ("deploy", "resume", "migrate") else None
+            new_host = host if placed else None
         else:
             state = VmState.DONE if (op == "delete" and force) else VmState.FAILED
-            new_host = vm.host or (host if op in ("deploy", "resume") else None)
-            if op in ("deploy", "resume") and host and (not history or history[-1].host != host):
-                history.append(HistoryEntry(host, self.hosts.get(host).vm_dir, now))
+            new_host = vm.host
         if state is VmState.DONE:
             self.networks.release_vm(vm.id)
         done = replace(

@@ -194,6 +194,7 @@ def test_prolog_failure_then_recover_retry_goes_on_from_the_failed_line(engine, 
     assert files_under(flaky_host / f"{vm.id}/images") == ["disk.0", "disk.1", "disk.2", "disk.3"]
     assert (flaky_host / f"{vm.id}/images/disk.0").stat().st_mtime_ns == first_clone  # line 1 was not run again
     assert [line.split()[0] for line in vm.operations[-1].script] == ["MKIMAGE", "MKSWAP", "CONTEXT"]
+    assert [(h.host, h.ended) for h in vm.history] == [("flaky1", None)]  # the failed attempt and its retry
 
 
 def test_delete_from_each_state_removes_its_files_and_frees_its_leases(engine, home, two_hosts) -> None:
