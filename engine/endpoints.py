@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from paramiko import SSHException
-
 from engine.errors import OperationError
 from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
 
@@ -33,8 +31,16 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 ABORT_WAIT = 5.0  # seconds an aborted write waits for the host's command to end
-# What paramiko raises when a channel's connection is gone (its window updates fail with EOFError too).
-CHANNEL_ERRORS = (OSError, EOFError, SSHException)
+
+
+def channel_errors() -> tuple[type[BaseException], ...]:
+    """What a dropped SSH channel raises (its window updates fail with EOFError too); paramiko is imported only
+    where SSH is used, so the CLI stays fast."""
+    from paramiko import SSHException
+
+    return (OSError, EOFError, SSHException)
+
+
 _ZEROS = bytes(CHUNK)
 
 # sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
@@ -338,7 +344,7 @@ class LocalEndpoint(Endpoint):
 def drain_stderr(channel: paramiko.Channel) -> bytes:
     """What is left of a channel's stderr (as much as arrived, if the connection is gone)."""
     parts = []
-    with contextlib.suppress(*CHANNEL_ERRORS):
+    with contextlib.suppress(*channel_errors()):
         while data := channel.recv_stderr(65536):
             parts.append(data)
     return b"".join(parts)
@@ -379,7 +385,7 @@ class RemoteReader(Reader):
         while True:
             try:
                 data = self._channel.recv(CHUNK - len(buffer))
-            except CHANNEL_ERRORS as exc:
+            except channel_errors() as exc:
                 raise ConnectionLost(f"the connection dropped while reading: {exc}") from None
             buffer += data
             if buffer and (not data or len(buffer) == CHUNK):
@@ -414,7 +420,7 @@ class ChannelWriter(Writer):
     def write(self, data: bytes) -> None:
         try:
             self._channel.sendall(data)
-        except CHANNEL_ERRORS as exc:
+        except channel_errors() as exc:
             raise self._failure(str(exc) or type(exc).__name__) from None
 
     def finish(self) -> int:
@@ -422,7 +428,7 @@ class ChannelWriter(Writer):
             self._channel.shutdown_write()
             out = b"".join(iter(lambda: self._channel.recv(65536), b"")).decode()
             status = self._channel.recv_exit_status()
-        except CHANNEL_ERRORS as exc:
+        except channel_errors() as exc:
             raise self._failure(str(exc)) from None
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while finishing a write")
@@ -431,7 +437,7 @@ class ChannelWriter(Writer):
     def abort(self) -> None:
         # End the stream and let the host's command finish before the caller removes the partial file, so a
         # command that started late cannot create it again afterwards.
-        with contextlib.suppress(*CHANNEL_ERRORS):
+        with contextlib.suppress(*channel_errors()):
             self._channel.shutdown_write()
             self._channel.status_event.wait(ABORT_WAIT)
         self._channel.close()
