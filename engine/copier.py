@@ -29,6 +29,7 @@ from engine.ssh import ConnectionLost
 Progress = Callable[[int, "int | None"], None]
 FICLONE = 0x40049409
 PIECE = 16 << 20
+HASHERS = os.cpu_count() or 2
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,11 @@ class _Verifier:
         return source, copy
 
 
+# Hashers take turns: with 20 copies, 40 threads hashing at once starved the console's UI thread of the GIL
+# (bench_console: key presses 0.4 s at the 95th percentile); the cores limit hashing throughput anyway.
+_HASHING = threading.BoundedSemaphore(HASHERS)
+
+
 class _Hasher:
     def __init__(self, fd: int) -> None:
         self.queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
@@ -209,10 +215,11 @@ class _Hasher:
     def _run(self, fd: int) -> None:
         while (item := self.queue.get()) is not None:
             if self._error is None:
-                try:
-                    self._digest.update(os.pread(fd, item[1], item[0]))
-                except OSError as exc:
-                    self._error = exc
+                with _HASHING:
+                    try:
+                        self._digest.update(os.pread(fd, item[1], item[0]))
+                    except OSError as exc:
+                        self._error = exc
 
     def finish(self) -> str:
         self.queue.put(None)
