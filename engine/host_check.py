@@ -11,7 +11,7 @@ from engine.endpoints import Endpoint, LocalEndpoint, RemoteEndpoint
 from engine.errors import HeadnodeError
 from engine.home import Home
 from engine.hosts import Host
-from engine.ssh import SshPool, connect, ssh_target
+from engine.ssh import HostKeyError, SshPool, connect, ssh_target
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class HostReport:
     free_bytes: int | None = None
     round_trip_ms: float | None = None
     error: str | None = None
+    key_unknown: bool = False  # the host's key is not known yet: it may be accepted (host test --accept-new-key)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,8 @@ def check_host(home: Home, host: Host, accept_new_key: bool = False) -> HostRepo
         endpoint.remove(probe)
         free = endpoint.free_bytes(host.vm_dir)
         return HostReport(host.name, host.driver, reached, True, free, round_trip)
+    except HostKeyError as exc:
+        return HostReport(host.name, host.driver, reached, error=str(exc), key_unknown=exc.unknown)
     except (HeadnodeError, OSError) as exc:
         return HostReport(host.name, host.driver, reached, error=str(exc))
     finally:

@@ -33,7 +33,12 @@ _WITH_SBIN = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; exec "$@"'
 
 
 class HostKeyError(OperationError):
-    """The host's key is unknown or changed: never connect silently."""
+    """The host's key is unknown or changed: never connect silently. `unknown`: no key was known for the host
+    (an admin may accept it after checking its fingerprint); otherwise the key changed."""
+
+    def __init__(self, message: str, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.unknown = unknown
 
 
 class ConnectionLost(OperationError):
@@ -114,7 +119,8 @@ def _key_policy(target: SshTarget, accept_new_key: bool):
                 raise HostKeyError(
                     f"host {target.host}: the key of {target.key_name} ({key.get_name()} {fingerprint(key)}) is not "
                     f"in {target.known_hosts}; if that fingerprint is right, record it with "
-                    f"'headnode host test {target.host} --accept-new-key'"
+                    f"'headnode host test {target.host} --accept-new-key'",
+                    unknown=True,
                 )
             record_host_key(target, key)
 

@@ -53,9 +53,10 @@ def tested_text(tested: Any | None) -> str:
     return ", ".join(parts)
 
 
-def test_hosts(app: Any, names: list[str], then: Callable[[], object]) -> None:
+def test_hosts(app: Any, names: list[str], then: Callable[[], object], accept_new_key: bool = False) -> None:
     """Test each host as `headnode host test` does, on worker threads; the reports land in app.host_reports and
-    in the Log, and `then()` runs after each."""
+    in the Log, and `then()` runs after each. A host whose key is not known yet is offered for acceptance (as
+    `host test --accept-new-key`), with its fingerprint, unless the console is read-only."""
     from engine.host_check import check_host
 
     for name in names:
@@ -66,6 +67,8 @@ def test_hosts(app: Any, names: list[str], then: Callable[[], object]) -> None:
             app.bus.publish(LogEvent("; ".join(report.lines()), "info" if report.ok else "error", "host"))
             if report.ok:
                 app.notify(f"host {name}: {tested_text(report)}")
+            elif report.key_unknown and not app.read_only:
+                offer_key(app, name, report.error, then)
             then()
 
         def failed(name: str = name) -> None:
@@ -73,9 +76,26 @@ def test_hosts(app: Any, names: list[str], then: Callable[[], object]) -> None:
             then()
 
         def test(name: str = name) -> Any:
-            return check_host(app.home, app.hosts.resolve(name))
+            return check_host(app.home, app.hosts.resolve(name), accept_new_key=accept_new_key)
 
         app.run_engine(f"test host {name}", test, then=done, otherwise=failed)
+
+
+def offer_key(app: Any, name: str, error: str, then: Callable[[], object]) -> None:
+    """Ask whether to record an unknown host key; yes tests the host again, accepting it."""
+
+    def answer(yes: bool | None) -> None:
+        if yes:
+            test_hosts(app, [name], then, accept_new_key=True)
+
+    app.push_screen(
+        ConfirmScreen(
+            f"Accept the key of host {name}?",
+            [error, "Accept it only if that fingerprint is the host's (ask its console or its admin)."],
+            "Accept key",
+        ),
+        answer,
+    )
 
 
 class HostsScreen(HeadnodeScreen):
