@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from engine.hosts import Hosts
 from screens.hosts import HostsScreen
 from tui.app import HeadnodeApp
@@ -9,10 +11,14 @@ from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.keyed_table import KeyedTable
 
 
-async def test_unknown_key_is_offered_and_recorded_only_when_accepted(world) -> None:
+async def test_unknown_key_is_offered_and_recorded_only_when_accepted(world, tmp_path, monkeypatch) -> None:
+    user = tmp_path / "user"  # a copy of the session's ~/.ssh, so accepting here leaves the other tests' alone
+    shutil.copytree(world["user_home"], user)
+    monkeypatch.setenv("HOME", str(user))
+    known_hosts = user / ".ssh" / "known_hosts"
     host03 = world["hosts"]["host03"]  # its key is not in known_hosts
     Hosts(world["home"]).create(host03.record())
-    known_before = world["known_hosts"].read_text()
+    known_before = known_hosts.read_text()
     app = HeadnodeApp(world["home"])
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("5")
@@ -27,7 +33,7 @@ async def test_unknown_key_is_offered_and_recorded_only_when_accepted(world) -> 
         assert "Accept the key of host host03?" in app.screen.title_text
         await pilot.press("n")
         await pilot.pause()
-        assert world["known_hosts"].read_text() == known_before  # refused: nothing recorded
+        assert known_hosts.read_text() == known_before  # refused: nothing recorded
         await pilot.press("t")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -35,5 +41,5 @@ async def test_unknown_key_is_offered_and_recorded_only_when_accepted(world) -> 
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert app.host_reports["host03"].ok
-        assert world["known_hosts"].read_text().startswith(known_before)
-        assert len(world["known_hosts"].read_text().splitlines()) == len(known_before.splitlines()) + 1
+        assert known_hosts.read_text().startswith(known_before)
+        assert len(known_hosts.read_text().splitlines()) == len(known_before.splitlines()) + 1
