@@ -21,7 +21,19 @@ class CliContext:
 
     @cached_property
     def home(self) -> Home:
-        return Home.locate(getattr(self.args, "home", None)).ensure()
+        """The home, created on first use with its embedded default (host local, network default, sample image),
+        whichever command comes first."""
+        from engine.defaults import ensure_embedded_default
+        from engine.hosts import Hosts
+        from engine.vnet import Networks
+
+        home = Home.locate(getattr(self.args, "home", None)).ensure()
+        networks = Networks(home)
+        try:
+            ensure_embedded_default(home, Hosts(home), networks)
+        finally:
+            networks.close()
+        return home
 
     def report(self, exc: HeadnodeError) -> None:
         """One line per problem on stderr."""

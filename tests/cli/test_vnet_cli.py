@@ -11,6 +11,14 @@ LAN = 'NAME = "Private LAN"\nTYPE = RANGED\nBRIDGE = br0\nNETWORK_ADDRESS = 10.0
 TINY = "NAME = tiny\nBRIDGE = br1\nNETWORK_ADDRESS = 10.5.0.0\nNETWORK_SIZE = 2\n"
 
 
+@pytest.fixture(autouse=True)
+def without_the_default_network(headnode) -> None:
+    """The first command made the embedded default; these tests want networks of their own only (and check,
+    on the way, that a deleted default stays deleted)."""
+    assert headnode("vnet", "delete", "default").returncode == 0
+    assert json.loads(headnode("vnet", "list", "--json").stdout) == []
+
+
 @pytest.fixture
 def created(headnode, tmp_path: Path):
     for name, text in (("lan.net", LAN), ("tiny.net", TINY)):
@@ -23,7 +31,7 @@ def created(headnode, tmp_path: Path):
 def test_create_prints_what_it_made(headnode, tmp_path: Path) -> None:
     (tmp_path / "lan.net").write_text(LAN)
     r = headnode("vnet", "create", str(tmp_path / "lan.net"))
-    assert (r.returncode, r.stdout) == (0, "created network 'Private LAN' (id 0): 254 addresses, 10.0.0.1-10.0.0.254\n")
+    assert (r.returncode, r.stdout) == (0, "created network 'Private LAN' (id 1): 254 addresses, 10.0.0.1-10.0.0.254\n")
 
 
 def test_bad_template_exits_2_with_file_and_line(headnode, tmp_path: Path) -> None:
@@ -44,8 +52,8 @@ def test_list_json_and_table(created) -> None:
     ]
     assert created("vnet", "list").stdout == (
         "ID  NAME         TYPE    BRIDGE  SIZE  USED  FREE\n"
-        " 0  Private LAN  RANGED  br0      254     0   254\n"
-        " 1  tiny         RANGED  br1        2     1     1\n"
+        " 1  Private LAN  RANGED  br0      254     0   254\n"
+        " 2  tiny         RANGED  br1        2     1     1\n"
     )
 
 
@@ -113,7 +121,7 @@ def test_show(created) -> None:
         {"network": "Private LAN", "ip": "10.0.0.1", "mac": "02:00:0a:00:00:01", "vm": 4, "state": "used", "note": ""}
     ]
     text = created("vnet", "show", "Private LAN").stdout
-    assert text.startswith("VIRTUAL NETWORK 0 INFORMATION\nID              : 0\nNAME            : Private LAN\n")
+    assert text.startswith("VIRTUAL NETWORK 1 INFORMATION\nID              : 1\nNAME            : Private LAN\n")
     assert "\nNETWORK_SIZE = C\n" in text
     assert text.endswith(
         "LEASES\nIP        MAC                VM  STATE  NOTE\n10.0.0.1  02:00:0a:00:00:01   4  used\n"
