@@ -40,3 +40,21 @@ def headnode(home: Home):
         return Result(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+def site_driver(home: Home, name: str, base: str = "shared", programs: dict[str, str] | None = None, **settings: str):
+    """Define driver NAME in `<home>/tm/`: the shipped `data/tm/<base>.conf`, with the given actions handed to
+    site programs (action -> shell script text, made executable beside the conf) and other settings replaced."""
+    from engine.home import DATA_DIR
+
+    tm = home.root / "tm"
+    tm.mkdir(exist_ok=True)
+    conf = (DATA_DIR / "tm" / f"{base}.conf").read_text()
+    for action, text in (programs or {}).items():
+        program = tm / f"{name}_{action.lower()}.sh"
+        program.write_text(text)
+        program.chmod(0o755)
+        conf = conf.replace(f"{action} = builtin", f'{action} = "{program.name}"')
+    for key, value in settings.items():
+        conf = "\n".join(f"{key} = {value}" if line.startswith(f"{key} =") else line for line in conf.splitlines())
+    (tm / f"{name}.conf").write_text(conf + "\n")

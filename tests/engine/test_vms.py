@@ -16,6 +16,7 @@ from engine.errors import InputError, OperationError
 from engine.home import DATA_DIR
 from engine.hosts import Host
 from engine.vms import VmState
+from tests.conftest import site_driver
 
 TTYLINUX = DATA_DIR / "templates" / "ttylinux.tmpl"
 DATABASE = DATA_DIR / "templates" / "database.tmpl"
@@ -219,8 +220,8 @@ case "$dest" in *"/$FAIL_ON") echo "ERROR MESSAGE --8<------" >&2; echo "refusin
   echo "ERROR MESSAGE ------>8--" >&2; exit 3;; esac
 mkdir -p "$(dirname "${dest#*:}")"
 case "$0" in
-  *clone.sh) exec cp "${1#*:}" "${2#*:}" ;;
-  *mkimage.sh) truncate -s "${1}M" "${3#*:}" ;;
+  *_clone.sh) exec cp "${1#*:}" "${2#*:}" ;;
+  *_mkimage.sh) truncate -s "${1}M" "${3#*:}" ;;
 esac
 """
 
@@ -228,15 +229,7 @@ esac
 @pytest.fixture
 def flaky_host(engine, home, tmp_path):
     """A host whose driver runs site programs for CLONE and MKIMAGE (the seed's replaceable actions)."""
-    tm = home.root / "tm"
-    tm.mkdir()
-    for name in ("clone.sh", "mkimage.sh"):
-        (tm / name).write_text(FLAKY)
-        (tm / name).chmod(0o755)
-    (tm / "flaky.conf").write_text(
-        "BASE = shared\nCLONE = clone.sh\nLN = builtin\nMKSWAP = builtin\nMKIMAGE = mkimage.sh\n"
-        "CONTEXT = builtin\nMV = builtin\nDELETE = builtin\n"
-    )
+    site_driver(home, "flaky", programs={"CLONE": FLAKY, "MKIMAGE": FLAKY})
     engine.hosts.create(Host("flaky1", "flaky", str(tmp_path / "flaky1")))
     return tmp_path / "flaky1"
 

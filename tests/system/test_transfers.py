@@ -22,6 +22,7 @@ from engine.journal import Journal
 from engine.openssh import OpenSsh
 from engine.script import parse_script
 from engine.store import Store
+from tests.conftest import site_driver
 
 FAST_RETRY = RetryPolicy(attempts=4, first_delay=0.05)
 
@@ -377,22 +378,14 @@ def test_changed_host_key_is_refused_even_with_accept_new_key(world, tmp_path, m
 
 def test_external_program_action(world, runner):
     """A configured driver hands CLONE to a site program: stdout to the log, error markers on failure."""
-    tm = world["home"].root / "tm"
-    tm.mkdir()
-    program = tm / "cache_clone.sh"
-    program.write_text(
+    program = (
         "#!/bin/sh\n"
         'echo "checking cache for $1"\n'
         'case "$1" in *missing*) echo noise >&2; echo "ERROR MESSAGE --8<------" >&2;\n'
         '  echo "image not in cache: $1" >&2; echo "ERROR MESSAGE ------>8--" >&2; exit 3;; esac\n'
         'echo "args: $#"\n'
     )
-    program.chmod(0o755)
-    (tm / "cache.conf").write_text(
-        (Path(__file__).resolve().parents[2] / "data/tm/ssh.conf")
-        .read_text()
-        .replace("CLONE = builtin", 'CLONE = "cache_clone.sh"')
-    )
+    site_driver(world["home"], "cache", base="ssh", programs={"CLONE": program})
     h2 = world["hosts"]["host02"]
     Hosts(world["home"]).create(Host("cached", "cache", str(h2.vm_dir), "127.0.0.1", h2.port))
     fe, base = world["fe"], image(world["images"])
@@ -528,10 +521,7 @@ def test_sparse_files_stay_sparse(world, host, accelerated):
 
 
 def test_local_copies_can_skip_verification(world, runner):
-    tm = world["home"].root / "tm"
-    tm.mkdir()
-    conf = (Path(__file__).resolve().parents[2] / "data/tm/shared.conf").read_text()
-    (tm / "fastshared.conf").write_text(conf.replace("VERIFY_LOCAL_COPIES = yes", "VERIFY_LOCAL_COPIES = no"))
+    site_driver(world["home"], "fastshared", VERIFY_LOCAL_COPIES="no")
     d = world["shared"]
     Hosts(world["home"]).create(Host("nfs02", "fastshared", str(d)))
     base = image(world["images"])

@@ -14,6 +14,7 @@ from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.transfers import TransfersScreen
 from screens.vms import VmScreen, VmsScreen
+from tests.conftest import site_driver
 from tests.tui.conftest import SIZES, notifications
 from tui.app import HeadnodeApp
 from tui.widgets.confirm import ConfirmScreen
@@ -193,17 +194,14 @@ async def test_read_only_vms(home) -> None:
 
 def slow_driver(home, flag: Path) -> None:
     """A driver whose CLONE is a program that waits while `flag` exists, then copies (OpenNebula-style argv)."""
-    (home.root / "tm").mkdir(exist_ok=True)
-    script = home.root / "tm" / "slow_clone.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"while [ -e '{flag}' ]; do sleep 0.05; done\n"
-        'mkdir -p -- "$(dirname -- "${2#*:}")" && cp -- "${1#*:}" "${2#*:}"\n'
-    )
-    script.chmod(0o755)
-    (home.root / "tm" / "slow.conf").write_text(
-        "BASE = shared\nCLONE = slow_clone.sh\nLN = builtin\nMKSWAP = builtin\nMKIMAGE = builtin\n"
-        "CONTEXT = builtin\nMV = builtin\nDELETE = builtin\n"
+    site_driver(
+        home,
+        "slow",
+        programs={
+            "CLONE": "#!/bin/sh\n"
+            f"while [ -e '{flag}' ]; do sleep 0.05; done\n"
+            'mkdir -p -- "$(dirname -- "${2#*:}")" && cp -- "${1#*:}" "${2#*:}"\n'
+        },
     )
 
 
