@@ -40,7 +40,7 @@ from engine.addresses import (
     parse_ipv6_prefix,
     parse_mac_prefix,
 )
-from engine.errors import InputError, OperationError, Problem
+from engine.errors import InputError, Problem
 from engine.template import Attribute, Template, Vector
 
 RANGED = "RANGED"
@@ -103,16 +103,16 @@ class Network:
         return {name: mac_to_ipv6(mac, prefix) for name, prefix in prefixes if prefix}
 
     def check_leasable(self, ip: int) -> None:
-        """Raise OperationError saying why `ip` cannot be leased in this network, if it cannot."""
+        """Raise InputError saying why `ip` can never be leased in this network (bad input, exit 2), if so."""
         text = format_ipv4(ip)
         if self.type == RANGED and self.address is not None and self.prefix_length is not None:
             broadcast = self.address | (0xFFFFFFFF >> self.prefix_length)
             if ip == self.address:
-                raise OperationError(f"{text} is the network address of {self.name!r}")
+                raise InputError(Problem(f"{text} is the network address of {self.name!r}"))
             if ip == broadcast:
-                raise OperationError(f"{text} is the broadcast address of {self.name!r}")
+                raise InputError(Problem(f"{text} is the broadcast address of {self.name!r}"))
         if not self.contains(ip):
-            raise OperationError(f"{text} is outside the range of {self.name!r} ({self.range_text})")
+            raise InputError(Problem(f"{text} is outside the range of {self.name!r} ({self.range_text})"))
 
     @property
     def range_text(self) -> str:

@@ -84,7 +84,7 @@ def test_lease_given_ip_table_and_refusals(created) -> None:
     r = created("vnet", "lease", "Private LAN", "--vm", "2", "--ip", "10.0.0.20")
     assert r.stdout == "IP         MAC                VM  STATE  NOTE\n10.0.0.20  02:00:0a:00:00:14   2  used\n"
     r = created("vnet", "lease", "Private LAN", "--ip", "10.0.0.255")
-    assert (r.returncode, r.stderr) == (1, "headnode: 10.0.0.255 is the broadcast address of 'Private LAN'\n")
+    assert (r.returncode, r.stderr) == (2, "headnode: 10.0.0.255 is the broadcast address of 'Private LAN'\n")
     r = created("vnet", "lease", "Private LAN", "--ip", "10.0.0.256")
     assert r.returncode == 2
     assert "octet 256 is over 255" in r.stderr

@@ -98,11 +98,11 @@ def test_lease_a_given_address(nets: Networks, lan: str) -> None:
     assert nets.lease(lan, vm=1, ip="10.0.0.77").mac == "02:00:0a:00:00:4d"
     with pytest.raises(OperationError, match=r"10\.0\.0\.77 in 'lan' is taken: leased to VM 1"):
         nets.lease(lan, vm=2, ip="10.0.0.77")
-    with pytest.raises(OperationError, match="is the network address"):
+    with pytest.raises(InputError, match="is the network address"):
         nets.lease(lan, vm=2, ip="10.0.0.0")
-    with pytest.raises(OperationError, match="is the broadcast address"):
+    with pytest.raises(InputError, match="is the broadcast address"):
         nets.lease(lan, vm=2, ip="10.0.0.255")
-    with pytest.raises(OperationError, match=r"outside the range of 'lan' \(10\.0\.0\.1-10\.0\.0\.254\)"):
+    with pytest.raises(InputError, match=r"outside the range of 'lan' \(10\.0\.0\.1-10\.0\.0\.254\)"):
         nets.lease(lan, vm=2, ip="10.0.1.1")
     with pytest.raises(InputError, match="octet 256 is over 255"):
         nets.lease(lan, vm=2, ip="10.0.0.256")
@@ -112,7 +112,7 @@ def test_lease_a_given_address(nets: Networks, lan: str) -> None:
 def test_ip_start_end_bound_the_leases(nets: Networks, tmp_path: Path) -> None:
     create(nets, tmp_path, "NAME=r\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nIP_START=10.0.0.10\nIP_END=10.0.0.11\n")
     assert ips(nets.lease_many("r", 2, vm=1)) == ["10.0.0.10", "10.0.0.11"]
-    with pytest.raises(OperationError, match="outside the range"):
+    with pytest.raises(InputError, match="outside the range"):
         nets.lease("r", vm=1, ip="10.0.0.12")
 
 
@@ -169,7 +169,7 @@ def test_fixed_network_hands_out_its_listed_pairs(nets: Networks, tmp_path: Path
     assert nets.lease("pub", vm=2).mac == "02:00:82:0a:00:04"
     with pytest.raises(OperationError, match="is full"):
         nets.lease("pub", vm=3)
-    with pytest.raises(OperationError, match="outside the range of 'pub' \\(2 fixed addresses\\)"):
+    with pytest.raises(InputError, match="outside the range of 'pub' \\(2 fixed addresses\\)"):
         nets.hold("pub", "130.10.0.2")
 
 

@@ -95,6 +95,10 @@ def test_create_is_all_or_nothing(engine, tmp_path) -> None:
     with pytest.raises(InputError, match="a swap disk needs SIZE"):
         engine.vms.create(t)
     assert engine.networks.leases("default") == []
+    t.write_text("NAME = a\nNIC = [ NETWORK = default ]\nNIC = [ NETWORK = default, IP = 10.9.9.9 ]\n")
+    with pytest.raises(InputError, match=r"NIC on line 3: 10\.9\.9\.9 is outside the range of 'default'"):
+        engine.vms.create(t)
+    assert engine.networks.leases("default") == []
     t.write_text("NAME = a\nDISK = [ SOURCE = missing.img ]\n")
     with pytest.raises(InputError, match="no image"):
         engine.vms.create(t)
