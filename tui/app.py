@@ -24,6 +24,7 @@ from engine.core import Engine
 from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, LogEvent
 from engine.home import Home
+from engine.vms import VmChanged
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen
@@ -60,9 +61,6 @@ def describe_error(exc: BaseException) -> str:
 
 
 ENGINE_NICE = 19
-# Copy threads take the GIL between native calls; a shorter switch interval lets the UI thread win it back sooner
-# (bench_console: key-press median 0.30 s at 5 ms, about 0.12 s at 0.5 ms, with 20 copies on 2 cores).
-SWITCH_INTERVAL = 0.0005
 
 
 def lower_thread_priority() -> None:
@@ -98,7 +96,6 @@ class HeadnodeApp(App[int]):
 
     def __init__(self, home: Home, read_only: bool = False) -> None:
         super().__init__()
-        sys.setswitchinterval(SWITCH_INTERVAL)
         self.home = home
         self.read_only = read_only
         self.bus = EventBus()
@@ -256,6 +253,8 @@ class HeadnodeApp(App[int]):
                 self.notify(event.message, severity="error", markup=False)
         elif self.transfers.apply(event):
             return  # the Transfers screen and the Dashboard redraw from the board on their own timers
+        elif isinstance(event, VmChanged):
+            self._reload_screen()  # a VM this process operates changed state: show it now, not at the next poll
         self.engine_signal.publish(event)
 
     # Another headnode (console or CLI) on the same home: a cheap stat of the home's top-level files.
