@@ -12,12 +12,16 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.home import DATA_DIR, Home
-from engine.hosts import Host, Hosts
+from engine.hosts import Host
 from engine.store import Store
 from engine.template import Attribute, Template
-from engine.vnet import Networks
+
+if TYPE_CHECKING:
+    from engine.hosts import Hosts
+    from engine.vnet import Networks
 
 SAMPLE_IMAGE = "ttylinux.img"
 SAMPLE_IMAGE_MB = 16
@@ -37,12 +41,16 @@ def make_sample_image(path: Path) -> None:
     os.replace(tmp, path)
 
 
+def embedded_default_made(home: Home) -> bool:
+    """Whether this home got its embedded default already (one read; the networks and hosts code not loaded)."""
+    with Store(home.db_path).read() as db:
+        return bool(db.table("meta").get(doc_id=1))
+
+
 def ensure_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> bool:
     """Create the embedded default once per home; returns True when it did."""
-    store = Store(home.db_path)
-    with store.read() as db:
-        if db.table("meta").get(doc_id=1):
-            return False
+    if embedded_default_made(home):
+        return False
     image = home.images / SAMPLE_IMAGE
     if not image.exists():
         make_sample_image(image)
@@ -52,6 +60,6 @@ def ensure_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> boo
     if vector and not any(n.name == (vector[0].get("NAME") or "default") for n in networks.list()):
         attrs = [Attribute("TYPE", "RANGED"), *(Attribute(k, v) for k, v in vector[0].items)]
         networks.create(Template(attrs, str(home.config_path)))
-    with store.write() as db:
+    with Store(home.db_path).write() as db:
         db.table("meta").insert({"embedded_default": True})
     return True

@@ -23,16 +23,18 @@ class CliContext:
     def home(self) -> Home:
         """The home, created on first use with its embedded default (host local, network default, sample image),
         whichever command comes first."""
-        from engine.defaults import ensure_embedded_default
-        from engine.hosts import Hosts
-        from engine.vnet import Networks
+        from engine.defaults import embedded_default_made, ensure_embedded_default
 
         home = Home.locate(getattr(self.args, "home", None)).ensure()
-        networks = Networks(home)
-        try:
-            ensure_embedded_default(home, Hosts(home), networks)
-        finally:
-            networks.close()
+        if not embedded_default_made(home):  # once per home: the networks code loads only then
+            from engine.hosts import Hosts
+            from engine.vnet import Networks
+
+            networks = Networks(home)
+            try:
+                ensure_embedded_default(home, Hosts(home), networks)
+            finally:
+                networks.close()
         return home
 
     def report(self, exc: HeadnodeError) -> None:
