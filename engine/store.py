@@ -24,10 +24,8 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from engine.atomic import fsync_directory, write_atomically
+from engine.atomic import write_atomically
 from engine.errors import InputError, Problem
-
-__all__ = ["Store", "fsync_directory", "write_atomically", "write_json_atomically"]
 
 
 class _SnapshotStorage(Storage):

@@ -52,7 +52,7 @@ class Transition:
     allowed: frozenset[VmState]
     busy: VmState
     success: VmState
-    planned: Operation | None
+    planned: Operation | None  # None for delete, whose script depends on where the images are (_delete_script)
 
 
 TRANSITIONS: dict[str, Transition] = {
@@ -437,7 +437,9 @@ class Vms:
             assert host and vm.host
             return plan(template, vm.id, self._placement(host, vm.host), Operation.MIGRATE).script, None
         assert host
-        planned = plan(template, vm.id, self._placement(host), TRANSITIONS[op].planned or Operation.DELETE)
+        operation = TRANSITIONS[op].planned
+        assert operation is not None
+        planned = plan(template, vm.id, self._placement(host), operation)
         context = (planned.context_path, planned.context_sh) if planned.context_path and planned.context_sh else None
         return planned.script, context
 
