@@ -192,8 +192,12 @@ async def test_read_only_vms(home) -> None:
         assert app.vms.list() == []
 
 
-def slow_driver(home, flag: Path) -> None:
-    """A driver whose CLONE is a program that waits while `flag` exists, then copies (OpenNebula-style argv)."""
+@pytest.fixture
+def held(home, tmp_path) -> tuple[HeadnodeApp, Path]:
+    """A console whose host `slow` has a CLONE program that waits while the returned flag file exists, then
+    copies (OpenNebula-style argv): a deploy there stays in its prolog until the test removes the flag."""
+    flag = tmp_path / "hold"
+    flag.touch()
     site_driver(
         home,
         "slow",
@@ -203,18 +207,23 @@ def slow_driver(home, flag: Path) -> None:
             'mkdir -p -- "$(dirname -- "${2#*:}")" && cp -- "${1#*:}" "${2#*:}"\n'
         },
     )
-
-
-async def test_transfers_show_progress_cancel_and_retry(home, tmp_path) -> None:
-    flag = tmp_path / "hold"
-    flag.touch()
-    slow_driver(home, flag)
     app = HeadnodeApp(home)
     app.hosts.create(Host("slow", "slow", str(tmp_path / "slow-vms")))
+    return app, flag
+
+
+async def deploy_held(app: HeadnodeApp, pilot) -> None:
+    """Create VM 0 from the sample and confirm its deploy to the held host."""
+    await create_sample(app, pilot)
+    await operate(app, pilot, "p", "slow")
+    await pilot.press("y")
+
+
+async def test_transfers_show_progress_cancel_and_retry(held, tmp_path) -> None:
+    app, flag = held
     async with app.run_test(size=(120, 40)) as pilot:
-        await create_sample(app, pilot)
-        await operate(app, pilot, "p", "slow")
-        await pilot.press("y", "3")
+        await deploy_held(app, pilot)
+        await pilot.press("3")
         await pilot.pause(0.6)
         assert isinstance(app.screen, TransfersScreen)
         table = app.screen.query_one(KeyedTable)
@@ -241,16 +250,10 @@ async def test_transfers_show_progress_cancel_and_retry(home, tmp_path) -> None:
         assert (tmp_path / "slow-vms" / "0" / "images" / "disk.0").exists()
 
 
-async def test_quitting_with_a_running_transfer_asks_then_cancels(home, tmp_path) -> None:
-    flag = tmp_path / "hold"
-    flag.touch()
-    slow_driver(home, flag)
-    app = HeadnodeApp(home)
-    app.hosts.create(Host("slow", "slow", str(tmp_path / "slow-vms")))
+async def test_quitting_with_a_running_transfer_asks_then_cancels(held) -> None:
+    app, _ = held
     async with app.run_test() as pilot:
-        await create_sample(app, pilot)
-        await operate(app, pilot, "p", "slow")
-        await pilot.press("y")
+        await deploy_held(app, pilot)
         await pilot.pause(0.5)
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, ConfirmScreen)
@@ -303,16 +306,11 @@ async def test_hosts_add_edit_test_delete(home, tmp_path) -> None:
         assert [h.name for h in app.hosts.list()] == ["local"]
 
 
-async def test_dashboard_shows_hosts_networks_vms_and_transfers(home, tmp_path) -> None:
-    flag = tmp_path / "hold"
-    flag.touch()
-    slow_driver(home, flag)
-    app = HeadnodeApp(home)
-    app.hosts.create(Host("slow", "slow", str(tmp_path / "slow-vms")))
+async def test_dashboard_shows_hosts_networks_vms_and_transfers(held) -> None:
+    app, flag = held
     async with app.run_test(size=(120, 40)) as pilot:
-        await create_sample(app, pilot)
-        await operate(app, pilot, "p", "slow")
-        await pilot.press("y", "1")
+        await deploy_held(app, pilot)
+        await pilot.press("1")
         await pilot.pause(0.8)  # the deploy waits for its script: no settle() while the flag holds it
         assert isinstance(app.screen, DashboardScreen)
         assert "prolog 1" in str(app.screen.query_one("#dash-vms").render())
