@@ -142,8 +142,10 @@ def _env(world) -> dict[str, str]:
     return {**os.environ, "HEADNODE_HOME": str(world["home"].root)}
 
 
-def test_ctrl_c_cancels_cleanly(world, http_server, tmp_path):
-    (http_server["root"] / "big.img").write_bytes(os.urandom(3 << 20))
+def run_slow_clone(world, http_server, tmp_path, data: bytes, until_bytes: int):
+    """Start `headnode run --json` cloning `data` from the slow HTTP path to host01; return once it reported
+    `until_bytes` copied, with the running process, the script and host01's VM directory."""
+    (http_server["root"] / "big.img").write_bytes(data)
     d = world["hosts"]["host01"].vm_dir
     script = write_script(tmp_path, f"CLONE {http_server['url']}/slow/big.img host01:{d}/9/images/disk.0\n")
     proc = subprocess.Popen(
@@ -156,9 +158,14 @@ def test_ctrl_c_cancels_cleanly(world, http_server, tmp_path):
     )
     for line in proc.stdout:
         event = json.loads(line)
-        if event["event"] == "action_progress" and event["bytes_done"] > 0:
-            proc.send_signal(signal.SIGINT)
+        if event["event"] == "action_progress" and event["bytes_done"] >= until_bytes:
             break
+    return proc, script, d
+
+
+def test_ctrl_c_cancels_cleanly(world, http_server, tmp_path):
+    proc, _, d = run_slow_clone(world, http_server, tmp_path, os.urandom(3 << 20), 1)
+    proc.send_signal(signal.SIGINT)
     rest = proc.stdout.read()
     assert proc.wait(30) == 130
     assert "interrupted" in proc.stderr.read()
@@ -193,22 +200,8 @@ def test_progress_bars_on_a_terminal(world, tmp_path):
 
 def test_resume_after_kill_9_continues_the_partial_file(world, headnode, http_server, tmp_path):
     data = os.urandom(3 << 20)
-    (http_server["root"] / "big.img").write_bytes(data)
-    d = world["hosts"]["host01"].vm_dir
-    script = write_script(tmp_path, f"CLONE {http_server['url']}/slow/big.img host01:{d}/9/images/disk.0\n")
-    proc = subprocess.Popen(
-        [*HEADNODE, "run", str(script), "--vm", "9", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=_env(world),
-        cwd=ROOT,
-    )
-    for line in proc.stdout:
-        event = json.loads(line)
-        if event["event"] == "action_progress" and event["bytes_done"] >= 1 << 19:
-            proc.kill()
-            break
+    proc, script, d = run_slow_clone(world, http_server, tmp_path, data, 1 << 19)
+    proc.kill()
     proc.wait(30)
     assert not (d / "9/images/disk.0").exists()
     deadline = time.monotonic() + 10
