@@ -53,6 +53,16 @@ def ssh_home(ssh_world, monkeypatch):
 
 
 @pytest.fixture
+def own_user(ssh_home, tmp_path, monkeypatch) -> Path:
+    """HOME set to a copy of the user directory, so a test may change its ~/.ssh (keys, config, known_hosts)
+    without touching the session's."""
+    user = tmp_path / "user"
+    shutil.copytree(ssh_home["user_home"], user)
+    monkeypatch.setenv("HOME", str(user))
+    return user
+
+
+@pytest.fixture
 def world(home: Home, ssh_home, tmp_path):
     """A home with the front end, host01 and host02 over ssh, shared and dummy hosts; images on the front end."""
     hosts = Hosts(home)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
 import signal
 import subprocess
 import time
@@ -65,10 +64,7 @@ def test_host_test_reports_space_and_round_trip(world, headnode):
     assert "VM directory writable: yes" in text and "free space" in text
 
 
-def test_host_test_refuses_unknown_key_until_accepted(world, headnode, tmp_path, monkeypatch):
-    user = tmp_path / "user"
-    shutil.copytree(world["user_home"], user)
-    monkeypatch.setenv("HOME", str(user))
+def test_host_test_refuses_unknown_key_until_accepted(world, headnode, own_user):
     h3 = world["hosts"]["host03"]
     Hosts(world["home"]).create(h3.record())
     refused = headnode("host", "test", "host03")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 from engine.hosts import Hosts
 from screens.hosts import HostsScreen
 from tui.app import HeadnodeApp
@@ -11,11 +9,8 @@ from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.keyed_table import KeyedTable
 
 
-async def test_unknown_key_is_offered_and_recorded_only_when_accepted(world, tmp_path, monkeypatch) -> None:
-    user = tmp_path / "user"  # a copy of the session's ~/.ssh, so accepting here leaves the other tests' alone
-    shutil.copytree(world["user_home"], user)
-    monkeypatch.setenv("HOME", str(user))
-    known_hosts = user / ".ssh" / "known_hosts"
+async def test_unknown_key_is_offered_and_recorded_only_when_accepted(world, own_user) -> None:
+    known_hosts = own_user / ".ssh" / "known_hosts"  # a copy: accepting here leaves the other tests' alone
     host03 = world["hosts"]["host03"]  # its key is not in known_hosts
     Hosts(world["home"]).create(host03.record())
     known_before = known_hosts.read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -336,13 +335,11 @@ def test_shell_metacharacters_in_file_names_are_carried_literally(world, runner,
     assert not list(Path("/").glob("PWNED*")) and not list(d.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
 
-def test_unknown_host_key_is_refused_and_can_be_accepted(world, tmp_path, monkeypatch):
+def test_unknown_host_key_is_refused_and_can_be_accepted(world, own_user):
     """host03 is not in known_hosts: refused with its fingerprint; host test --accept-new-key records it."""
     from engine.host_check import check_host
 
-    user = tmp_path / "user"
-    shutil.copytree(world["user_home"], user)
-    monkeypatch.setenv("HOME", str(user))
+    user = own_user
     hosts = Hosts(world["home"])
     h3 = world["hosts"]["host03"]
     hosts.create(h3.record())
@@ -361,16 +358,14 @@ def test_unknown_host_key_is_refused_and_can_be_accepted(world, tmp_path, monkey
         r.close()
 
 
-def test_changed_host_key_is_refused_even_with_accept_new_key(world, tmp_path, monkeypatch):
+def test_changed_host_key_is_refused_even_with_accept_new_key(world, own_user):
     from engine.host_check import check_host
 
-    user = tmp_path / "user"
-    shutil.copytree(world["user_home"], user)
+    user = own_user
     h1, h2 = world["hosts"]["host01"], world["hosts"]["host02"]
     # known_hosts claims host01's port has host02's key
     wrong = h2.host_key_line.replace(f"[127.0.0.1]:{h2.port}", f"[127.0.0.1]:{h1.port}")
     (user / ".ssh/known_hosts").write_text(wrong + "\n")
-    monkeypatch.setenv("HOME", str(user))
     report = check_host(world["home"], Hosts(world["home"]).get("host01"), accept_new_key=True)
     assert not report.ok and "CHANGED" in report.error
     assert (user / ".ssh/known_hosts").read_text() == wrong + "\n"
@@ -608,32 +603,34 @@ def test_host_to_host_copy_survives_a_drop_on_the_reading_side(world, accelerate
     assert f"(stream, {carrier} to {carrier}, resumed at byte" in vm_log(world)
 
 
-def test_ssh_config_names_the_host(world, tmp_path, monkeypatch):
+def clone_on_both_ssh_paths(world, host: str, vm_dir: Path) -> None:
+    """CLONE an image from the front end to `host` through paramiko, then through the OpenSSH accelerator."""
+    base = image(world["images"], size=2 << 20)
+    for accelerator in (False, OpenSsh(min_bytes=0)):
+        r = Runner(world["home"], accelerator=accelerator)
+        try:
+            assert r.run(f"CLONE {world['fe']}:{base} {host}:{vm_dir}/7/images/disk.0\n").ok
+        finally:
+            r.close()
+        assert sha(vm_dir / "7/images/disk.0") == sha(base)
+
+
+def test_ssh_config_names_the_host(world, own_user):
     """A host record with only a name: address, port, user and key come from ~/.ssh/config, on both paths."""
-    user = tmp_path / "user"
-    shutil.copytree(world["user_home"], user)
+    user = own_user
     h2 = world["hosts"]["host02"]
     (user / ".ssh/id_ed25519").rename(user / ".ssh/cluster_key")
     (user / ".ssh/config").write_text(
         f"Host cfg02\n  HostName 127.0.0.1\n  Port {h2.port}\n  User {getpass.getuser()}\n"
         f"  IdentityFile ~/.ssh/cluster_key\n"
     )
-    monkeypatch.setenv("HOME", str(user))
     Hosts(world["home"]).create(Host("cfg02", "ssh", str(h2.vm_dir)))
-    base = image(world["images"], size=2 << 20)
-    for accelerator in (False, OpenSsh(min_bytes=0)):
-        r = Runner(world["home"], accelerator=accelerator)
-        try:
-            assert r.run(f"CLONE {world['fe']}:{base} cfg02:{h2.vm_dir}/7/images/disk.0\n").ok
-        finally:
-            r.close()
-        assert sha(h2.vm_dir / "7/images/disk.0") == sha(base)
+    clone_on_both_ssh_paths(world, "cfg02", h2.vm_dir)
 
 
-def test_keys_from_ssh_agent(world, tmp_path, monkeypatch):
+def test_keys_from_ssh_agent(world, tmp_path, monkeypatch, own_user):
     """The key lives only in an ssh-agent: paramiko and the OpenSSH accelerator both use it."""
-    user = tmp_path / "user"
-    shutil.copytree(world["user_home"], user)
+    user = own_user
     key = tmp_path / "agent_key"
     (user / ".ssh/id_ed25519").rename(key)
     (user / ".ssh/id_ed25519.pub").unlink()
@@ -646,17 +643,8 @@ def test_keys_from_ssh_agent(world, tmp_path, monkeypatch):
             time.sleep(0.05)
         env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
         subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, stderr=subprocess.DEVNULL)
-        monkeypatch.setenv("HOME", str(user))
         monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
-        h1 = world["hosts"]["host01"]
-        base = image(world["images"], size=2 << 20)
-        for accelerator in (False, OpenSsh(min_bytes=0)):
-            r = Runner(world["home"], accelerator=accelerator)
-            try:
-                assert r.run(f"CLONE {world['fe']}:{base} host01:{h1.vm_dir}/7/images/disk.0\n").ok
-            finally:
-                r.close()
-            assert sha(h1.vm_dir / "7/images/disk.0") == sha(base)
+        clone_on_both_ssh_paths(world, "host01", world["hosts"]["host01"].vm_dir)
     finally:
         agent.terminate()
         agent.wait(5)
