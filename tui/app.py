@@ -111,6 +111,7 @@ class HeadnodeApp(App[int]):
         self._bridge = EventBridge(self.bus, self)
         # Engine calls that wait (a VM operation waits for its script) get their own threads: asyncio's default
         # pool has only cpu+4 and would queue the 7th deploy behind the others.
+        self._generations: dict[str, int] = {}  # per run_engine group: the newest call's number
         self._calls = ThreadPoolExecutor(
             max_workers=64, thread_name_prefix="console-call", initializer=lower_thread_priority
         )
@@ -216,20 +217,28 @@ class HeadnodeApp(App[int]):
         a reported failure, `otherwise()` runs on the UI thread. A call in a `group` supersedes the group's
         previous call still waiting (its `then` never runs)."""
 
+        # Superseding is by generation, not by cancelling the worker: the engine call runs on in its thread
+        # anyway, and a cancelled worker makes anyone waiting on the app's workers fail with WorkerCancelled.
+        generation = 0
+        if group is not None:
+            generation = self._generations[group] = self._generations.get(group, 0) + 1
+
+        def current() -> bool:
+            return group is None or self._generations[group] == generation
+
         async def call() -> None:
             try:
                 result = await asyncio.get_running_loop().run_in_executor(self._calls, partial(fn, *args, **kwargs))
             except Exception as exc:
-                self.report_failure(what, exc)
-                if otherwise is not None:
-                    otherwise()
+                if current():
+                    self.report_failure(what, exc)
+                    if otherwise is not None:
+                        otherwise()
                 return
-            if then is not None:
+            if then is not None and current():
                 self.attempt(what, then, result)
 
-        self.run_worker(
-            call, group=group or "engine", exclusive=group is not None, exit_on_error=False, description=what
-        )
+        self.run_worker(call, group=group or "engine", exit_on_error=False, description=what)
 
     def report_failure(self, what: str, exc: BaseException) -> None:
         if not isinstance(exc, HeadnodeError):
@@ -270,7 +279,11 @@ class HeadnodeApp(App[int]):
 
     def _poll_home(self) -> None:
         # On a worker thread: the database's lock can be held for a while by transfers writing their journal.
-        self.run_worker(self._check_home, group="watch", exclusive=True, exit_on_error=False)
+        # A check still running is left to finish (not cancelled by an exclusive group): cancelled workers made
+        # anyone waiting on the app's workers fail with WorkerCancelled.
+        if any(w.group == "watch" and not w.is_finished for w in self.workers):
+            return
+        self.run_worker(self._check_home, group="watch", exit_on_error=False)
 
     async def _check_home(self) -> None:
         try:
