@@ -140,7 +140,9 @@ def _env(world) -> dict[str, str]:
 
 def run_slow_clone(world, http_server, tmp_path, data: bytes, until_bytes: int):
     """Start `headnode run --json` cloning `data` from the slow HTTP path to host01; return once it reported
-    `until_bytes` copied, with the running process, the script and host01's VM directory."""
+    `until_bytes` copied, with the running process, the script and host01's VM directory. Ctrl-C reaches it as
+    in an interactive shell, also when the tests run as a background job (which ignores SIGINT, and so would
+    the child)."""
     (http_server["root"] / "big.img").write_bytes(data)
     d = world["hosts"]["host01"].vm_dir
     script = write_script(tmp_path, f"CLONE {http_server['url']}/slow/big.img host01:{d}/9/images/disk.0\n")
@@ -151,6 +153,7 @@ def run_slow_clone(world, http_server, tmp_path, data: bytes, until_bytes: int):
         text=True,
         env=_env(world),
         cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in proc.stdout:
         event = json.loads(line)

@@ -46,6 +46,25 @@ async def test_keyed_table_diffs_rows_and_keeps_the_cursor_on_its_row() -> None:
         assert table.row_count == 1 and table.selected_key == "c"
 
 
+async def test_keyed_table_paints_whole_cells_even_before_it_idles() -> None:
+    # DataTable measures new rows only when idle; a frame painted before that (a busy console under tmux)
+    # cached cells cut to the labels' widths ("ttyl", "pendi") and kept them after the widths grew.
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        table.show({"0": ("ttylinux", "pending")})
+        painted_early = table.render_line(1).text
+        await pilot.pause()
+        assert "ttylinux" in painted_early and "pending" in painted_early
+        assert "ttylinux" in table.render_line(1).text and "pending" in table.render_line(1).text
+        table.show({"0": ("ttylinux", "running-a-long-state")})
+        assert "running-a-long-state" in table.render_line(1).text
+        table.show({"0": ("tty", "up")})
+        assert table.ordered_columns[0].get_render_width(table) == len("Name") + 2
+        table.show({})
+        assert table.row_count == 0 and table.ordered_columns[1].get_render_width(table) == len("State") + 2
+
+
 async def test_virtual_table_holds_a_class_b_network_and_moves_anywhere() -> None:
     app = TableApp()
     async with app.run_test(size=(80, 24)) as pilot:

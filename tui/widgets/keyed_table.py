@@ -2,7 +2,9 @@
 
 Rebuilding with `clear()` resets the cursor and scroll and repaints everything; diffing inside one
 `batch_update()` (dolphie's processlist pattern) touches only the cells that changed, which keeps repaints few
-over a slow SSH link and keeps the admin's place in the list.
+over a slow SSH link and keeps the admin's place in the list. Column widths are fitted here, synchronously:
+DataTable measures new cells only when idle, and a frame painted before that cached them cut to the old widths
+for good (seen under tmux: "ttyl", "pendi").
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
@@ -33,7 +36,7 @@ class KeyedTable(DataTable):
 
     def on_mount(self) -> None:
         for label, key in self._columns_spec:
-            self.add_column(label, key=key)
+            self.add_column(label, key=key, width=cell_len(label))
 
     @property
     def selected_key(self) -> str | None:
@@ -65,13 +68,26 @@ class KeyedTable(DataTable):
                 else:
                     for column, before, after in zip(column_keys, old, cells, strict=True):
                         if _plain(before) != _plain(after) or type(before) is not type(after):
-                            # Measuring column widths is the costly part of an update: only when the text grew.
-                            grew = len(_plain(after)) > len(_plain(before))
-                            self.update_cell(key, column, after, update_width=grew)
+                            self.update_cell(key, column, after)
                 self._rows[key] = cells
             if list(self._rows) != list(wanted):
                 self._reorder(list(wanted))
                 self._rows = {key: self._rows[key] for key in wanted}
+            self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Each column as wide as its label and its widest cell shown (narrower again when that row goes)."""
+        changed = False
+        for index, column in enumerate(self.ordered_columns):
+            widest = max((cell_len(_plain(row[index])) for row in self._rows.values()), default=0)
+            width = max(cell_len(column.label.plain), widest)
+            if column.width != width:
+                column.width = width
+                changed = True
+        if changed:
+            self._update_count += 1  # cached cell renders carry the old widths
+            self._require_update_dimensions = True  # the virtual width, for horizontal scrolling
+            self.refresh()
 
     def _reorder(self, order: list[str]) -> None:
         # DataTable.sort's key sees only cell values, not row keys; the order is the caller's (textual is pinned).
