@@ -49,17 +49,17 @@ MKFS_FLAGS = {
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an action did: bytes written and the sha256 of a copied file, when it copied one."""
+    """What an action did: bytes written and the checksum of a copied file, when it copied one."""
 
     bytes: int = 0
-    sha256: str | None = None
+    checksum: str | None = None
     detail: str = ""
-    check_stored: bool = False  # a copy the destination still has to hash before it is renamed into place
+    check_stored: bool = False  # a copy the destination still has to checksum before it is renamed into place
 
 
 def copied_outcome(copied: Copied, detail: str = "") -> Outcome:
     note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
-    return Outcome(copied.size, copied.sha256, detail or f"{copied.method}{note}", copied.check_stored)
+    return Outcome(copied.size, copied.checksum, detail or f"{copied.method}{note}", copied.check_stored)
 
 
 def part_name(path: str) -> str:
@@ -168,7 +168,7 @@ class Transfers:
         attempt = 1
         while True:  # copies retry inside; this retries the rest (remote commands) when the connection drops
             try:
-                return _Builtin(self, job, resume_partial, driver.verify_local).run(action)
+                return _Builtin(self, job, resume_partial, driver).run(action)
             except ConnectionLost as exc:
                 if attempt >= job.retry.attempts:
                     raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
@@ -181,11 +181,12 @@ class Transfers:
 class _Builtin:
     """The built-in actions, over endpoints."""
 
-    def __init__(self, transfers: Transfers, job: Job, resume_partial: bool, verify_local: bool) -> None:
+    def __init__(self, transfers: Transfers, job: Job, resume_partial: bool, driver: Driver) -> None:
         self.t = transfers
         self.job = job
         self.resume_partial = resume_partial
-        self.verify_local = verify_local
+        self.checksum = driver.checksum
+        self.verify_local = driver.verify_local
 
     def run(self, action: Action) -> Outcome:
         handler = {
@@ -208,8 +209,8 @@ class _Builtin:
         try:
             outcome = make(tmp)
             if outcome.check_stored:
-                digest = dest.publish(tmp, final, outcome.bytes, outcome.sha256)
-                outcome = dataclasses.replace(outcome, sha256=digest, check_stored=False)
+                stored = dest.publish(tmp, final, outcome.bytes, self.checksum, outcome.checksum)
+                outcome = dataclasses.replace(outcome, checksum=stored, check_stored=False)
             else:
                 dest.rename(tmp, final)
         except BaseException:
@@ -219,14 +220,15 @@ class _Builtin:
 
     def _copy_file(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
         if source.local and dest.local:
-            return kernel_copy(self.job, path, tmp, progress, self.verify_local)
+            return kernel_copy(self.job, path, tmp, progress, self.checksum if self.verify_local else None)
         return copy_stream(
             self.job,
-            lambda offset: source.open_reader(path, offset),
+            lambda offset: source.open_reader(path, offset, self.checksum),
             dest,
             tmp,
             progress,
-            lambda: source.sha256(path),
+            self.checksum,
+            lambda: source.checksum(path, self.checksum),
             source.reset,
             self.resume_partial,
         )
@@ -237,7 +239,9 @@ class _Builtin:
         def open_reader(offset: int) -> Reader:
             return HttpReader(url, offset)
 
-        return copy_stream(self.job, open_reader, dest, tmp, progress, lambda: None, resume_partial=self.resume_partial)
+        return copy_stream(
+            self.job, open_reader, dest, tmp, progress, self.checksum, lambda: None, resume_partial=self.resume_partial
+        )
 
     def clone(self, action: Clone | Link) -> Outcome:
         dest = self.t.endpoint(action.dest.host)
@@ -388,7 +392,7 @@ class _Builtin:
                         lambda d, t, b=base: self.job.progress(b + d, total),
                     )
                     if copied.check_stored:
-                        dest.publish(part_name(target), target, copied.size, copied.sha256)
+                        dest.publish(part_name(target), target, copied.size, self.checksum, copied.checksum)
                     else:
                         dest.rename(part_name(target), target)
                     done += entry.size

@@ -1,11 +1,11 @@
 """Copying one file, verified while it copies, retried and resumed when the connection drops.
 
-`copy_stream` moves bytes from a Reader to a Writer (any endpoints, HTTP included), hashing them once on the way;
-a remote source hashes what it sent, a host hashes the copy it stored, and all must agree. After a drop
-it reconnects with backoff and resumes from the size of the partial file (a Range request for HTTP); a resumed
-copy is then checked whole against the source. `kernel_copy` is the shared file system's fast path: a reflink,
-else copy_file_range over the source's data extents (holes stay holes), with a second thread hashing source and
-copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
+`copy_stream` moves bytes from a Reader to a Writer (any endpoints, HTTP included), checksumming them once on the
+way (engine.checksums: the driver's CHECKSUM); a remote source checksums what it sent, a host checksums the copy it
+stored, and all must agree. After a drop it reconnects with backoff and resumes from the size of the partial file
+(a Range request for HTTP); a resumed copy is then checked whole against the source. `kernel_copy` is the shared
+file system's fast path: a reflink, else copy_file_range over the source's data extents (holes stay holes), with
+a thread per side checksumming source and copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.checksums import new_checksum
 from engine.endpoints import Endpoint, Reader, Writer
 from engine.errors import OperationError
 from engine.job import Job
@@ -35,10 +35,10 @@ HASHERS = os.cpu_count() or 2
 @dataclass(frozen=True)
 class Copied:
     size: int
-    sha256: str | None  # None for a reflink, which shares the source's blocks
+    checksum: str | None  # None for a reflink, which shares the source's blocks
     resumed_from: int = 0
     method: str = "stream"
-    check_stored: bool = False  # the destination still hashes the file where it lies (at publish)
+    check_stored: bool = False  # the destination still checksums the file where it lies (at publish)
 
 
 def copy_stream(
@@ -47,11 +47,13 @@ def copy_stream(
     dest: Endpoint,
     tmp: str,
     progress: Progress,
-    source_sha256: Callable[[], str | None],
+    algorithm: str,
+    source_checksum: Callable[[], str | None],
     reset_source: Callable[[], None] = lambda: None,
     resume_partial: bool = False,
 ) -> Copied:
-    """Copy into `tmp` on dest; raise OperationError (or Cancelled) when it cannot be done."""
+    """Copy into `tmp` on dest, verified by an `algorithm` checksum; raise OperationError (or Cancelled) when it
+    cannot be done."""
     attempt = 1
     while True:
         reader: Reader | None = None
@@ -61,18 +63,18 @@ def copy_stream(
             reader = open_reader(offset)
             offset = reader.offset
             writer = dest.open_writer(tmp, offset, reader.total)
-            digest = hashlib.sha256()
+            checksum = new_checksum(algorithm)
             done = offset
             progress(done, reader.total)
             for chunk in reader.chunks():
                 job.check_cancel()
-                digest.update(chunk)
+                checksum.update(chunk)
                 writer.write(chunk)
                 done += len(chunk)
                 progress(done, reader.total)
             carriers = f"{reader.carrier} to {writer.carrier}"
             size, writer = writer.finish(), None
-            copied = _verified(digest.hexdigest(), reader, size, done, offset, dest, tmp, source_sha256)
+            copied = _verified(checksum.value(), reader, size, done, offset, dest, tmp, source_checksum)
             return dataclasses.replace(copied, method=f"stream, {carriers}")
         except ConnectionLost as exc:
             _close(reader, writer)
@@ -102,28 +104,30 @@ def _verified(
     offset: int,
     dest: Endpoint,
     tmp: str,
-    source_sha256: Callable[[], str | None],
+    source_checksum: Callable[[], str | None],
 ) -> Copied:
-    """Check the copy: sizes, what the source sent, and the whole file against the source's hash. A host checks
-    the file it stored when it publishes it (`Copied.check_stored`), which also restores a trailing hole."""
+    """Check the copy: sizes, what the source sent, and the whole file against the source's checksum. A host
+    checks the file it stored when it publishes it (`Copied.check_stored`), which also restores a trailing hole."""
     if reader.total is not None and done != reader.total:
         raise OperationError(f"the source changed while copying: read {done} of {reader.total} bytes")
-    if reader.sha256 is not None and reader.sha256 != passed:
-        raise OperationError(f"checksum mismatch: sent sha256 {reader.sha256}, received {passed}")
-    if size > done or (size < done and not dest.hashes_copies):
+    if reader.checksum is not None and reader.checksum != passed:
+        raise OperationError(f"checksum mismatch: sent {reader.checksum}, received {passed}")
+    if size > done or (size < done and not dest.checks_stored):
         raise OperationError(f"size mismatch: stored {size} bytes, copied {done}")
     # A resumed copy's head came from an earlier attempt, so then whole files are compared.
-    source = passed if offset == 0 else source_sha256()
-    if dest.hashes_copies:
+    source = passed if offset == 0 else source_checksum()
+    if dest.checks_stored:
         return Copied(done, source, resumed_from=offset, check_stored=True)
-    whole = passed if offset == 0 else dest.sha256(tmp)
+    algorithm = passed.partition(":")[0]
+    whole = passed if offset == 0 else dest.checksum(tmp, algorithm)
     if source is not None and whole != source:
-        raise OperationError(f"checksum mismatch: source sha256 {source}, copy {whole}")
+        raise OperationError(f"checksum mismatch: source {source}, copy {whole}")
     return Copied(done, whole, resumed_from=offset)
 
 
-def kernel_copy(job: Job, source: str, tmp: str, progress: Progress, verify: bool = True) -> Copied:
-    """Copy a local file within this machine's file systems, keeping holes; with verify, hash both sides."""
+def kernel_copy(job: Job, source: str, tmp: str, progress: Progress, algorithm: str | None) -> Copied:
+    """Copy a local file within this machine's file systems, keeping holes; with an algorithm, checksum both
+    sides (None: trust the kernel, as cp does)."""
     with open(source, "rb") as src, open(tmp, "w+b") as dst:
         size = os.fstat(src.fileno()).st_size
         try:
@@ -132,7 +136,7 @@ def kernel_copy(job: Job, source: str, tmp: str, progress: Progress, verify: boo
             return Copied(size, None, method="reflink")
         except OSError:
             pass
-        verifier = _Verifier(src.fileno(), dst.fileno()) if verify else None
+        verifier = _Verifier(src.fileno(), dst.fileno(), algorithm) if algorithm else None
         try:
             for start, end in _data_extents(src.fileno(), size):
                 position = start
@@ -185,10 +189,11 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
 
 
 class _Verifier:
-    """Hashes each copied range of the source and of the copy, one thread per side (hashlib releases the GIL)."""
+    """Checksums each copied range of the source and of the copy, one thread per side (hashlib and zlib release
+    the GIL)."""
 
-    def __init__(self, fd_in: int, fd_out: int) -> None:
-        self._sides = [_Hasher(fd_in), _Hasher(fd_out)]
+    def __init__(self, fd_in: int, fd_out: int, algorithm: str) -> None:
+        self._sides = [_Hasher(fd_in, algorithm), _Hasher(fd_out, algorithm)]
 
     def check(self, offset: int, count: int) -> None:
         for side in self._sides:
@@ -205,9 +210,9 @@ _HASHING = threading.BoundedSemaphore(HASHERS)
 
 
 class _Hasher:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, algorithm: str) -> None:
         self.queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
-        self._digest = hashlib.sha256()
+        self._checksum = new_checksum(algorithm)
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
         self._thread.start()
@@ -217,7 +222,7 @@ class _Hasher:
             if self._error is None:
                 with _HASHING:
                     try:
-                        self._digest.update(os.pread(fd, item[1], item[0]))
+                        self._checksum.update(os.pread(fd, item[1], item[0]))
                     except OSError as exc:
                         self._error = exc
 
@@ -226,4 +231,4 @@ class _Hasher:
         self._thread.join()
         if self._error is not None:
             raise OperationError(f"cannot verify the copy: {self._error}")
-        return self._digest.hexdigest()
+        return self._checksum.value()

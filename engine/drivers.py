@@ -1,7 +1,8 @@
 """Transfer drivers: for each action, a built-in or an external program, read from `tm/<driver>.conf`.
 
 A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files are reached, and whose built-ins
-`builtin` means), `VERIFY_LOCAL_COPIES = yes|no` (see data/tm/shared.conf), and one line per action:
+`builtin` means), `VERIFY_LOCAL_COPIES = yes|no` (see data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its
+copies are verified, engine.checksums), and one line per action:
 `CLONE = builtin` or `CLONE = "program"` (a relative program path is looked up next to the conf). Confs in
 `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
 
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.checksums import ALGORITHMS, DEFAULT_ALGORITHM
 from engine.errors import InputError, OperationError, Problem
 from engine.home import DATA_DIR, Home
 from engine.job import Job
@@ -35,7 +37,8 @@ class Driver:
     base: str
     programs: tuple[tuple[str, str | None], ...]  # (action, program path or None for the built-in)
     source: str
-    verify_local: bool = True  # hash source and copy of a copy made by the kernel on this machine
+    verify_local: bool = True  # checksum source and copy of a copy made by the kernel on this machine
+    checksum: str = DEFAULT_ALGORITHM  # what verifies its copies (engine.checksums)
 
     def program(self, action: str) -> str | None:
         return dict(self.programs)[action]
@@ -72,9 +75,13 @@ def _parse_driver(name: str, path: Path) -> Driver:
     if verify not in ("yes", "no"):
         attr = template.all("VERIFY_LOCAL_COPIES")[0]
         problems.append(Problem(f"VERIFY_LOCAL_COPIES must be yes or no, not {verify!r}", str(path), attr.line))
+    checksum = (template.get("CHECKSUM") or DEFAULT_ALGORITHM).lower()
+    if checksum not in ALGORITHMS:
+        attr = template.all("CHECKSUM")[0]
+        problems.append(Problem(f"CHECKSUM must be {' or '.join(ALGORITHMS)}, not {checksum!r}", str(path), attr.line))
     programs = []
     for attr in template:
-        if attr.name in ("BASE", "VERIFY_LOCAL_COPIES"):
+        if attr.name in ("BASE", "VERIFY_LOCAL_COPIES", "CHECKSUM"):
             continue
         if attr.name not in ACTION_NAMES:
             problems.append(
@@ -93,7 +100,7 @@ def _parse_driver(name: str, path: Path) -> Driver:
         programs.append((attr.name, program))
     if problems:
         raise InputError(problems)
-    return Driver(name, base or "", tuple(programs), str(path), verify == "yes")
+    return Driver(name, base or "", tuple(programs), str(path), verify == "yes", checksum)
 
 
 def error_message(stderr: str) -> str:

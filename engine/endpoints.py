@@ -3,14 +3,13 @@
 A `LocalEndpoint` works on this machine's files (the front end, and hosts sharing its file system). A
 `RemoteEndpoint` runs quoted commands over the host's pooled SSH connection: a few constant `sh -c` scripts take
 paths only as positional arguments, so no path is ever spliced into shell text. Streams are read and written in
-1 MiB chunks; a remote reader hashes what it sends and a copy stored on a host is hashed there, so a copy is
-verified on both ends while the source is read once.
+1 MiB chunks; a remote reader checksums what it sends and a copy stored on a host is checksummed there
+(engine.checksums), so a copy is verified on both ends while the source is read once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from engine.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
 from engine.errors import OperationError
 from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
 
@@ -43,8 +43,6 @@ def channel_errors() -> tuple[type[BaseException], ...]:
 
 _ZEROS = bytes(CHUNK)
 
-# sha256 of stdin: OpenSSL's is 4x coreutils' where both exist (it uses SHA-NI).
-_SHA256 = "sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
 # Receive a stream into $1 from byte $2 (its directory made, the file cut there first), leaving holes where whole
 # 64 KiB blocks are zero; print the file's size (short of the stream's end by a trailing hole, restored at publish).
 # Blocks of the size of sshd's pipe to us: with 1 MiB blocks sshd stalled while dd wrote, and a 1 GiB CLONE took
@@ -54,16 +52,17 @@ _RECEIVE = (
     'dd of="$1" bs=64K seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
     'stat -c %s -- "$1"'
 )
-# Publish a received copy: grow $1 to $3 bytes (a trailing hole), hash it where it lies, and rename it to $2 only
-# if the hash is $4 (when given); print the hash either way (exit 3 on a mismatch).
-_PUBLISH = _SHA256 + (
-    'set -e; truncate -s ">$3" -- "$1"; h=$(sha < "$1"); h=${h%% *}; '
+# The scripts below that checksum call the shell function `checksum` (engine.checksums.SHELL_FUNCTIONS).
+# Publish a received copy: grow $1 to $3 bytes (a trailing hole), checksum it where it lies, and rename it to $2
+# only if the checksum is $4 (when given); print the checksum either way (exit 3 on a mismatch).
+_PUBLISH = (
+    'set -e; truncate -s ">$3" -- "$1"; h=$(checksum < "$1"); h=${h%% *}; '
     'if [ -n "$4" ] && [ "$h" != "$4" ]; then echo "$h"; exit 3; fi; mv -T -- "$1" "$2"; echo "$h"'
 )
-# Send $1 from byte offset $2 on stdout, and its sha256 on stderr.
-_SEND = _SHA256 + '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | sha >&2; } 3>&1'
-# The sha256 of the file $1.
-_HASH_FILE = _SHA256 + 'sha < "$1"'
+# Send $1 from byte offset $2 on stdout, and its checksum on stderr.
+_SEND = '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | checksum >&2; } 3>&1'
+# The checksum of the file $1.
+_CHECKSUM_FILE = 'checksum < "$1"'
 # Describe $1: type, size and (for a link) target, one line.
 _KIND = 'if [ -L "$1" ]; then echo "l 0 $(readlink -- "$1")"; elif [ -d "$1" ]; then echo d 0; ' + (
     'elif [ -e "$1" ]; then echo "f $(stat -c %s -- "$1")"; else echo n 0; fi'
@@ -80,12 +79,12 @@ class TreeEntry:
 
 
 class Reader:
-    """A byte stream from `offset` to the end; `sha256` (of what was sent) is known after the last chunk if the
+    """A byte stream from `offset` to the end; `checksum` (of what was sent) is known after the last chunk if the
     far side computes it."""
 
     offset = 0
     total: int | None = None
-    sha256: str | None = None
+    checksum: str | None = None
     carrier = "local"  # what carries the bytes: local, paramiko, openssh or http
 
     def chunks(self) -> Iterator[bytes]:
@@ -114,7 +113,7 @@ class Endpoint:
 
     host: Host
     local = False
-    hashes_copies = False  # whether a copy written here is hashed again where it lies (remote: on the host)
+    checks_stored = False  # whether a copy written here is checksummed again where it lies (remote: on the host)
 
     def kind(self, path: str) -> tuple[str | None, int]:
         """("f", size), ("d", 0), ("l", 0) or (None, 0) when missing."""
@@ -147,7 +146,8 @@ class Endpoint:
         """Run a command (sbin on PATH); raise OperationError with its stderr when it fails."""
         raise NotImplementedError
 
-    def open_reader(self, path: str, offset: int) -> Reader:
+    def open_reader(self, path: str, offset: int, algorithm: str) -> Reader:
+        """A reader from `offset`; a remote one reports the `algorithm` checksum of what it sent."""
         raise NotImplementedError
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
@@ -155,14 +155,14 @@ class Endpoint:
         writer also makes the file's directory."""
         raise NotImplementedError
 
-    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
-        """Rename a finished copy into place. Where the endpoint hashes copies (`hashes_copies`), first restore
-        its size (a trailing hole) and hash it where it lies, refusing it unless the hash is `expected` (when
-        given); returns that hash."""
+    def publish(self, tmp: str, final: str, size: int, algorithm: str, expected: str | None) -> str | None:
+        """Rename a finished copy into place. Where the endpoint checks copies (`checks_stored`), first restore
+        its size (a trailing hole) and checksum it where it lies, refusing it unless the checksum is `expected`
+        (when given); returns that checksum."""
         self.rename(tmp, final)
         return None
 
-    def sha256(self, path: str) -> str:
+    def checksum(self, path: str, algorithm: str) -> str:
         raise NotImplementedError
 
     def free_bytes(self, path: str) -> int:
@@ -325,18 +325,18 @@ class LocalEndpoint(Endpoint):
         if result.status != 0:
             raise OperationError(failure_text(result, argv))
 
-    def open_reader(self, path: str, offset: int) -> Reader:
+    def open_reader(self, path: str, offset: int, algorithm: str) -> Reader:
         return LocalReader(path, offset)
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         return LocalWriter(path, offset)
 
-    def sha256(self, path: str) -> str:
-        digest = hashlib.sha256()
+    def checksum(self, path: str, algorithm: str) -> str:
+        checksum = new_checksum(algorithm)
         with open(path, "rb") as f:
             while data := f.read(CHUNK):
-                digest.update(data)
-        return digest.hexdigest()
+                checksum.update(data)
+        return checksum.value()
 
     def free_bytes(self, path: str) -> int:
         st = os.statvfs(path)
@@ -352,13 +352,18 @@ def drain_stderr(channel: paramiko.Channel) -> bytes:
     return b"".join(parts)
 
 
-def sent_sha256(status: int, stderr: bytes) -> str:
-    """The sha256 a `_SEND` printed last on stderr, or OperationError with what the host said."""
+def sent_checksum(status: int, stderr: bytes, algorithm: str) -> str:
+    """The checksum a `_SEND` printed last on stderr, or OperationError with what the host said."""
     err = stderr.decode(errors="replace").strip()
-    last = err.splitlines()[-1].split() if err else []
-    if status != 0 or not last or len(last[0]) != 64:
+    checksum = from_tool_output(algorithm, err.splitlines()[-1]) if err else None
+    if status != 0 or checksum is None:
         raise OperationError(f"reading failed on host: {err or f'status {status}'}")
-    return last[0]
+    return checksum
+
+
+def checksum_script(script: str, algorithm: str) -> str:
+    """A script that calls `checksum`, with the algorithm's definition of it."""
+    return SHELL_FUNCTIONS[algorithm] + script
 
 
 class Accelerator(Protocol):
@@ -368,17 +373,20 @@ class Accelerator(Protocol):
 
     def writer(self, host: Host, argv: Sequence[str]) -> Writer: ...
 
-    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int) -> Reader: ...
+    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int, algorithm: str) -> Reader: ...
 
 
 class RemoteReader(Reader):
     carrier = "paramiko"
 
-    def __init__(self, channel: paramiko.Channel, offset: int, total: int, transport: paramiko.Transport) -> None:
+    def __init__(
+        self, channel: paramiko.Channel, offset: int, total: int, transport: paramiko.Transport, algorithm: str
+    ) -> None:
         self._channel = channel
         self._transport = transport
         self.offset = offset
         self.total = total
+        self._algorithm = algorithm
 
     def chunks(self) -> Iterator[bytes]:
         # A channel hands over a packet's worth at a time; whole MiB chunks keep per-chunk costs (hashing,
@@ -398,7 +406,7 @@ class RemoteReader(Reader):
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while reading")
         status = self._channel.recv_exit_status()
-        self.sha256 = sent_sha256(status, drain_stderr(self._channel))
+        self.checksum = sent_checksum(status, drain_stderr(self._channel), self._algorithm)
 
     def close(self) -> None:
         self._channel.close()
@@ -455,7 +463,7 @@ def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None,
 
 
 class RemoteEndpoint(Endpoint):
-    hashes_copies = True
+    checks_stored = True
 
     def __init__(self, host: Host, pool: SshPool, accelerator: Accelerator | None = None) -> None:
         self.host = host
@@ -507,17 +515,17 @@ class RemoteEndpoint(Endpoint):
         if result.status != 0:
             raise OperationError(f"host {self.host.name}: {failure_text(result, argv)}")
 
-    def open_reader(self, path: str, offset: int) -> Reader:
+    def open_reader(self, path: str, offset: int, algorithm: str) -> Reader:
         kind, size = self.kind(path)
         if kind != "f":
             raise OperationError(f"host {self.host.name}: {path} is not a file")
-        argv = ["sh", "-c", _SEND, "sh", path, str(offset)]
+        argv = ["sh", "-c", checksum_script(_SEND, algorithm), "sh", path, str(offset)]
         if self.accelerator is not None and size - offset >= self.accelerator.min_bytes:
-            return self.accelerator.reader(self.host, argv, offset, size)
+            return self.accelerator.reader(self.host, argv, offset, size, algorithm)
         transport = self.pool.transport(self.host)
         channel = open_channel(transport, argv)
         channel.shutdown_write()
-        return RemoteReader(channel, offset, size, transport)
+        return RemoteReader(channel, offset, size, transport, algorithm)
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
@@ -526,17 +534,23 @@ class RemoteEndpoint(Endpoint):
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
 
-    def sha256(self, path: str) -> str:
-        return self._check(["sh", "-c", _HASH_FILE, "sh", path]).split()[0]
+    def checksum(self, path: str, algorithm: str) -> str:
+        argv = ["sh", "-c", checksum_script(_CHECKSUM_FILE, algorithm), "sh", path]
+        checksum = from_tool_output(algorithm, self._check(argv))
+        if checksum is None:
+            raise OperationError(f"host {self.host.name}: no {algorithm} checksum of {path}")
+        return checksum
 
-    def publish(self, tmp: str, final: str, size: int, expected: str | None) -> str | None:
-        result = self._run(["sh", "-c", _PUBLISH, "sh", tmp, final, str(size), expected or ""])
-        digest = result.stdout.strip()
+    def publish(self, tmp: str, final: str, size: int, algorithm: str, expected: str | None) -> str | None:
+        value = expected.partition(":")[2] if expected else ""
+        argv = ["sh", "-c", checksum_script(_PUBLISH, algorithm), "sh", tmp, final, str(size), value]
+        result = self._run(argv)
+        stored = from_tool_output(algorithm, result.stdout)
         if result.status == 3:
-            raise OperationError(f"checksum mismatch: source sha256 {expected}, copy on {self.host.name} {digest}")
-        if result.status != 0 or len(digest) != 64:
+            raise OperationError(f"checksum mismatch: source {expected}, copy on {self.host.name} {stored}")
+        if result.status != 0 or stored is None:
             raise OperationError(f"host {self.host.name}: {failure_text(result, ['publish'])}")
-        return digest
+        return stored
 
     def free_bytes(self, path: str) -> int:
         out = self._check(["df", "-P", "-B1", "--", path]).splitlines()

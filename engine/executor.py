@@ -242,17 +242,26 @@ class ScriptRun:
         seconds = time.monotonic() - started
         name = line.action.name
         if outcome == "done":
-            checksum = f", sha256 {result.sha256}" if result.sha256 else ""
+            checksum = f", checksum {result.checksum}" if result.checksum else ""
             detail = f" ({result.detail})" if result.detail else ""
             self.log.write(
                 f"{name} (line {line.number}) done: {result.bytes} bytes in {seconds:.2f} s{checksum}{detail}"
             )
         else:
             self.log.write(f"{name} (line {line.number}) {outcome}: {error}", error=True)
-        self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.sha256, error)
+        self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.checksum, error)
         self._publish(
             ActionFinished(
-                self.id, self.vm, line.number, name, outcome, result.bytes, seconds, result.sha256, error, result.detail
+                self.id,
+                self.vm,
+                line.number,
+                name,
+                outcome,
+                result.bytes,
+                seconds,
+                result.checksum,
+                error,
+                result.detail,
             )
         )
         return outcome, error

@@ -3,7 +3,7 @@ was interrupted (killed, crashed, failed, cancelled) can be resumed from its fir
 
 One record per run: its id, VM, the script's canonical text, its state (`running`, then `done`, `failed`,
 `cancelled`, or `resumed` once a later run took over), the positions of the lines done (counting the ones an
-earlier run did), and one entry per action run: position, line, start and end times, bytes, sha256, outcome,
+earlier run did), and one entry per action run: position, line, start and end times, bytes, checksum, outcome,
 error. Each entry is on disk before the next action starts.
 """
 
@@ -61,11 +61,11 @@ class Journal:
         self._change(run, lambda r: {"actions": [*r["actions"], entry]})
 
     def action_finished(
-        self, run: str, position: int, outcome: str, size: int, sha256: str | None, error: str | None
+        self, run: str, position: int, outcome: str, size: int, checksum: str | None, error: str | None
     ) -> None:
         def change(record: dict) -> dict:
             actions = list(record["actions"])
-            ended = {"ended": time.time(), "outcome": outcome, "bytes": size, "sha256": sha256, "error": error}
+            ended = {"ended": time.time(), "outcome": outcome, "bytes": size, "checksum": checksum, "error": error}
             if actions and actions[-1]["position"] == position and actions[-1]["outcome"] == "running":
                 actions[-1] = {**actions[-1], **ended}
             else:  # it ended before it could start (cancelled, or its host vanished)

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from engine.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_sha256
+from engine.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
 from engine.errors import OperationError
 from engine.ssh import ConnectionLost, quote_argv, ssh_dir, ssh_target
 
@@ -82,8 +82,8 @@ class OpenSsh:
     def writer(self, host: Host, argv: Sequence[str]) -> Writer:
         return OpenSshWriter(host, argv)
 
-    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int) -> Reader:
-        return OpenSshReader(host, argv, offset, total)
+    def reader(self, host: Host, argv: Sequence[str], offset: int, total: int, algorithm: str) -> Reader:
+        return OpenSshReader(host, argv, offset, total, algorithm)
 
 
 def _start(host: Host, remote_argv: Sequence[str], writing: bool) -> subprocess.Popen:
@@ -105,10 +105,11 @@ class OpenSshReader(Reader):
 
     carrier = "openssh"
 
-    def __init__(self, host: Host, remote_argv: Sequence[str], offset: int, total: int) -> None:
+    def __init__(self, host: Host, remote_argv: Sequence[str], offset: int, total: int, algorithm: str) -> None:
         self.host = host
         self.offset = offset
         self.total = total
+        self._algorithm = algorithm
         self._proc = _start(host, remote_argv, writing=False)
 
     def chunks(self) -> Iterator[bytes]:
@@ -120,7 +121,7 @@ class OpenSshReader(Reader):
         err = self._proc.stderr.read()  # type: ignore[union-attr]
         if self._proc.wait() == 255:
             raise _ssh_failure(self.host, err)
-        self.sha256 = sent_sha256(self._proc.returncode, err)
+        self.checksum = sent_checksum(self._proc.returncode, err, self._algorithm)
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -85,7 +85,7 @@ class ActionFinished:
     outcome: str  # "done", "failed" or "cancelled"
     bytes: int
     seconds: float
-    sha256: str | None = None
+    checksum: str | None = None  # "cksum:VALUE" or "sha256:VALUE", of a copied file
     error: str | None = None
     detail: str = ""  # how it was done, e.g. "stream, local to openssh"
     at: float = field(default_factory=time)

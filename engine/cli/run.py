@@ -82,7 +82,7 @@ class Printer:
             return f"  {e.message}"
         if e.kind == "action_finished":
             if e.outcome == "done":
-                copied = e.sha256 is not None and e.seconds > 0  # a rate means something for copies only
+                copied = e.checksum is not None and e.seconds > 0  # a rate means something for copies only
                 rate = f", {_size(e.bytes / e.seconds)}/s" if copied else ""
                 return f"  done: {_size(e.bytes)} in {e.seconds:.2f} s{rate}"
             return f"  {e.outcome}: {e.error}"

@@ -65,14 +65,14 @@ def test_shipped_drivers_map_every_action_to_a_builtin(home):
     assert driver_names(home) == ["dummy", "shared", "ssh"]
     for name in ("shared", "ssh", "dummy"):
         driver = load_driver(home, name)
-        assert driver.base == name
+        assert driver.base == name and driver.checksum == "cksum"
         assert all(program is None for _, program in driver.programs) and len(driver.programs) == 7
 
 
 def test_driver_conf_errors_name_file_and_line(home):
     tm = home.root / "tm"
     tm.mkdir()
-    (tm / "odd.conf").write_text('BASE = ftp\nCLONE = builtin\nFROB = builtin\nMV = "nothere.sh"\n')
+    (tm / "odd.conf").write_text('BASE = ftp\nCLONE = builtin\nFROB = builtin\nMV = "nothere.sh"\nCHECKSUM = md5\n')
     with pytest.raises(InputError) as caught:
         load_driver(home, "odd")
     lines = str(caught.value).splitlines()
@@ -80,6 +80,7 @@ def test_driver_conf_errors_name_file_and_line(home):
     assert any("BASE must be one of shared, ssh, dummy, not 'ftp'" in line for line in lines)
     assert f"{conf}:3: unknown action FROB" in str(caught.value)
     assert f"{conf}:4: MV: {tm}/nothere.sh is not an executable program" in str(caught.value)
+    assert f"{conf}:5: CHECKSUM must be cksum or sha256, not 'md5'" in str(caught.value)
     assert "odd" in driver_names(home)
 
 

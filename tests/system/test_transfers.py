@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import os
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InputError
+from engine.checksums import new_checksum
+from engine.endpoints import RemoteEndpoint
+from engine.errors import InputError, OperationError
 from engine.events import EventBus
 from engine.executor import Executor, ScriptResult
 from engine.hosts import Host, Hosts
@@ -20,6 +23,7 @@ from engine.job import RetryPolicy
 from engine.journal import Journal
 from engine.openssh import OpenSsh
 from engine.script import parse_script
+from engine.ssh import SshPool
 from engine.store import Store
 from tests.conftest import site_driver
 
@@ -28,6 +32,11 @@ FAST_RETRY = RetryPolicy(attempts=4, first_delay=0.05)
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cksum(path: Path) -> str:
+    """The checksum the engine records for a copy of `path`, as the POSIX `cksum` tool computes it."""
+    return "cksum:" + subprocess.run(["cksum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
 
 
 def image(folder: Path, name: str = "base.img", size: int = 3 << 20) -> Path:
@@ -132,7 +141,7 @@ def test_every_action_through_ssh_and_shared(world, runner, host):
     assert has_magic(out / "disk.4", ISO_MAGIC) and b'HOSTNAME="vm-7"' in iso and b"echo hello" in iso
     assert leftovers(d) == []
     log = vm_log(world)
-    assert "[TM][I]: CLONE" in log and "sha256 " + sha(base) in log and "Script finished successfully" in log
+    assert "[TM][I]: CLONE" in log and f"checksum {cksum(base)}" in log and "Script finished successfully" in log
 
 
 def test_mkimage_makes_a_file_system(world, runner):
@@ -258,7 +267,7 @@ def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     assert sha(host.vm_dir / "7/images/disk.0") == sha(base)
     assert runner.of("action_retry")
     log = vm_log(world)
-    assert "resumed at byte" in log and "sha256 " + sha(base) in log
+    assert "resumed at byte" in log and f"checksum {cksum(base)}" in log
     assert f"(stream, local to {'openssh' if accelerated else 'paramiko'}" in log  # which path ran
     assert leftovers(host.vm_dir) == []
     runner.close()
@@ -468,7 +477,7 @@ def test_resume_continues_from_the_first_unfinished_line(world, runner):
     first, second = Journal(Store(world["home"].db_path)).runs(7)[-2:]
     assert first.state == "resumed" and [a["outcome"] for a in first.actions] == ["done", "failed"]
     assert second.state == "done" and [a["line"] for a in second.actions] == [2, 3] and second.done == (0, 1, 2)
-    assert second.actions[0]["bytes"] == 1 << 20 and second.actions[0]["sha256"] == sha(src)
+    assert second.actions[0]["bytes"] == 1 << 20 and second.actions[0]["checksum"] == cksum(src)
 
 
 def test_event_subscribers_see_progress_without_blocking_others(world, runner):
@@ -524,7 +533,24 @@ def test_local_copies_can_skip_verification(world, runner):
     assert sha(d / "7/images/disk.0") == sha(base)
     assert "(copy_file_range, not verified)" in vm_log(world)
     assert runner.run(f"CLONE {world['fe']}:{base} nfs01:{d}/7/images/disk.1\n").ok
-    assert f"sha256 {sha(base)} (copy_file_range)" in vm_log(world)
+    assert f"checksum {cksum(base)} (copy_file_range)" in vm_log(world)
+
+
+@pytest.mark.parametrize("base", ["ssh", "shared"])
+def test_a_driver_can_verify_with_sha256(world, runner, base):
+    """CHECKSUM = sha256: the front end, a sending host and a receiving host all compute SHA-256."""
+    site_driver(world["home"], "sha", base=base, CHECKSUM="sha256")
+    d = host_dir(world, "host02" if base == "ssh" else "nfs01")
+    ssh_host = dataclasses.replace(world["hosts"]["host02"].record("sha"), name="sha02")
+    name = Hosts(world["home"]).create(ssh_host if base == "ssh" else Host("nfs02", "sha", str(d))).name
+    src, base_img = image(host_dir(world, "host01"), "src.img"), image(world["images"])
+    script = f"CLONE {world['fe']}:{base_img} {name}:{d}/7/images/disk.0\n"
+    script += f"CLONE host01:{src} {name}:{d}/7/images/disk.1\n"
+    result = runner.run(script)
+    assert result.ok, result
+    log = vm_log(world)
+    assert f"checksum sha256:{sha(base_img)}" in log and f"checksum sha256:{sha(src)}" in log
+    assert sha(d / "7/images/disk.1") == sha(src)
 
 
 def test_retry_and_cancel_while_waiting_for_a_slot(world):
@@ -648,3 +674,25 @@ def test_keys_from_ssh_agent(world, tmp_path, monkeypatch, own_user):
     finally:
         agent.terminate()
         agent.wait(5)
+
+
+@pytest.mark.parametrize("algorithm", ["cksum", "sha256"])
+def test_a_stored_copy_that_differs_is_not_published(world, algorithm):
+    host = world["hosts"]["host01"]
+    tmp, final = host.vm_dir / "7/.disk.0.part", host.vm_dir / "7/disk.0"
+    tmp.parent.mkdir(parents=True)
+    tmp.write_bytes(b"what the host stored\n")
+    wrong = new_checksum(algorithm)
+    wrong.update(b"what the front end sent\n")
+    pool = SshPool()
+    try:
+        endpoint = RemoteEndpoint(host.record(), pool)
+        expected = f"checksum mismatch: source {wrong.value()}, copy on host01 {algorithm}:"
+        with pytest.raises(OperationError, match=expected):
+            endpoint.publish(str(tmp), str(final), tmp.stat().st_size, algorithm, wrong.value())
+        assert tmp.exists() and not final.exists()
+        right = endpoint.checksum(str(tmp), algorithm)
+        assert endpoint.publish(str(tmp), str(final), tmp.stat().st_size, algorithm, right) == right
+        assert final.read_bytes() == b"what the host stored\n" and not tmp.exists()
+    finally:
+        pool.close()

@@ -1,0 +1,52 @@
+"""The checksums that verify copies agree with the tools a host computes them with."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, from_tool_output, new_checksum
+
+
+def tool(algorithm: str, data: bytes) -> str:
+    """What a host's shell function prints for `data`, as the engine reads it."""
+    out = subprocess.run(["sh", "-c", SHELL_FUNCTIONS[algorithm] + "checksum"], input=data, capture_output=True)
+    value = from_tool_output(algorithm, out.stdout.decode())
+    assert value is not None, out
+    return value
+
+
+def computed(algorithm: str, data: bytes, cuts: list[int]) -> str:
+    checksum = new_checksum(algorithm)
+    start = 0
+    for cut in [*sorted(cuts), len(data)]:
+        checksum.update(data[start:cut])
+        start = max(start, cut)
+    return checksum.value()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, (3 << 20) + 7])
+def test_front_end_and_host_tools_agree(algorithm, size):
+    data = os.urandom(size // 2) + bytes(size - size // 2)  # data, then zeros (a sparse tail)
+    assert computed(algorithm, data, [size // 3]) == tool(algorithm, data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=6))
+def test_cksum_is_the_same_however_the_bytes_arrive(data, cuts):
+    cuts = [c for c in cuts if c <= len(data)]
+    assert computed("cksum", data, cuts) == computed("cksum", data, [])
+
+
+def test_values_name_their_algorithm():
+    assert computed("sha256", b"abc", []) == "sha256:" + hashlib.sha256(b"abc").hexdigest()
+    assert computed("cksum", b"", []) == "cksum:4294967295"  # `cksum < /dev/null`
+    assert from_tool_output("cksum", "1220704766 1\n") == "cksum:1220704766"
+    assert from_tool_output("cksum", "cksum: -: Permission denied") is None
+    assert from_tool_output("sha256", "") is None and from_tool_output("sha256", "abc *stdin") is None
