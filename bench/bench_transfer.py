@@ -94,7 +94,6 @@ def main() -> None:
             home = Home(root / "home").ensure()
             shared_dir = root / "shared"
             Hosts(home).create(host.record())
-            Hosts(home).create(dataclasses.replace(host.record("sha"), name="bench02"))
             Hosts(home).create(Host("nfs01", "shared", str(shared_dir)))
             (home.root / "tm").mkdir()
             conf = (ROOT / "data/tm/shared.conf").read_text()
@@ -103,6 +102,7 @@ def main() -> None:
             )
             ssh_conf = (ROOT / "data/tm/ssh.conf").read_text()
             (home.root / "tm/sha.conf").write_text(ssh_conf.replace("CHECKSUM = cksum", "CHECKSUM = sha256"))
+            Hosts(home).create(dataclasses.replace(host.record("sha"), name="bench02"))
             Hosts(home).create(Host("nfs02", "unverified", str(shared_dir)))
             source = root / "source.img"
             with open(source, "wb") as out:

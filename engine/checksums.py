@@ -12,9 +12,15 @@ re-read at publish took ~0.9 s with sha256 and ~0.3 s with cksum, which decided 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import subprocess
 import zlib
 from typing import Protocol
+
+from engine.errors import OperationError
+from engine.pipes import enlarge_pipe
 
 ALGORITHMS = ("cksum", "sha256")
 DEFAULT_ALGORITHM = "cksum"
@@ -79,6 +85,74 @@ class Sha256:
 
 def new_checksum(algorithm: str) -> Checksum:
     return Cksum() if algorithm == "cksum" else Sha256()
+
+
+class FileRanges(Protocol):
+    """A checksum of ranges of a file, fed in order."""
+
+    def feed(self, fd: int, offset: int, count: int) -> None: ...
+
+    def value(self) -> str: ...
+
+
+def file_ranges_checksum(algorithm: str) -> FileRanges:
+    """The fastest way here: cksum's tool (carry-less multiplication, and no bit-reversing copy under the GIL,
+    which the console's UI thread needs); SHA-256 in this process (hashlib releases the GIL; two `openssl`
+    processes fed through pipes took 1.3 s per GiB where hashlib took 0.85 s)."""
+    return ChecksumProcess(algorithm) if algorithm == "cksum" else _InProcess(algorithm)
+
+
+class _InProcess:
+    def __init__(self, algorithm: str) -> None:
+        self._checksum = new_checksum(algorithm)
+
+    def feed(self, fd: int, offset: int, count: int) -> None:
+        while count > 0:
+            data = os.pread(fd, min(count, 1 << 24), offset)
+            if not data:
+                raise OSError(f"the file ended at byte {offset}")
+            self._checksum.update(data)
+            offset += len(data)
+            count -= len(data)
+
+    def value(self) -> str:
+        return self._checksum.value()
+
+
+class ChecksumProcess:
+    """The algorithm's tool in a process of its own, fed ranges of a file by sendfile: the bytes never pass
+    through Python."""
+
+    def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm
+        self._proc = subprocess.Popen(
+            ["sh", "-c", SHELL_FUNCTIONS[algorithm] + "checksum"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        enlarge_pipe(self._proc.stdin.fileno())  # type: ignore[union-attr]
+
+    def feed(self, fd: int, offset: int, count: int) -> None:
+        """Checksum `count` bytes of the file `fd` from `offset` (raises OSError when the tool is gone)."""
+        out = self._proc.stdin.fileno()  # type: ignore[union-attr]
+        while count > 0:
+            sent = os.sendfile(out, fd, offset, count)
+            if sent == 0:
+                raise OSError(f"the file ended at byte {offset}")
+            offset += sent
+            count -= sent
+
+    def value(self) -> str:
+        """The checksum of everything fed; OperationError if the tool failed."""
+        stdin, self._proc.stdin = self._proc.stdin, None  # closed here, so communicate() only reads
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()  # type: ignore[union-attr]
+        out, err = self._proc.communicate()
+        checksum = from_tool_output(self.algorithm, out.decode(errors="replace"))
+        if self._proc.returncode != 0 or checksum is None:
+            raise OperationError(f"{self.algorithm} failed: {err.decode(errors='replace').strip() or out!r}")
+        return checksum
 
 
 def from_tool_output(algorithm: str, output: str) -> str | None:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.checksums import new_checksum
+from engine.checksums import file_ranges_checksum, new_checksum
 from engine.endpoints import Endpoint, Reader, Writer
 from engine.errors import OperationError
 from engine.job import Job
@@ -189,8 +189,7 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
 
 
 class _Verifier:
-    """Checksums each copied range of the source and of the copy, one thread per side (hashlib and zlib release
-    the GIL)."""
+    """Checksums each copied range of the source and of the copy, right behind the copier, a thread per side."""
 
     def __init__(self, fd_in: int, fd_out: int, algorithm: str) -> None:
         self._sides = [_Hasher(fd_in, algorithm), _Hasher(fd_out, algorithm)]
@@ -212,7 +211,7 @@ _HASHING = threading.BoundedSemaphore(HASHERS)
 class _Hasher:
     def __init__(self, fd: int, algorithm: str) -> None:
         self.queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
-        self._checksum = new_checksum(algorithm)
+        self._checksum = file_ranges_checksum(algorithm)
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
         self._thread.start()
@@ -222,13 +221,18 @@ class _Hasher:
             if self._error is None:
                 with _HASHING:
                     try:
-                        self._checksum.update(os.pread(fd, item[1], item[0]))
+                        self._checksum.feed(fd, item[0], item[1])
                     except OSError as exc:
                         self._error = exc
 
     def finish(self) -> str:
         self.queue.put(None)
         self._thread.join()
+        try:
+            value = self._checksum.value()  # ends the tool's process in any case
+        except OperationError:
+            if self._error is None:
+                raise
         if self._error is not None:
             raise OperationError(f"cannot verify the copy: {self._error}")
-        return self._checksum.value()
+        return value

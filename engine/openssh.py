@@ -11,7 +11,6 @@ carries the connection, host keys, commands and control, and smaller streams (st
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from engine.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
 from engine.errors import OperationError
+from engine.pipes import enlarge_pipe
 from engine.ssh import ConnectionLost, quote_argv, ssh_dir, ssh_target
 
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from engine.hosts import Host
 
 # AES-GCM is the fastest cipher with AES-NI; OpenSSH's default chacha20 is slower (research/perf.md §1.1).
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
 
 
@@ -94,9 +93,7 @@ def _start(host: Host, remote_argv: Sequence[str], writing: bool) -> subprocess.
         stderr=subprocess.PIPE,
         bufsize=0,
     )
-    pipe = proc.stdin if writing else proc.stdout
-    with contextlib.suppress(OSError):  # larger pipe: ssh and we wake once per MiB, not per 64 KiB
-        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, CHUNK)  # type: ignore[union-attr]
+    enlarge_pipe((proc.stdin if writing else proc.stdout).fileno(), CHUNK)  # type: ignore[union-attr]
     return proc
 
 

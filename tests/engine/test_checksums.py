@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, from_tool_output, new_checksum
+from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, file_ranges_checksum, from_tool_output, new_checksum
 
 
 def tool(algorithm: str, data: bytes) -> str:
@@ -50,3 +50,20 @@ def test_values_name_their_algorithm():
     assert from_tool_output("cksum", "1220704766 1\n") == "cksum:1220704766"
     assert from_tool_output("cksum", "cksum: -: Permission denied") is None
     assert from_tool_output("sha256", "") is None and from_tool_output("sha256", "abc *stdin") is None
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_ranges_of_a_file_checksum_like_its_bytes(algorithm, tmp_path):
+    """What verifies copies on this machine (cksum's tool fed by sendfile, or hashlib) agrees with the stream's."""
+    data = os.urandom(5 << 20) + bytes(1 << 20)
+    path = tmp_path / "disk.img"
+    path.write_bytes(data)
+    ranges = file_ranges_checksum(algorithm)
+    with open(path, "rb") as f:
+        for offset in range(0, len(data), 2 << 20):
+            ranges.feed(f.fileno(), offset, min(2 << 20, len(data) - offset))
+        assert ranges.value() == computed(algorithm, data, []) == tool(algorithm, data)
+        short = file_ranges_checksum(algorithm)
+        with pytest.raises(OSError, match="ended at byte"):
+            short.feed(f.fileno(), len(data) - 10, 20)
+        short.value()  # still ends the tool's process
