@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.checksums import file_ranges_checksum, new_checksum
+from engine.checksums import Checksum, new_checksum
 from engine.endpoints import Endpoint, Reader, Writer
 from engine.errors import OperationError
 from engine.job import Job
@@ -58,6 +58,7 @@ def copy_stream(
     while True:
         reader: Reader | None = None
         writer: Writer | None = None
+        checksum: Checksum | None = None
         try:
             offset = dest.kind(tmp)[1] if (attempt > 1 or resume_partial) else 0
             reader = open_reader(offset)
@@ -77,7 +78,7 @@ def copy_stream(
             copied = _verified(checksum.value(), reader, size, done, offset, dest, tmp, source_checksum)
             return dataclasses.replace(copied, method=f"stream, {carriers}")
         except ConnectionLost as exc:
-            _close(reader, writer)
+            _close(reader, writer, checksum)
             if attempt >= job.retry.attempts:
                 raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
             dest.reset()
@@ -85,12 +86,13 @@ def copy_stream(
             job.wait_before_retry(attempt, str(exc))
             attempt += 1
         except BaseException:
-            _close(reader, writer)
+            _close(reader, writer, checksum)
             raise
 
 
-def _close(reader: Reader | None, writer: Writer | None) -> None:
-    for close in (reader.close if reader else None, writer.abort if writer else None):
+def _close(reader: Reader | None, writer: Writer | None, checksum: Checksum | None) -> None:
+    ends = (reader.close if reader else None, writer.abort if writer else None, checksum.close if checksum else None)
+    for close in ends:
         if close is not None:
             with contextlib.suppress(Exception):  # the connection may be gone already: nothing left to release
                 close()
@@ -211,7 +213,7 @@ _HASHING = threading.BoundedSemaphore(HASHERS)
 class _Hasher:
     def __init__(self, fd: int, algorithm: str) -> None:
         self.queue: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=8)
-        self._checksum = file_ranges_checksum(algorithm)
+        self._checksum = new_checksum(algorithm)
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
         self._thread.start()

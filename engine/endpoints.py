@@ -333,10 +333,12 @@ class LocalEndpoint(Endpoint):
 
     def checksum(self, path: str, algorithm: str) -> str:
         checksum = new_checksum(algorithm)
-        with open(path, "rb") as f:
-            while data := f.read(CHUNK):
-                checksum.update(data)
-        return checksum.value()
+        try:
+            with open(path, "rb") as f:
+                checksum.feed(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            return checksum.value()
+        finally:
+            checksum.close()
 
     def free_bytes(self, path: str) -> int:
         st = os.statvfs(path)

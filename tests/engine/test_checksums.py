@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, file_ranges_checksum, from_tool_output, new_checksum
+from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, Cksum, from_tool_output, new_checksum
 
 
 def tool(algorithm: str, data: bytes) -> str:
@@ -22,6 +22,7 @@ def tool(algorithm: str, data: bytes) -> str:
 
 
 def computed(algorithm: str, data: bytes, cuts: list[int]) -> str:
+    """`data` checksummed as a stream, arriving in pieces cut at `cuts`."""
     checksum = new_checksum(algorithm)
     start = 0
     for cut in [*sorted(cuts), len(data)]:
@@ -44,9 +45,18 @@ def test_cksum_is_the_same_however_the_bytes_arrive(data, cuts):
     assert computed("cksum", data, cuts) == computed("cksum", data, [])
 
 
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65536, (3 << 20) + 7])
+def test_this_processs_cksum_for_a_front_end_without_the_tool(size):
+    data = os.urandom(size)
+    checksum = Cksum()
+    checksum.update(data[:7])
+    checksum.update(data[7:])
+    assert checksum.value() == tool("cksum", data)
+
+
 def test_values_name_their_algorithm():
     assert computed("sha256", b"abc", []) == "sha256:" + hashlib.sha256(b"abc").hexdigest()
-    assert computed("cksum", b"", []) == "cksum:4294967295"  # `cksum < /dev/null`
+    assert computed("cksum", b"", []) == Cksum().value() == "cksum:4294967295"  # `cksum < /dev/null`
     assert from_tool_output("cksum", "1220704766 1\n") == "cksum:1220704766"
     assert from_tool_output("cksum", "cksum: -: Permission denied") is None
     assert from_tool_output("sha256", "") is None and from_tool_output("sha256", "abc *stdin") is None
@@ -58,12 +68,21 @@ def test_ranges_of_a_file_checksum_like_its_bytes(algorithm, tmp_path):
     data = os.urandom(5 << 20) + bytes(1 << 20)
     path = tmp_path / "disk.img"
     path.write_bytes(data)
-    ranges = file_ranges_checksum(algorithm)
+    ranges = new_checksum(algorithm)
     with open(path, "rb") as f:
         for offset in range(0, len(data), 2 << 20):
             ranges.feed(f.fileno(), offset, min(2 << 20, len(data) - offset))
         assert ranges.value() == computed(algorithm, data, []) == tool(algorithm, data)
-        short = file_ranges_checksum(algorithm)
+        short = new_checksum(algorithm)
         with pytest.raises(OSError, match="ended at byte"):
             short.feed(f.fileno(), len(data) - 10, 20)
         short.value()  # still ends the tool's process
+
+
+def test_an_abandoned_checksum_ends_its_process():
+    checksum = new_checksum("cksum")
+    checksum.update(os.urandom(1 << 16))
+    process = getattr(checksum, "_proc", None)
+    checksum.close()
+    assert process is None or process.returncode is not None  # None: no `cksum` here, computed in-process
+    checksum.close()  # twice is fine
