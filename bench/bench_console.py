@@ -33,7 +33,7 @@ from engine.vnet import Networks  # noqa: E402
 CLASS_B = 65534
 VMS = 200
 TRANSFERS = 20
-IMAGE_MB = 256  # per transfer: big enough that 20 copies are still running while keys are pressed
+IMAGE_MB = 512  # per transfer: big enough that 20 copies are still running while ~30 keys are pressed
 
 # Run in a fresh interpreter: the clock starts before the first import, stops once the dashboard has loaded
 # its data and painted it.

@@ -144,7 +144,8 @@ def kernel_copy(job: Job, source: str, tmp: str, progress: Progress, algorithm: 
                 position = start
                 while position < end:
                     job.check_cancel()
-                    count = _copy_range(src.fileno(), dst.fileno(), position, min(PIECE, end - position))
+                    with _COPYING:
+                        count = _copy_range(src.fileno(), dst.fileno(), position, min(PIECE, end - position))
                     if verifier is not None:
                         verifier.check(position, count)
                     position += count
@@ -208,6 +209,9 @@ class _Verifier:
 # Hashers take turns: with 20 copies, 40 threads hashing at once starved the console's UI thread of the GIL
 # (bench_console: key presses 0.4 s at the 95th percentile); the cores limit hashing throughput anyway.
 _HASHING = threading.BoundedSemaphore(HASHERS)
+# So do the kernel's copies, a piece at a time: 20 copy threads runnable at nice 19 left an engine thread that
+# held the GIL waiting its turn behind them, and the UI thread behind it.
+_COPYING = threading.BoundedSemaphore(HASHERS)
 
 
 class _Hasher:
