@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,7 +32,13 @@ def _open(url: str, offset: int):
         transient = exc.code >= 500 or exc.code == 408
         raise (ConnectionLost if transient else OperationError)(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ConnectionLost(f"{url}: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):  # final: retrying cannot make it trusted
+            why = reason.verify_message or reason
+            raise OperationError(
+                f"{url}: certificate not trusted: {why} (trust its CA on the front end, or set SSL_CERT_FILE)"
+            ) from None
+        raise ConnectionLost(f"{url}: {reason}") from None
 
 
 class HttpReader(Reader):

@@ -12,6 +12,8 @@ import http.server
 import os
 import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -133,15 +135,38 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture
-def http_server(tmp_path):
-    root = tmp_path / "www"
+@contextlib.contextmanager
+def range_server(root: Path, tls: ssl.SSLContext | None = None):
+    """A RangeHandler server for `root` on a free loopback port, over TLS with `tls`; yields its base URL."""
     root.mkdir()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
     server.root = str(root)  # type: ignore[attr-defined]
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     RangeHandler.dropped = set()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield {"root": root, "url": f"http://127.0.0.1:{server.server_address[1]}"}
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    with range_server(tmp_path / "www") as url:
+        yield {"root": tmp_path / "www", "url": url}
+
+
+@pytest.fixture
+def https_server(tmp_path):
+    """The same over TLS, with a self-signed certificate for 127.0.0.1 (`cert`: trust it with SSL_CERT_FILE)."""
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    names = ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run([*request, *names], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with range_server(tmp_path / "www-tls", tls) as url:
+        yield {"root": tmp_path / "www-tls", "url": url, "cert": cert}

@@ -238,6 +238,22 @@ def test_truncated_http_body_fails_and_leaves_nothing(world, runner, http_server
     assert not (d / "7/images/disk.0").exists() and leftovers(d) == []
 
 
+@pytest.mark.parametrize("host", ["host01", "nfs01"])
+def test_https_clone_resumes_over_tls_and_refuses_an_untrusted_certificate(
+    world, runner, https_server, host, monkeypatch
+):
+    data = os.urandom(3 << 20)
+    (https_server["root"] / "disk.img").write_bytes(data)
+    d, url = host_dir(world, host), https_server["url"]
+    result = runner.run(f"CLONE {url}/disk.img {host}:{d}/7/images/disk.0\n")
+    assert result.outcome == "failed" and "certificate not trusted: self-signed certificate" in result.error
+    assert runner.of("action_retry") == [] and leftovers(d) == [] and not (d / "7/images/disk.0").exists()
+    monkeypatch.setenv("SSL_CERT_FILE", str(https_server["cert"]))
+    result = runner.run(f"CLONE {url}/flaky/disk.img {host}:{d}/7/images/disk.0\n")
+    assert result.ok, result
+    assert (d / "7/images/disk.0").read_bytes() == data and "resumed at byte" in vm_log(world)
+
+
 def test_http_404_fails_without_retrying(world, runner, http_server):
     d = host_dir(world, "host01")
     result = runner.run(f"CLONE {http_server['url']}/missing.img host01:{d}/7/images/disk.0\n")
