@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from engine.copier import Copied, copy_stream, kernel_copy
 from engine.drivers import Driver, load_driver, run_program
 from engine.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint
-from engine.errors import InputError, OperationError
+from engine.errors import ConnectionLost, InputError, OperationError
 from engine.home import Home
 from engine.hosts import Host, Hosts, inside_vm_dir
 from engine.job import Job
 from engine.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
-from engine.ssh import ConnectionLost, SshPool
+from engine.ssh import SshPool
 
 MIB = 1 << 20
 # Overwrite without asking, and quietly: mkfs's own flags differ by file system.

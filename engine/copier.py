@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 from engine.checksums import Checksum, new_checksum
 from engine.endpoints import Endpoint, Reader, Writer
-from engine.errors import OperationError
+from engine.errors import ConnectionLost, OperationError
 from engine.job import Job
-from engine.ssh import ConnectionLost
 
 Progress = Callable[[int, "int | None"], None]
 FICLONE = 0x40049409

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from engine.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
-from engine.errors import OperationError
-from engine.ssh import Cancelled, CommandResult, ConnectionLost, open_channel, run_remote, with_sbin
+from engine.errors import Cancelled, ConnectionLost, OperationError
+from engine.ssh import CommandResult, open_channel, run_remote, with_sbin
 
 if TYPE_CHECKING:
     import paramiko

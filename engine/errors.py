@@ -47,3 +47,11 @@ class OperationError(HeadnodeError):
     """A valid request that could not be carried out."""
 
     exit_status = 1
+
+
+class ConnectionLost(OperationError):
+    """The connection failed or dropped; worth retrying."""
+
+
+class Cancelled(OperationError):
+    """Stopped because someone asked."""

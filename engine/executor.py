@@ -23,14 +23,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from engine.actions import Outcome, Transfers, written_paths
-from engine.errors import InputError, OperationError, Problem
+from engine.errors import Cancelled, InputError, OperationError, Problem
 from engine.events import EventBus
 from engine.home import Home
 from engine.job import Job, RetryPolicy
 from engine.journal import Journal
 from engine.openssh import OpenSsh, configured_accelerator
 from engine.script import Location, Script, ScriptLine, format_action
-from engine.ssh import Cancelled, SshPool
+from engine.ssh import SshPool
 from engine.store import Store
 from engine.transfer_events import (
     ActionFinished,

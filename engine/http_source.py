@@ -14,8 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 
 from engine.endpoints import CHUNK, Reader
-from engine.errors import OperationError
-from engine.ssh import ConnectionLost
+from engine.errors import ConnectionLost, OperationError
 
 TIMEOUT = 30.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

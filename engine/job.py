@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.ssh import Cancelled
+from engine.errors import Cancelled
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from engine.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
-from engine.errors import OperationError
+from engine.errors import ConnectionLost, OperationError
 from engine.pipes import enlarge_pipe
-from engine.ssh import ConnectionLost, quote_argv, ssh_dir, ssh_target
+from engine.ssh import quote_argv, ssh_dir, ssh_target
 
 if TYPE_CHECKING:
     from engine.home import Home

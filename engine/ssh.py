@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import OperationError
+from engine.errors import Cancelled, ConnectionLost, OperationError
 
 if TYPE_CHECKING:
     import paramiko
@@ -39,14 +39,6 @@ class HostKeyError(OperationError):
     def __init__(self, message: str, unknown: bool = False) -> None:
         super().__init__(message)
         self.unknown = unknown
-
-
-class ConnectionLost(OperationError):
-    """The connection failed or dropped; worth retrying."""
-
-
-class Cancelled(OperationError):
-    """Stopped because someone asked."""
 
 
 @dataclass(frozen=True)
