@@ -21,7 +21,7 @@ import zlib
 from typing import Protocol
 
 from engine.errors import OperationError
-from engine.pipes import enlarge_pipe
+from engine.pipes import enlarge_pipe, write_all
 
 ALGORITHMS = ("cksum", "sha256")
 DEFAULT_ALGORITHM = "cksum"
@@ -142,9 +142,7 @@ class ChecksumProcess:
         self._value: str | None = None
 
     def update(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._pipe, view) :]
+        write_all(self._pipe, data)
 
     def feed(self, fd: int, offset: int, count: int) -> None:
         while count > 0:

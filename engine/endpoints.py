@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from engine.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
 from engine.errors import Cancelled, ConnectionLost, OperationError
+from engine.pipes import write_all
 from engine.ssh import CommandResult, open_channel, run_remote, with_sbin
 
 if TYPE_CHECKING:
@@ -258,9 +259,7 @@ class LocalWriter(Writer):
         if len(data) == CHUNK and data == _ZEROS:
             os.lseek(self._fd, len(data), os.SEEK_CUR)
         else:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, data)
         self._position += len(data)
 
     def finish(self) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from engine.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
 from engine.errors import ConnectionLost, OperationError
-from engine.pipes import enlarge_pipe
+from engine.pipes import enlarge_pipe, write_all
 from engine.ssh import quote_argv, ssh_dir, ssh_target
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class OpenSshWriter(Writer):
 
     def write(self, data: bytes) -> None:
         try:
-            self._proc.stdin.write(data)  # type: ignore[union-attr]
+            write_all(self._proc.stdin.fileno(), data)  # type: ignore[union-attr]
         except BrokenPipeError:
             raise self._failure() from None
 

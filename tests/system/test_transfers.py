@@ -6,6 +6,7 @@ import dataclasses
 import getpass
 import hashlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -712,3 +713,27 @@ def test_a_stored_copy_that_differs_is_not_published(world, algorithm):
         assert final.read_bytes() == b"what the host stored\n" and not tmp.exists()
     finally:
         pool.close()
+
+
+def test_writes_cut_short_by_signals_lose_nothing(world):
+    """A signal landing in the middle of a write to ssh's pipe (a terminal resize in the console) makes the write
+    return short; the rest must still be sent (it was dropped once: the copy then failed its checksum)."""
+    host = world["hosts"]["host01"]
+    data = os.urandom(48 << 20)
+    target = host.vm_dir / "7/disk.0"
+    pool = SshPool()
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        writer = RemoteEndpoint(host.record(), pool, OpenSsh(min_bytes=0)).open_writer(str(target), 0, len(data))
+        thread = threading.Thread(
+            target=lambda: [writer.write(data[i : i + (1 << 20)]) for i in range(0, len(data), 1 << 20)]
+        )
+        thread.start()
+        while thread.is_alive():
+            signal.pthread_kill(thread.ident, signal.SIGUSR1)
+            time.sleep(0.0005)
+        assert writer.finish() == len(data)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        pool.close()
+    assert sha(target) == hashlib.sha256(data).hexdigest()
