@@ -12,7 +12,7 @@ re-read at publish took ~0.9 s with sha256 and ~0.3 s with cksum, which decided 
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -67,8 +67,13 @@ def new_checksum(algorithm: str) -> Checksum:
     0.37 s per GiB for both sides of a local copy where this process's CRC took 1.1 s); SHA-256 in this process
     (hashlib releases the GIL; two `openssl` processes fed through pipes took 1.3 s per GiB, hashlib 0.85 s)."""
     if algorithm == "cksum":
-        return ChecksumProcess(algorithm) if shutil.which("cksum") else Cksum()
+        return ChecksumProcess(algorithm) if _has_cksum() else Cksum()
     return Sha256()
+
+
+@functools.cache
+def _has_cksum() -> bool:
+    return shutil.which("cksum") is not None
 
 
 class _InProcess:
@@ -153,16 +158,13 @@ class ChecksumProcess:
             count -= sent
 
     def value(self) -> str:
-        """The checksum of everything fed (the tool has ended: ask again, same answer); OperationError if the
-        tool failed."""
+        """The checksum of everything fed (asked again, the same answer); OperationError if the tool failed."""
         if self._value is None:
-            stdin, self._proc.stdin = self._proc.stdin, None  # closed here, so communicate() only reads
-            with contextlib.suppress(BrokenPipeError, AttributeError):  # AttributeError: closed before
-                stdin.close()  # type: ignore[union-attr]
-            out, err = self._proc.communicate()
-            self._value = from_tool_output(self.algorithm, out.decode(errors="replace"))
-            if self._proc.returncode != 0 or self._value is None:
+            out, err = self._proc.communicate()  # closes its stdin: the tool sees the end
+            value = from_tool_output(self.algorithm, out.decode(errors="replace"))
+            if self._proc.returncode != 0 or value is None:
                 raise OperationError(f"{self.algorithm} failed: {err.decode(errors='replace').strip() or out!r}")
+            self._value = value
         return self._value
 
     def close(self) -> None:

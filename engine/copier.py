@@ -28,7 +28,7 @@ from engine.job import Job
 Progress = Callable[[int, "int | None"], None]
 FICLONE = 0x40049409
 PIECE = 16 << 20
-HASHERS = os.cpu_count() or 2
+CORES = os.cpu_count() or 2
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def copy_stream(
                 progress(done, reader.total)
             carriers = f"{reader.carrier} to {writer.carrier}"
             size, writer = writer.finish(), None
-            copied = _verified(checksum.value(), reader, size, done, offset, dest, tmp, source_checksum)
+            passed = checksum.value()
+            copied = _verified(passed, algorithm, reader, size, done, offset, dest, tmp, source_checksum)
             return dataclasses.replace(copied, method=f"stream, {carriers}")
         except ConnectionLost as exc:
             _close(reader, writer, checksum)
@@ -99,6 +100,7 @@ def _close(reader: Reader | None, writer: Writer | None, checksum: Checksum | No
 
 def _verified(
     passed: str,
+    algorithm: str,
     reader: Reader,
     size: int,
     done: int,
@@ -119,7 +121,6 @@ def _verified(
     source = passed if offset == 0 else source_checksum()
     if dest.checks_stored:
         return Copied(done, source, resumed_from=offset, check_stored=True)
-    algorithm = passed.partition(":")[0]
     whole = passed if offset == 0 else dest.checksum(tmp, algorithm)
     if source is not None and whole != source:
         raise OperationError(f"checksum mismatch: source {source}, copy {whole}")
@@ -201,16 +202,24 @@ class _Verifier:
             side.queue.put((offset, count))
 
     def finish(self) -> tuple[str, str]:
-        source, copy = (side.finish() for side in self._sides)
-        return source, copy
+        """Both sides' checksums; each side is ended, also when the other failed."""
+        values, errors = [], []
+        for side in self._sides:
+            try:
+                values.append(side.finish())
+            except OperationError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return values[0], values[1]
 
 
 # Hashers take turns: with 20 copies, 40 threads hashing at once starved the console's UI thread of the GIL
 # (bench_console: key presses 0.4 s at the 95th percentile); the cores limit hashing throughput anyway.
-_HASHING = threading.BoundedSemaphore(HASHERS)
+_HASHING = threading.BoundedSemaphore(CORES)
 # So do the kernel's copies, a piece at a time: 20 copy threads runnable at nice 19 left an engine thread that
 # held the GIL waiting its turn behind them, and the UI thread behind it.
-_COPYING = threading.BoundedSemaphore(HASHERS)
+_COPYING = threading.BoundedSemaphore(CORES)
 
 
 class _Hasher:
@@ -233,11 +242,7 @@ class _Hasher:
     def finish(self) -> str:
         self.queue.put(None)
         self._thread.join()
-        try:
-            value = self._checksum.value()  # ends the tool's process in any case
-        except OperationError:
-            if self._error is None:
-                raise
         if self._error is not None:
+            self._checksum.close()
             raise OperationError(f"cannot verify the copy: {self._error}")
-        return value
+        return self._checksum.value()

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, Cksum, from_tool_output, new_checksum
+from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, ChecksumProcess, Cksum, from_tool_output, new_checksum
+from engine.copier import _Verifier
+from engine.errors import OperationError
 
 
 def tool(algorithm: str, data: bytes) -> str:
@@ -80,9 +82,24 @@ def test_ranges_of_a_file_checksum_like_its_bytes(algorithm, tmp_path):
 
 
 def test_an_abandoned_checksum_ends_its_process():
-    checksum = new_checksum("cksum")
+    checksum = ChecksumProcess("cksum")
     checksum.update(os.urandom(1 << 16))
-    process = getattr(checksum, "_proc", None)
     checksum.close()
-    assert process is None or process.returncode is not None  # None: no `cksum` here, computed in-process
+    assert checksum._proc.returncode is not None
     checksum.close()  # twice is fine
+    finished = ChecksumProcess("cksum")
+    finished.update(b"abc")
+    assert finished.value() == finished.value() == tool("cksum", b"abc")
+    finished.close()  # after value(): nothing left to end
+
+
+def test_a_local_copy_whose_source_shrank_fails_and_ends_both_checksums(tmp_path):
+    source, copy = tmp_path / "source.img", tmp_path / "copy.img"
+    copy.write_bytes(os.urandom(100))
+    source.write_bytes(copy.read_bytes()[:50])  # cut after the copy was made
+    with open(source, "rb") as src, open(copy, "rb") as dst:
+        verifier = _Verifier(src.fileno(), dst.fileno(), "cksum")
+        verifier.check(0, 100)
+        with pytest.raises(OperationError, match="cannot verify the copy: the file ended at byte 50"):
+            verifier.finish()
+    assert all(side._checksum._proc.returncode is not None for side in verifier._sides)  # no tool left waiting
