@@ -58,22 +58,27 @@ class KeyedTable(DataTable):
         wanted = {key: tuple(cells) for key, cells in rows.items() if self.matches(cells)}
         column_keys = [key for _, key in self._columns_spec]
         with self.app.batch_update():
-            for key in [k for k in self._rows if k not in wanted]:
+            gone = [k for k in self._rows if k not in wanted]
+            touched = bool(gone)  # whether any cell's text changed, and so maybe a column's width
+            for key in gone:
                 self.remove_row(key)
                 del self._rows[key]
             for key, cells in wanted.items():
                 old = self._rows.get(key)
                 if old is None:
                     self.add_row(*cells, key=key)
+                    touched = True
                 else:
                     for column, before, after in zip(column_keys, old, cells, strict=True):
                         if _plain(before) != _plain(after) or type(before) is not type(after):
                             self.update_cell(key, column, after)
+                            touched = True
                 self._rows[key] = cells
             if list(self._rows) != list(wanted):
                 self._reorder(list(wanted))
                 self._rows = {key: self._rows[key] for key in wanted}
-            self._fit_columns()
+            if touched:
+                self._fit_columns()
 
     def _fit_columns(self) -> None:
         """Each column as wide as its label and its widest cell shown (narrower again when that row goes)."""
