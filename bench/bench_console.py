@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from engine.core import Engine  # noqa: E402
 from engine.defaults import TEMPLATES_DIR  # noqa: E402
 from engine.home import Home  # noqa: E402
-from engine.vnet import Networks  # noqa: E402
+from engine.networks.manager import Networks  # noqa: E402
 
 CLASS_B = 65534
 VMS = 200
@@ -134,7 +134,7 @@ async def datatable_leases(home: Home) -> float:
 def copy_home(root: Path) -> Home:
     """A home with TRANSFERS disk images of IMAGE_MB each (written, not sparse) and a host `fast` (shared driver)
     that admits TRANSFERS copies at once (the default is 4 per host)."""
-    from engine.hosts import Host
+    from engine.transfers.hosts import Host
 
     home = Home(root).ensure()
     chunk = bytes(range(256)) * 4096  # 1 MiB of data that is not a hole
@@ -153,8 +153,8 @@ async def key_latency(home: Home) -> tuple[list[float], list[float], list[int]]:
     running at each busy press. The engine's executor admits 15 scripts at once by default; this one, 20."""
     from textual import events
 
-    from engine.executor import Executor
-    from engine.script import Clone, Location, Script
+    from engine.language.script import Clone, Location, Script
+    from engine.transfers.executor import Executor
     from screens.dashboard import DashboardScreen
     from screens.transfers import TransfersScreen
     from tui.app import HeadnodeApp

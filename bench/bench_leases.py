@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from tinydb import TinyDB  # noqa: E402
 
-from engine.addresses import format_ipv4, ip_to_mac  # noqa: E402
 from engine.home import Home  # noqa: E402
-from engine.vnet import Networks  # noqa: E402
+from engine.networks.addresses import format_ipv4, ip_to_mac  # noqa: E402
+from engine.networks.manager import Networks  # noqa: E402
 
 B_SIZE = 65534
 HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.events import EventBus  # noqa: E402
-from engine.executor import Executor  # noqa: E402
 from engine.home import Home  # noqa: E402
-from engine.hosts import Host, Hosts  # noqa: E402
-from engine.script import parse_script  # noqa: E402
+from engine.language.script import parse_script  # noqa: E402
+from engine.transfers.executor import Executor  # noqa: E402
+from engine.transfers.hosts import Host, Hosts  # noqa: E402
 from tests.system.sshd import keygen, start_sshd  # noqa: E402
 
 

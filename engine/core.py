@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from engine.defaults import ensure_embedded_default
 from engine.events import EventBus
-from engine.executor import Executor
 from engine.home import Home
-from engine.hosts import Hosts
-from engine.vms import Vms
-from engine.vnet import Networks
+from engine.networks.manager import Networks
+from engine.transfers.executor import Executor
+from engine.transfers.hosts import Hosts
+from engine.vms.lifecycle import Vms
 
 
 class Engine:

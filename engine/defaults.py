@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.home import DATA_DIR, Home
-from engine.hosts import Host
-from engine.store import Store
-from engine.template import Attribute, Template
+from engine.language.template import Attribute, Template
+from engine.store.database import Store
+from engine.transfers.hosts import Host
 
 if TYPE_CHECKING:
-    from engine.hosts import Hosts
-    from engine.vnet import Networks
+    from engine.networks.manager import Networks
+    from engine.transfers.hosts import Hosts
 
 SAMPLE_IMAGE = "ttylinux.img"
 SAMPLE_IMAGE_MB = 16

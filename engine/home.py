@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from engine.errors import InputError, Problem
-from engine.template import Template, load_template
+from engine.language.template import Template, load_template
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CONFIG_NAME = "headnode.conf"

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
-from screens.hosts import test_hosts, tested_text
+from tui.operations import test_hosts, tested_text
 from tui.screen import HeadnodeScreen
 from tui.widgets.keyed_table import KeyedTable
 from tui.widgets.usage_bar import usage_text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from engine.events import LogEvent
+from tui.operations import test_hosts, tested_text
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import Field, FormScreen
@@ -35,67 +35,6 @@ def host_row(host: Any, tested: Any | None) -> tuple[str, ...]:
     if host.port:
         where = f"{where or host.name}:{host.port}"
     return (host.name, host.driver, where, host.vm_dir, str(host.max_transfers), tested_text(tested))
-
-
-def tested_text(tested: Any | None) -> str:
-    """A host test's outcome in a few words (the full report goes to the Log)."""
-    if tested is None:
-        return ""
-    if isinstance(tested, str):
-        return tested
-    if not tested.ok:
-        return f"failed: {tested.error}"
-    parts = ["ok"]
-    if tested.free_bytes is not None:
-        parts.append(f"{tested.free_bytes / 1e9:.1f} GB free")
-    if tested.round_trip_ms is not None:
-        parts.append(f"{tested.round_trip_ms:.1f} ms")
-    return ", ".join(parts)
-
-
-def test_hosts(app: Any, names: list[str], then: Callable[[], object], accept_new_key: bool = False) -> None:
-    """Test each host as `headnode host test` does, on worker threads; the reports land in app.host_reports and
-    in the Log, and `then()` runs after each. A host whose key is not known yet is offered for acceptance (as
-    `host test --accept-new-key`), with its fingerprint, unless the console is read-only."""
-    from engine.host_check import check_host
-
-    for name in names:
-        app.host_reports[name] = "testing…"
-
-        def done(report: Any, name: str = name) -> None:
-            app.host_reports[name] = report
-            app.bus.publish(LogEvent("; ".join(report.lines()), "info" if report.ok else "error", "host"))
-            if report.ok:
-                app.notify(f"host {name}: {tested_text(report)}")
-            elif report.key_unknown and not app.read_only:
-                offer_key(app, name, report.error, then)
-            then()
-
-        def failed(name: str = name) -> None:
-            app.host_reports[name] = "failed (see Log)"
-            then()
-
-        def test(name: str = name) -> Any:
-            return check_host(app.home, app.hosts.resolve(name), accept_new_key=accept_new_key)
-
-        app.run_engine(f"test host {name}", test, then=done, otherwise=failed)
-
-
-def offer_key(app: Any, name: str, error: str, then: Callable[[], object]) -> None:
-    """Ask whether to record an unknown host key; yes tests the host again, accepting it."""
-
-    def answer(yes: bool | None) -> None:
-        if yes:
-            test_hosts(app, [name], then, accept_new_key=True)
-
-    app.push_screen(
-        ConfirmScreen(
-            f"Accept the key of host {name}?",
-            [error, "Accept it only if that fingerprint is the host's (ask its console or its admin)."],
-            "Accept key",
-        ),
-        answer,
-    )
 
 
 class HostsScreen(HeadnodeScreen):
@@ -154,7 +93,7 @@ class HostsScreen(HeadnodeScreen):
         )
 
     def _host_from(self, values: dict[str, str], base: Any | None) -> Any:
-        from engine.hosts import Host
+        from engine.transfers.hosts import Host
 
         def optional(name: str) -> str | None:
             return values[name].strip() or None

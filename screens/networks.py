@@ -73,7 +73,7 @@ def export_leases_to(app: Any, network: str | None) -> None:
 
 
 def write_export(path: Path, text: str) -> None:
-    from engine.atomic import write_atomically
+    from engine.store.atomic import write_atomically
 
     write_atomically(str(path), text)
 

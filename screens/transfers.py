@@ -12,9 +12,9 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from screens.vms import recover_vm
+from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
-from tui.transfers import ActionState, RunState
+from tui.transfer_board import ActionState, RunState
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.file_tail import FileTail
 from tui.widgets.keyed_table import KeyedTable

@@ -13,8 +13,9 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from engine.cli.vm import state_label
 from engine.defaults import TEMPLATES_DIR
+from engine.presentation import state_label
+from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.file_tail import FileTail
@@ -58,20 +59,6 @@ def preview_lines(preview: Any) -> list[str]:
         lines.append("(no image script: nothing to copy or remove)")
     lines.append(f"Bytes to move: {size_text(preview.total_bytes)}")
     return lines
-
-
-def recover_vm(app: Any, vm_id: int, retry: bool) -> None:
-    """`vm recover ID --retry|--delete` on a worker thread; the VM shows busy at once."""
-    app.run_engine(
-        f"recover VM {vm_id}",
-        app.vms.recover,
-        vm_id,
-        retry=retry,
-        delete=not retry,
-        then=lambda vm: app.notify(f"VM {vm.id} recovered: {vm.state.value}"),
-        otherwise=app.home_changed,
-    )
-    app.home_changed()
 
 
 class VmActions(HeadnodeScreen):

@@ -24,7 +24,7 @@ from engine.core import Engine
 from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, LogEvent
 from engine.home import Home
-from engine.vms import VmChanged
+from engine.vms.lifecycle import VmChanged
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen
@@ -35,7 +35,7 @@ from tui.bridge import EventBridge
 from tui.commands import HeadnodeCommands
 from tui.messages import EngineEvent
 from tui.screen import HeadnodeScreen
-from tui.transfers import TransferBoard
+from tui.transfer_board import TransferBoard
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.help import HelpScreen
 from tui.widgets.nav import SCREENS

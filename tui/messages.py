@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.transfer_events import ActionProgress, ScriptProgress
+from engine.transfers.progress import ActionProgress, ScriptProgress
 
 # Event type -> what identifies "the same progress": a newer report of the same action (or script) makes an
 # older one still queued pointless.

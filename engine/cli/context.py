@@ -27,8 +27,8 @@ class CliContext:
 
         home = Home.locate(getattr(self.args, "home", None)).ensure()
         if not embedded_default_made(home):  # once per home: the networks code loads only then
-            from engine.hosts import Hosts
-            from engine.vnet import Networks
+            from engine.networks.manager import Networks
+            from engine.transfers.hosts import Hosts
 
             networks = Networks(home)
             try:

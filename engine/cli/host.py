@@ -43,13 +43,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _hosts(ctx: CliContext):
-    from engine.hosts import Hosts
+    from engine.transfers.hosts import Hosts
 
     return Hosts(ctx.home)
 
 
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
-    from engine.hosts import Host
+    from engine.transfers.hosts import Host
 
     identity = args.identity
     if identity is not None:
@@ -97,7 +97,7 @@ def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_test(args: argparse.Namespace, ctx: CliContext) -> int:
-    from engine.host_check import check_host
+    from engine.transfers.host_check import check_host
 
     hosts = _hosts(ctx)
     report = check_host(ctx.home, hosts.resolve(args.name), accept_new_key=args.accept_new_key)

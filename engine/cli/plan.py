@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.atomic import write_atomically
 from engine.cli.context import CliContext
 from engine.errors import InputError, Problem
-from engine.planner import Operation, Placement, plan
-from engine.template import load_template
+from engine.language.template import load_template
+from engine.store.atomic import write_atomically
+from engine.vms.planner import Operation, Placement, plan
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

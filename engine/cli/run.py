@@ -44,7 +44,7 @@ class Printer:
         self._bar = False
 
     def __call__(self, event: Any) -> None:
-        from engine.transfer_events import event_json
+        from engine.transfers.progress import event_json
 
         with self._lock:
             if self.as_json:
@@ -96,8 +96,8 @@ class Printer:
 def run_script(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.errors import InputError, Problem
     from engine.events import EventBus
-    from engine.executor import Executor
-    from engine.script import load_script
+    from engine.language.script import load_script
+    from engine.transfers.executor import Executor
 
     if args.vm is not None and args.vm < 0:
         raise InputError(Problem(f"--vm must be a VM id (0 or more), not {args.vm}"))

@@ -6,7 +6,7 @@ import argparse
 
 from engine.cli.context import CliContext
 from engine.errors import InputError
-from engine.script import load_script
+from engine.language.script import load_script
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

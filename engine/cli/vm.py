@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from engine.cli.context import CliContext, format_table
+from engine.presentation import state_label
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -66,10 +67,6 @@ def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
     ]
     sys.stdout.write(format_table(["ID", "USER", "NAME", "STATE", "HOST", "IPS"], rows, right=["ID"]))
     return 0
-
-
-def state_label(vm: Any) -> str:
-    return f"{vm.state.value} (interrupted)" if vm.interrupted else vm.state.value
 
 
 def run_show(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from engine.cli.context import CliContext, format_table
 
 if TYPE_CHECKING:
-    from engine.leases import Lease
-    from engine.networks import Network
-    from engine.vnet import Networks
+    from engine.networks.definition import Network
+    from engine.networks.lease_book import Lease
+    from engine.networks.manager import Networks
 
-EXPORT_FORMATS = ("dnsmasq", "ethers", "hosts", "kea")  # engine.lease_exports.FORMATS, without importing it here
+EXPORT_FORMATS = ("dnsmasq", "ethers", "hosts", "kea")  # engine.networks.exports.FORMATS, without importing it here
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def networks(ctx: CliContext) -> Networks:
-    from engine.vnet import Networks
+    from engine.networks.manager import Networks
 
     return Networks(ctx.home)
 
@@ -92,7 +92,7 @@ def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
-    from engine.addresses import format_ipv4
+    from engine.networks.addresses import format_ipv4
 
     nets = networks(ctx)
     network = nets.get(args.name)
@@ -184,14 +184,14 @@ def run_doctor(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_mac2ip(args: argparse.Namespace, ctx: CliContext) -> int:
-    from engine.addresses import mac_to_ip
+    from engine.networks.addresses import mac_to_ip
 
     print(mac_to_ip(args.mac))
     return 0
 
 
 def run_ip2mac(args: argparse.Namespace, ctx: CliContext) -> int:
-    from engine.addresses import ip_to_mac
+    from engine.networks.addresses import ip_to_mac
 
     print(ip_to_mac(args.ip, args.prefix or ctx.home.config.mac_prefix))
     return 0

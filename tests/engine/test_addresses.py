@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.addresses import (
+from engine.networks.addresses import (
     AddressError,
     format_ipv4,
     format_mac,

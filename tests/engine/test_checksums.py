@@ -10,9 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.checksums import ALGORITHMS, SHELL_FUNCTIONS, ChecksumProcess, Cksum, from_tool_output, new_checksum
-from engine.copier import _Verifier
 from engine.errors import OperationError
+from engine.transfers.checksums import (
+    ALGORITHMS,
+    SHELL_FUNCTIONS,
+    ChecksumProcess,
+    Cksum,
+    from_tool_output,
+    new_checksum,
+)
+from engine.transfers.copier import _Verifier
 
 
 def tool(algorithm: str, data: bytes) -> str:

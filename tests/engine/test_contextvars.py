@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.contextvars import resolve_context
 from engine.errors import InputError
-from engine.template import parse_template
+from engine.language.template import parse_template
+from engine.vms.context_vars import resolve_context
 
 TEMPLATE = """\
 NAME = web

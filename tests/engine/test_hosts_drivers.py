@@ -6,14 +6,14 @@ import os
 
 import pytest
 
-from engine.actions import action_host, part_name
-from engine.context_iso import iso_name
-from engine.drivers import driver_names, error_message, load_driver
 from engine.errors import InputError
-from engine.hosts import Host, Hosts, inside_vm_dir
-from engine.journal import Journal
-from engine.script import parse_script
-from engine.store import Store
+from engine.language.script import parse_script
+from engine.store.database import Store
+from engine.transfers.actions import action_host, part_name
+from engine.transfers.context_iso import iso_name
+from engine.transfers.drivers import driver_names, error_message, load_driver
+from engine.transfers.hosts import Host, Hosts, inside_vm_dir
+from engine.transfers.journal import Journal
 
 
 def test_host_records_round_trip_through_the_database(home):

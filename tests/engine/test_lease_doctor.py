@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.addresses import parse_ipv4
 from engine.home import Home
-from engine.store import Store
-from engine.vnet import Networks
+from engine.networks.addresses import parse_ipv4
+from engine.networks.manager import Networks
+from engine.store.database import Store
 
 
 @pytest.fixture

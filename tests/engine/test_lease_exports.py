@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.home import Home
-from engine.vnet import Networks
+from engine.networks.manager import Networks
 
 
 @pytest.fixture

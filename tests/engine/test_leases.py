@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from tinydb import TinyDB
 
-from engine import leasefile
 from engine.errors import InputError, OperationError
 from engine.home import Home
-from engine.vnet import Networks
+from engine.networks import lease_file as leasefile
+from engine.networks.manager import Networks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -267,9 +267,9 @@ def test_threads_never_get_the_same_address(nets: Networks, lan: str, home: Home
 
 CHILD = """
 import sys
-from engine import leasefile
+from engine.networks import lease_file as leasefile
 from engine.home import Home
-from engine.vnet import Networks
+from engine.networks.manager import Networks
 leasefile.COMPACT_MIN_BYTES = int(sys.argv[5])  # small: compactions happen while others lease or get killed
 nets = Networks(Home(sys.argv[1]))
 vm, rounds, batch = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -348,7 +348,7 @@ def test_a_well_formed_line_of_the_wrong_shape_is_skipped(home: Home, nets: Netw
 
 def test_changes_are_published_as_events(home: Home, tmp_path: Path) -> None:
     from engine.events import EventBus
-    from engine.vnet import NetworkChanged
+    from engine.networks.manager import NetworkChanged
 
     bus = EventBus()
     seen: list[NetworkChanged] = []

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.planner import CONTEXT_HEADER, Placement, PlanError, plan
-from engine.template import load_template, parse_template
+from engine.language.template import load_template, parse_template
+from engine.vms.planner import CONTEXT_HEADER, Placement, PlanError, plan
 
 GOLDEN = Path(__file__).parent / "golden"
 # The brief's placement: VM_DIR left at its default (ends in '/'), so OpenNebula wrote var//12; we write var/12.

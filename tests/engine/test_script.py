@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.script import (
+from engine.language.script import (
     Clone,
     Context,
     Delete,

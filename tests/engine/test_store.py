@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from engine.store import Store
+from engine.store.database import Store
 
 WORKER = """
-from engine.store import Store
+from engine.store.database import Store
 store = Store(path)
 for i in range(n):
     with store.write() as db:

@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import InputError
-from engine.template import Attribute, Template, TemplateError, Vector, format_template, load_template, parse_template
+from engine.language.template import (
+    Attribute,
+    Template,
+    TemplateError,
+    Vector,
+    format_template,
+    load_template,
+    parse_template,
+)
 
 SAMPLE = """\
 # a VM template

@@ -14,8 +14,8 @@ import pytest
 from engine.core import Engine
 from engine.errors import InputError, OperationError
 from engine.home import DATA_DIR
-from engine.hosts import Host
-from engine.vms import VmState
+from engine.transfers.hosts import Host
+from engine.vms.lifecycle import VmState
 from tests.conftest import site_driver
 
 TTYLINUX = DATA_DIR / "templates" / "ttylinux.tmpl"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from engine.home import Home
-from engine.hosts import Host, Hosts
+from engine.transfers.hosts import Host, Hosts
 from tests.system.sshd import SSHD, keygen, start_sshd
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.hosts import Host
+from engine.transfers.hosts import Host
 
 SSHD = "/usr/sbin/sshd"
 SSHD_CONFIG = """\

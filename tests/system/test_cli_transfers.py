@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from engine.hosts import Hosts
+from engine.transfers.hosts import Hosts
 from tests.conftest import HEADNODE, ROOT
 
 

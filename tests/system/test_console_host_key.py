@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.hosts import Hosts
+from engine.transfers.hosts import Hosts
 from screens.hosts import HostsScreen
 from tui.app import HeadnodeApp
 from tui.widgets.confirm import ConfirmScreen

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from engine.checksums import new_checksum
-from engine.endpoints import RemoteEndpoint
 from engine.errors import InputError, OperationError
 from engine.events import EventBus
-from engine.executor import Executor, ScriptResult
-from engine.hosts import Host, Hosts
-from engine.job import RetryPolicy
-from engine.journal import Journal
-from engine.openssh import OpenSsh
-from engine.script import parse_script
-from engine.ssh import SshPool
-from engine.store import Store
+from engine.language.script import parse_script
+from engine.store.database import Store
+from engine.transfers.checksums import new_checksum
+from engine.transfers.endpoints import RemoteEndpoint
+from engine.transfers.executor import Executor, ScriptResult
+from engine.transfers.hosts import Host, Hosts
+from engine.transfers.job import RetryPolicy
+from engine.transfers.journal import Journal
+from engine.transfers.openssh import OpenSsh
+from engine.transfers.ssh import SshPool
 from tests.conftest import site_driver
 
 FAST_RETRY = RetryPolicy(attempts=4, first_delay=0.05)
@@ -363,7 +363,7 @@ def test_shell_metacharacters_in_file_names_are_carried_literally(world, runner,
 
 def test_unknown_host_key_is_refused_and_can_be_accepted(world, own_user):
     """host03 is not in known_hosts: refused with its fingerprint; host test --accept-new-key records it."""
-    from engine.host_check import check_host
+    from engine.transfers.host_check import check_host
 
     user = own_user
     hosts = Hosts(world["home"])
@@ -385,7 +385,7 @@ def test_unknown_host_key_is_refused_and_can_be_accepted(world, own_user):
 
 
 def test_changed_host_key_is_refused_even_with_accept_new_key(world, own_user):
-    from engine.host_check import check_host
+    from engine.transfers.host_check import check_host
 
     user = own_user
     h1, h2 = world["hosts"]["host01"], world["hosts"]["host02"]

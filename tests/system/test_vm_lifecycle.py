@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.core import Engine
 from engine.home import DATA_DIR
-from engine.vms import VmState
+from engine.vms.lifecycle import VmState
 
 DATABASE = DATA_DIR / "templates" / "database.tmpl"
 

@@ -7,7 +7,7 @@ from textual.command import CommandPalette
 from textual.widgets import Input, Log
 
 from engine.events import LogEvent
-from engine.template import load_template
+from engine.language.template import load_template
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen

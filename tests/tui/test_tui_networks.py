@@ -7,7 +7,7 @@ import time
 import pytest
 
 from engine.home import Home
-from engine.vnet import Networks
+from engine.networks.manager import Networks
 from screens.networks import DoctorScreen, LeasesScreen, NetworksScreen
 from tests.tui.conftest import SIZES, notifications
 from tui.app import HeadnodeApp

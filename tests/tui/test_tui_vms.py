@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.hosts import Host
-from engine.vms import VmState
+from engine.transfers.hosts import Host
+from engine.vms.lifecycle import VmState
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.transfers import TransfersScreen

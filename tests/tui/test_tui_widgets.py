@@ -121,7 +121,7 @@ async def test_form_and_pick_return_what_was_entered() -> None:
 
 def test_progress_messages_coalesce_per_action_and_nothing_else_does() -> None:
     from engine.events import LogEvent
-    from engine.transfer_events import ActionProgress, ScriptProgress
+    from engine.transfers.progress import ActionProgress, ScriptProgress
     from tui.messages import EngineEvent
 
     def progress(line: int, done: int) -> EngineEvent:

@@ -26,15 +26,15 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engine.copier import Copied, copy_stream, kernel_copy
-from engine.drivers import Driver, load_driver, run_program
-from engine.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint
 from engine.errors import ConnectionLost, InputError, OperationError
 from engine.home import Home
-from engine.hosts import Host, Hosts, inside_vm_dir
-from engine.job import Job
-from engine.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
-from engine.ssh import SshPool
+from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
+from engine.transfers.copier import Copied, copy_stream, kernel_copy
+from engine.transfers.drivers import Driver, load_driver, run_program
+from engine.transfers.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint
+from engine.transfers.hosts import Host, Hosts, inside_vm_dir
+from engine.transfers.job import Job
+from engine.transfers.ssh import SshPool
 
 MIB = 1 << 20
 # Overwrite without asking, and quietly: mkfs's own flags differ by file system.
@@ -234,7 +234,7 @@ class _Builtin:
         )
 
     def _fetch(self, url: str, dest: Endpoint, tmp: str, progress) -> Copied:
-        from engine.http_source import HttpReader
+        from engine.transfers.http_source import HttpReader
 
         def open_reader(offset: int) -> Reader:
             return HttpReader(url, offset)
@@ -295,7 +295,7 @@ class _Builtin:
         )
 
     def context(self, action: Context) -> Outcome:
-        from engine.context_iso import build_context_iso
+        from engine.transfers.context_iso import build_context_iso
 
         dest = self.t.endpoint(action.dest.host)
         frontend = self.t.endpoint(self.t.hosts.frontend_name)

@@ -25,13 +25,13 @@ from tinydb.table import Document
 from engine.errors import InputError, OperationError, Problem
 from engine.events import EventBus
 from engine.home import Home
-from engine.lease_doctor import Finding, examine
-from engine.lease_exports import FORMATS, export_leases
-from engine.leasefile import LeaseFile
-from engine.leases import Lease, LeaseBook, Usage
-from engine.networks import Network, conflicts, network_from_template
-from engine.store import Store
-from engine.template import Template, load_template
+from engine.language.template import Template, load_template
+from engine.networks.definition import Network, conflicts, network_from_template
+from engine.networks.doctor import Finding, examine
+from engine.networks.exports import FORMATS, export_leases
+from engine.networks.lease_book import Lease, LeaseBook, Usage
+from engine.networks.lease_file import LeaseFile
+from engine.store.database import Store
 
 NETWORKS = "networks"
 SEQUENCES = "sequences"

@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-from engine.endpoints import CHUNK, Reader
 from engine.errors import ConnectionLost, OperationError
+from engine.transfers.endpoints import CHUNK, Reader
 
 TIMEOUT = 30.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

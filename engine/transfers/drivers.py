@@ -2,7 +2,7 @@
 
 A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files are reached, and whose built-ins
 `builtin` means), `VERIFY_LOCAL_COPIES = yes|no` (see data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its
-copies are verified, engine.checksums), and one line per action:
+copies are verified, engine.transfers.checksums), and one line per action:
 `CLONE = builtin` or `CLONE = "program"` (a relative program path is looked up next to the conf). Confs in
 `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
 
@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.checksums import ALGORITHMS, DEFAULT_ALGORITHM
 from engine.errors import InputError, OperationError, Problem
 from engine.home import DATA_DIR, Home
-from engine.job import Job
-from engine.script import ACTION_NAMES
-from engine.template import load_template
+from engine.language.script import ACTION_NAMES
+from engine.language.template import load_template
+from engine.transfers.checksums import ALGORITHMS, DEFAULT_ALGORITHM
+from engine.transfers.job import Job
 
 BASES = ("shared", "ssh", "dummy")
 BUILTIN = "builtin"
@@ -38,7 +38,7 @@ class Driver:
     programs: tuple[tuple[str, str | None], ...]  # (action, program path or None for the built-in)
     source: str
     verify_local: bool = True  # checksum source and copy of a copy made by the kernel on this machine
-    checksum: str = DEFAULT_ALGORITHM  # what verifies its copies (engine.checksums)
+    checksum: str = DEFAULT_ALGORITHM  # what verifies its copies (engine.transfers.checksums)
 
     def program(self, action: str) -> str | None:
         return dict(self.programs)[action]
@@ -115,7 +115,7 @@ def error_message(stderr: str) -> str:
 
 def run_program(program: str, arguments: Sequence[str], job: Job, environment: dict[str, str]) -> None:
     """Run an external action program; raise OperationError with its error message when it fails."""
-    from engine.endpoints import run_local
+    from engine.transfers.endpoints import run_local
 
     name = os.path.basename(program)
     result = run_local([program, *arguments], job.cancelled, lambda line: job.log(f"{name}: {line}"), environment)

@@ -21,7 +21,7 @@ import zlib
 from typing import Protocol
 
 from engine.errors import OperationError
-from engine.pipes import enlarge_pipe, write_all
+from engine.transfers.pipes import enlarge_pipe, write_all
 
 ALGORITHMS = ("cksum", "sha256")
 DEFAULT_ALGORITHM = "cksum"

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.addresses import AddressError, parse_ipv4
-from engine.leases import META, LeaseBook
+from engine.networks.addresses import AddressError, parse_ipv4
+from engine.networks.lease_book import META, LeaseBook
 
 
 @dataclass(frozen=True)

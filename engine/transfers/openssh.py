@@ -16,14 +16,14 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from engine.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
 from engine.errors import ConnectionLost, OperationError
-from engine.pipes import enlarge_pipe, write_all
-from engine.ssh import quote_argv, ssh_dir, ssh_target
+from engine.transfers.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
+from engine.transfers.pipes import enlarge_pipe, write_all
+from engine.transfers.ssh import quote_argv, ssh_dir, ssh_target
 
 if TYPE_CHECKING:
     from engine.home import Home
-    from engine.hosts import Host
+    from engine.transfers.hosts import Host
 
 # AES-GCM is the fastest cipher with AES-NI; OpenSSH's default chacha20 is slower (research/perf.md §1.1).
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"

@@ -42,9 +42,9 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
-from engine.atomic import fsync_directory
 from engine.errors import InputError, OperationError, Problem
-from engine.store import write_json_atomically
+from engine.store.atomic import fsync_directory
+from engine.store.database import write_json_atomically
 
 Data = dict[str, dict[str, dict[str, Any]]]
 COMPACT_MIN_BYTES = 4 << 20  # compact once the journal is past this and past the snapshot's size

@@ -6,12 +6,12 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from engine.drivers import load_driver
-from engine.endpoints import Endpoint, LocalEndpoint, RemoteEndpoint
 from engine.errors import HeadnodeError
 from engine.home import Home
-from engine.hosts import Host
-from engine.ssh import HostKeyError, SshPool, connect, ssh_target
+from engine.transfers.drivers import load_driver
+from engine.transfers.endpoints import Endpoint, LocalEndpoint, RemoteEndpoint
+from engine.transfers.hosts import Host
+from engine.transfers.ssh import HostKeyError, SshPool, connect, ssh_target
 
 
 @dataclass(frozen=True)

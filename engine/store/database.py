@@ -24,8 +24,8 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from engine.atomic import write_atomically
 from engine.errors import InputError, Problem
+from engine.store.atomic import write_atomically
 
 
 class _SnapshotStorage(Storage):

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from engine.addresses import (
+from engine.errors import InputError, Problem
+from engine.language.template import Attribute, Template, Vector
+from engine.networks.addresses import (
     AddressError,
     format_ipv4,
     mac_of,
@@ -40,8 +42,6 @@ from engine.addresses import (
     parse_ipv6_prefix,
     parse_mac_prefix,
 )
-from engine.errors import InputError, Problem
-from engine.template import Attribute, Template, Vector
 
 RANGED = "RANGED"
 FIXED = "FIXED"

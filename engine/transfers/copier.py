@@ -1,9 +1,9 @@
 """Copying one file, verified while it copies, retried and resumed when the connection drops.
 
 `copy_stream` moves bytes from a Reader to a Writer (any endpoints, HTTP included), checksumming them once on the
-way (engine.checksums: the driver's CHECKSUM); a remote source checksums what it sent, a host checksums the copy it
-stored, and all must agree. After a drop it reconnects with backoff and resumes from the size of the partial file
-(a Range request for HTTP); a resumed copy is then checked whole against the source. `kernel_copy` is the shared
+way (engine.transfers.checksums: the driver's CHECKSUM); a remote source checksums what it sent, a host checksums the
+copy it stored, and all must agree. After a drop it reconnects with backoff and resumes from the size of the partial
+file (a Range request for HTTP); a resumed copy is then checked whole against the source. `kernel_copy` is the shared
 file system's fast path: a reflink, else copy_file_range over the source's data extents (holes stay holes), with
 a thread per side checksumming source and copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
 """
@@ -20,10 +20,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.checksums import Checksum, new_checksum
-from engine.endpoints import Endpoint, Reader, Writer
 from engine.errors import ConnectionLost, OperationError
-from engine.job import Job
+from engine.transfers.checksums import Checksum, new_checksum
+from engine.transfers.endpoints import Endpoint, Reader, Writer
+from engine.transfers.job import Job
 
 Progress = Callable[[int, "int | None"], None]
 FICLONE = 0x40049409

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.transfer_events import (
+from engine.transfers.progress import (
     ActionFinished,
     ActionProgress,
     ActionRetry,

@@ -4,7 +4,7 @@ A `LocalEndpoint` works on this machine's files (the front end, and hosts sharin
 `RemoteEndpoint` runs quoted commands over the host's pooled SSH connection: a few constant `sh -c` scripts take
 paths only as positional arguments, so no path is ever spliced into shell text. Streams are read and written in
 1 MiB chunks; a remote reader checksums what it sends and a copy stored on a host is checksummed there
-(engine.checksums), so a copy is verified on both ends while the source is read once.
+(engine.transfers.checksums), so a copy is verified on both ends while the source is read once.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from engine.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
 from engine.errors import Cancelled, ConnectionLost, OperationError
-from engine.pipes import write_all
-from engine.ssh import CommandResult, open_channel, run_remote, with_sbin
+from engine.transfers.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
+from engine.transfers.pipes import write_all
+from engine.transfers.ssh import CommandResult, open_channel, run_remote, with_sbin
 
 if TYPE_CHECKING:
     import paramiko
 
-    from engine.hosts import Host
-    from engine.ssh import SshPool
+    from engine.transfers.hosts import Host
+    from engine.transfers.ssh import SshPool
 
 CHUNK = 1 << 20
 ABORT_WAIT = 5.0  # seconds an aborted write waits for the host's command to end
@@ -53,7 +53,7 @@ _RECEIVE = (
     'dd of="$1" bs=64K seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
     'stat -c %s -- "$1"'
 )
-# The scripts below that checksum call the shell function `checksum` (engine.checksums.SHELL_FUNCTIONS).
+# The scripts below that checksum call the shell function `checksum` (engine.transfers.checksums.SHELL_FUNCTIONS).
 # Publish a received copy: grow $1 to $3 bytes (a trailing hole), checksum it where it lies, and rename it to $2
 # only if the checksum is $4 (when given); print the checksum either way (exit 3 on a mismatch).
 _PUBLISH = (
@@ -368,7 +368,8 @@ def checksum_script(script: str, algorithm: str) -> str:
 
 
 class Accelerator(Protocol):
-    """Another carrier for a remote command's bulk bytes (engine.openssh), for streams of min_bytes or more."""
+    """Another carrier for a remote command's bulk bytes (engine.transfers.openssh), for streams of min_bytes or
+    more."""
 
     min_bytes: int
 

@@ -20,18 +20,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from engine.atomic import write_atomically
-from engine.contextvars import resolve_context
 from engine.errors import HeadnodeError, InputError, OperationError, Problem
 from engine.events import EventBus, LogEvent
-from engine.executor import Executor, ScriptResult
 from engine.home import Home
-from engine.hosts import Hosts
-from engine.planner import Operation, Placement, check_template, plan
-from engine.script import Delete, Location, Script, join_path
-from engine.store import Store
-from engine.template import Attribute, Template, Vector, format_template, load_template, parse_template
-from engine.vnet import Networks
+from engine.language.script import Delete, Location, Script, join_path
+from engine.language.template import Attribute, Template, Vector, format_template, load_template, parse_template
+from engine.networks.manager import Networks
+from engine.store.atomic import write_atomically
+from engine.store.database import Store
+from engine.transfers.executor import Executor, ScriptResult
+from engine.transfers.hosts import Hosts
+from engine.vms.context_vars import resolve_context
+from engine.vms.planner import Operation, Placement, check_template, plan
 
 
 class VmState(StrEnum):

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 
 from engine.errors import InputError, Problem
-from engine.leases import Lease
+from engine.networks.lease_book import Lease
 
 FORMATS = ("dnsmasq", "ethers", "hosts", "kea")
 

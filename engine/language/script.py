@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from engine.errors import InputError, Problem
-from engine.inputfile import read_input_file
+from engine.language.input_file import read_input_file
 
 URL_SCHEMES = ("http", "https", "file")
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)")

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from engine.store import Store
+from engine.store.database import Store
 
 TABLE = "journal"
 

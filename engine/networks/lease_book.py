@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from engine.addresses import format_ipv4, parse_ipv4
 from engine.errors import InputError, OperationError, Problem
-from engine.leasefile import LeaseFile, Transaction
-from engine.networks import FIRST_FREE, Network
+from engine.networks.addresses import format_ipv4, parse_ipv4
+from engine.networks.definition import FIRST_FREE, Network
+from engine.networks.lease_file import LeaseFile, Transaction
 
 USED = "used"
 HOLD = "hold"

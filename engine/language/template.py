@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError, Problem
-from engine.inputfile import read_input_file
+from engine.language.input_file import read_input_file
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # An unquoted value is one token: no blanks, and none of the characters the grammar itself uses.

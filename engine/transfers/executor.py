@@ -22,17 +22,17 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from engine.actions import Outcome, Transfers, written_paths
 from engine.errors import Cancelled, InputError, OperationError, Problem
 from engine.events import EventBus
 from engine.home import Home
-from engine.job import Job, RetryPolicy
-from engine.journal import Journal
-from engine.openssh import OpenSsh, configured_accelerator
-from engine.script import Location, Script, ScriptLine, format_action
-from engine.ssh import SshPool
-from engine.store import Store
-from engine.transfer_events import (
+from engine.language.script import Location, Script, ScriptLine, format_action
+from engine.store.database import Store
+from engine.transfers.actions import Outcome, Transfers, written_paths
+from engine.transfers.job import Job, RetryPolicy
+from engine.transfers.journal import Journal
+from engine.transfers.log import TransferLog
+from engine.transfers.openssh import OpenSsh, configured_accelerator
+from engine.transfers.progress import (
     ActionFinished,
     ActionLog,
     ActionProgress,
@@ -42,7 +42,7 @@ from engine.transfer_events import (
     ScriptProgress,
     ScriptStarted,
 )
-from engine.transfer_log import TransferLog
+from engine.transfers.ssh import SshPool
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events of one action
 MAX_SCRIPTS = 15  # OpenNebula 1.4 ran 15 transfer files at once

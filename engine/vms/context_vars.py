@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from engine.errors import InputError, Problem
-from engine.template import Template, Vector
+from engine.language.template import Template, Vector
 
 _VARIABLE = re.compile(
     r"\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)"

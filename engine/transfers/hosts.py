@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.errors import InputError, Problem
 from engine.home import Home
-from engine.store import Store
+from engine.store.database import Store
 
 TABLE = "hosts"
 DEFAULT_MAX_TRANSFERS = 4
@@ -107,7 +107,7 @@ class Hosts:
 
     def _checked(self, host: Host) -> Host:
         """The record as it will be stored (VM directory normalized); InputError listing every problem."""
-        from engine.drivers import driver_names
+        from engine.transfers.drivers import driver_names
 
         host = replace(host, vm_dir=normalize_dir(host.vm_dir) if host.vm_dir.startswith("/") else host.vm_dir)
         problems = validate_host(host, driver_names(self.home))

@@ -24,7 +24,7 @@ from engine.errors import Cancelled, ConnectionLost, OperationError
 if TYPE_CHECKING:
     import paramiko
 
-    from engine.hosts import Host
+    from engine.transfers.hosts import Host
 
 CONNECT_TIMEOUT = 15.0
 KEEPALIVE_SECONDS = 30
