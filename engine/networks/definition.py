@@ -233,6 +233,11 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
         fixed = _fixed_leases(r, mac_prefix)
     elif kind == RANGED:
         ranged = _range(r)
+    else:  # an unknown TYPE: still check what is given, so every problem is reported at once
+        if r.template.all("NETWORK_ADDRESS"):
+            _range(r)
+        if r.template.all("LEASES"):
+            _fixed_leases(r, mac_prefix)
     if r.problems:
         raise InputError(sorted(r.problems, key=lambda p: p.line or 0))
     return Network(

@@ -149,6 +149,17 @@ def test_every_problem_is_reported_at_once(nets: Networks, tmp_path: Path) -> No
     assert [line.split(":")[1] for line in lines] == [" BRIDGE is missing", "2", "3"]
 
 
+def test_an_unknown_type_still_reports_the_other_problems(nets: Networks, tmp_path: Path) -> None:
+    # The attributes of either type are checked when TYPE is unknown: an octet of 300 went unreported.
+    text = "NAME=n\nTYPE=ROUTED\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.300\nLEASES=[IP=1.2.3.4, MAC=zz]\n"
+    lines = error_lines(nets, tmp_path, text)
+    assert [line.split(":", 2)[1:] for line in lines] == [
+        ["2", " unknown TYPE 'ROUTED': use RANGED or FIXED"],
+        ["4", " NETWORK_ADDRESS: '10.0.0.300' is not an IPv4 address: octet 300 is over 255"],
+        ["5", " LEASES MAC: 'zz' is not a MAC address (six pairs of hex digits separated by colons)"],
+    ]
+
+
 def test_overlap_on_the_same_bridge_is_refused(nets: Networks, tmp_path: Path) -> None:
     create(nets, tmp_path, "NAME=a\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
     lines = error_lines(nets, tmp_path, "NAME=b\nBRIDGE=br0\n\nNETWORK_ADDRESS=10.0.0.0/25\n")
