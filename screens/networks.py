@@ -135,6 +135,8 @@ class NetworksScreen(HeadnodeScreen):
             outcome = self.happ.attempt("create network", self.happ.networks.create_from_file, path)
             if outcome.ok:
                 self.notify(f"network {outcome.value.name} created")
+                for warning in outcome.value.warnings:
+                    self.notify(str(warning), severity="warning")
             self.happ.home_changed()
 
         self.app.push_screen(

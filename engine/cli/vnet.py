@@ -1,8 +1,9 @@
 """`headnode vnet`: virtual networks and their leases, OpenNebula's onevnet verbs.
 
 With --json: a network in `list` is {"name", "type", "bridge", "size", "used", "free"} (used counts held addresses
-too, so used + free = size); `show` adds its attributes and a `leases` list; a lease is
-{"network", "ip", "mac", "vm", "state", "note"}. A full network, a taken address or a refused release exit 1.
+too, so used + free = size); `create` adds the template's "warnings" (also on stderr, one a line); `show` adds its
+attributes and a `leases` list; a lease is {"network", "ip", "mac", "vm", "state", "note"}. A full network, a taken
+address or a refused release exit 1.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def networks(ctx: CliContext) -> Networks:
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
     nets = networks(ctx)
     network = nets.create_from_file(args.template)
+    for warning in network.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if ctx.json:
-        ctx.emit_json(network_summary(nets, network))
+        ctx.emit_json(network_summary(nets, network) | {"warnings": [str(w) for w in network.warnings]})
     else:
         print(f"created network {network.name!r} (id {network.id}): {network.size} addresses, {network.range_text}")
     return 0

@@ -22,6 +22,8 @@ _IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 _MAC_PREFIX = re.compile(r"[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}")
 DEFAULT_MAC_PREFIX = "02:00"
+MULTICAST_BIT = 0x01  # of a MAC's first byte: a group address, never one NIC's
+LOCAL_BIT = 0x02  # of a MAC's first byte: locally administered, outside every vendor's OUI
 
 
 class AddressError(InputError):

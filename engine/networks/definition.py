@@ -33,6 +33,8 @@ from typing import Any
 from engine.errors import InputError, Problem
 from engine.language.template import Attribute, Template, Vector
 from engine.networks.addresses import (
+    LOCAL_BIT,
+    MULTICAST_BIT,
     AddressError,
     format_ipv4,
     mac_of,
@@ -71,6 +73,7 @@ class Network:
     ula_prefix: str | None = None
     attributes: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # the template, for display
     store_key: str = ""  # names the network's lease files; unique forever, so no network inherits stale leases
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)  # from reading its template; not stored
 
     @cached_property
     def pool(self) -> Sequence[int]:
@@ -173,9 +176,13 @@ class _Reader:
     def __init__(self, template: Template) -> None:
         self.template = template
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def problem(self, message: str, attr: Attribute | None = None) -> None:
         self.problems.append(Problem(message, self.template.source, attr.line if attr else None))
+
+    def warning(self, message: str, attr: Attribute | None = None) -> None:
+        self.warnings.append(Problem(message, self.template.source, attr.line if attr else None))
 
     def single(self, name: str) -> Attribute | None:
         """The attribute NAME, which must be a single value and appear once."""
@@ -253,6 +260,7 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
         attributes=tuple(
             (a.name, a.value.as_dict() if isinstance(a.value, Vector) else a.value) for a in template.attributes
         ),
+        warnings=tuple(r.warnings),
         **ranged,
     )
 
@@ -260,10 +268,24 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
 def _mac_prefix(r: _Reader, default: str) -> str:
     attr = r.single("MAC_PREFIX")
     text = str(attr.value) if attr else default
+    what = "MAC_PREFIX" if attr else "the configuration's MAC_PREFIX"
     try:
-        parse_mac_prefix(text)
+        first_byte = parse_mac_prefix(text) >> 8
     except AddressError as exc:
         r.problem(f"MAC_PREFIX: {exc.problems[0].message}" if attr else f"configured {exc.problems[0].message}", attr)
+        return text.lower()
+    if first_byte & MULTICAST_BIT:
+        r.problem(
+            f"{what} {text} is a multicast prefix (bit 0x01 of its first byte is set): every lease's MAC would be "
+            "a multicast address; use a prefix such as 02:00",
+            attr,
+        )
+    elif not first_byte & LOCAL_BIT:
+        r.warning(
+            f"{what} {text} is not locally administered (bit 0x02 of its first byte is clear): its MACs may "
+            "clash with a vendor's hardware; a prefix such as 02:00 cannot",
+            attr,
+        )
     return text.lower()
 
 
@@ -374,6 +396,9 @@ def _fixed_leases(r: _Reader, mac_prefix: str) -> tuple[tuple[int, str], ...]:
                 mac = normal_mac(mac_text)
             except AddressError as exc:
                 r.problem(f"LEASES MAC: {exc.problems[0].message}", attr)
+            if mac is not None and int(mac[:2], 16) & MULTICAST_BIT:
+                r.problem(f"LEASES MAC {mac} is a multicast address (bit 0x01 of its first byte is set)", attr)
+                mac = None
         elif ip is not None and prefix is not None:
             mac = mac_of(ip, prefix)
         if ip is None or mac is None:

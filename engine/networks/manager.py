@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class Networks:
             counter = sequences.get(doc_id=1)
             last = max([doc["id"] for doc in db.table(NETWORKS).all()] + [counter["networks"] if counter else -1])
             key = f"{last + 1}-{uuid.uuid4().hex[:8]}"
-            network = Network.from_record({**network.to_record(), "id": last + 1, "store_key": key})
+            network = replace(network, id=last + 1, store_key=key)
             sequences.upsert(Document({"networks": last + 1}, doc_id=1))
             db.table(NETWORKS).insert(network.to_record())
         self._announce(network.name, CREATED)

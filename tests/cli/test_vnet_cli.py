@@ -43,6 +43,20 @@ def test_bad_template_exits_2_with_file_and_line(headnode, tmp_path: Path) -> No
     assert json.loads(headnode("vnet", "list", "--json").stdout) == []
 
 
+def test_create_warns_on_stderr_of_a_universal_mac_prefix(headnode, tmp_path: Path) -> None:
+    path = tmp_path / "vendor.net"
+    path.write_text("NAME = v\nBRIDGE = br0\nNETWORK_ADDRESS = 10.0.0.0/24\nMAC_PREFIX = 00:16\n")
+    r = headnode("vnet", "create", str(path), "--json")
+    warning = f"{path}:4: MAC_PREFIX 00:16 is not locally administered (bit 0x02 of its first byte is clear)"
+    assert r.returncode == 0
+    assert r.stderr.startswith(f"warning: {warning}") and r.stderr.count("\n") == 1
+    assert json.loads(r.stdout)["warnings"][0].startswith(warning)
+    path.write_text("NAME = m\nBRIDGE = br1\nNETWORK_ADDRESS = 10.0.0.0/24\nMAC_PREFIX = 01:00\n")
+    r = headnode("vnet", "create", str(path))
+    assert (r.returncode, r.stdout) == (2, "")
+    assert "MAC_PREFIX 01:00 is a multicast prefix" in r.stderr
+
+
 def test_list_json_and_table(created) -> None:
     created("vnet", "lease", "tiny", "--vm", "3")
     r = created("vnet", "list", "--json")

@@ -149,6 +149,38 @@ def test_every_problem_is_reported_at_once(nets: Networks, tmp_path: Path) -> No
     assert [line.split(":")[1] for line in lines] == [" BRIDGE is missing", "2", "3"]
 
 
+@pytest.mark.parametrize("prefix", ["01:00", "03:00", "FF:FF", "33:33"])
+def test_a_multicast_mac_prefix_is_refused(nets: Networks, tmp_path: Path, prefix: str) -> None:
+    lines = error_lines(nets, tmp_path, f"NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nMAC_PREFIX={prefix}\n")
+    assert lines == [
+        f"{tmp_path}/bad.tmpl:4: MAC_PREFIX {prefix} is a multicast prefix (bit 0x01 of its first byte is set): "
+        "every lease's MAC would be a multicast address; use a prefix such as 02:00"
+    ]
+    fixed = "NAME=f\nTYPE=FIXED\nBRIDGE=br0\nLEASES=[IP=10.0.0.1, MAC=01:00:5e:00:00:01]\n"
+    assert error_lines(nets, tmp_path, fixed) == [
+        f"{tmp_path}/bad.tmpl:4: LEASES MAC 01:00:5e:00:00:01 is a multicast address (bit 0x01 of its first byte "
+        "is set)"
+    ]
+
+
+def test_a_configured_multicast_mac_prefix_is_refused(home: Home, tmp_path: Path) -> None:
+    home.config_path.write_text('MAC_PREFIX = "01:00"\n')
+    lines = error_lines(Networks(Home(home.root)), tmp_path, "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{tmp_path}/bad.tmpl: the configuration's MAC_PREFIX 01:00 is a multicast prefix (")
+
+
+def test_a_universal_mac_prefix_is_created_with_a_warning(nets: Networks, tmp_path: Path) -> None:
+    network = create(nets, tmp_path, "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nMAC_PREFIX=00:50\n")
+    assert [str(w) for w in network.warnings] == [
+        f"{tmp_path}/net.tmpl:4: MAC_PREFIX 00:50 is not locally administered (bit 0x02 of its first byte is "
+        "clear): its MACs may clash with a vendor's hardware; a prefix such as 02:00 cannot"
+    ]
+    assert nets.lease("n", vm=1).mac == "00:50:0a:00:00:01"
+    local = create(nets, tmp_path, "NAME=m\nBRIDGE=br1\nNETWORK_ADDRESS=10.0.0.0/24\nMAC_PREFIX=0a:00\n")
+    assert local.warnings == ()
+
+
 def test_an_unknown_type_still_reports_the_other_problems(nets: Networks, tmp_path: Path) -> None:
     # The attributes of either type are checked when TYPE is unknown: an octet of 300 went unreported.
     text = "NAME=n\nTYPE=ROUTED\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.300\nLEASES=[IP=1.2.3.4, MAC=zz]\n"
