@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import DataTable
 
+from engine.language.numbers import whole_number
 from tui.operations import test_hosts, tested_text
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -99,15 +100,16 @@ class HostsScreen(HeadnodeScreen):
             return values[name].strip() or None
 
         port = optional("port")
+        port_number = whole_number(port) if port else None
         fields = {
             "name": values["name"].strip(),
             "driver": values["driver"].strip(),
             "vm_dir": values["vm_dir"].strip(),
             "address": optional("address"),
-            "port": int(port) if port and port.isdigit() else port,
+            "port": port if port_number is None else port_number,
             "user": optional("user"),
             "identity": optional("identity"),
-            "max_transfers": int(values["max_transfers"]) if values["max_transfers"].strip().isdigit() else 0,
+            "max_transfers": whole_number(values["max_transfers"].strip()) or 0,
         }
         return Host(**fields) if base is None else replace(base, **fields)
 

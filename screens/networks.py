@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from engine.language.numbers import whole_number
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import Field, FormScreen, PickScreen
@@ -280,11 +281,12 @@ class LeasesScreen(HeadnodeScreen):
             if values is None:
                 return
             vm = values["vm"].strip()
+            number = whole_number(vm)
             outcome = self.happ.attempt(
                 f"lease in {self.network}",
                 self.happ.networks.lease,
                 self.network,
-                vm=int(vm) if vm.isdigit() else (vm or None),
+                vm=number if number is not None else (vm or None),
                 ip=values["ip"].strip() or None,
                 note=values["note"],
             )

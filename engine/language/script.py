@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from engine.errors import InputError, Problem
 from engine.language.input_file import read_input_file
+from engine.language.numbers import whole_number
 
 URL_SCHEMES = ("http", "https", "file")
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)")
@@ -247,10 +248,11 @@ _WHITESPACE_HINT = " (a path holding white space splits into several arguments: 
 
 
 def parse_size(token: str, what: str = "size") -> int:
-    if not token.isdigit() or int(token) <= 0:
+    size = whole_number(token)
+    if not size:
         hint = _WHITESPACE_HINT if "/" in token else ""
         raise _LineError(f"bad {what} {token!r}: expected a positive whole number of MiB{hint}")
-    return int(token)
+    return size
 
 
 def _arguments(args: list[str], most: int | None = None) -> str:

@@ -31,6 +31,7 @@ from functools import cached_property
 from typing import Any
 
 from engine.errors import InputError, Problem
+from engine.language.numbers import whole_number
 from engine.language.template import Attribute, Template, Vector
 from engine.networks.addresses import (
     LOCAL_BIT,
@@ -312,10 +313,11 @@ def _range(r: _Reader) -> dict[str, Any]:
         if size_attr is not None:
             r.problem("NETWORK_SIZE and a /prefix in NETWORK_ADDRESS are both given: use one", size_attr)
             return {}
-        if not length_text.isdigit() or not 8 <= int(length_text) <= 30:
+        length = whole_number(length_text)
+        if length is None or not 8 <= length <= 30:
             r.problem(f"NETWORK_ADDRESS: /{length_text} is not a prefix length from /8 to /30", attr)
             return {}
-        host_bits = 32 - int(length_text)
+        host_bits = 32 - length
         hosts = (1 << host_bits) - 2
     else:
         host_bits, hosts = _size(r, size_attr)
@@ -359,10 +361,10 @@ def _size(r: _Reader, attr: Attribute | None) -> tuple[int | None, int | None]:
     if text.upper() in CLASS_HOST_BITS:
         bits = CLASS_HOST_BITS[text.upper()]
         return bits, (1 << bits) - 2
-    if not text.isdigit() or not 1 <= int(text) <= (1 << 24) - 2:
+    hosts = whole_number(text)
+    if hosts is None or not 1 <= hosts <= (1 << 24) - 2:
         r.problem(f"NETWORK_SIZE {text!r} is not A, B, C or a host count from 1 to 16777214", attr)
         return None, None
-    hosts = int(text)
     return (hosts + 1).bit_length(), hosts  # hosts + network + broadcast addresses fit in 2**bits
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import zlib
 from typing import Protocol
 
 from engine.errors import OperationError
+from engine.language.numbers import whole_number
 from engine.transfers.pipes import enlarge_pipe, write_all
 
 ALGORITHMS = ("cksum", "sha256")
@@ -30,6 +32,7 @@ DEFAULT_ALGORITHM = "cksum"
 # is the reflected CRC of the data with each byte's bits reversed, the result reversed again.
 _REVERSED_BITS = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
 _MASK = 0xFFFFFFFF
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # Shell functions, one per algorithm, named `checksum`: the checksum of stdin, first word of the output.
 SHELL_FUNCTIONS = {
@@ -178,5 +181,5 @@ def from_tool_output(algorithm: str, output: str) -> str | None:
     is not a value of the algorithm."""
     words = output.split()
     word = words[0] if words else ""
-    valid = word.isdigit() if algorithm == "cksum" else len(word) == 64
+    valid = whole_number(word) is not None if algorithm == "cksum" else _SHA256.fullmatch(word) is not None
     return f"{algorithm}:{word}" if valid else None

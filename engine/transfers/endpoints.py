@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from engine.errors import Cancelled, ConnectionLost, OperationError
+from engine.language.numbers import whole_number
 from engine.transfers.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
 from engine.transfers.pipes import write_all
 from engine.transfers.ssh import CommandResult, open_channel, run_remote, with_sbin
@@ -457,11 +458,12 @@ class ChannelWriter(Writer):
 
 def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> int:
     """The size `_RECEIVE` printed, or OperationError with what the host said."""
-    if status != 0 or not out.strip().isdigit():
+    stored = whole_number(out.strip())
+    if status != 0 or stored is None:
         if channel is not None:
             err = drain_stderr(channel).decode(errors="replace")
         raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
-    return int(out)
+    return stored
 
 
 class RemoteEndpoint(Endpoint):

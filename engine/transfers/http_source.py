@@ -14,10 +14,11 @@ import urllib.request
 from collections.abc import Iterator
 
 from engine.errors import ConnectionLost, OperationError
+from engine.language.numbers import whole_number
 from engine.transfers.endpoints import CHUNK, Reader
 
 TIMEOUT = 30.0
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
 
 def _open(url: str, offset: int):
@@ -50,7 +51,10 @@ class HttpReader(Reader):
             offset, response = 0, _open(url, 0)
         self._response = response
         length = self._response.headers.get("Content-Length")
-        body = int(length) if length is not None and length.isdigit() else None
+        body = whole_number(length) if length is not None else None
+        if length is not None and body is None:
+            self._response.close()
+            raise OperationError(f"{url}: the server sent a Content-Length that is not a number: {length!r}")
         if offset and self._response.status == 206:
             match = _CONTENT_RANGE.fullmatch(self._response.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != offset:

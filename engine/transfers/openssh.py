@@ -16,7 +16,8 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from engine.errors import ConnectionLost, OperationError
+from engine.errors import ConnectionLost, InputError, OperationError, Problem
+from engine.language.numbers import whole_number
 from engine.transfers.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
 from engine.transfers.pipes import enlarge_pipe, write_all
 from engine.transfers.ssh import quote_argv, ssh_dir, ssh_target
@@ -68,8 +69,13 @@ def configured_accelerator(home: Home) -> OpenSsh | None:
     template = home.config.template
     if (template.get("SSH_ACCELERATOR") or "yes").lower() != "yes" or shutil.which("ssh") is None:
         return None
-    minimum = template.get("SSH_ACCELERATOR_MIN_MB") or "32"
-    return OpenSsh(int(minimum) << 20 if minimum.isdigit() else 32 << 20)
+    text = template.get("SSH_ACCELERATOR_MIN_MB") or "32"
+    minimum = whole_number(text)
+    if minimum is None:
+        line = template.all("SSH_ACCELERATOR_MIN_MB")[0].line
+        message = f"SSH_ACCELERATOR_MIN_MB {text!r} is not a whole number of MiB"
+        raise InputError(Problem(message, str(home.config_path), line))
+    return OpenSsh(minimum << 20)
 
 
 class OpenSsh:

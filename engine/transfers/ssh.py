@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import Cancelled, ConnectionLost, OperationError
+from engine.errors import Cancelled, ConnectionLost, InputError, OperationError, Problem
+from engine.language.numbers import whole_number
 
 if TYPE_CHECKING:
     import paramiko
@@ -62,6 +63,13 @@ def ssh_dir() -> Path:
     return Path.home() / ".ssh"
 
 
+def _config_port(text: str, config_path: Path) -> int:
+    port = whole_number(text)
+    if port is None or not 0 < port < 65536:
+        raise InputError(Problem(f"Port {text!r} is not a port number from 1 to 65535", str(config_path)))
+    return port
+
+
 def ssh_target(host: Host) -> SshTarget:
     """Combine the host record with ~/.ssh/config (record fields win)."""
     import paramiko
@@ -75,7 +83,7 @@ def ssh_target(host: Host) -> SshTarget:
     return SshTarget(
         host=host.name,
         hostname=options.get("hostname", host.ssh_name),
-        port=host.port or int(options.get("port", 22)),
+        port=host.port or _config_port(options.get("port", "22"), config_path),
         user=host.user or options.get("user") or _local_user(),
         identity_files=tuple(identities),
         known_hosts=os.path.expanduser(known[0]) if known else str(ssh_dir() / "known_hosts"),

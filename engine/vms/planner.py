@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.errors import InputError, Problem
+from engine.language.numbers import whole_number
 from engine.language.script import (
     Action,
     Clone,
@@ -220,10 +221,11 @@ def _size(disk: Vector, label: str, attr: Attribute, problems: _DiskProblems) ->
     raw = disk.get("SIZE")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) <= 0:
+    size = whole_number(raw)
+    if not size:
         problems.add(attr, f"{label}: SIZE {raw!r} must be a positive whole number of MiB")
         return None
-    return int(raw)
+    return size
 
 
 def render_context(context: Vector) -> str:

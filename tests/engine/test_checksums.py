@@ -110,3 +110,8 @@ def test_a_local_copy_whose_source_shrank_fails_and_ends_both_checksums(tmp_path
         with pytest.raises(OperationError, match="cannot verify the copy: the file ended at byte 50"):
             verifier.finish()
     assert all(side._checksum._proc.returncode is not None for side in verifier._sides)  # no tool left waiting
+
+
+@pytest.mark.parametrize(("algorithm", "output"), [("cksum", "²²² 10 f"), ("cksum", "٢٤ 10 f"), ("sha256", "z" * 64)])
+def test_tool_output_that_is_not_a_value_is_refused(algorithm, output):
+    assert from_tool_output(algorithm, output) is None

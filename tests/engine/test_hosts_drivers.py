@@ -129,3 +129,14 @@ def test_journal_finds_the_last_unfinished_run(home):
     journal.finish(first, "done")
     assert journal.unfinished(3, "MKSWAP 1 h:/v/x\n") is None
     assert os.path.exists(home.db_path)
+
+
+@pytest.mark.parametrize("value", ["²", "٣٢", "lots"])
+def test_a_conf_number_that_is_not_ascii_digits_names_the_file_and_line(home, value):
+    from engine.home import Home
+    from engine.transfers.openssh import configured_accelerator
+
+    home.config_path.write_text(f"SSH_ACCELERATOR = yes\n\nSSH_ACCELERATOR_MIN_MB = {value}\n")
+    with pytest.raises(InputError) as caught:
+        configured_accelerator(Home(home.root))
+    assert str(caught.value) == f"{home.config_path}:3: SSH_ACCELERATOR_MIN_MB '{value}' is not a whole number of MiB"

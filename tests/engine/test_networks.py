@@ -274,3 +274,17 @@ def test_a_new_network_never_inherits_old_lease_files(home: Home, tmp_path: Path
     create(fresh, tmp_path, "NAME=a\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
     assert fresh.get("a").id == 0
     assert fresh.leases("a") == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("NETWORK_ADDRESS = 10.0.0.0/²", "/² is not a prefix length"),
+        ("NETWORK_ADDRESS = 10.0.0.0/٢٤", "/٢٤ is not a prefix length"),
+        ("NETWORK_ADDRESS = 10.0.0.0\nNETWORK_SIZE = ²", "NETWORK_SIZE '²' is not A, B, C or a host count"),
+        ("NETWORK_ADDRESS = 10.0.0.0\nNETWORK_SIZE = ٢٥٠", "NETWORK_SIZE '٢٥٠' is not A, B, C or a host count"),
+    ],
+)
+def test_numbers_are_ascii_digits_only(nets: Networks, tmp_path: Path, line: str, message: str) -> None:
+    lines = error_lines(nets, tmp_path, f"NAME = n\nBRIDGE = br0\n{line}\n")
+    assert len(lines) == 1 and message in lines[0]

@@ -113,3 +113,9 @@ def test_context_values_are_quoted_for_a_posix_shell(tmp_path) -> None:
         ["sh", "-c", '. ./context.sh; printf %s "$NOTE"'], cwd=tmp_path, capture_output=True, text=True
     )
     assert out.stdout == 'a "b" $HOME `id` \\ c'
+
+
+@pytest.mark.parametrize("size", ["²", "٢٤"])
+def test_disk_sizes_are_ascii_digits_only(size: str) -> None:
+    with pytest.raises(PlanError, match=f"SIZE '{size}' must be a positive whole number"):
+        plan(parse_template(f"DISK=[TYPE=swap,SIZE={size}]\n"), 1, VM12, "prolog")

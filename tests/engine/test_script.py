@@ -121,3 +121,10 @@ def test_property_parser_raises_only_its_own_error(text: str) -> None:
         parse_script(text, "fuzz")
     except ScriptError as exc:
         assert all(p.file == "fuzz" and p.line for p in exc.problems)
+
+
+@pytest.mark.parametrize("size", ["²", "٢٤", "１２"])
+def test_sizes_are_ascii_digits_only(size: str) -> None:
+    # '²'.isdigit() is true and int('²') raises; int('٢٤') is 24: neither is a size anyone wrote.
+    with pytest.raises(ScriptError, match=f"bad size '{size}'"):
+        parse_script(f"MKSWAP {size} h:/x\n")
