@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.core import Engine  # noqa: E402
-from engine.defaults import TEMPLATES_DIR  # noqa: E402
+from engine.defaults import sample_templates  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.networks.manager import Networks  # noqa: E402
 
@@ -65,7 +65,7 @@ def big_home(root: Path) -> Home:
     networks.close()
     with Engine(home) as engine:  # VMs from the sample, each leasing its NIC in the default network
         for _ in range(VMS):
-            engine.vms.create(TEMPLATES_DIR / "ttylinux.tmpl")
+            engine.vms.create(sample_templates()["ttylinux.tmpl"])
     return home
 
 

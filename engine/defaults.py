@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.home import DATA_DIR, Home
+from engine.home import Home, shipped
 from engine.language.template import Attribute, Template
 from engine.store.database import Store
 from engine.transfers.hosts import Host
@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 
 SAMPLE_IMAGE = "ttylinux.img"
 SAMPLE_IMAGE_MB = 16
-TEMPLATES_DIR = DATA_DIR / "templates"
+
+
+def sample_templates() -> dict[str, Path]:
+    """The sample VM templates headnode ships (data/templates/), by file name."""
+    return {path.name: path for path in sorted(shipped("templates").glob("*.tmpl"))}
 
 
 def make_sample_image(path: Path) -> None:

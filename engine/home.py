@@ -16,8 +16,8 @@ from pathlib import Path
 from engine.errors import InputError, Problem
 from engine.language.template import Template, load_template
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CONFIG_NAME = "headnode.conf"
+DATA_PACKAGE = "headnode_data"  # the repository's data/ folder, installed as package data (pyproject.toml)
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,14 @@ class Config:
     frontend_name: str
     mac_prefix: str
     template: Template
+
+
+def shipped(name: str) -> Path:
+    """A file or folder of `data/`, wherever headnode is installed."""
+    # Imported on use: importlib.resources costs a command ~10 ms, and only a fresh home and the drivers need it.
+    from importlib.resources import files
+
+    return Path(str(files(DATA_PACKAGE).joinpath(name)))
 
 
 def default_home() -> Path:
@@ -80,7 +88,7 @@ class Home:
                 folder.mkdir(parents=True, exist_ok=True)
             if not self.config_path.exists():
                 tmp = self.config_path.with_suffix(".conf.tmp")
-                shutil.copyfile(DATA_DIR / CONFIG_NAME, tmp)
+                shutil.copyfile(shipped(CONFIG_NAME), tmp)
                 os.replace(tmp, self.config_path)
         except OSError as exc:
             raise InputError(Problem(f"cannot create home: {exc.strerror}", str(self.root))) from None

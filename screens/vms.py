@@ -13,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from engine.defaults import TEMPLATES_DIR
+from engine.defaults import sample_templates
 from engine.presentation import state_label
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
@@ -223,7 +223,7 @@ class VmsScreen(VmActions):
             self.app.push_screen(VmScreen(int(event.row_key.value)))
 
     def action_create(self) -> None:
-        samples = sorted(p.name for p in TEMPLATES_DIR.glob("*.tmpl"))
+        samples = sample_templates()
 
         def create(path: Path) -> None:
             outcome = self.happ.attempt(f"create VM from {path}", self.happ.vms.create, path)
@@ -241,7 +241,7 @@ class VmsScreen(VmActions):
             if choice == OTHER_TEMPLATE:
                 self.app.push_screen(FormScreen("Create a VM", [Field("path", "Template file")], "Create"), other)
             elif choice is not None:
-                create(TEMPLATES_DIR / choice)
+                create(samples[choice])
 
         self.app.push_screen(PickScreen("Create a VM from a template", [*samples, OTHER_TEMPLATE]), picked)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.home import Home
+from engine.home import Home, shipped
+
+if importlib.util.find_spec("headnode_data") is None:
+    pytest.exit("data/ is not installed as headnode_data: run pip install -e '.[test]' (tests/run.sh does)", 2)
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
@@ -45,11 +49,9 @@ def headnode(home: Home):
 def site_driver(home: Home, name: str, base: str = "shared", programs: dict[str, str] | None = None, **settings: str):
     """Define driver NAME in `<home>/tm/`: the shipped `data/tm/<base>.conf`, with the given actions handed to
     site programs (action -> shell script text, made executable beside the conf) and other settings replaced."""
-    from engine.home import DATA_DIR
-
     tm = home.root / "tm"
     tm.mkdir(exist_ok=True)
-    conf = (DATA_DIR / "tm" / f"{base}.conf").read_text()
+    conf = (shipped("tm") / f"{base}.conf").read_text()
     for action, text in (programs or {}).items():
         program = tm / f"{name}_{action.lower()}.sh"
         program.write_text(text)

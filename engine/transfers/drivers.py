@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError, OperationError, Problem
-from engine.home import DATA_DIR, Home
+from engine.home import Home, shipped
 from engine.language.script import ACTION_NAMES
 from engine.language.template import load_template
 from engine.transfers.checksums import ALGORITHMS, DEFAULT_ALGORITHM
@@ -48,7 +48,7 @@ class Driver:
 
 
 def conf_dirs(home: Home) -> list[Path]:
-    return [home.root / "tm", DATA_DIR / "tm"]
+    return [home.root / "tm", shipped("tm")]
 
 
 def driver_names(home: Home) -> list[str]:

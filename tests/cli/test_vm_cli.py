@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from engine.home import DATA_DIR
+from engine.defaults import sample_templates
 
-TTYLINUX = str(DATA_DIR / "templates" / "ttylinux.tmpl")
+TTYLINUX = str(sample_templates()["ttylinux.tmpl"])
 
 
 def test_create_deploy_show_and_shutdown_on_a_fresh_home(headnode, home) -> None:

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from engine.core import Engine
+from engine.defaults import sample_templates
 from engine.errors import InputError, OperationError
-from engine.home import DATA_DIR
 from engine.transfers.hosts import Host
 from engine.vms.lifecycle import VmState
 from tests.conftest import site_driver
 
-TTYLINUX = DATA_DIR / "templates" / "ttylinux.tmpl"
-DATABASE = DATA_DIR / "templates" / "database.tmpl"
+TTYLINUX = sample_templates()["ttylinux.tmpl"]
+DATABASE = sample_templates()["database.tmpl"]
 
 
 @pytest.fixture

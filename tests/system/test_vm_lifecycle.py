@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 
 from engine.core import Engine
-from engine.home import DATA_DIR
+from engine.defaults import sample_templates
 from engine.vms.lifecycle import VmState
 
-DATABASE = DATA_DIR / "templates" / "database.tmpl"
+DATABASE = sample_templates()["database.tmpl"]
 
 
 def listing(path: Path) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.core import Engine
-from engine.defaults import TEMPLATES_DIR
+from engine.defaults import sample_templates
 from engine.events import LogEvent
 from engine.home import Home
 from tests.tui.conftest import SIZES
@@ -29,8 +29,8 @@ def fixed_data(home: Home) -> None:
         for vm in range(1, 4):
             engine.networks.lease("lan", vm=vm, note=f"web-{vm}")
         engine.networks.hold("lan", "10.1.0.200", note="gateway")
-        first = engine.vms.create(TEMPLATES_DIR / "ttylinux.tmpl")
-        engine.vms.create(TEMPLATES_DIR / "ttylinux.tmpl")
+        first = engine.vms.create(sample_templates()["ttylinux.tmpl"])
+        engine.vms.create(sample_templates()["ttylinux.tmpl"])
         engine.vms.deploy(first.id, "local")
 
 
