@@ -105,12 +105,11 @@ class _Scanner:
         self.text = text
         self.source = source
         self.pos = 0
-        self.line = 1
-        self.line_start = 0
+        self._counted = (0, 1)  # (position, its line): line_of counts on from here, so a parse stays linear
 
     def error(self, message: str, pos: int | None = None) -> TemplateError:
         pos = self.pos if pos is None else pos
-        line = self.text.count("\n", 0, pos) + 1
+        line = self.line_of(pos)
         column = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
         return TemplateError(Problem(message, self.source, line, column))
 
@@ -130,7 +129,12 @@ class _Scanner:
                 return
 
     def line_of(self, pos: int) -> int:
-        return self.text.count("\n", 0, pos) + 1
+        start, line = self._counted
+        if pos < start:
+            start, line = 0, 1
+        line += self.text.count("\n", start, pos)
+        self._counted = (pos, line)
+        return line
 
     def at_line_end(self) -> bool:
         """True at end of line, end of text or a comment."""
