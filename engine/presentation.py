@@ -1,22 +1,110 @@
-"""How the CLI and the console say things: one wording for states and outcomes, one convention for sizes."""
+"""How the CLI and the console say things: one wording for states and outcomes, one convention for sizes (binary
+units: B, KiB, MiB, GiB, TiB), rates, durations and times. Both front ends format through these functions only."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.transfers.host_check import HostReport
+    from engine.vms.lifecycle import OperationRecord, Vm
+
+UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
-def state_label(vm: Any) -> str:
+def _unit(n: float) -> tuple[int, str]:
+    """The binary unit `n` bytes are shown in (under 1024 of it, to 0.1) and its size in bytes."""
+    divisor = 1
+    for unit in UNITS[:-1]:
+        if abs(n) / divisor < 1023.95:
+            return divisor, unit
+        divisor *= 1024
+    return divisor, UNITS[-1]
+
+
+def _in(n: float, divisor: int, unit: str) -> str:
+    return f"{n / divisor:.0f}" if unit == "B" else f"{n / divisor:.1f}"
+
+
+def size_text(n: float | None) -> str:
+    """A size in bytes: `512 B`, `16.0 MiB`, `1.5 GiB`; `?` when it is not known."""
+    if n is None:
+        return "?"
+    divisor, unit = _unit(n)
+    return f"{_in(n, divisor, unit)} {unit}"
+
+
+def progress_text(done: int, total: int | None) -> str:
+    """Bytes done of a total, both in the larger's unit: `12.3/100.0 MiB`; `1.5/? MiB` while the total is unknown."""
+    divisor, unit = _unit(max(done, total or 0))
+    of = "?" if total is None else _in(total, divisor, unit)
+    return f"{_in(done, divisor, unit)}/{of} {unit}"
+
+
+def rate_text(bytes_per_second: float) -> str:
+    """A transfer rate: `12.3 MiB/s`."""
+    return f"{size_text(bytes_per_second)}/s"
+
+
+def duration_text(seconds: float, whole: bool = False) -> str:
+    """A duration: `0.42 s` (or `5 s` when `whole`, for estimates), `1m05s`, `2h03m`."""
+    if seconds < (59.5 if whole else 59.995):
+        return f"{seconds:.0f} s" if whole else f"{seconds:.2f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def eta_text(eta: float | None) -> str:
+    """Time left, in whole seconds (a guess shows no false precision); empty when not known."""
+    return "" if eta is None else duration_text(max(eta, 0.0), whole=True)
+
+
+def time_text(at: float | None) -> str:
+    """A moment, in local time: `2026-12-01 21:58:15`; `-` for none."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+
+
+def clock_text(at: float) -> str:
+    """The time of day of a moment today, for a running log: `21:58:15`."""
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def state_label(vm: Vm) -> str:
     """A VM's state as both front ends show it: `prolog (interrupted)` when the process running it died."""
     return f"{vm.state.value} (interrupted)" if vm.interrupted else vm.state.value
 
 
-def host_test_summary(report: Any) -> str:
+def operation_text(op: OperationRecord) -> str:
+    """One line of a VM's operation history: when, what, where, and how it ended."""
+    where = f" on {op.host}" if op.host else ""
+    failure = f" at line {op.failed_line}: {op.error}" if op.outcome == "failure" else ""
+    return f"{time_text(op.started)} {op.op}{where}: {op.outcome}{failure}"
+
+
+def host_test_lines(report: HostReport) -> list[str]:
+    """A host test's full report, a line per finding (the error is reported by the caller)."""
+    out = [f"host {report.host}: driver {report.driver}, reached {report.reached}"]
+    if report.round_trip_ms is not None:
+        out.append(f"round trip: {report.round_trip_ms:.1f} ms")
+    if report.free_bytes is not None:
+        out.append(f"free space in the VM directory: {size_text(report.free_bytes)}")
+    if report.error:
+        return out
+    out.append(f"VM directory writable: {'yes' if report.writable else 'no'}")
+    return out
+
+
+def host_test_summary(report: HostReport) -> str:
     """A host test's outcome in a few words (the full report goes to the log)."""
     if not report.ok:
         return f"failed: {report.error}"
     parts = ["ok"]
     if report.free_bytes is not None:
-        parts.append(f"{report.free_bytes / 1e9:.1f} GB free")
+        parts.append(f"{size_text(report.free_bytes)} free")
     if report.round_trip_ms is not None:
         parts.append(f"{report.round_trip_ms:.1f} ms")
     return ", ".join(parts)

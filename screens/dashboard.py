@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
+from engine.presentation import progress_text, rate_text
 from tui.operations import test_hosts, tested_text
 from tui.screen import HeadnodeScreen
 from tui.widgets.keyed_table import KeyedTable
@@ -99,8 +100,7 @@ class DashboardScreen(HeadnodeScreen):
             return
         actions = sum(a.state in ("running", "retrying") for run in running for a in run.actions.values())
         text.update(
-            f"{len(running)} script(s), {actions} action(s) running: "
-            f"{done / 1048576:.1f} of {total / 1048576:.1f} MiB, {rate / 1048576:.1f} MiB/s"
+            f"{len(running)} script(s), {actions} action(s) running: {progress_text(done, total)}, {rate_text(rate)}"
         )
         bar.remove_class("hidden")
         bar.update(total=max(total, 1), progress=done)

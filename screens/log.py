@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,13 +10,14 @@ from textual.widget import Widget
 from textual.widgets import Log
 
 from engine.events import LogEvent
+from engine.presentation import clock_text
 from tui.screen import HeadnodeScreen
 
 LEVEL_MARK = {"info": "I", "warning": "W", "error": "E"}
 
 
 def format_log_event(event: LogEvent) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+    stamp = clock_text(event.at)
     return f"{stamp} [{LEVEL_MARK.get(event.level, '?')}] {event.source}: {event.message}"
 
 

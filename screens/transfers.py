@@ -12,6 +12,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable
 
+from engine.presentation import eta_text, progress_text, rate_text
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.transfer_board import ActionState, RunState
@@ -21,10 +22,6 @@ from tui.widgets.keyed_table import KeyedTable
 from tui.widgets.usage_bar import EMPTY, FULL
 
 REDRAW_SECONDS = 0.5  # at most 2 repaints a second, whatever the event rate: kind to a slow SSH link and the CPU
-
-
-def mib(size: int | None) -> str:
-    return "?" if size is None else f"{size / 1048576:.1f}"
 
 
 def bar(done: int, total: int | None, width: int = 10) -> Text:
@@ -39,20 +36,13 @@ def bar(done: int, total: int | None, width: int = 10) -> Text:
     return text
 
 
-def eta_text(eta: float | None) -> str:
-    if eta is None:
-        return ""
-    minutes, seconds = divmod(int(eta + 0.5), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
 def run_row(run: RunState) -> tuple[Any, ...]:
     who = f"VM {run.vm}" if run.vm is not None else "script"
     state = run.state if run.failed_line is None else f"{run.state} at line {run.failed_line}"
     return (
         f"{who} {run.lines_done}/{run.lines_total}",
         bar(run.lines_done, run.lines_total),
-        f"{mib(run.bytes_done)}/{mib(run.bytes_total)} MiB",
+        progress_text(run.bytes_done, run.bytes_total),
         "",
         "",
         state,
@@ -60,8 +50,8 @@ def run_row(run: RunState) -> tuple[Any, ...]:
 
 
 def action_row(action: ActionState) -> tuple[Any, ...]:
-    rate = f"{action.rate / 1048576:.1f} MiB/s" if action.state == "running" and action.rate else ""
-    size = f"{mib(action.bytes_done)}/{mib(action.bytes_total)} MiB" if action.bytes_total or action.bytes_done else ""
+    rate = rate_text(action.rate) if action.state == "running" and action.rate else ""
+    size = progress_text(action.bytes_done, action.bytes_total) if action.bytes_total or action.bytes_done else ""
     return (
         f"  {action.line} {action.action}",
         bar(action.bytes_done, action.bytes_total),

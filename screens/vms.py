@@ -3,7 +3,6 @@ stop, resume, migrate, shutdown, delete and recover, each after showing the imag
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from engine.defaults import sample_templates
-from engine.presentation import state_label
+from engine.presentation import operation_text, size_text, state_label, time_text
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -37,27 +36,21 @@ def vm_row(vm: Any) -> tuple[str, ...]:
     return (str(vm.id), vm.name, state_label(vm), vm.host or "", vm_ips(vm), outcome)
 
 
-def size_text(size: int | None) -> str:
-    if size is None:
-        return "size unknown"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return ""
-
-
 def preview_lines(preview: Any) -> list[str]:
     """Every line of the planned script, with what each copy moves, then the total."""
+
+    def size(n: int | None) -> str:
+        return "size unknown" if n is None else size_text(n)
+
     lines = []
     for line in preview.script.lines:
         text = f"{line.number:>2}  {line.action.name} {' '.join(line.action.arguments())}"
         if line.number in preview.source_bytes:
-            text += f"    ({size_text(preview.source_bytes[line.number])})"
+            text += f"    ({size(preview.source_bytes[line.number])})"
         lines.append(text)
     if not lines:
         lines.append("(no image script: nothing to copy or remove)")
-    lines.append(f"Bytes to move: {size_text(preview.total_bytes)}")
+    lines.append(f"Bytes to move: {size(preview.total_bytes)}")
     return lines
 
 
@@ -277,10 +270,6 @@ class VmScreen(VmActions):
         self.query_one(FileTail).follow(self.happ.vms.log_path(self.shown_vm))
 
 
-def _when(at: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
-
-
 def vm_summary(vm: Any) -> list[str]:
     template = vm.parsed_template()
     out = [f"VM {vm.id} {vm.name}: {state_label(vm)}" + (f" on {vm.host}" if vm.host else ""), "", "NICs"]
@@ -291,11 +280,10 @@ def vm_summary(vm: Any) -> list[str]:
     out += ["", "Disks"]
     out += ["  " + ", ".join(f"{k}={v}" for k, v in disk.items) for disk in template.vectors("DISK")] or ["  -"]
     out += ["", "Hosts"]
-    out += [f"  {h.host}  {h.vm_dir}  {_when(h.started)} - {_when(h.ended)}" for h in vm.history] or ["  -"]
+    out += [f"  {h.host}  {h.vm_dir}  {time_text(h.started)} - {time_text(h.ended)}" for h in vm.history] or ["  -"]
     out += ["", "Operations"]
     for op in vm.operations:
-        failure = f" at line {op.failed_line}: {op.error}" if op.outcome == "failure" else ""
-        out.append(f"  {_when(op.started)} {op.op}{' on ' + op.host if op.host else ''}: {op.outcome}{failure}")
+        out.append(f"  {operation_text(op)}")
     if not vm.operations:
         out.append("  -")
     return out

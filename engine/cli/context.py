@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.errors import HeadnodeError, InputError, Problem
 from engine.home import Home
+from engine.presentation import time_text
 
 
 class CliContext:
@@ -47,7 +48,7 @@ class CliContext:
         try:
             path = self.home.logs / "crash.log"
             with path.open("a", encoding="utf-8") as log:
-                log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n{text}")
+                log.write(f"--- {time_text(time.time())}\n{text}")
             return str(path)
         except Exception:
             return None

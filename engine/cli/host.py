@@ -97,6 +97,7 @@ def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_test(args: argparse.Namespace, ctx: CliContext) -> int:
+    from engine.presentation import host_test_lines
     from engine.transfers.host_check import check_host
 
     hosts = _hosts(ctx)
@@ -104,7 +105,7 @@ def run_test(args: argparse.Namespace, ctx: CliContext) -> int:
     if ctx.json:
         ctx.emit_json(report.as_json())
     else:
-        for line in report.lines():
+        for line in host_test_lines(report):
             print(line)
     if not report.ok:
         raise OperationError(report.error or "failed")

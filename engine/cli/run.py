@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from engine.cli.context import CliContext
+from engine.presentation import duration_text, eta_text, rate_text, size_text
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,14 +25,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--vm", type=int, metavar="ID", help="the VM the script is for (its log: <home>/logs/vm-ID.log)")
     p.add_argument("--resume", action="store_true", help="continue the last interrupted run of this script")
     p.set_defaults(handler=run_script)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 class Printer:
@@ -74,21 +67,21 @@ class Printer:
             width = 30
             filled = int(width * e.bytes_done / total) if total else 0
             bar = f"[{'#' * filled}{'.' * (width - filled)}] " if total else ""
-            eta = f" ETA {e.eta:.0f} s" if e.eta is not None else ""
-            return f"  {bar}{pct}{_size(e.bytes_done)} {_size(e.rate)}/s{eta}"
+            eta = f" ETA {eta_text(e.eta)}" if e.eta is not None else ""
+            return f"  {bar}{pct}{size_text(e.bytes_done)} {rate_text(e.rate)}{eta}"
         if e.kind == "action_retry":
-            return f"  retry {e.attempt} in {e.delay:g} s: {e.error}"
+            return f"  retry {e.attempt} in {duration_text(e.delay)}: {e.error}"
         if e.kind == "action_log":
             return f"  {e.message}"
         if e.kind == "action_finished":
             if e.outcome == "done":
                 copied = e.checksum is not None and e.seconds > 0  # a rate means something for copies only
-                rate = f", {_size(e.bytes / e.seconds)}/s" if copied else ""
-                return f"  done: {_size(e.bytes)} in {e.seconds:.2f} s{rate}"
+                rate = f", {rate_text(e.bytes / e.seconds)}" if copied else ""
+                return f"  done: {size_text(e.bytes)} in {duration_text(e.seconds)}{rate}"
             return f"  {e.outcome}: {e.error}"
         if e.kind == "script_finished":
             if e.outcome == "done":
-                return f"{vm}script done in {e.seconds:.2f} s"
+                return f"{vm}script done in {duration_text(e.seconds)}"
             return f"{vm}script {e.outcome} at line {e.failed_line}: {e.error}"
         return None
 

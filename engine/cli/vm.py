@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 from engine.cli.context import CliContext, format_table
-from engine.presentation import state_label
+from engine.presentation import operation_text, state_label, time_text
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -80,26 +79,20 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
         f"{'USER':10}: {vm.owner}",
         f"{'STATE':10}: {state_label(vm)}",
         f"{'HOST':10}: {vm.host or '-'}",
-        f"{'CREATED':10}: {_when(vm.created)}",
+        f"{'CREATED':10}: {time_text(vm.created)}",
         "",
         "TEMPLATE",
         vm.template.rstrip(),
         "",
         "HOSTS",
     ]
-    out += [f"  {h.host:16} {h.vm_dir:30} {_when(h.started)} - {_when(h.ended)}" for h in vm.history] or ["  -"]
+    out += [f"  {h.host:16} {h.vm_dir:30} {time_text(h.started)} - {time_text(h.ended)}" for h in vm.history] or ["  -"]
     out += ["", "OPERATIONS"]
     for op in vm.operations:
-        where = f" on {op.host}" if op.host else ""
-        outcome = op.outcome + (f" at line {op.failed_line}: {op.error}" if op.outcome == "failure" else "")
-        out.append(f"  {_when(op.started)} {op.op}{where}: {outcome}")
+        out.append(f"  {operation_text(op)}")
         out += [f"    {line}" for line in op.script]
     print("\n".join(out))
     return 0
-
-
-def _when(at: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
 
 
 def run_log(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -32,17 +32,6 @@ class HostReport:
     def as_json(self) -> dict:
         return {**asdict(self), "ok": self.ok}
 
-    def lines(self) -> list[str]:
-        out = [f"host {self.host}: driver {self.driver}, reached {self.reached}"]
-        if self.round_trip_ms is not None:
-            out.append(f"round trip: {self.round_trip_ms:.1f} ms")
-        if self.free_bytes is not None:
-            out.append(f"free space in the VM directory: {self.free_bytes / 1e9:.2f} GB")
-        if self.error:
-            return out  # the CLI reports the error itself
-        out.append(f"VM directory writable: {'yes' if self.writable else 'no'}")
-        return out
-
 
 def check_host(home: Home, host: Host, accept_new_key: bool = False) -> HostReport:
     base = "shared" if host.local else load_driver(home, host.driver).base
