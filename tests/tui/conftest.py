@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -32,11 +33,14 @@ def utc() -> Iterator[None]:
 
 @pytest.fixture
 def fixed_home() -> Iterator[Home]:
-    """A fresh home at a fixed path, so anything showing the path is the same in every run."""
+    """A fresh home at a fixed path, so anything showing the path is the same in every run. Test runs on one
+    machine take turns with it (a lock beside it): another run's fixture would empty it under this one."""
     root = Path(tempfile.gettempdir()) / "headnode-snapshot-home"
-    shutil.rmtree(root, ignore_errors=True)
-    yield Home(root).ensure()
-    shutil.rmtree(root, ignore_errors=True)
+    with open(f"{root}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(root, ignore_errors=True)
+        yield Home(root).ensure()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def notifications(app) -> list[str]:
