@@ -235,9 +235,10 @@ class LeasesScreen(HeadnodeScreen):
         Binding("x", "export", "Export"),
     ]
 
-    def __init__(self, network: str) -> None:
+    def __init__(self, network: str, first_action: str | None = None) -> None:
         super().__init__()
         self.network = network
+        self.first_action = first_action  # run once the leases are on screen (the palette's lease actions)
         self.TITLE = f"Leases of {network}"
         self.leases: list[tuple[str, ...]] = []
         self.filter_text = ""
@@ -262,6 +263,9 @@ class LeasesScreen(HeadnodeScreen):
             f"Network {self.network}: {usage.used} used, {usage.held} held, {usage.free} free of {usage.size}"
         )
         self._show()
+        if self.first_action is not None:
+            action, self.first_action = self.first_action, None
+            self.run_worker(self.happ.run_screen_action(None, action))
 
     def _show(self) -> None:
         needle = self.filter_text

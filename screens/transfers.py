@@ -15,7 +15,7 @@ from textual.widgets import DataTable
 from engine.presentation import eta_text, progress_text, rate_text
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
-from tui.transfer_board import ActionState, RunState
+from tui.transfer_board import ActionState, RunState, script_title
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.file_tail import FileTail
 from tui.widgets.keyed_table import KeyedTable
@@ -146,7 +146,10 @@ class TransfersScreen(HeadnodeScreen):
         who = f" of VM {run.vm}" if run.vm is not None else ""
         if line is None:
             title = f"Cancel the whole script{who}?"
-            details = [f"Stops {run.source}{who}: the running action stops at its next check, later lines do not run."]
+            details = [
+                f"Stops {script_title(run.source, run.vm)}: the running action stops at its next check, "
+                "later lines do not run."
+            ]
         else:
             action = run.actions[line]
             title = f"Cancel line {line}{who}?"

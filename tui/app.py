@@ -28,14 +28,14 @@ from engine.vms.lifecycle import VmChanged
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen
-from screens.networks import NetworksScreen
+from screens.networks import LeasesScreen, NetworksScreen
 from screens.transfers import TransfersScreen
 from screens.vms import VmsScreen
 from tui.bridge import EventBridge
 from tui.commands import HeadnodeCommands
 from tui.messages import EngineEvent
 from tui.screen import HeadnodeScreen
-from tui.transfer_board import TransferBoard
+from tui.transfer_board import TransferBoard, script_title
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.help import HelpScreen
 from tui.widgets.nav import SCREENS
@@ -141,7 +141,7 @@ class HeadnodeApp(App[int]):
             return
         details = [
             f"{len(running)} image script(s) are running:",
-            *(f"  {run.script.source}" + (f" (VM {run.vm})" if run.vm is not None else "") for run in running),
+            *(f"  {script_title(run.script.source, run.vm)}" for run in running),
             "Quitting cancels them: each stops at its next check and its VM is left failed,",
             "to finish later with `headnode vm recover ID --retry` (or R on the VMs screen).",
         ]
@@ -164,7 +164,10 @@ class HeadnodeApp(App[int]):
     def action_help(self) -> None:
         screen = self.screen
         title = getattr(screen, "TITLE", "") or type(screen).__name__
-        self.push_screen(HelpScreen(screen, title))
+        locked = []
+        if self.read_only and isinstance(screen, HeadnodeScreen):
+            locked = [b for b in self.described_bindings(type(screen)) if b.action in screen.CHANGING]
+        self.push_screen(HelpScreen(screen, title, locked))
 
     # The command palette's view of every screen's actions.
 
@@ -190,6 +193,19 @@ class HeadnodeApp(App[int]):
             return
         await self.run_action(action, screen)
 
+    async def run_leases_action(self, network: str, action: str) -> None:
+        """Run an action of a network's leases screen from the palette: that screen is opened first (on the
+        Networks screen), and the action runs once its leases are loaded."""
+        await self.switch_mode("networks")
+        if self.read_only and action in LeasesScreen.CHANGING:
+            self.refuse_read_only(action)
+            return
+        screen = self.screen
+        if isinstance(screen, LeasesScreen) and screen.network == network:
+            await self.run_action(action, screen)
+        else:
+            await self.push_screen(LeasesScreen(network, first_action=action))
+
     def refuse_read_only(self, what: str) -> None:
         self.notify(f"{what}: not allowed, the console is read-only (--read-only)", severity="warning")
 
@@ -202,6 +218,10 @@ class HeadnodeApp(App[int]):
         except Exception as exc:
             self.report_failure(what, exc)
             return Outcome(False)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Await an engine call on the console's call threads (the UI thread never waits on the engine)."""
+        return await asyncio.get_running_loop().run_in_executor(self._calls, partial(fn, *args, **kwargs))
 
     def run_engine(
         self,
@@ -228,7 +248,7 @@ class HeadnodeApp(App[int]):
 
         async def call() -> None:
             try:
-                result = await asyncio.get_running_loop().run_in_executor(self._calls, partial(fn, *args, **kwargs))
+                result = await self.call(fn, *args, **kwargs)
             except Exception as exc:
                 if current():
                     self.report_failure(what, exc)

@@ -1,5 +1,5 @@
 """What every console screen shares: the navigation bar, the footer, `/` filtering, `escape` back, and the
-read-only rule (changing actions shown disabled and refused with a notification)."""
+read-only rule (changing actions left out of the footer and refused with a notification)."""
 
 from __future__ import annotations
 
@@ -86,14 +86,12 @@ class HeadnodeScreen(Screen[None]):
         """reload(), with any error reported instead of raised."""
         self.happ.attempt(f"show {self.TITLE}", self.reload)
 
-    # Read-only: the footer and help show changing actions disabled; pressing one says why.
+    # Read-only: the footer leaves changing actions out (help lists them as read-only); pressing one says why.
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "filter" and not self.FILTERABLE:
             return False  # hidden: nothing to filter here
-        if action in self.CHANGING and self.happ.read_only:
-            return None
-        return True
+        return not (action in self.CHANGING and self.happ.read_only)  # False: left out of the footer
 
     def on_key(self, event: events.Key) -> None:
         if not self.happ.read_only:

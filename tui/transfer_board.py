@@ -67,6 +67,12 @@ class RunState:
         return sum(totals) if totals else None
 
 
+def script_title(source: str, vm: int | None) -> str:
+    """What the console calls a running script: a VM's planned image script by its VM (its source is only a
+    placeholder such as `<plan>`), any other by its file."""
+    return f"the image script of VM {vm}" if vm is not None else source
+
+
 class TransferBoard:
     """Runs by id, in the order they started."""
 

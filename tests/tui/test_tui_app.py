@@ -8,14 +8,17 @@ from textual.widgets import Input, Log
 
 from engine.events import LogEvent
 from engine.language.template import load_template
+from engine.networks.manager import Networks
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen
-from screens.networks import NetworksScreen
+from screens.networks import LeasesScreen, NetworksScreen
 from screens.transfers import TransfersScreen
 from screens.vms import VmsScreen
 from tests.tui.conftest import SIZES, notifications
 from tui.app import HeadnodeApp
+from tui.commands import HeadnodeCommands
+from tui.widgets.form import FormScreen
 from tui.widgets.help import HelpScreen
 
 
@@ -122,3 +125,44 @@ async def test_engine_errors_become_a_notification_and_a_log_entry(home, tmp_pat
         assert sum(e.level == "error" for e in app.log_events) == 2
         await pilot.press("6")
         assert isinstance(app.screen, LogScreen)
+
+
+async def test_palette_offers_lease_hold_and_release_of_every_network_and_only_named_rows(home) -> None:
+    lan = home.root / "lan.net"
+    lan.write_text("NAME = lan\nTYPE = RANGED\nBRIDGE = br0\nNETWORK_ADDRESS = 10.1.0.0\nNETWORK_SIZE = C\n")
+    Networks(home).create_from_file(lan)
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2", "ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        provider = HeadnodeCommands(app.screen)
+        await provider.startup()
+        names = [name for name, _, _ in provider._commands()]
+        for network in ("lan", "default"):
+            for does in ("Lease", "Hold", "Release"):
+                assert f"Leases of {network}: {does}" in names
+        # The palette itself is on top of the stack: nothing of it is offered as the screen's own action.
+        assert not [name for name in names if name.startswith("None")]
+        await pilot.press(*"leases of lan: hold")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, FormScreen)
+        assert isinstance(app.screen_stack[-2], LeasesScreen) and app.screen_stack[-2].network == "lan"
+        await pilot.press(*"10.1.0.9", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert [(x.ip, x.state) for x in Networks(home).leases("lan")] == [("10.1.0.9", "hold")]
+
+
+async def test_read_only_footer_leaves_changing_keys_out_and_help_names_them(home) -> None:
+    app = HeadnodeApp(home, read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        shown = {key for key, active in app.screen.active_bindings.items()}
+        assert not {"c", "p", "s", "r", "m", "S", "d", "R"} & shown
+        assert {"slash", "question_mark", "ctrl+q"} <= shown
+        await pilot.press("question_mark")
+        rows = {row[0]: row[1:] for row in app.screen.rows}
+        assert rows["c"] == ("Create", "read-only") and rows["p"] == ("Deploy", "read-only")

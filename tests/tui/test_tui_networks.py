@@ -189,8 +189,9 @@ async def test_read_only_refuses_every_change_with_a_notification(home) -> None:
     app = HeadnodeApp(home, read_only=True)
     async with app.run_test() as pilot:
         await pilot.press("4")
+        # Changing actions are left out of the footer (they used to show greyed out), the others stay.
         enabled = {a.binding.action: a.enabled for a in app.screen.active_bindings.values()}
-        assert enabled["create"] is False and enabled["delete"] is False and enabled["export"] is True
+        assert "create" not in enabled and "delete" not in enabled and enabled["export"] is True
         await pilot.press("d", "n")
         assert isinstance(app.screen, NetworksScreen)
         await pilot.press("enter")

@@ -234,6 +234,10 @@ async def test_transfers_show_progress_cancel_and_retry(held, tmp_path) -> None:
         log = app.screen.query_one("#transfer-log")
         assert any("CLONE" in line and "started" in line for line in log.lines)  # the VM's log, beside
         table.focus()
+        await pilot.press("c")  # the whole script: named by its VM, not by the plan's placeholder source
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.details[0].startswith("Stops the image script of VM 0: ")
+        await pilot.press("n")
         await pilot.press("down", "c")
         assert isinstance(app.screen, ConfirmScreen)
         assert "Stops line 1: CLONE" in "\n".join(app.screen.details)
@@ -258,6 +262,8 @@ async def test_quitting_with_a_running_transfer_asks_then_cancels(held) -> None:
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, ConfirmScreen)
         assert "1 image script(s) are running:" in app.screen.details
+        assert "  the image script of VM 0" in app.screen.details
+        assert not [line for line in app.screen.details if "<plan>" in line]
         await pilot.press("y")
     assert app.return_code == 0
     assert app.vms.get(0).state is VmState.FAILED

@@ -1,6 +1,9 @@
-"""`?`: every key of the current screen, with what it does and whether it is available now."""
+"""`?`: every key of the current screen, with what it does and whether it is available now (a read-only
+console's changing keys are listed too, marked read-only)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,7 +24,7 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
 
-    def __init__(self, screen: Screen, title: str) -> None:
+    def __init__(self, screen: Screen, title: str, read_only: Sequence[Binding] = ()) -> None:
         super().__init__()
         # Read now: once this modal is on top, the screen below has no active bindings.
         # The screen's own keys first, then the app's, then the focused widget's (cursor keys and the like).
@@ -31,6 +34,8 @@ class HelpScreen(ModalScreen[None]):
             (key_label(key), active.binding.description or active.binding.action, "" if active.enabled else "disabled")
             for key, active in bindings
         ]
+        # Changing actions of a read-only console: not in the footer, but named here with the reason.
+        self.rows += [(key_label(b.key), b.description, "read-only") for b in read_only]
         self.title_text = title
 
     def compose(self) -> ComposeResult:
