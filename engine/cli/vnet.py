@@ -108,6 +108,7 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
         "network_address": network.cidr,
         "ip_start": format_ipv4(network.first) if network.type == "RANGED" else None,
         "ip_end": format_ipv4(network.last) if network.type == "RANGED" else None,
+        "gateway": format_ipv4(network.gateway) if network.gateway is not None else None,
         "mac_prefix": network.mac_prefix,
         "policy": network.policy,
         "global_prefix": network.global_prefix,

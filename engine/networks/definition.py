@@ -11,6 +11,7 @@ A template, OpenNebula 1.x compatible (names case-insensitive):
     IP_END = 10.0.0.200
     MAC_PREFIX = 02:00                  # default: the home's configuration
     POLICY = next-fit                   # or first-free
+    GATEWAY = 10.0.0.1                  # optional: never leased (a range starting or ending on it is narrowed)
     GLOBAL_PREFIX = 2001:db8::          # optional /64 prefixes for IPv6 (EUI-64 from the MAC)
     ULA_PREFIX = fd00::
 
@@ -72,20 +73,24 @@ class Network:
     fixed: tuple[tuple[int, str], ...] = ()  # (ip, mac) sorted by ip (FIXED)
     global_prefix: str | None = None
     ula_prefix: str | None = None
+    gateway: int | None = None  # never leased; a RANGED network's range may hold it, as a hole
     attributes: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # the template, for display
     store_key: str = ""  # names the network's lease files; unique forever, so no network inherits stale leases
     warnings: tuple[Problem, ...] = field(default=(), compare=False)  # from reading its template; not stored
 
     @cached_property
     def pool(self) -> Sequence[int]:
-        """Every address that can be leased, in allocation order."""
+        """The addresses to lease from, in allocation order; of these, only those `contains` says (not the gateway)."""
         if self.type == FIXED:
             return tuple(ip for ip, _ in self.fixed)
         return range(self.first, self.last + 1)
 
-    @property
+    @cached_property
     def size(self) -> int:
-        return len(self.pool)
+        """How many addresses can be leased."""
+        return len(self.pool) - (
+            self.type == RANGED and self.gateway is not None and self.first <= self.gateway <= self.last
+        )
 
     @cached_property
     def _fixed_macs(self) -> dict[int, str]:
@@ -94,7 +99,7 @@ class Network:
     def contains(self, ip: int) -> bool:
         if self.type == FIXED:
             return ip in self._fixed_macs
-        return self.first <= ip <= self.last
+        return self.first <= ip <= self.last and ip != self.gateway
 
     def mac_for(self, ip: int) -> str:
         """The MAC a lease of `ip` carries: the listed one in a FIXED network, else the prefix rule."""
@@ -115,6 +120,8 @@ class Network:
                 raise InputError(Problem(f"{text} is the network address of {self.name!r}"))
             if ip == broadcast:
                 raise InputError(Problem(f"{text} is the broadcast address of {self.name!r}"))
+        if ip == self.gateway:
+            raise InputError(Problem(f"{text} is the gateway of {self.name!r}: a gateway is never leased"))
         if not self.contains(ip):
             raise InputError(Problem(f"{text} is outside the range of {self.name!r} ({self.range_text})"))
 
@@ -146,6 +153,7 @@ class Network:
             "fixed": [list(pair) for pair in self.fixed],
             "global_prefix": self.global_prefix,
             "ula_prefix": self.ula_prefix,
+            "gateway": self.gateway,
             "attributes": [list(pair) for pair in self.attributes],
             "store_key": self.store_key,
         }
@@ -166,6 +174,7 @@ class Network:
             fixed=tuple((ip, mac) for ip, mac in doc["fixed"]),
             global_prefix=doc["global_prefix"],
             ula_prefix=doc["ula_prefix"],
+            gateway=doc.get("gateway"),  # absent in networks stored before GATEWAY was read
             attributes=tuple((name, value) for name, value in doc["attributes"]),
             store_key=doc["store_key"],
         )
@@ -235,17 +244,19 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
             except AddressError as exc:
                 r.problem(f"{key}: {exc.problems[0].message}", attr)
 
+    gateway_attr = r.single("GATEWAY")
+    gateway = r.address(gateway_attr, str(gateway_attr.value), "GATEWAY") if gateway_attr else None
     ranged: dict[str, Any] = {}
     fixed: tuple[tuple[int, str], ...] = ()
     if kind == FIXED:
-        fixed = _fixed_leases(r, mac_prefix)
+        fixed = _fixed_leases(r, mac_prefix, gateway)
     elif kind == RANGED:
-        ranged = _range(r)
+        ranged = _range(r, gateway)
     else:  # an unknown TYPE: still check what is given, so every problem is reported at once
         if r.template.all("NETWORK_ADDRESS"):
-            _range(r)
+            _range(r, gateway)
         if r.template.all("LEASES"):
-            _fixed_leases(r, mac_prefix)
+            _fixed_leases(r, mac_prefix, gateway)
     if r.problems:
         raise InputError(sorted(r.problems, key=lambda p: p.line or 0))
     return Network(
@@ -258,6 +269,7 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
         fixed=fixed,
         global_prefix=prefixes["GLOBAL_PREFIX"],
         ula_prefix=prefixes["ULA_PREFIX"],
+        gateway=gateway,
         attributes=tuple(
             (a.name, a.value.as_dict() if isinstance(a.value, Vector) else a.value) for a in template.attributes
         ),
@@ -300,8 +312,8 @@ def _policy(r: _Reader) -> str:
     return policy
 
 
-def _range(r: _Reader) -> dict[str, Any]:
-    """NETWORK_ADDRESS[/prefix], NETWORK_SIZE, IP_START and IP_END of a RANGED network."""
+def _range(r: _Reader, gateway: int | None) -> dict[str, Any]:
+    """NETWORK_ADDRESS[/prefix], NETWORK_SIZE, IP_START and IP_END of a RANGED network, and its GATEWAY's place."""
     attr = r.single("NETWORK_ADDRESS")
     if attr is None:
         r.problem("NETWORK_ADDRESS is missing: a RANGED network needs one (e.g. 10.0.0.0/24)")
@@ -350,6 +362,20 @@ def _range(r: _Reader) -> dict[str, Any]:
         bounds.append(value)
     if bounds[0] > bounds[1]:
         r.problem(f"IP_START {format_ipv4(bounds[0])} is after IP_END {format_ipv4(bounds[1])}", r.single("IP_START"))
+    elif gateway is not None:
+        gateway_attr = r.single("GATEWAY")
+        if not first <= gateway <= last:
+            r.problem(
+                f"GATEWAY {format_ipv4(gateway)} is not a host of the network {format_ipv4(base)}/{length} "
+                f"({format_ipv4(first)}-{format_ipv4(last)})",
+                gateway_attr,
+            )
+        elif bounds[0] == bounds[1] == gateway:
+            r.problem(f"the range holds only the GATEWAY {format_ipv4(gateway)}: nothing to lease", gateway_attr)
+        elif gateway == bounds[0]:  # the usual .1: the range starts after it
+            bounds[0] += 1
+        elif gateway == bounds[1]:
+            bounds[1] -= 1
     return {"address": base, "prefix_length": length, "first": bounds[0], "last": bounds[1]}
 
 
@@ -368,7 +394,7 @@ def _size(r: _Reader, attr: Attribute | None) -> tuple[int | None, int | None]:
     return (hosts + 1).bit_length(), hosts  # hosts + network + broadcast addresses fit in 2**bits
 
 
-def _fixed_leases(r: _Reader, mac_prefix: str) -> tuple[tuple[int, str], ...]:
+def _fixed_leases(r: _Reader, mac_prefix: str, gateway: int | None) -> tuple[tuple[int, str], ...]:
     attrs = [a for a in r.template.all("LEASES")]
     if not attrs:
         r.problem("a FIXED network needs at least one LEASES = [ IP = ..., MAC = ... ]")
@@ -405,7 +431,9 @@ def _fixed_leases(r: _Reader, mac_prefix: str) -> tuple[tuple[int, str], ...]:
             mac = mac_of(ip, prefix)
         if ip is None or mac is None:
             continue
-        if ip in by_ip:
+        if ip == gateway:
+            r.problem(f"LEASES IP {format_ipv4(ip)} is the GATEWAY: a gateway is never leased", attr)
+        elif ip in by_ip:
             r.problem(f"duplicate IP {format_ipv4(ip)} (also on line {by_ip[ip]})", attr)
         elif mac in by_mac:
             r.problem(f"duplicate MAC {mac} (also on line {by_mac[mac]})", attr)

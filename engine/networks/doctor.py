@@ -2,7 +2,7 @@
 
 Findings, per lease document:
 - `record`: the document does not describe the address it is stored under (repair: remove it);
-- `outside`: the address is outside its network's range (repair: remove the lease);
+- `outside`: the address is outside its network's range, or is its gateway (repair: remove the lease);
 - `mac`: the MAC does not follow the rule (prefix + IPv4, or the FIXED listing) (repair: set the right MAC);
 - `orphan`: owned by a VM that no longer exists (repair: release it);
 - `duplicate`: the same IP or MAC leased twice on one bridge (repair: keep the oldest, remove the others).
@@ -66,6 +66,8 @@ def _check(
         ip_ok = False
     if not ip_ok or not {"mac", "vm", "state", "note"} <= doc.keys():
         return "record", f"document {shard}/{key} does not describe the address it is stored under", None
+    if number == network.gateway:
+        return "outside", f"{doc['ip']} is the gateway of {network.name!r}, which is never leased", None
     if not network.contains(number):
         return "outside", f"{doc['ip']} is outside the range of {network.name!r} ({network.range_text})", None
     if doc["vm"] is not None and doc["vm"] not in vm_ids:

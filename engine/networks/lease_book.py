@@ -195,10 +195,13 @@ class LeaseBook:
         else:
             cursor = tx.get(META, CURSOR_DOC)
             start = cursor["cursor"] % size if cursor and size else 0
+        gateway = self.network.gateway
         picked: list[int] = []
         for step in range(size):
             index = (start + step) % size
             number = pool[index]
+            if number == gateway:
+                continue
             shard = data.get(self.shard(number))
             if shard is None or str(number) not in shard:
                 picked.append(number)
@@ -207,7 +210,7 @@ class LeaseBook:
                         self._low = index + 1 if index >= start else 0
                     return picked
         if not picked:
-            raise OperationError(f"network {self.network.name!r} is full: all {size} addresses are leased")
+            raise OperationError(f"network {self.network.name!r} is full: all {self.network.size} addresses are leased")
         raise OperationError(
             f"network {self.network.name!r} has only {len(picked)} free addresses, {count} asked: nothing leased"
         )

@@ -181,6 +181,62 @@ def test_a_universal_mac_prefix_is_created_with_a_warning(nets: Networks, tmp_pa
     assert local.warnings == ()
 
 
+def test_a_gateway_at_the_start_of_the_range_narrows_it(nets: Networks, tmp_path: Path) -> None:
+    network = create(nets, tmp_path, "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nGATEWAY=10.0.0.1\n")
+    assert (network.range_text, network.size) == ("10.0.0.2-10.0.0.254", 253)
+    assert nets.lease("n", vm=1).ip == "10.0.0.2"
+    top = create(nets, tmp_path, "NAME=t\nBRIDGE=br1\nNETWORK_ADDRESS=10.0.0.0/24\nGATEWAY=10.0.0.254\n")
+    assert (top.range_text, top.size) == ("10.0.0.1-10.0.0.253", 253)
+
+
+def test_a_gateway_inside_the_range_is_never_leased(nets: Networks, tmp_path: Path) -> None:
+    network = create(nets, tmp_path, "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/29\nGATEWAY=10.0.0.3\n")
+    assert (network.range_text, network.size, nets.usage("n").free) == ("10.0.0.1-10.0.0.6", 5, 5)
+    with pytest.raises(InputError, match=r"10\.0\.0\.3 is the gateway of 'n': a gateway is never leased"):
+        nets.lease("n", vm=1, ip="10.0.0.3")
+    with pytest.raises(InputError, match="is the gateway"):
+        nets.hold("n", "10.0.0.3")
+    assert [x.ip for x in nets.lease_many("n", 5, vm=1)] == [f"10.0.0.{i}" for i in (1, 2, 4, 5, 6)]
+    with pytest.raises(OperationError, match="full: all 5 addresses are leased"):
+        nets.lease("n", vm=2)
+    for policy in ("first-free", "next-fit"):
+        create(
+            nets,
+            tmp_path,
+            f"NAME={policy}\nBRIDGE={policy}\nNETWORK_ADDRESS=10.0.0.0/29\nGATEWAY=10.0.0.2\nPOLICY={policy}\n",
+        )
+        assert [nets.lease(policy, vm=1).ip for _ in range(5)] == [f"10.0.0.{i}" for i in (1, 3, 4, 5, 6)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nGATEWAY=10.0.1.1\n",
+            "bad.tmpl:4: GATEWAY 10.0.1.1 is not a host of the network 10.0.0.0/24 (10.0.0.1-10.0.0.254)",
+        ),
+        (
+            "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nGATEWAY=10.0.0.255\n",
+            "bad.tmpl:4: GATEWAY 10.0.0.255 is not a host of the network 10.0.0.0/24 (10.0.0.1-10.0.0.254)",
+        ),
+        (
+            "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nGATEWAY=10.0.0.1.1\n",
+            "bad.tmpl:4: GATEWAY: '10.0.0.1.1' is not an IPv4 address (four numbers 0-255 separated by dots)",
+        ),
+        (
+            "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0\nNETWORK_SIZE=1\nGATEWAY=10.0.0.1\n",
+            "bad.tmpl:5: the range holds only the GATEWAY 10.0.0.1: nothing to lease",
+        ),
+        (
+            "NAME=n\nTYPE=FIXED\nBRIDGE=br0\nGATEWAY=10.0.0.1\nLEASES=[IP=10.0.0.1]\n",
+            "bad.tmpl:5: LEASES IP 10.0.0.1 is the GATEWAY: a gateway is never leased",
+        ),
+    ],
+)
+def test_bad_gateway(nets: Networks, tmp_path: Path, text: str, expected: str) -> None:
+    assert error_lines(nets, tmp_path, text) == [f"{tmp_path}/{expected}"]
+
+
 def test_an_unknown_type_still_reports_the_other_problems(nets: Networks, tmp_path: Path) -> None:
     # The attributes of either type are checked when TYPE is unknown: an octet of 300 went unreported.
     text = "NAME=n\nTYPE=ROUTED\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.300\nLEASES=[IP=1.2.3.4, MAC=zz]\n"

@@ -46,7 +46,12 @@ def test_fresh_home_has_the_embedded_default(engine, home) -> None:
     assert engine.hosts.get("local").driver == "shared"
     default = engine.networks.get("default")
     assert default.bridge == "virbr0"
-    assert engine.networks.usage("default").size == 254
+    # libvirt's gateway, 192.168.122.1 (virbr0's own address), is never leased.
+    assert (default.range_text, default.gateway, engine.networks.usage("default").size) == (
+        "192.168.122.2-192.168.122.254",
+        0xC0A87A01,
+        253,
+    )
     assert (home.images / "ttylinux.img").stat().st_size == 16 * 1024 * 1024
 
 
@@ -60,19 +65,19 @@ def test_create_leases_one_address_per_nic_and_writes_it_into_the_template(engin
     vm = engine.vms.create(DATABASE)
     assert vm.state is VmState.PENDING
     nics = vm.nics()
-    assert [n.get("IP") for n in nics] == ["192.168.122.1", "192.168.122.2"]
+    assert [n.get("IP") for n in nics] == ["192.168.122.2", "192.168.122.3"]
     assert nics[0].as_dict() == {
         "NETWORK": "default",
-        "IP": "192.168.122.1",
-        "MAC": "02:00:c0:a8:7a:01",
+        "IP": "192.168.122.2",
+        "MAC": "02:00:c0:a8:7a:02",
         "BRIDGE": "virbr0",
         "VNID": str(engine.networks.get("default").id),
     }
     leases = {(lease.ip, lease.vm) for lease in engine.networks.leases("default")}
-    assert leases == {("192.168.122.1", vm.id), ("192.168.122.2", vm.id)}
+    assert leases == {("192.168.122.2", vm.id), ("192.168.122.3", vm.id)}
     context = vm.parsed_template().vectors("CONTEXT")[0]
     assert context.get("HOSTNAME") == f"database-{vm.id}"
-    assert context.get("IP") == "192.168.122.1"
+    assert context.get("IP") == "192.168.122.2"
     assert vm.parsed_template().vectors("DISK")[0].get("SOURCE") == str(home.images / "ttylinux.img")
 
 

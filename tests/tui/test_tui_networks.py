@@ -56,7 +56,7 @@ async def test_networks_list_with_usage_and_create_from_a_template(home, tmp_pat
         # lan, then the embedded default every fresh home gets
         assert rows(table) == [
             ["lan", "RANGED", "br0", "10.1.0.1-10.1.0.254", "█░░░░░░░░░░░ 1/254", "253"],
-            ["default", "RANGED", "virbr0", "192.168.122.1-192.168.122.254", "░░░░░░░░░░░░ 0/254", "254"],
+            ["default", "RANGED", "virbr0", "192.168.122.2-192.168.122.254", "░░░░░░░░░░░░ 0/253", "253"],
         ]
         await pilot.press("n")
         await type_into(pilot, str(other))

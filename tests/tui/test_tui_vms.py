@@ -322,7 +322,7 @@ async def test_dashboard_shows_hosts_networks_vms_and_transfers(held) -> None:
         assert "prolog 1" in str(app.screen.query_one("#dash-vms").render())
         assert "1 script(s), 1 action(s) running" in str(app.screen.query_one("#dash-transfers").render())
         networks = cells(app.screen.query_one("#dash-networks", KeyedTable))
-        assert networks == [["default", "virbr0", "█░░░░░░░░░░░ 1/254", "253"]]
+        assert networks == [["default", "virbr0", "█░░░░░░░░░░░ 1/253", "252"]]
         await pilot.press("t")
         await pilot.pause(0.5)
         hosts = cells(app.screen.query_one("#dash-hosts", KeyedTable))
