@@ -8,6 +8,7 @@ deletes stays deleted.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -55,6 +56,13 @@ def ensure_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> boo
     """Create the embedded default once per home; returns True when it did."""
     if embedded_default_made(home):
         return False
+    # Two first commands at once (two clients starting the service) must not both create `local`.
+    with open(home.root / ".default.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return not embedded_default_made(home) and _make_embedded_default(home, hosts, networks)
+
+
+def _make_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> bool:
     image = home.images / SAMPLE_IMAGE
     if not image.exists():
         make_sample_image(image)

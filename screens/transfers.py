@@ -13,9 +13,9 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from engine.presentation import eta_text, progress_text, rate_text
+from engine.service.runs import ActionState, RunState, script_title
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
-from tui.transfer_board import ActionState, RunState, script_title
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.file_tail import FileTail
 from tui.widgets.keyed_table import KeyedTable

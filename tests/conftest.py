@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,34 @@ if importlib.util.find_spec("headnode_data") is None:
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
+
+
+def stop_service(home: Home, timeout: float = 30) -> None:
+    """Stop the home's engine service if one runs: SIGTERM (its runs are cancelled cleanly), then SIGKILL."""
+    from engine.service.protocol import ServicePaths
+    from engine.service.server import lock_holder
+
+    paths = ServicePaths(home)
+    pid = lock_holder(paths)
+    if pid is None or pid <= 0:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while lock_holder(paths) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def _stop_services(request):
+    """Every service a test started (homes under its tmp_path) is stopped when the test ends."""
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp_path is not None:
+        for lock in [*tmp_path.glob("run/engine.lock"), *tmp_path.glob("*/run/engine.lock")]:
+            stop_service(Home(lock.parent.parent))
 
 
 @pytest.fixture

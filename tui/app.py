@@ -24,6 +24,7 @@ from engine.core import Engine
 from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, LogEvent
 from engine.home import Home
+from engine.service.runs import TransferBoard, script_title
 from engine.vms.lifecycle import VmChanged
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
@@ -35,7 +36,6 @@ from tui.bridge import EventBridge
 from tui.commands import HeadnodeCommands
 from tui.messages import EngineEvent
 from tui.screen import HeadnodeScreen
-from tui.transfer_board import TransferBoard, script_title
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.help import HelpScreen
 from tui.widgets.nav import SCREENS

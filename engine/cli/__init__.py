@@ -17,7 +17,7 @@ from engine.cli.context import CliContext
 from engine.errors import HeadnodeError
 
 # Each module registers its sub-commands with `register(subparsers, common)`; they import heavy modules lazily.
-COMMAND_MODULES = ("plan", "script", "vnet", "host", "run", "vm")
+COMMAND_MODULES = ("plan", "script", "vnet", "host", "run", "vm", "service")
 
 ConsoleRunner = Callable[[CliContext], int]
 

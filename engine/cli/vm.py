@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from engine.cli.context import CliContext, format_table
+from engine.cli.follow import Printer, add_follow_options, submit_and_follow
 from engine.presentation import operation_text, state_label, time_text
 
 
@@ -27,14 +28,20 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     verb("list", "list VMs", run_list)
     verb("show", "a VM: template with leased NICs, state, hosts, operations", run_show, vm_id)
     verb("log", "a VM's transfer log", run_log, vm_id)
-    verb("deploy", "run the prolog on HOST", run_op("deploy"), vm_id, host)
-    verb("stop", "park the VM's images on the front end", run_op("stop"), vm_id)
-    verb("resume", "bring a stopped VM's images to HOST", run_op("resume"), vm_id, host)
-    verb("migrate", "move a running VM's images to HOST", run_op("migrate"), vm_id, host)
-    verb("shutdown", "run the epilog and free the VM's leases", run_op("shutdown"), vm_id)
-    delete = verb("delete", "delete the VM's files and free its leases", run_op("delete"), vm_id)
-    delete.add_argument("--force", action="store_true", help="finish even if its files cannot be deleted")
+    for name, help, args in (
+        ("deploy", "run the prolog on HOST", (vm_id, host)),
+        ("stop", "park the VM's images on the front end", (vm_id,)),
+        ("resume", "bring a stopped VM's images to HOST", (vm_id, host)),
+        ("migrate", "move a running VM's images to HOST", (vm_id, host)),
+        ("shutdown", "run the epilog and free the VM's leases", (vm_id,)),
+        ("delete", "delete the VM's files and free its leases", (vm_id,)),
+    ):
+        add_follow_options(verb(name, help, run_op(name), *args))
+    verbs.choices["delete"].add_argument(
+        "--force", action="store_true", help="finish even if its files cannot be deleted"
+    )
     recover = verb("recover", "retry or undo a failed or interrupted operation", run_recover, vm_id)
+    add_follow_options(recover)
     how = recover.add_mutually_exclusive_group(required=True)
     how.add_argument("--retry", action="store_true", help="run the failed operation again from its failed line")
     how.add_argument("--delete", action="store_true", help="clean the host and free the leases")
@@ -105,27 +112,34 @@ def run_log(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_op(op: str) -> Any:
+    """A VM operation, run by the home's service and followed (engine/cli/follow.py)."""
+
     def handler(args: argparse.Namespace, ctx: CliContext) -> int:
-        vms = _engine(ctx).vms
-        if op == "delete":
-            vm = vms.delete(args.id, force=args.force)
-        elif hasattr(args, "host"):
-            vm = getattr(vms, op)(args.id, args.host)
-        else:
-            vm = getattr(vms, op)(args.id)
-        _report(vm, ctx)
-        return 0
+        request = {"operation": op, "vm": args.id, "host": getattr(args, "host", None)}
+        request["force"] = getattr(args, "force", False)
+        return submit_and_follow(ctx, "vm", request, args.detach, _finisher(ctx, args.id))
 
     return handler
 
 
 def run_recover(args: argparse.Namespace, ctx: CliContext) -> int:
-    _report(_engine(ctx).vms.recover(args.id, retry=args.retry, delete=args.delete), ctx)
-    return 0
+    request = {"operation": "recover", "vm": args.id, "retry": args.retry, "delete": args.delete}
+    return submit_and_follow(ctx, "vm", request, args.detach, _finisher(ctx, args.id))
 
 
-def _report(vm: Any, ctx: CliContext) -> None:
-    if ctx.json:
-        ctx.emit_json(vm.to_json())
-    else:
-        print(f"VM {vm.id}: {state_label(vm)}" + (f" on {vm.host}" if vm.host else ""))
+def _finisher(ctx: CliContext, vm_id: int) -> Any:
+    """Reports the VM as it is once its operation ended: one line, or with --json its record as the last line."""
+
+    def finish(printer: Printer, end: Any) -> int:
+        from engine.errors import OperationError
+
+        if end is not None and not isinstance(end, dict) and not end.ok:
+            raise OperationError(end.error or f"VM {vm_id}: {end.op} failed")
+        vm = _engine(ctx).vms.get(vm_id)
+        if ctx.json:
+            printer.json_line({"event": "vm_operation_finished", "vm": vm.to_json()})
+        else:
+            printer.line(f"VM {vm.id}: {state_label(vm)}" + (f" on {vm.host}" if vm.host else ""))
+        return 0
+
+    return finish

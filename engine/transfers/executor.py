@@ -94,14 +94,21 @@ class ScriptRun:
     """A submitted script: cancel it, cancel one of its actions, wait for its result."""
 
     def __init__(
-        self, executor: Executor, script: Script, vm: int | None, run_id: str, skip: frozenset[int], resumed: bool
+        self,
+        executor: Executor,
+        script: Script,
+        vm: int | None,
+        run_id: str,
+        skip: frozenset[int],
+        resumed_from: str | None,
     ) -> None:
         self.executor = executor
         self.script = script
         self.vm = vm
         self.id = run_id
         self.skip = skip
-        self.resumed = resumed  # a resumed run also continues partial files the interrupted one left
+        self.resumed_from = resumed_from
+        self.resumed = resumed_from is not None  # a resumed run also continues partial files the interrupted one left
         self._cancel = threading.Event()
         self._action_cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
@@ -148,7 +155,9 @@ class ScriptRun:
     def _execute(self) -> None:
         started = time.monotonic()
         lines = self.script.lines
-        self._publish(ScriptStarted(self.id, self.vm, self.script.source, len(lines), len(self.skip)))
+        self._publish(
+            ScriptStarted(self.id, self.vm, self.script.source, len(lines), len(self.skip), self.resumed_from)
+        )
         self.log.write(f"Running {self.script.source} ({len(lines)} lines, run {self.id})")
         result = None
         for index, line in enumerate(lines):
@@ -316,13 +325,15 @@ class Executor:
             raise InputError(problems)
         text = script.format()
         skip: tuple[int, ...] = ()
+        resumed_from = None
         if resume:
             previous = self.journal.unfinished(vm_id, text)
             if previous is None:
                 raise InputError(Problem(f"no unfinished run of {script.source} for VM {vm_id} to resume"))
-            skip = previous.done
+            skip, resumed_from = previous.done, previous.run
             self.journal.finish(previous.run, "resumed")
-        run = ScriptRun(self, script, vm_id, self.journal.start(vm_id, text, skip), frozenset(skip), resume)
+        run_id = self.journal.start(vm_id, text, skip, script.source)
+        run = ScriptRun(self, script, vm_id, run_id, frozenset(skip), resumed_from)
         with self._runs_lock:
             self._runs[run.id] = run
             finished = [key for key, old in self._runs.items() if old.done]

@@ -1,14 +1,17 @@
 """The journal of script runs (table `journal`): every action's start, end, bytes and outcome, so a run that
 was interrupted (killed, crashed, failed, cancelled) can be resumed from its first unfinished line.
 
-One record per run: its id, VM, the script's canonical text, its state (`running`, then `done`, `failed`,
-`cancelled`, or `resumed` once a later run took over), the positions of the lines done (counting the ones an
-earlier run did), and one entry per action run: position, line, start and end times, bytes, checksum, outcome,
-error. Each entry is on disk before the next action starts.
+One record per run: its id, VM, the script's canonical text and where it came from, the pid of the process
+running it (so a restarted service tells its own interrupted runs from another process's live ones), its state
+(`running`, then `done`, `failed`, `cancelled`, `interrupted` when a restarted service could not resume it, or
+`resumed` once a later run took over), the positions of the lines done (counting the ones an earlier run did), and
+one entry per action run: position, line, start and end times, bytes, checksum, outcome, error. Each entry is on
+disk before the next action starts.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,18 +31,36 @@ class JournalEntry:
     state: str
     started: float
     actions: tuple[dict[str, Any], ...]
+    source: str = "<script>"
+    pid: int | None = None  # None in records written before pids were kept
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> JournalEntry:
+        return cls(
+            r["run"],
+            r["vm"],
+            r["script"],
+            tuple(r["done"]),
+            r["state"],
+            r["started"],
+            tuple(r["actions"]),
+            r.get("source", "<script>"),
+            r.get("pid"),
+        )
 
 
 class Journal:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def start(self, vm: int | None, script: str, done: tuple[int, ...] = ()) -> str:
+    def start(self, vm: int | None, script: str, done: tuple[int, ...] = (), source: str = "<script>") -> str:
         run = uuid.uuid4().hex[:12]
         record = {
             "run": run,
             "vm": vm,
             "script": script,
+            "source": source,
+            "pid": os.getpid(),
             "done": list(done),
             "state": "running",
             "started": time.time(),
@@ -82,13 +103,13 @@ class Journal:
         """The runs for a VM, oldest first."""
         with self.store.read() as db:
             records = db.table(TABLE).search(lambda d: d["vm"] == vm)
-        entries = [
-            JournalEntry(
-                r["run"], r["vm"], r["script"], tuple(r["done"]), r["state"], r["started"], tuple(r["actions"])
-            )
-            for r in records
-        ]
-        return sorted(entries, key=lambda e: e.started)
+        return sorted((JournalEntry.from_record(r) for r in records), key=lambda e: e.started)
+
+    def running(self) -> list[JournalEntry]:
+        """Every run still marked running, of any VM, oldest first (some may be live in another process)."""
+        with self.store.read() as db:
+            records = db.table(TABLE).search(lambda d: d["state"] == "running")
+        return sorted((JournalEntry.from_record(r) for r in records), key=lambda e: e.started)
 
     def unfinished(self, vm: int | None, script: str) -> JournalEntry | None:
         """The latest run of this script for this VM, if it did not finish."""

@@ -19,6 +19,7 @@ class ScriptStarted:
     source: str
     lines: int
     skipped: int = 0  # lines already done by the run this one resumes
+    resumed_from: str | None = None  # the interrupted run this one continues
     at: float = field(default_factory=time)
 
 

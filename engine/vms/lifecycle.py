@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +29,7 @@ from engine.language.template import Attribute, Template, Vector, format_templat
 from engine.networks.manager import Networks
 from engine.store.atomic import write_atomically
 from engine.store.database import Store
-from engine.transfers.executor import Executor, ScriptResult
+from engine.transfers.executor import Executor, ScriptResult, ScriptRun
 from engine.transfers.hosts import Hosts
 from engine.vms.context_vars import resolve_context
 from engine.vms.planner import Operation, Placement, check_template, plan
@@ -112,7 +113,7 @@ class Vm:
     def interrupted(self) -> bool:
         """True when the operation in progress was run by a process that is gone."""
         last = self.last_operation
-        return last is not None and last.outcome == "running" and not _process_alive(last.pid)
+        return last is not None and last.outcome == "running" and not process_alive(last.pid)
 
     def parsed_template(self) -> Template:
         return parse_template(self.template, f"vm {self.id}")
@@ -169,14 +170,19 @@ def template_json(template: Template) -> dict[str, Any]:
     }
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while process `pid` runs; a zombie (killed, its parent has not reaped it yet) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass(frozen=True)
@@ -316,7 +322,28 @@ class Vms:
         """Delete the VM's files wherever they are and free its leases; with force, finish even if that fails."""
         return self._operate(vm_id, "delete", force=force)
 
-    def recover(self, vm_id: int, retry: bool = False, delete: bool = False) -> Vm:
+    def operate(
+        self,
+        vm_id: int,
+        op: str,
+        host: str | None = None,
+        *,
+        force: bool = False,
+        on_run: Callable[[ScriptRun], None] | None = None,
+    ) -> Vm:
+        """Run operation `op` (a key of TRANSITIONS) as its own method does; `on_run(run)` is called once its
+        image script was accepted and started (the service answers its client then, not at the end)."""
+        if op not in TRANSITIONS:
+            raise InputError(Problem(f"unknown VM operation {op!r}"))
+        return self._operate(vm_id, op, host, force=force, on_run=on_run)
+
+    def recover(
+        self,
+        vm_id: int,
+        retry: bool = False,
+        delete: bool = False,
+        on_run: Callable[[ScriptRun], None] | None = None,
+    ) -> Vm:
         """Act on a failed or interrupted VM: retry its last operation from the failed line, or delete it."""
         if retry == delete:
             raise InputError(Problem("recover needs exactly one of --retry or --delete"))
@@ -325,10 +352,10 @@ class Vms:
         if not (vm.state is VmState.FAILED or vm.interrupted) or last is None:
             raise InputError(Problem(f"VM {vm_id} is {vm.state.value}: only a failed or interrupted VM is recovered"))
         if delete:
-            return self._operate(vm_id, "delete", recovering=True)
+            return self._operate(vm_id, "delete", recovering=True, on_run=on_run)
         # A failed script goes on from its failed line; an interrupted one from its first unfinished line,
         # which the executor's journal knows.
-        return self._operate(vm_id, last.op, last.host, recovering=True, from_line=last.failed_line)
+        return self._operate(vm_id, last.op, last.host, recovering=True, from_line=last.failed_line, on_run=on_run)
 
     def _operate(
         self,
@@ -338,6 +365,7 @@ class Vms:
         force: bool = False,
         recovering: bool = False,
         from_line: int | None = None,
+        on_run: Callable[[ScriptRun], None] | None = None,
     ) -> Vm:
         transition = TRANSITIONS[op]
         with self.store.write() as db:  # check and claim the VM in one transaction: two admins cannot both act
@@ -372,7 +400,7 @@ class Vms:
         self._log(claimed, f"{op} started" + (f" on {target}" if target else ""))
         resume = recovering and from_line is None and op != "delete"
         try:
-            outcome = self._run(claimed, script, resume) if script.lines else None
+            outcome = self._run(claimed, script, resume, on_run) if script.lines else None
         except (HeadnodeError, OSError) as exc:  # recorded as the operation's failure: the VM is never left busy
             outcome = ScriptResult("", vm_id, "failed", None, str(exc))
         return self._finish(claimed, op, transition, target, outcome, force)
@@ -460,13 +488,15 @@ class Vms:
                 actions.append(Delete(parked))
         return Script.of(actions)
 
-    def _run(self, vm: Vm, script: Script, resume: bool) -> ScriptResult:
+    def _run(self, vm: Vm, script: Script, resume: bool, on_run: Callable[[ScriptRun], None] | None) -> ScriptResult:
         try:
             run = self.executor.submit(script, vm_id=vm.id, resume=resume)
         except InputError:
             if not resume:
                 raise
             run = self.executor.submit(script, vm_id=vm.id)  # nothing journaled to resume: run it whole
+        if on_run is not None:
+            on_run(run)
         result = run.wait()
         assert result is not None
         return result

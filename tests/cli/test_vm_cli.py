@@ -13,7 +13,9 @@ def test_create_deploy_show_and_shutdown_on_a_fresh_home(headnode, home) -> None
     r = headnode("vm", "create", TTYLINUX)
     assert (r.returncode, r.stdout, r.stderr) == (0, "0\n", "")
     r = headnode("vm", "deploy", "0", "local")
-    assert (r.returncode, r.stdout) == (0, "VM 0: running on local\n")
+    # The deploy runs in the home's service and is followed: its lines, then the VM as it ended.
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "VM 0: running on local"
+    assert "vm 0 line 2: MKSWAP" in r.stdout and "vm 0 script done" in r.stdout
     assert sorted(p.name for p in (home.vms / "0" / "images").iterdir()) == ["disk.0", "disk.1", "disk.2"]
 
     shown = json.loads(headnode("vm", "show", "0", "--json").stdout)
@@ -37,7 +39,9 @@ def test_create_deploy_show_and_shutdown_on_a_fresh_home(headnode, home) -> None
     assert "[TM][I]" in log and "MKSWAP" in log
 
     r = headnode("vm", "shutdown", "0", "--json")
-    assert json.loads(r.stdout)["state"] == "done"
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events[0]["event"] == "script_started" and events[-1]["event"] == "vm_operation_finished"
+    assert events[-1]["vm"]["state"] == "done"
     assert json.loads(headnode("vnet", "show", "default", "--json").stdout)["leases"] == []
 
 

@@ -14,6 +14,8 @@ import pytest
 from engine.core import Engine
 from engine.defaults import sample_templates
 from engine.errors import InputError, OperationError
+from engine.service.protocol import ServicePaths
+from engine.service.server import lock_holder
 from engine.transfers.hosts import Host
 from engine.vms.lifecycle import VmState
 from tests.conftest import site_driver
@@ -249,13 +251,16 @@ def test_kill_9_during_deploy_then_recover(engine, home, headnode, flaky_host, t
     vm = engine.vms.create(TTYLINUX)
     env = {**os.environ, "HEADNODE_HOME": str(home.root), "HOLD": str(hold)}
     code = "from tui.main import main; main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "vm", "deploy", str(vm.id), "flaky1"], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", code, "vm", "deploy", str(vm.id), "flaky1", "--detach"], env=env)
     deadline = time.time() + 30
     while engine.vms.get(vm.id).state is not VmState.PROLOG and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait(30) == 0  # --detach: the deploy goes on in the service, which is what dies here
+    os.kill(lock_holder(ServicePaths(home)), signal.SIGKILL)
+    deadline = time.time() + 30
+    while lock_holder(ServicePaths(home)) is not None and time.time() < deadline:
+        time.sleep(0.05)
     vm = engine.vms.get(vm.id)
     assert vm.state is VmState.PROLOG and vm.interrupted
     shown = headnode("vm", "show", str(vm.id))

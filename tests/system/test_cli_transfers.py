@@ -7,7 +7,6 @@ import os
 import pty
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from engine.transfers.hosts import Hosts
@@ -162,15 +161,19 @@ def run_slow_clone(world, http_server, tmp_path, data: bytes, until_bytes: int):
     return proc, script, d
 
 
-def test_ctrl_c_cancels_cleanly(world, http_server, tmp_path):
-    proc, _, d = run_slow_clone(world, http_server, tmp_path, os.urandom(3 << 20), 1)
+def test_ctrl_c_stops_following_then_cancel_cancels_cleanly(world, http_server, headnode, tmp_path):
+    # Ctrl-C used to cancel the run; the run now belongs to the service and goes on, `headnode cancel` stops it.
+    proc, _, d = run_slow_clone(world, http_server, tmp_path, os.urandom(16 << 20), 1)
     proc.send_signal(signal.SIGINT)
-    rest = proc.stdout.read()
     assert proc.wait(30) == 130
-    assert "interrupted" in proc.stderr.read()
-    finished = [json.loads(line) for line in rest.splitlines()]
-    assert [e["outcome"] for e in finished if e["event"] == "script_finished"] == ["cancelled"]
+    assert "goes on in the service" in proc.stderr.read()
+    running = json.loads(headnode("transfers", "--json").stdout)
+    assert [run["state"] for run in running] == ["running"]
+    assert headnode("cancel", running[0]["run"]).returncode == 0
+    finished = json.loads(headnode("transfers", "--follow", "--json").stdout.splitlines()[-1])
+    assert [run["state"] for run in finished] == ["cancelled"]
     assert not (d / "9/images/disk.0").exists() and not list((d / "9/images").glob(".*part"))
+    headnode("daemon", "stop", "--force")
 
 
 def test_progress_bars_on_a_terminal(world, tmp_path):
@@ -197,16 +200,15 @@ def test_progress_bars_on_a_terminal(world, tmp_path):
     assert "\r\x1b[K" in text and "100.0%" in text and "[##############################]" in text
 
 
-def test_resume_after_kill_9_continues_the_partial_file(world, headnode, http_server, tmp_path):
+def test_kill_9_of_a_following_client_leaves_the_run_going(world, headnode, http_server, tmp_path):
+    # Killing the client used to interrupt the copy (resumed with run --resume); now the service goes on with it.
+    # A killed service is resumed by the next one: tests/system/test_service.py.
     data = os.urandom(3 << 20)
-    proc, script, d = run_slow_clone(world, http_server, tmp_path, data, 1 << 19)
+    proc, _, d = run_slow_clone(world, http_server, tmp_path, data, 1 << 19)
     proc.kill()
     proc.wait(30)
     assert not (d / "9/images/disk.0").exists()
-    deadline = time.monotonic() + 10
-    while (d / "9/images/.disk.0.part").stat().st_size == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    r = headnode("run", str(script), "--vm", "9", "--resume")
-    assert r.returncode == 0, r.stdout + r.stderr
+    finished = json.loads(headnode("transfers", "--follow", "--json").stdout.splitlines()[-1])
+    assert [run["state"] for run in finished] == ["done"]
     assert (d / "9/images/disk.0").read_bytes() == data
-    assert "resumed at byte" in (world["home"].logs / "vm-9.log").read_text()
+    headnode("daemon", "stop")

@@ -1,12 +1,15 @@
-"""The console's picture of image scripts running in this process, built from the executor's events.
+"""A picture of image-script runs built from the executor's events: the service keeps one for every client
+(`headnode transfers`, the history), the console one for its Transfers screen and Dashboard.
 
-Kept by the App (the Dashboard and the Transfers screen both read it) so nothing is missed while neither is on
-view. Finished runs stay as "recent" until RECENT_KEPT newer ones have finished.
+Finished runs stay as "recent" until `recent_kept` newer ones have finished. A run's JSON (what `transfers --json`
+prints and the history keeps) carries run, vm, state, bytes_done, bytes_total and its lines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from time import time
 from typing import Any
 
 from engine.transfers.progress import (
@@ -31,6 +34,14 @@ TRANSFER_EVENTS = (
 )
 
 
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # its service died; `resumed_by` names the run that took over, if one did
+
+
 @dataclass(frozen=True)
 class ActionState:
     line: int
@@ -52,10 +63,14 @@ class RunState:
     source: str
     lines_total: int
     lines_done: int = 0
-    state: str = "running"
+    state: str = RunStatus.RUNNING
     failed_line: int | None = None
     error: str | None = None
     actions: dict[int, ActionState] = field(default_factory=dict)
+    started: float = field(default_factory=time)
+    ended: float | None = None
+    resumed_from: str | None = None
+    resumed_by: str | None = None
 
     @property
     def bytes_done(self) -> int:
@@ -65,6 +80,26 @@ class RunState:
     def bytes_total(self) -> int | None:
         totals = [a.bytes_total for a in self.actions.values() if a.bytes_total]
         return sum(totals) if totals else None
+
+    @property
+    def rate(self) -> float:
+        return sum(a.rate for a in self.actions.values() if a.state == "running")
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "actions"}
+        data["state"] = str(self.state)
+        data["bytes_done"] = self.bytes_done
+        data["bytes_total"] = self.bytes_total
+        data["rate"] = self.rate
+        data["lines"] = [asdict(a) for _, a in sorted(self.actions.items())]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunState:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "actions"}
+        run = cls(**fields)
+        run.actions = {a["line"]: ActionState(**a) for a in data.get("lines", [])}
+        return run
 
 
 def script_title(source: str, vm: int | None) -> str:
@@ -76,9 +111,17 @@ def script_title(source: str, vm: int | None) -> str:
 class TransferBoard:
     """Runs by id, in the order they started."""
 
-    def __init__(self) -> None:
+    def __init__(self, recent_kept: int = RECENT_KEPT) -> None:
         self.runs: dict[str, RunState] = {}
+        self.recent_kept = recent_kept
         self.version = 0  # bumped on every change, so views redraw only when something moved
+
+    def load(self, runs: list[RunState]) -> None:
+        """Take runs known from elsewhere (the service's history and active runs), oldest first."""
+        for run in runs:
+            self.runs[run.run] = run
+        self.version += 1
+        self._forget_old()
 
     def apply(self, event: Any) -> bool:
         """Take one event; False if it is not a transfer event."""
@@ -86,7 +129,18 @@ class TransferBoard:
             return False
         self.version += 1
         if isinstance(event, ScriptStarted):
-            self.runs[event.run] = RunState(event.run, event.vm, event.source, event.lines, event.skipped)
+            self.runs[event.run] = RunState(
+                event.run,
+                event.vm,
+                event.source,
+                event.lines,
+                event.skipped,
+                started=event.at,
+                resumed_from=event.resumed_from,
+            )
+            previous = self.runs.get(event.resumed_from or "")
+            if previous is not None:
+                previous.resumed_by = event.run
             return True
         run = self.runs.get(event.run)
         if run is None:
@@ -125,18 +179,19 @@ class TransferBoard:
             run.lines_done = event.lines_done
         elif isinstance(event, ScriptFinished):
             run.state, run.failed_line, run.error = event.outcome, event.failed_line, event.error
+            run.ended = event.at
             if event.outcome == "done":
                 run.lines_done = run.lines_total
             self._forget_old()
         return True
 
     def _forget_old(self) -> None:
-        finished = [run_id for run_id, run in self.runs.items() if run.state != "running"]
-        for run_id in finished[:-RECENT_KEPT]:
+        finished = [run_id for run_id, run in self.runs.items() if run.state != RunStatus.RUNNING]
+        for run_id in finished[: max(0, len(finished) - self.recent_kept)]:
             del self.runs[run_id]
 
     def running(self) -> list[RunState]:
-        return [run for run in self.runs.values() if run.state == "running"]
+        return [run for run in self.runs.values() if run.state == RunStatus.RUNNING]
 
     def in_flight(self) -> tuple[int, int, float]:
         """Bytes done and bytes planned over the running actions whose size is known, and their total rate."""
