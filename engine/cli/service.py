@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from engine.cli.context import CliContext, format_table
+from engine.presentation import duration_text, eta_text, progress_text, rate_text, time_text
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -64,8 +65,8 @@ def run_status(args: argparse.Namespace, ctx: CliContext) -> int:
         ctx.emit_json({"running": True, **status})
         return 0
     print(
-        f"service pid {status['pid']}, up {_duration(status['uptime'])}, {status['runs_active']} run(s) active, "
-        f"{status['clients'] - 1} other client(s)\nsocket {status['socket']}"
+        f"service pid {status['pid']}, up {duration_text(status['uptime'], whole=True)}, "
+        f"{status['runs_active']} run(s) active, {status['clients'] - 1} other client(s)\nsocket {status['socket']}"
     )
     return 0
 
@@ -103,16 +104,6 @@ def run_cancel(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _mib(size: int | None) -> str:
-    return "?" if size is None else f"{size / 1048576:.1f}"
-
-
 def _state(run: dict[str, Any]) -> str:
     state = run["state"]
     if run.get("failed_line") is not None and state != "done":
@@ -127,30 +118,30 @@ def _state(run: dict[str, Any]) -> str:
 def transfers_table(runs: list[dict[str, Any]]) -> str:
     rows: list[tuple[Any, ...]] = []
     for run in runs:
-        rate = f"{run['rate'] / 1048576:.1f} MiB/s" if run["state"] == "running" and run["rate"] else ""
+        rate = rate_text(run["rate"]) if run["state"] == "running" and run["rate"] else ""
         rows.append(
             (
                 run["run"],
                 "-" if run["vm"] is None else run["vm"],
                 f"{run['lines_done']}/{run['lines_total']}",
-                f"{_mib(run['bytes_done'])}/{_mib(run['bytes_total'])} MiB",
+                progress_text(run["bytes_done"], run["bytes_total"]),
                 rate,
                 _state(run),
             )
         )
         for line in run["lines"]:
-            eta = f"ETA {line['eta']:.0f} s" if line["state"] == "running" and line["eta"] is not None else ""
+            eta = eta_text(line["eta"]) if line["state"] == "running" else ""
             rows.append(
                 (
                     f"  {line['line']} {line['action']}",
                     "",
                     "",
-                    f"{_mib(line['bytes_done'])}/{_mib(line['bytes_total'])} MiB",
+                    progress_text(line["bytes_done"], line["bytes_total"]),
                     eta,
                     line["state"],
                 )
             )
-    return format_table(["RUN", "VM", "LINES", "BYTES", "RATE", "STATE"], rows, right=["VM"])
+    return format_table(["RUN", "VM", "LINES", "BYTES", "RATE / ETA", "STATE"], rows, right=["VM"])
 
 
 def run_transfers(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -191,9 +182,6 @@ def run_log(args: argparse.Namespace, ctx: CliContext) -> int:
     if ctx.json:
         ctx.emit_json([asdict(e) for e in entries])
         return 0
-    rows = [
-        (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)), e.user, e.client, e.action, e.target, e.detail)
-        for e in entries
-    ]
+    rows = [(time_text(e.at), e.user, e.client, e.action, e.target, e.detail) for e in entries]
     sys.stdout.write(format_table(["TIME", "USER", "CLIENT", "ACTION", "TARGET", "DETAIL"], rows))
     return 0
