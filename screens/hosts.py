@@ -17,15 +17,16 @@ from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import Field, FormScreen
 from tui.widgets.keyed_table import KeyedTable
 
+# (field, label, the words of an engine problem that point at it: the CLI's option names)
 HOST_FIELDS = (
-    ("name", "Name"),
-    ("driver", "Driver (shared, ssh, dummy or a configured one)"),
-    ("vm_dir", "VM directory (absolute path on the host)"),
-    ("address", "Address (blank: the name)"),
-    ("port", "SSH port (blank: from ~/.ssh/config or 22)"),
-    ("user", "SSH user (blank: from ~/.ssh/config or you)"),
-    ("identity", "Identity file (blank: ssh-agent and ~/.ssh)"),
-    ("max_transfers", "Concurrent transfers at most"),
+    ("name", "Name", ("host name", "already exists", "no host named")),
+    ("driver", "Driver (shared, ssh, dummy or a configured one)", ("driver",)),
+    ("vm_dir", "VM directory (absolute path on the host)", ("--vm-dir",)),
+    ("address", "Address (blank: the name)", ("--address",)),
+    ("port", "SSH port (blank: from ~/.ssh/config or 22)", ("--port",)),
+    ("user", "SSH user (blank: from ~/.ssh/config or you)", ("--user",)),
+    ("identity", "Identity file (blank: ssh-agent and ~/.ssh)", ("--identity", "identity")),
+    ("max_transfers", "Concurrent transfers at most", ("--max-transfers",)),
 )
 
 
@@ -85,13 +86,14 @@ class HostsScreen(HeadnodeScreen):
             self.notify("No host selected", severity="warning")
         return name
 
-    def _host_form(self, title: str, host: Any | None) -> FormScreen:
-        values = {} if host is None else {k: getattr(host, k) for k, _ in HOST_FIELDS}
+    def _host_form(self, title: str, host: Any | None, save: Any) -> FormScreen:
+        values = {} if host is None else {k: getattr(host, k) for k, _, _ in HOST_FIELDS}
         values.setdefault("max_transfers", 4)
-        return FormScreen(
-            title,
-            [Field(name, label, "" if values.get(name) is None else str(values[name])) for name, label in HOST_FIELDS],
-        )
+        fields = [
+            Field(name, label, "" if values.get(name) is None else str(values[name]), mentions=mentions)
+            for name, label, mentions in HOST_FIELDS
+        ]
+        return FormScreen(title, fields, save=save)
 
     def _host_from(self, values: dict[str, str], base: Any | None) -> Any:
         from engine.transfers.hosts import Host
@@ -114,14 +116,14 @@ class HostsScreen(HeadnodeScreen):
         return Host(**fields) if base is None else replace(base, **fields)
 
     def action_add(self) -> None:
-        def save(values: dict[str, str] | None) -> None:
-            if values is None:
-                return
-            if self.happ.attempt("add host", lambda: self.happ.hosts.create(self._host_from(values, None))).ok:
-                self.notify(f"host {values['name'].strip()} added")
-            self.happ.home_changed()
+        def save(values: dict[str, str], form: FormScreen) -> None:
+            def added(host: Any) -> None:
+                self.notify(f"host {host.name} added")
+                self.happ.home_changed()
 
-        self.app.push_screen(self._host_form("Add a host", None), save)
+            self.happ.run_form(form, "add host", self.happ.hosts.create, self._host_from(values, None), then=added)
+
+        self.app.push_screen(self._host_form("Add a host", None, save))
 
     def action_edit(self) -> None:
         name = self._selected()
@@ -132,16 +134,15 @@ class HostsScreen(HeadnodeScreen):
             return
         host = found.value
 
-        def save(values: dict[str, str] | None) -> None:
-            if values is None:
-                return
-            if self.happ.attempt(
-                f"edit host {name}", lambda: self.happ.hosts.update(name, self._host_from(values, host))
-            ).ok:
+        def save(values: dict[str, str], form: FormScreen) -> None:
+            def saved(_: Any) -> None:
                 self.notify(f"host {name} saved")
-            self.happ.home_changed()
+                self.happ.home_changed()
 
-        self.app.push_screen(self._host_form(f"Edit host {name}", host), save)
+            changed = self._host_from(values, host)
+            self.happ.run_form(form, f"edit host {name}", self.happ.hosts.update, name, changed, then=saved)
+
+        self.app.push_screen(self._host_form(f"Edit host {name}", host, save))
 
     def action_test(self) -> None:
         name = self._selected()

@@ -48,26 +48,31 @@ def export_leases_to(app: Any, network: str | None) -> None:
         if fmt is None:
             return
 
-        def chosen_target(values: dict[str, str] | None) -> None:
-            if values is None:
-                return
+        def chosen_target(values: dict[str, str], form: FormScreen) -> None:
             target = values["target"].strip() or CLIPBOARD
-            outcome = app.attempt(what, app.networks.export, fmt, network)
-            if not outcome.ok:
-                return
-            if target == CLIPBOARD:
-                app.copy_to_clipboard(outcome.value)
-                app.notify(f"{fmt} export of {network or 'all networks'} copied to the clipboard")
-            elif app.attempt(what, write_export, Path(target).expanduser(), outcome.value).ok:
-                app.notify(f"{fmt} export written to {target}")
+
+            def export() -> str:
+                text = app.networks.export(fmt, network)
+                if target != CLIPBOARD:
+                    write_export(Path(target).expanduser(), text)
+                return text
+
+            def exported(text: str) -> None:
+                if target == CLIPBOARD:
+                    app.copy_to_clipboard(text)
+                    app.notify(f"{fmt} export of {network or 'all networks'} copied to the clipboard")
+                else:
+                    app.notify(f"{fmt} export written to {target}")
+
+            app.run_form(form, what, export, then=exported)
 
         app.push_screen(
             FormScreen(
                 f"Export {network or 'all networks'} as {fmt}",
                 [Field("target", f"File to write (blank or '{CLIPBOARD}': the clipboard)", placeholder=CLIPBOARD)],
                 "Export",
-            ),
-            chosen_target,
+                save=chosen_target,
+            )
         )
 
     app.push_screen(PickScreen(f"Export {network or 'all networks'}: format", EXPORT_FORMATS), chosen_format)
@@ -129,20 +134,20 @@ class NetworksScreen(HeadnodeScreen):
             self.app.push_screen(LeasesScreen(event.row_key.value))
 
     def action_create(self) -> None:
-        def create(values: dict[str, str] | None) -> None:
-            if values is None:
-                return
+        def create(values: dict[str, str], form: FormScreen) -> None:
+            def created(network: Any) -> None:
+                self.notify(f"network {network.name} created")
+                self.happ.home_changed()
+
             path = Path(values["path"].strip()).expanduser()
-            outcome = self.happ.attempt("create network", self.happ.networks.create_from_file, path)
-            if outcome.ok:
-                self.notify(f"network {outcome.value.name} created")
-                for warning in outcome.value.warnings:
-                    self.notify(str(warning), severity="warning")
-            self.happ.home_changed()
+            self.happ.run_form(form, "create network", self.happ.networks.create_from_file, path, then=created)
 
         self.app.push_screen(
-            FormScreen("New network from a template file", [Field("path", "Template file", placeholder="net.tmpl")]),
-            create,
+            FormScreen(
+                "New network from a template file",
+                [Field("path", "Template file", placeholder="net.tmpl")],
+                save=create,
+            )
         )
 
     def action_delete(self) -> None:
@@ -281,52 +286,52 @@ class LeasesScreen(HeadnodeScreen):
         self.happ.home_changed()
 
     def action_lease(self) -> None:
-        def lease(values: dict[str, str] | None) -> None:
-            if values is None:
-                return
+        def lease(values: dict[str, str], form: FormScreen) -> None:
             vm = values["vm"].strip()
             number = whole_number(vm)
-            outcome = self.happ.attempt(
+            self.happ.run_form(
+                form,
                 f"lease in {self.network}",
                 self.happ.networks.lease,
                 self.network,
                 vm=number if number is not None else (vm or None),
                 ip=values["ip"].strip() or None,
                 note=values["note"],
+                then=lambda leased: self._changed(f"leased {leased.ip} ({leased.mac})"),
             )
-            if outcome.ok:
-                self._changed(f"leased {outcome.value.ip} ({outcome.value.mac})")
 
         self.app.push_screen(
             FormScreen(
                 f"Lease an address in {self.network}",
                 [
                     Field("ip", "IP (blank: the next free one)"),
-                    Field("vm", "VM id (blank: a hold, no VM)"),
-                    Field("note", "Note"),
+                    Field("vm", "VM id (blank: a hold, no VM)", mentions=("vm",)),
+                    Field("note", "Note", mentions=("note",)),
                 ],
                 "Lease",
-            ),
-            lease,
+                save=lease,
+            )
         )
 
     def action_hold(self) -> None:
-        def hold(values: dict[str, str] | None) -> None:
-            if values is None:
-                return
-            outcome = self.happ.attempt(
+        def hold(values: dict[str, str], form: FormScreen) -> None:
+            self.happ.run_form(
+                form,
                 f"hold in {self.network}",
                 self.happ.networks.hold,
                 self.network,
                 values["ip"].strip(),
                 note=values["note"],
+                then=lambda held: self._changed(f"held {held.ip} ({held.mac})"),
             )
-            if outcome.ok:
-                self._changed(f"held {outcome.value.ip} ({outcome.value.mac})")
 
         self.app.push_screen(
-            FormScreen(f"Hold an address in {self.network}", [Field("ip", "IP"), Field("note", "Note")], "Hold"),
-            hold,
+            FormScreen(
+                f"Hold an address in {self.network}",
+                [Field("ip", "IP"), Field("note", "Note", mentions=("note",))],
+                "Hold",
+                save=hold,
+            )
         )
 
     def action_release(self) -> None:

@@ -218,21 +218,24 @@ class VmsScreen(VmActions):
     def action_create(self) -> None:
         samples = sample_templates()
 
+        def created(vm: Any) -> None:
+            leased = vm_ips(vm)
+            self.notify(f"VM {vm.id} ({vm.name}) created" + (f", leased {leased}" if leased else ""))
+            self.happ.home_changed()
+
         def create(path: Path) -> None:
             outcome = self.happ.attempt(f"create VM from {path}", self.happ.vms.create, path)
             if outcome.ok:
-                vm = outcome.value
-                leased = vm_ips(vm)
-                self.notify(f"VM {vm.id} ({vm.name}) created" + (f", leased {leased}" if leased else ""))
+                created(outcome.value)
             self.happ.home_changed()
 
-        def other(values: dict[str, str] | None) -> None:
-            if values is not None and values["path"].strip():
-                create(Path(values["path"].strip()).expanduser())
+        def other(values: dict[str, str], form: FormScreen) -> None:
+            path = Path(values["path"].strip()).expanduser()
+            self.happ.run_form(form, f"create VM from {path}", self.happ.vms.create, path, then=created)
 
         def picked(choice: str | None) -> None:
             if choice == OTHER_TEMPLATE:
-                self.app.push_screen(FormScreen("Create a VM", [Field("path", "Template file")], "Create"), other)
+                self.app.push_screen(FormScreen("Create a VM", [Field("path", "Template file")], "Create", save=other))
             elif choice is not None:
                 create(samples[choice])
 

@@ -37,6 +37,7 @@ from tui.commands import HeadnodeCommands
 from tui.messages import EngineEvent
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
+from tui.widgets.form import FormScreen
 from tui.widgets.help import HelpScreen
 from tui.widgets.nav import SCREENS
 
@@ -230,12 +231,14 @@ class HeadnodeApp(App[int]):
         *args: Any,
         then: Callable[[T], object] | None = None,
         otherwise: Callable[[], object] | None = None,
+        refused: Callable[[Exception], object] | None = None,
         group: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Call the engine on a worker thread (for slow calls: SSH, scripts, big tables); `then(result)` or, after
-        a reported failure, `otherwise()` runs on the UI thread. A call in a `group` supersedes the group's
-        previous call still waiting (its `then` never runs)."""
+        a reported failure, `otherwise()` runs on the UI thread; given `refused`, a failure goes to it instead of
+        being reported. A call in a `group` supersedes the group's previous call still waiting (its `then` never
+        runs)."""
 
         # Superseding is by generation, not by cancelling the worker: the engine call runs on in its thread
         # anyway, and a cancelled worker makes anyone waiting on the app's workers fail with WorkerCancelled.
@@ -250,15 +253,47 @@ class HeadnodeApp(App[int]):
             try:
                 result = await self.call(fn, *args, **kwargs)
             except Exception as exc:
-                if current():
-                    self.report_failure(what, exc)
-                    if otherwise is not None:
-                        otherwise()
+                if not current():
+                    return
+                if refused is not None:
+                    refused(exc)
+                    return
+                self.report_failure(what, exc)
+                if otherwise is not None:
+                    otherwise()
                 return
             if then is not None and current():
                 self.attempt(what, then, result)
 
         self.run_worker(call, group=group or "engine", exit_on_error=False, description=what)
+
+    def run_form(
+        self,
+        form: FormScreen,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        then: Callable[[T], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A form's engine call, on a worker thread: once it succeeds the form closes and `then(result)` runs;
+        bad input leaves the form open with every problem beside its field (and a warning in the Log), and any
+        other failure is reported as usual and shown in the form too."""
+
+        def saved(result: T) -> None:
+            form.close()
+            if then is not None:
+                then(result)
+
+        def failed(exc: Exception) -> None:
+            if isinstance(exc, InputError):
+                self.bus.publish(LogEvent(f"{what}: {describe_error(exc)}", "warning", "console"))
+                form.refuse([str(problem) for problem in exc.problems])
+            else:
+                self.report_failure(what, exc)
+                form.refuse([describe_error(exc)])
+
+        self.run_engine(what, fn, *args, then=saved, refused=failed, **kwargs)
 
     def report_failure(self, what: str, exc: BaseException) -> None:
         if not isinstance(exc, HeadnodeError):

@@ -176,11 +176,13 @@ async def test_delete_a_pending_vm_and_a_bad_template(home, tmp_path) -> None:
         assert app.vms.get(0).state is VmState.DONE and app.networks.leases("default") == []
         await pilot.press("c", "end", "enter")
         assert isinstance(app.screen, FormScreen)
-        app.screen.query_one("Input").value = str(bad)
+        form = app.screen
+        form.query_one("Input").value = str(bad)
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         assert len(app.vms.list()) == 1
-        assert any(str(bad) in n and "nowhere" in n for n in notifications(app))
+        # The form stays open with the template's problem under the path, to correct it there.
+        assert app.screen is form and "nowhere" in form.errors()["path"] and form.values()["path"] == str(bad)
 
 
 async def test_read_only_vms(home) -> None:
@@ -287,24 +289,37 @@ async def test_hosts_add_edit_test_delete(home, tmp_path) -> None:
         }.items():
             form.query_one(f"#field-{name}").value = value
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         node1 = app.hosts.get("node1")
         assert (node1.driver, node1.vm_dir, node1.port) == ("shared", str(tmp_path / "n1"), 2222)
         await pilot.press("down", "e")
         app.screen.query_one("#field-max_transfers").value = "2"
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         assert app.hosts.get("node1").max_transfers == 2
         await pilot.press("t")
         await settle(app, pilot)
         assert cells(table)[1][5].startswith("ok, ") and (tmp_path / "n1").is_dir()
-        # A bad edit is refused with the engine's reason and changes nothing.
+        # A bad edit is refused with the engine's reason beside its field and changes nothing; the form stays
+        # open with what was typed (it used to close, and the admin typed everything again), and a fix saves.
         await pilot.press("e")
-        app.screen.query_one("#field-vm_dir").value = "relative/dir"
+        form = app.screen
+        form.query_one("#field-vm_dir").value = "relative/dir"
+        form.query_one("#field-port").value = "70000"
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
+        assert app.screen is form
         assert app.hosts.get("node1").vm_dir == str(tmp_path / "n1")
-        assert any("--vm-dir must be an absolute path" in n for n in notifications(app))
+        errors = form.errors()
+        assert set(errors) == {"vm_dir", "port"}
+        assert "--vm-dir must be an absolute path" in errors["vm_dir"] and "--port" in errors["port"]
+        assert form.query_one("#field-vm_dir").has_focus and form.values()["port"] == "70000"
+        form.query_one("#field-vm_dir").value = str(tmp_path / "n1b")
+        form.query_one("#field-port").value = "2200"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, HostsScreen)
+        assert (app.hosts.get("node1").vm_dir, app.hosts.get("node1").port) == (str(tmp_path / "n1b"), 2200)
         await pilot.press("d")
         assert "Files on the host and VMs already placed there are left as they are." in app.screen.details
         await pilot.press("y")
