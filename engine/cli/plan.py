@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.cli.arguments import whole_number_argument
 from engine.cli.context import CliContext
 from engine.errors import InputError, Problem
 from engine.language.template import load_template
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Plan the image script of one VM operation from a VM template and a placement.",
     )
     p.add_argument("template", help="VM template file")
-    p.add_argument("--vm", type=int, required=True, metavar="ID", help="VM id")
+    p.add_argument("--vm", type=whole_number_argument, required=True, metavar="ID", help="VM id")
     p.add_argument("--host", required=True, help="host the VM is placed on")
     p.add_argument("--vm-dir", required=True, metavar="DIR", help="the host's VM directory")
     p.add_argument("--frontend", metavar="NAME", help="front-end name (default: the configuration's, else hostname)")

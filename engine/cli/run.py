@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli.arguments import whole_number_argument
 from engine.cli.context import CliContext
 from engine.cli.follow import add_follow_options, submit_and_follow
 
@@ -18,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "run", parents=[common], help="run an image script", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     p.add_argument("script", metavar="SCRIPT", help="image script file")
-    p.add_argument("--vm", type=int, metavar="ID", help="the VM the script is for (its log: <home>/logs/vm-ID.log)")
+    p.add_argument(
+        "--vm",
+        type=whole_number_argument,
+        metavar="ID",
+        help="the VM the script is for (its log: <home>/logs/vm-ID.log)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the last interrupted run of this script")
     add_follow_options(p)
     p.set_defaults(handler=run_script)

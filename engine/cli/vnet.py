@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from engine.cli.arguments import whole_number_argument
 from engine.cli.context import CliContext, format_table
 
 if TYPE_CHECKING:
@@ -41,9 +42,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     v.add_argument("--force", action="store_true", help="delete even with leases in use")
     v = verb("lease", run_lease, "lease the next free address (or --ip) to a VM; without --vm, hold it")
     v.add_argument("name")
-    v.add_argument("--vm", type=int, metavar="ID", help="the VM the lease is for")
+    v.add_argument("--vm", type=whole_number_argument, metavar="ID", help="the VM the lease is for")
     v.add_argument("--ip", help="this address instead of the next free one")
-    v.add_argument("--count", type=int, default=None, metavar="N", help="lease N addresses at once (all or none)")
+    v.add_argument(
+        "--count", type=whole_number_argument, default=None, metavar="N", help="lease N addresses at once (all or none)"
+    )
     v.add_argument("--note", default="", metavar="TEXT", help="a note kept with the lease")
     v = verb("hold", run_hold, "hold an address: reserved, no VM")
     v.add_argument("name")

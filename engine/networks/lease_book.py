@@ -113,6 +113,10 @@ class LeaseBook:
             raise InputError(Problem(f"the number of leases must be 1 or more, not {count}"))
         if ip is not None and count != 1:
             raise InputError(Problem("give either an IP or a count, not both"))
+        if count > self.network.size:
+            raise InputError(
+                Problem(f"{count} leases asked: network {self.network.name!r} has {self.network.size} addresses")
+            )
         wanted = parse_ipv4(ip) if ip is not None else None
         with self._transaction() as tx:
             if wanted is not None:

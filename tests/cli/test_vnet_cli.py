@@ -187,3 +187,10 @@ def test_mac2ip_and_ip2mac_print_the_address_alone(headnode, home) -> None:
     assert r.returncode == 2
     home.config_path.write_text('MAC_PREFIX = "0a:ff"\n')
     assert headnode("vnet", "ip2mac", "1.2.3.4").stdout == "0a:ff:01:02:03:04\n"
+
+
+@pytest.mark.parametrize("count", ["٢", "²", "-1"])
+def test_a_count_that_is_not_ascii_digits_is_a_usage_error(created, count: str) -> None:
+    r = created("vnet", "lease", "tiny", "--count", count)
+    assert r.returncode == 2 and f"argument --count: {count!r} is not a whole number" in r.stderr
+    assert json.loads(created("vnet", "show", "tiny", "--json").stdout)["leases"] == []

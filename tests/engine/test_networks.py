@@ -39,7 +39,6 @@ def error_lines(nets: Networks, tmp_path: Path, text: str) -> list[str]:
         ("c", "10.0.0.1", "10.0.0.254", 254),
         ("B", "10.0.0.1", "10.0.255.254", 65534),
         ("b", "10.0.0.1", "10.0.255.254", 65534),
-        ("A", "10.0.0.1", "10.255.255.254", 16777214),
         ("250", "10.0.0.1", "10.0.0.250", 250),
         ("10", "10.0.0.1", "10.0.0.10", 10),
     ],
@@ -344,3 +343,36 @@ def test_a_new_network_never_inherits_old_lease_files(home: Home, tmp_path: Path
 def test_numbers_are_ascii_digits_only(nets: Networks, tmp_path: Path, line: str, message: str) -> None:
     lines = error_lines(nets, tmp_path, f"NAME = n\nBRIDGE = br0\n{line}\n")
     assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "count"),
+    [
+        ("NETWORK_ADDRESS = 10.0.0.0\nNETWORK_SIZE = A", 4, 16777214),
+        ("NETWORK_ADDRESS = 10.0.0.0/8", 3, 16777214),
+        ("NETWORK_ADDRESS = 10.0.0.0/15", 3, 131070),
+        ("NETWORK_ADDRESS = 10.0.0.0\nNETWORK_SIZE = 65535", 4, 65535),
+    ],
+)
+def test_no_network_leases_more_than_a_slash_16(
+    nets: Networks, tmp_path: Path, lines: str, line: int, count: int
+) -> None:
+    # A class A was accepted (OpenNebula's 16,777,214 addresses); after `--count 1000000` every lease cost 6 s.
+    lines_out = error_lines(nets, tmp_path, f"NAME = n\nBRIDGE = br0\n{lines}\n")
+    assert len(lines_out) == 1
+    assert lines_out[0].startswith(f"{tmp_path / 'bad.tmpl'}:{line}: the range ")
+    assert f"holds {count} addresses: a network leases at most 65534 (a /16)" in lines_out[0]
+
+
+def test_a_large_prefix_narrowed_to_a_slash_16_is_fine(nets: Networks, tmp_path: Path) -> None:
+    text = "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/8\nIP_START=10.1.0.1\nIP_END=10.1.255.254\n"
+    assert create(nets, tmp_path, text).size == 65534
+    text = "NAME=m\nBRIDGE=br1\nNETWORK_ADDRESS=10.0.0.0\nNETWORK_SIZE=B\n"
+    assert create(nets, tmp_path, text, "m.tmpl").size == 65534
+
+
+def test_count_is_at_most_the_networks_size(nets: Networks, tmp_path: Path) -> None:
+    create(nets, tmp_path, "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\n")
+    with pytest.raises(InputError, match="1000000 leases asked: network 'n' has 254 addresses"):
+        nets.lease_many("n", 1000000)
+    assert nets.leases("n") == []
