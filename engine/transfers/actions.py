@@ -31,7 +31,7 @@ from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
 from engine.transfers.copier import Copied, copy_stream, kernel_copy
 from engine.transfers.drivers import Driver, load_driver, run_program
-from engine.transfers.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint
+from engine.transfers.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint, confined
 from engine.transfers.hosts import Host, Hosts, inside_vm_dir
 from engine.transfers.job import Job
 from engine.transfers.ssh import SshPool
@@ -219,8 +219,9 @@ class _Builtin:
         return outcome
 
     def _copy_file(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
-        if source.local and dest.local:
-            return kernel_copy(self.job, path, tmp, progress, self.checksum if self.verify_local else None)
+        if isinstance(dest, LocalEndpoint) and source.local:
+            algorithm = self.checksum if self.verify_local else None
+            return kernel_copy(self.job, path, dest.create(tmp), progress, algorithm)
         return copy_stream(
             self.job,
             lambda offset: source.open_reader(path, offset, self.checksum),
@@ -267,6 +268,7 @@ class _Builtin:
         if isinstance(source, Location) and dest.local and self.t.endpoint(source.host).local:
 
             def make(tmp: str) -> Outcome:
+                dest.remove(tmp)  # a stale temporary from an earlier attempt
                 dest.symlink(source.path, tmp)
                 return Outcome(detail=f"symbolic link to {source.path}")
 
@@ -301,18 +303,22 @@ class _Builtin:
         frontend = self.t.endpoint(self.t.hosts.frontend_name)
 
         def fetch(url: str, path: str) -> None:
-            self._placed(frontend, path, lambda tmp: copied_outcome(self._fetch(url, frontend, tmp, lambda d, t: None)))
+            # Into the ISO builder's own scratch directory, the only place it may write.
+            scratch = LocalEndpoint(Host("scratch", "shared", os.path.dirname(path), local=True))
+            self._placed(scratch, path, lambda tmp: copied_outcome(self._fetch(url, scratch, tmp, lambda d, t: None)))
 
         def make(tmp: str) -> Outcome:
             files = [action.context_file, *action.files]
-            if dest.local:
-                build_context_iso(files, tmp, fetch)
-                size = os.path.getsize(tmp)
+            if isinstance(dest, LocalEndpoint):
+                with dest.create(tmp) as out:
+                    build_context_iso(files, out, fetch)
+                    size = os.fstat(out.fileno()).st_size
                 self.job.progress(size, size)
                 return Outcome(size, detail="ISO built in place")
             with tempfile.TemporaryDirectory(prefix="headnode-iso-", dir=self.t.home.cache) as scratch:
                 iso = os.path.join(scratch, "context.iso")
-                build_context_iso(files, iso, fetch)
+                with open(iso, "xb") as out:
+                    build_context_iso(files, out, fetch)
                 copied = self._copy_file(frontend, iso, dest, tmp, self.job.progress)
                 return copied_outcome(copied, "ISO built on the front end, copied")
 
@@ -328,6 +334,9 @@ class _Builtin:
         kind, _ = source.kind(action.source.path)
         if kind is None:
             raise OperationError(f"MV: {action.source} does not exist")
+        if kind == "l" and not (source.local and dest.local):
+            target = source.readlink(action.source.path)
+            raise OperationError(f"MV: {action.source} is a symbolic link (to {target}); links stay on their machine")
         name = posixpath.basename(action.source.path.rstrip("/"))
         final = action.dest.path
         if (kind == "d" and posixpath.basename(final.rstrip("/")) != name) or (
@@ -349,7 +358,10 @@ class _Builtin:
         dest.makedirs(posixpath.dirname(final))
         if same_place:
             try:
-                source.rename(action.source.path, final)
+                if isinstance(source, LocalEndpoint) and isinstance(dest, LocalEndpoint):
+                    os.replace(confined(source.host, action.source.path), confined(dest.host, final))
+                else:
+                    source.rename(action.source.path, final)
                 return Outcome(detail=f"renamed to {final}")
             except OSError:  # another file system on this machine: copy, then remove
                 pass
@@ -370,6 +382,9 @@ class _Builtin:
     def _placed_tree(self, source: Endpoint, root: str, dest: Endpoint, final: str) -> Outcome:
         """Copy a directory tree under a temporary name, each file verified, then rename it into place."""
         entries = source.tree(root)
+        links = {e.path: source.readlink(posixpath.join(root, e.path)) for e in entries if e.kind == "l"}
+        if not (source.local and dest.local):
+            _portable_links(links, root)
         total = sum(e.size for e in entries if e.kind == "f")
         tmp = part_name(final)
         dest.remove(tmp)
@@ -381,7 +396,7 @@ class _Builtin:
                 if entry.kind == "d":
                     dest.makedirs(target)
                 elif entry.kind == "l":
-                    dest.symlink(source.readlink(posixpath.join(root, entry.path)), target)
+                    dest.symlink(links[entry.path], target)
                 else:
                     base = done
                     copied = self._copy_file(
@@ -407,6 +422,18 @@ class _Builtin:
 def _under(location: Location, root: Location) -> bool:
     path, top = posixpath.normpath(location.path), posixpath.normpath(root.path)
     return location.host == root.host and (path == top or path.startswith(top.rstrip("/") + "/"))
+
+
+def _portable_links(links: dict[str, str], root: str) -> None:
+    """Refuse a tree moving to another machine whose links lead outside it: the link would name another file
+    there (on the front end, a `.part` link planted on a host once led a copy onto the front end's files)."""
+    for path, target in links.items():
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise OperationError(
+                f"MV: {posixpath.join(root, path)} is a symbolic link to {target}, outside the directory being "
+                "moved; only links within it move between machines"
+            )
 
 
 def _relink(source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:

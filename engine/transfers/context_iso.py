@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from typing import BinaryIO
 
 from engine.errors import OperationError
 
@@ -28,8 +29,9 @@ def iso_name(name: str, used: set[str]) -> str:
     return f"/{candidate};1"
 
 
-def build_context_iso(files: list[str], output: str, fetch: Callable[[str, str], None]) -> None:
-    """Write an ISO holding each file (local paths; URLs fetched with `fetch(url, local_path)`) at its top level."""
+def build_context_iso(files: list[str], output: BinaryIO, fetch: Callable[[str, str], None]) -> None:
+    """Write an ISO holding each file (local paths; URLs fetched with `fetch(url, local_path)`) at its top level
+    into the new file `output`."""
     import pycdlib
 
     with tempfile.TemporaryDirectory(prefix="headnode-context-") as scratch:
@@ -58,7 +60,7 @@ def build_context_iso(files: list[str], output: str, fetch: Callable[[str, str],
                 handles.append(handle)
                 size = os.fstat(handle.fileno()).st_size
                 iso.add_fp(handle, size, iso_path=iso_name(name, used), rr_name=name, joliet_path=f"/{name[:64]}")
-            iso.write(output)
+            iso.write_fp(output)
         finally:
             iso.close()
             for handle in handles:

@@ -19,6 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from engine.errors import ConnectionLost, OperationError
 from engine.transfers.checksums import Checksum, new_checksum
@@ -127,10 +128,10 @@ def _verified(
     return Copied(done, whole, resumed_from=offset)
 
 
-def kernel_copy(job: Job, source: str, tmp: str, progress: Progress, algorithm: str | None) -> Copied:
-    """Copy a local file within this machine's file systems, keeping holes; with an algorithm, checksum both
-    sides (None: trust the kernel, as cp does)."""
-    with open(source, "rb") as src, open(tmp, "w+b") as dst:
+def kernel_copy(job: Job, source: str, dst: BinaryIO, progress: Progress, algorithm: str | None) -> Copied:
+    """Copy a local file into the new file `dst` within this machine's file systems, keeping holes; with an
+    algorithm, checksum both sides (None: trust the kernel, as cp does)."""
+    with open(source, "rb") as src, dst:
         size = os.fstat(src.fileno()).st_size
         try:
             fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())

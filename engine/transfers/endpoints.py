@@ -10,6 +10,7 @@ paths only as positional arguments, so no path is ever spliced into shell text. 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -17,7 +18,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from engine.errors import Cancelled, ConnectionLost, OperationError
 from engine.language.numbers import whole_number
@@ -45,21 +46,47 @@ def channel_errors() -> tuple[type[BaseException], ...]:
 
 _ZEROS = bytes(CHUNK)
 
-# Receive a stream into $1 from byte $2 (its directory made, the file cut there first), leaving holes where whole
-# 64 KiB blocks are zero; print the file's size (short of the stream's end by a trailing hole, restored at publish).
-# Blocks of the size of sshd's pipe to us: with 1 MiB blocks sshd stalled while dd wrote, and a 1 GiB CLONE took
-# 1.5x as long (bench_transfer).
-_RECEIVE = (
-    'set -e; mkdir -p -- "$(dirname -- "$1")"; truncate -s "$2" -- "$1"; '
-    'dd of="$1" bs=64K seek="$2" oflag=seek_bytes conv=sparse,notrunc iflag=fullblock status=none; '
-    'stat -c %s -- "$1"'
+# Every script that writes on a host takes the host's VM directory as $1 and first calls `inside "$1" DIR...` for
+# the directories it writes in: each, with its symbolic links resolved (missing parts kept as written), must be the
+# VM directory or lie under it (realpath prints it relative to the VM directory then), else the script says so
+# and exits 4. So a link planted under the VM directory (`7 -> /elsewhere`) never leads a write or a delete out of
+# it; the VM directory's own links are the admin's. `${2%/*}/` is $2's directory. One realpath, no dirname: each
+# process started costs a host under load a few milliseconds before the first byte lands.
+_INSIDE = (
+    'inside() { v=$1; shift; r=$(realpath -m --relative-base="$v" -- "$@") || exit 4; case "$r" in /*|*"\n"/*) '
+    'echo "$* leads outside the VM directory $v (a symbolic link); refusing to write there" >&2; exit 4;; '
+    "esac; }; "
+)
+_MAKEDIRS = _INSIDE + 'inside "$1" "$2" && mkdir -p -- "$2"'
+_RENAME = _INSIDE + 'inside "$1" "${2%/*}/" "${3%/*}/" && mv -T -- "$2" "$3"'
+_REMOVE = _INSIDE + 'inside "$1" "${2%/*}/" && rm -rf -- "$2"'
+_SYMLINK = _INSIDE + 'inside "$1" "${3%/*}/" && ln -sT -- "$2" "$3"'
+# A file of $3 bytes with no data blocks at $2, created afresh (O_EXCL, never through a link).
+_SPARSE = _INSIDE + (
+    'inside "$1" "${2%/*}/" && rm -f -- "$2" && dd if=/dev/null of="$2" bs=1 seek="$3" oflag=nofollow conv=excl '
+    "status=none"
+)
+# Receive a stream into $2 from byte $3 (its directory made), leaving holes where whole 64 KiB blocks are zero;
+# print the file's size. From byte 0 the file is made afresh (a stale one removed, then O_EXCL); a resumed one is
+# cut at $3 by dd and must be a plain file with no other name; neither is ever opened through a link. Blocks of
+# the size of sshd's pipe to us: with 1 MiB blocks sshd stalled while dd wrote, and a 1 GiB CLONE took 1.5x as
+# long (bench_transfer).
+_RECEIVE = _INSIDE + (
+    'set -e; d="${2%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; '
+    'if [ "$3" = 0 ]; then if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; fi; new=,excl; '
+    'elif [ -L "$2" ] || [ "$(stat -c %h -- "$2")" != 1 ]; then '
+    'echo "will not resume $2: it is a symbolic or a hard link" >&2; exit 4; else new=; fi; '
+    'dd of="$2" bs=64K seek="$3" oflag=seek_bytes,nofollow conv="sparse$new" iflag=fullblock status=none; '
+    'stat -c %s -- "$2"'
 )
 # The scripts below that checksum call the shell function `checksum` (engine.transfers.checksums.SHELL_FUNCTIONS).
-# Publish a received copy: grow $1 to $3 bytes (a trailing hole), checksum it where it lies, and rename it to $2
-# only if the checksum is $4 (when given); print the checksum either way (exit 3 on a mismatch).
-_PUBLISH = (
-    'set -e; truncate -s ">$3" -- "$1"; h=$(checksum < "$1"); h=${h%% *}; '
-    'if [ -n "$4" ] && [ "$h" != "$4" ]; then echo "$h"; exit 3; fi; mv -T -- "$1" "$2"; echo "$h"'
+# Publish a received copy: grow $2 to $4 bytes (a trailing hole), checksum it where it lies, and rename it to $3
+# only if the checksum is $5 (when given); print the checksum either way (exit 3 on a mismatch).
+_PUBLISH = _INSIDE + (
+    'set -e; inside "$1" "${2%/*}/" "${3%/*}/"; '
+    'if [ -L "$2" ]; then echo "$2 is a symbolic link" >&2; exit 4; fi; '
+    'truncate -s ">$4" -- "$2"; h=$(checksum < "$2"); h=${h%% *}; '
+    'if [ -n "$5" ] && [ "$h" != "$5" ]; then echo "$h"; exit 3; fi; mv -T -- "$2" "$3"; echo "$h"'
 )
 # Send $1 from byte offset $2 on stdout, and its checksum on stderr.
 _SEND = '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | checksum >&2; } 3>&1'
@@ -243,13 +270,16 @@ class LocalReader(Reader):
 
 
 class LocalWriter(Writer):
-    """Writes a file here, leaving holes where whole chunks are zero."""
+    """Writes a file here, leaving holes where whole chunks are zero. From offset 0 the file is created afresh
+    (a stale one removed first, never followed); a resumed one must be a plain file with no other name."""
 
     def __init__(self, path: str, offset: int) -> None:
         self.path = path
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            fd = create_exclusive(path) if offset == 0 else open_for_resume(path)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OperationError(f"will not resume {path}: it is a symbolic link") from None
             raise OperationError(f"cannot write {path}: {exc.strerror}") from None
         os.ftruncate(fd, offset)
         self._fd = fd
@@ -272,6 +302,40 @@ class LocalWriter(Writer):
         os.close(self._fd)
 
 
+def create_exclusive(path: str) -> int:
+    """A new file at `path` (a read-write descriptor): whatever stale file or link had the name is removed first,
+    and the file is created with O_EXCL|O_NOFOLLOW, so nothing is ever written through a link planted there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+
+def open_for_resume(path: str) -> int:
+    """The partial file at `path`, opened for writing only if it is a plain file with no other name (a symbolic
+    or hard link planted in its place would lead the write elsewhere)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    st = os.fstat(fd)
+    problem = "not a plain file" if not stat.S_ISREG(st.st_mode) else "a hard link" if st.st_nlink != 1 else ""
+    if problem:
+        os.close(fd)
+        raise OperationError(f"will not resume {path}: it is {problem}")
+    return fd
+
+
+def confined(host: Host, path: str, whole: bool = False) -> str:
+    """`path` with the symbolic links among its parents resolved (and its last part too, with `whole`), or
+    OperationError unless that stays within the host's VM directory: the check a write makes where it writes."""
+    root = os.path.realpath(host.vm_dir)
+    head, tail = os.path.split(path)
+    resolved = os.path.realpath(path if whole else head)
+    if resolved != root and not resolved.startswith(root.rstrip("/") + "/"):
+        raise OperationError(
+            f"{path}: {path if whole else head} leads to {resolved}, outside the VM directory {host.vm_dir} of "
+            f"host {host.name} (a symbolic link); refusing to write there"
+        )
+    return resolved if whole else os.path.join(resolved, tail)
+
+
 class LocalEndpoint(Endpoint):
     local = True
 
@@ -288,20 +352,21 @@ class LocalEndpoint(Endpoint):
         return ("d", 0) if stat.S_ISDIR(st.st_mode) else ("f", st.st_size)
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(confined(self.host, path, whole=True), exist_ok=True)
 
     def rename(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
+        os.replace(confined(self.host, src), confined(self.host, dst))
 
     def remove(self, path: str) -> None:
+        path = confined(self.host, path)
         kind, _ = self.kind(path)
         if kind == "d":
-            shutil.rmtree(path)
+            shutil.rmtree(path)  # never follows links inside the tree (it works from directory descriptors)
         elif kind is not None:
             os.unlink(path)
 
     def symlink(self, target: str, path: str) -> None:
-        os.symlink(target, path)
+        os.symlink(target, confined(self.host, path))
 
     def readlink(self, path: str) -> str:
         return os.readlink(path)
@@ -317,8 +382,15 @@ class LocalEndpoint(Endpoint):
         return entries
 
     def sparse_file(self, path: str, size: int) -> None:
-        with open(path, "wb") as out:
-            out.truncate(size)
+        fd = create_exclusive(confined(self.host, path))
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+
+    def create(self, path: str) -> BinaryIO:
+        """A new file at `path` for writing, made as LocalWriter makes one (never through a link)."""
+        return os.fdopen(create_exclusive(confined(self.host, path)), "w+b")
 
     def run(self, argv: Sequence[str], cancel: Callable[[], bool], on_line: Callable[[str], None]) -> None:
         result = run_local(argv, cancel, on_line)
@@ -329,7 +401,7 @@ class LocalEndpoint(Endpoint):
         return LocalReader(path, offset)
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
-        return LocalWriter(path, offset)
+        return LocalWriter(confined(self.host, path), offset)
 
     def checksum(self, path: str, algorithm: str) -> str:
         checksum = new_checksum(algorithm)
@@ -487,17 +559,21 @@ class RemoteEndpoint(Endpoint):
         words = self._check(["sh", "-c", _KIND, "sh", path]).split(maxsplit=2)
         return (None if words[0] == "n" else words[0]), int(words[1])
 
+    def _write(self, script: str, *args: str) -> str:
+        """Run a script that writes (see `_INSIDE`), the VM directory as its first argument."""
+        return self._check(["sh", "-c", script, "sh", self.host.vm_dir, *args])
+
     def makedirs(self, path: str) -> None:
-        self._check(["mkdir", "-p", "--", path])
+        self._write(_MAKEDIRS, path)
 
     def rename(self, src: str, dst: str) -> None:
-        self._check(["mv", "-T", "--", src, dst])
+        self._write(_RENAME, src, dst)
 
     def remove(self, path: str) -> None:
-        self._check(["rm", "-rf", "--", path])
+        self._write(_REMOVE, path)
 
     def symlink(self, target: str, path: str) -> None:
-        self._check(["ln", "-s", "--", target, path])
+        self._write(_SYMLINK, target, path)
 
     def readlink(self, path: str) -> str:
         return self._check(["readlink", "--", path]).rstrip("\n")
@@ -511,7 +587,7 @@ class RemoteEndpoint(Endpoint):
         return entries
 
     def sparse_file(self, path: str, size: int) -> None:
-        self._check(["sh", "-c", 'rm -f -- "$1" && truncate -s "$2" -- "$1"', "sh", path, str(size)])
+        self._write(_SPARSE, path, str(size))
 
     def run(self, argv: Sequence[str], cancel: Callable[[], bool], on_line: Callable[[str], None]) -> None:
         full = with_sbin(argv)
@@ -532,7 +608,7 @@ class RemoteEndpoint(Endpoint):
         return RemoteReader(channel, offset, size, transport, algorithm)
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
-        argv = ["sh", "-c", _RECEIVE, "sh", path, str(offset)]
+        argv = ["sh", "-c", _RECEIVE, "sh", self.host.vm_dir, path, str(offset)]
         if self.accelerator is not None and (total is None or total - offset >= self.accelerator.min_bytes):
             return self.accelerator.writer(self.host, argv)
         transport = self.pool.transport(self.host)
@@ -547,7 +623,7 @@ class RemoteEndpoint(Endpoint):
 
     def publish(self, tmp: str, final: str, size: int, algorithm: str, expected: str | None) -> str | None:
         value = expected.partition(":")[2] if expected else ""
-        argv = ["sh", "-c", checksum_script(_PUBLISH, algorithm), "sh", tmp, final, str(size), value]
+        argv = ["sh", "-c", checksum_script(_PUBLISH, algorithm), "sh", self.host.vm_dir, tmp, final, str(size), value]
         result = self._run(argv)
         stored = from_tool_output(algorithm, result.stdout)
         if result.status == 3:
