@@ -36,8 +36,13 @@ def network_row(network: Any, usage: Any) -> tuple[Any, ...]:
     )
 
 
-def lease_row(lease: Any) -> tuple[str, ...]:
-    return (lease.ip, lease.mac, "" if lease.vm is None else str(lease.vm), lease.state, lease.note)
+LEASE_COLUMNS = [Column("IP", 15), Column("MAC", 17), Column("VM", 6), Column("State", 5), Column("Note", 30)]
+
+
+def lease_row(lease: Any, ipv6: bool = False) -> tuple[str, ...]:
+    """A lease's cells; with `ipv6`, its global (else ULA) IPv6 address last, where the 120-column layout has room."""
+    row = (lease.ip, lease.mac, "" if lease.vm is None else str(lease.vm), lease.state, lease.note)
+    return (*row, lease.ip6_global or lease.ip6_ula or "") if ipv6 else row
 
 
 def export_leases_to(app: Any, network: str | None) -> None:
@@ -246,24 +251,28 @@ class LeasesScreen(HeadnodeScreen):
         self.first_action = first_action  # run once the leases are on screen (the palette's lease actions)
         self.TITLE = f"Leases of {network}"
         self.leases: list[tuple[str, ...]] = []
+        self.lease_columns = LEASE_COLUMNS
         self.filter_text = ""
 
     def body(self) -> Iterable[Widget]:
         yield Static(f"Network {self.network}: loading…", id="leases-title", markup=False)
-        yield VirtualTable(
-            [Column("IP", 15), Column("MAC", 17), Column("VM", 6), Column("State", 5), Column("Note", 30)],
-            id="leases-table",
-        )
+        yield VirtualTable(LEASE_COLUMNS, id="leases-table")
 
     def main_widget(self) -> VirtualTable:
         return self.query_one(VirtualTable)
 
     def load(self) -> tuple[Any, list[tuple[str, ...]]]:
         networks = self.happ.networks
-        return networks.usage(self.network), [lease_row(lease) for lease in networks.leases(self.network)]
+        ipv6 = networks.get(self.network).has_ipv6_prefix
+        return networks.usage(self.network), [lease_row(lease, ipv6) for lease in networks.leases(self.network)]
 
     def show(self, loaded: tuple[Any, list[tuple[str, ...]]]) -> None:
         usage, self.leases = loaded
+        if self.leases and len(self.leases[0]) > len(LEASE_COLUMNS):
+            width = max(len(row[-1]) for row in self.leases)
+            self.lease_columns = [*LEASE_COLUMNS, Column("IPv6", max(width, 4))]
+        else:
+            self.lease_columns = LEASE_COLUMNS
         self.query_one("#leases-title", Static).update(
             f"Network {self.network}: {usage.used} used, {usage.held} held, {usage.free} free of {usage.size}"
         )
@@ -275,7 +284,7 @@ class LeasesScreen(HeadnodeScreen):
     def _show(self) -> None:
         needle = self.filter_text
         rows = self.leases if not needle else [r for r in self.leases if any(needle in c.lower() for c in r)]
-        self.main_widget().set_rows(rows)
+        self.main_widget().set_rows(rows, columns=self.lease_columns)
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text.lower()

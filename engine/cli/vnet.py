@@ -2,8 +2,9 @@
 
 With --json: a network in `list` is {"name", "type", "bridge", "size", "used", "free"} (used counts held addresses
 too, so used + free = size); `create` adds the template's "warnings" (also on stderr, one a line); `show` adds its
-attributes and a `leases` list; a lease is {"network", "ip", "mac", "vm", "state", "note"}. A full network, a taken
-address or a refused release exit 1.
+attributes and a `leases` list; a lease is {"network", "ip", "mac", "ip6_global", "ip6_ula", "ip6_link", "vm",
+"state", "note"} (ip6_global and ip6_ula null without GLOBAL_PREFIX / ULA_PREFIX; tables show the IPv6 columns for
+networks with one). A full network, a taken address or a refused release exit 1.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
         shown = "[ " + ", ".join(f"{k} = {v}" for k, v in value.items()) + " ]" if isinstance(value, dict) else value
         print(f"{name} = {shown}")
     print("\nLEASES")
-    sys.stdout.write(lease_table(leases))
+    sys.stdout.write(lease_table(leases, network))
     return 0
 
 
@@ -153,14 +154,15 @@ def run_lease(args: argparse.Namespace, ctx: CliContext) -> int:
         if ctx.json:
             ctx.emit_json([x.to_json() for x in leases])
         else:
-            sys.stdout.write(lease_table(leases))
+            sys.stdout.write(lease_table(leases, nets.get(args.name)))
         return 0
-    print_lease(ctx, nets.lease(args.name, vm=args.vm, ip=args.ip, note=args.note))
+    print_lease(ctx, nets, nets.lease(args.name, vm=args.vm, ip=args.ip, note=args.note))
     return 0
 
 
 def run_hold(args: argparse.Namespace, ctx: CliContext) -> int:
-    print_lease(ctx, networks(ctx).hold(args.name, args.ip, note=args.note))
+    nets = networks(ctx)
+    print_lease(ctx, nets, nets.hold(args.name, args.ip, note=args.note))
     return 0
 
 
@@ -229,13 +231,20 @@ def attributes(network: Network) -> dict[str, Any]:
     return result
 
 
-def print_lease(ctx: CliContext, lease: Lease) -> None:
+def print_lease(ctx: CliContext, nets: Networks, lease: Lease) -> None:
     if ctx.json:
         ctx.emit_json(lease.to_json())
     else:
-        sys.stdout.write(lease_table([lease]))
+        sys.stdout.write(lease_table([lease], nets.get(lease.network)))
 
 
-def lease_table(leases: list[Lease]) -> str:
-    rows = [[x.ip, x.mac, "-" if x.vm is None else x.vm, x.state, x.note] for x in leases]
-    return format_table(("IP", "MAC", "VM", "STATE", "NOTE"), rows, right=("VM",))
+def lease_table(leases: list[Lease], network: Network) -> str:
+    """The leases of `network`; its IPv6 addresses in columns after the MAC when it has a routable prefix."""
+    ipv6 = [key for key, prefix in (("IP6_GLOBAL", network.global_prefix), ("IP6_ULA", network.ula_prefix)) if prefix]
+    if ipv6:
+        ipv6.append("IP6_LINK")
+    rows = [
+        [x.ip, x.mac, *(getattr(x, key.lower()) for key in ipv6), "-" if x.vm is None else x.vm, x.state, x.note]
+        for x in leases
+    ]
+    return format_table(("IP", "MAC", *ipv6, "VM", "STATE", "NOTE"), rows, right=("VM",))

@@ -36,12 +36,13 @@ from engine.errors import InputError, Problem
 from engine.language.numbers import whole_number
 from engine.language.template import Attribute, Template, Vector
 from engine.networks.addresses import (
+    LINK_LOCAL_PREFIX,
     LOCAL_BIT,
     MULTICAST_BIT,
     AddressError,
+    Eui64,
     format_ipv4,
     mac_of,
-    mac_to_ipv6,
     normal_mac,
     parse_ipv4,
     parse_ipv6_prefix,
@@ -111,10 +112,24 @@ class Network:
         listed = self._fixed_macs.get(ip) if self.type == FIXED else None
         return listed or mac_of(ip, parse_mac_prefix(self.mac_prefix))
 
+    @cached_property
+    def _slaac(self) -> dict[str, Eui64]:
+        prefixes = (("GLOBAL", self.global_prefix), ("ULA", self.ula_prefix), ("LINK", LINK_LOCAL_PREFIX))
+        return {name: Eui64(prefix) for name, prefix in prefixes if prefix}
+
+    @property
+    def has_ipv6_prefix(self) -> bool:
+        """Whether the network gives routable IPv6 addresses (GLOBAL_PREFIX or ULA_PREFIX), not only link-local."""
+        return bool(self.global_prefix or self.ula_prefix)
+
+    def ipv6_address(self, kind: str, mac: str) -> str | None:
+        """The SLAAC address of a NIC with `mac`: kind GLOBAL or ULA (None without that prefix), or LINK."""
+        slaac = self._slaac.get(kind)
+        return slaac(mac) if slaac is not None else None
+
     def ipv6_addresses(self, mac: str) -> dict[str, str]:
-        """The SLAAC addresses of a NIC with `mac` under the network's GLOBAL_PREFIX and ULA_PREFIX, by name."""
-        prefixes = (("GLOBAL", self.global_prefix), ("ULA", self.ula_prefix))
-        return {name: mac_to_ipv6(mac, prefix) for name, prefix in prefixes if prefix}
+        """The SLAAC addresses of a NIC with `mac` under GLOBAL_PREFIX and ULA_PREFIX, and its link-local one."""
+        return {name: slaac(mac) for name, slaac in self._slaac.items()}
 
     def check_leasable(self, ip: int) -> None:
         """Raise InputError saying why `ip` can never be leased in this network (bad input, exit 2), if so."""

@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import InputError, OperationError, Problem
-from engine.networks.addresses import format_ipv4, parse_ipv4
+from engine.networks.addresses import LINK_LOCAL_PREFIX, format_ipv4, mac_to_ipv6, parse_ipv4
 from engine.networks.definition import FIRST_FREE, Network
 from engine.networks.lease_file import LeaseFile, Transaction
 
@@ -39,10 +39,29 @@ class Lease:
     note: str
     created: float  # seconds since the epoch
     updated: float
+    of: Network | None = field(default=None, compare=False, repr=False)  # gives the IPv6 addresses
+
+    # The IPv6 addresses (OpenNebula's IP6_GLOBAL, IP6_ULA, IP6_LINK) are worked out when asked for: a table of
+    # 65,534 leases that shows none of them does not pay for them.
+    @property
+    def ip6_global(self) -> str | None:
+        """The SLAAC address under the network's GLOBAL_PREFIX (None without one)."""
+        return self.of.ipv6_address("GLOBAL", self.mac) if self.of is not None else None
+
+    @property
+    def ip6_ula(self) -> str | None:
+        """The SLAAC address under the network's ULA_PREFIX (None without one)."""
+        return self.of.ipv6_address("ULA", self.mac) if self.of is not None else None
+
+    @property
+    def ip6_link(self) -> str:
+        """The link-local address (fe80::/64), which every NIC has."""
+        link = self.of.ipv6_address("LINK", self.mac) if self.of is not None else None
+        return link or mac_to_ipv6(self.mac, LINK_LOCAL_PREFIX)
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's lease shape."""
-        keys = ("network", "ip", "mac", "vm", "state", "note")
+        keys = ("network", "ip", "mac", "ip6_global", "ip6_ula", "ip6_link", "vm", "state", "note")
         return {key: getattr(self, key) for key in keys}
 
 
@@ -254,7 +273,10 @@ class LeaseBook:
 
     def _lease(self, doc: dict[str, Any]) -> Lease:
         d = doc  # positional: this runs once per lease when a whole network is loaded
-        return Lease(self.network.name, d["ip"], d["mac"], d["vm"], d["state"], d["note"], d["created"], d["updated"])
+        network = self.network
+        return Lease(
+            network.name, d["ip"], d["mac"], d["vm"], d["state"], d["note"], d["created"], d["updated"], network
+        )
 
 
 def _unordered_docs(data: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:

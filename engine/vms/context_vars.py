@@ -3,6 +3,8 @@
     HOSTNAME = "$NAME"                       a single-valued template attribute
     IP       = "$NIC[IP]"                    a key of the first NIC (or of any vector attribute)
     IP_PRIV  = "$NIC[IP, NETWORK=\"private\"]" a key of the first NIC whose NETWORK is "private"
+    IP6      = "$NIC[IP6_GLOBAL]"            a leased NIC's IPv6 addresses: IP6_GLOBAL, IP6_ULA (networks with
+                                             GLOBAL_PREFIX / ULA_PREFIX) and IP6_LINK (every leased NIC)
     ID       = "$VMID"                       the VM's id
 
 A `$` that does not start a variable stays as written. An unknown variable is an error naming the CONTEXT key.
@@ -61,4 +63,7 @@ def _lookup(match: re.Match[str], template: Template, vm_id: int) -> str:
         found = vector.get(key)
         if found is not None:
             return found
-    raise LookupError(f"{match.group(0)} matches no {name} that has {key.upper()}")
+    hint = ""
+    if name == "NIC" and key.upper() in ("IP6_GLOBAL", "IP6_ULA"):
+        hint = f" (only a NIC of a network with {key.upper()[4:]}_PREFIX has one)"
+    raise LookupError(f"{match.group(0)} matches no {name} that has {key.upper()}{hint}")

@@ -285,7 +285,16 @@ class Vms:
         except InputError as exc:
             problems = [replace(p, message=f"NIC on line {attr.line}: {p.message}") for p in exc.problems]
             raise InputError(problems) from None
-        leased = nic.replace(NETWORK=name, IP=lease.ip, MAC=lease.mac, BRIDGE=network.bridge, VNID=str(network.id))
+        ipv6 = {key: value for key, value in (("IP6_GLOBAL", lease.ip6_global), ("IP6_ULA", lease.ip6_ula)) if value}
+        leased = nic.replace(
+            NETWORK=name,
+            IP=lease.ip,
+            MAC=lease.mac,
+            **ipv6,
+            IP6_LINK=lease.ip6_link,
+            BRIDGE=network.bridge,
+            VNID=str(network.id),
+        )
         return leased, lease
 
     def _next_id(self) -> int:

@@ -77,6 +77,9 @@ def test_lease_json_shapes_and_full_network(created) -> None:
         "network": "Private LAN",
         "ip": "10.0.0.1",
         "mac": "02:00:0a:00:00:01",
+        "ip6_global": None,
+        "ip6_ula": None,
+        "ip6_link": "fe80::aff:fe00:1",
         "vm": 4,
         "state": "used",
         "note": "web",
@@ -132,7 +135,17 @@ def test_show(created) -> None:
         "NETWORK_SIZE": "C",
     }
     assert shown["leases"] == [
-        {"network": "Private LAN", "ip": "10.0.0.1", "mac": "02:00:0a:00:00:01", "vm": 4, "state": "used", "note": ""}
+        {
+            "network": "Private LAN",
+            "ip": "10.0.0.1",
+            "mac": "02:00:0a:00:00:01",
+            "ip6_global": None,
+            "ip6_ula": None,
+            "ip6_link": "fe80::aff:fe00:1",
+            "vm": 4,
+            "state": "used",
+            "note": "",
+        }
     ]
     text = created("vnet", "show", "Private LAN").stdout
     assert text.startswith("VIRTUAL NETWORK 1 INFORMATION\nID              : 1\nNAME            : Private LAN\n")
@@ -140,6 +153,38 @@ def test_show(created) -> None:
     assert text.endswith(
         "LEASES\nIP        MAC                VM  STATE  NOTE\n10.0.0.1  02:00:0a:00:00:01   4  used\n"
     )
+
+
+def test_ipv6_is_shown_wherever_the_lease_is(headnode, tmp_path: Path) -> None:
+    path = tmp_path / "v6.net"
+    path.write_text("NAME = v6\nBRIDGE = br6\nNETWORK_ADDRESS = 10.6.0.0/24\nGLOBAL_PREFIX = 2001:db8:6::\n")
+    assert headnode("vnet", "create", str(path)).returncode == 0
+    lease = json.loads(headnode("vnet", "lease", "v6", "--vm", "3", "--json").stdout)
+    assert (lease["ip"], lease["ip6_global"], lease["ip6_ula"], lease["ip6_link"]) == (
+        "10.6.0.1",
+        "2001:db8:6::aff:fe06:1",
+        None,
+        "fe80::aff:fe06:1",
+    )
+    assert headnode("vnet", "hold", "v6", "10.6.0.9").stdout == (
+        "IP        MAC                IP6_GLOBAL              IP6_LINK          VM  STATE  NOTE\n"
+        "10.6.0.9  02:00:0a:06:00:09  2001:db8:6::aff:fe06:9  fe80::aff:fe06:9   -  hold\n"
+    )
+    shown = headnode("vnet", "show", "v6").stdout
+    assert "10.6.0.1  02:00:0a:06:00:01  2001:db8:6::aff:fe06:1  fe80::aff:fe06:1   3  used\n" in shown
+    assert json.loads(headnode("vnet", "show", "v6", "--json").stdout)["leases"][0]["ip6_global"] == (
+        "2001:db8:6::aff:fe06:1"
+    )
+    exported = {fmt: headnode("vnet", "export", "v6", "--format", fmt).stdout for fmt in ("dnsmasq", "hosts", "kea")}
+    assert exported["dnsmasq"] == (
+        "dhcp-host=02:00:0a:06:00:01,10.6.0.1,[2001:db8:6::aff:fe06:1],one-3\n"
+        "dhcp-host=02:00:0a:06:00:09,10.6.0.9,[2001:db8:6::aff:fe06:9]\n"
+    )
+    assert exported["hosts"] == "10.6.0.1\tone-3\n2001:db8:6::aff:fe06:1\tone-3\n"
+    assert json.loads(exported["kea"])["reservations6"] == [
+        {"hw-address": "02:00:0a:06:00:01", "ip-addresses": ["2001:db8:6::aff:fe06:1"], "hostname": "one-3"},
+        {"hw-address": "02:00:0a:06:00:09", "ip-addresses": ["2001:db8:6::aff:fe06:9"]},
+    ]
 
 
 def test_delete(created) -> None:

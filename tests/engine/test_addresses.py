@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from engine.networks.addresses import (
     AddressError,
+    Eui64,
     format_ipv4,
     format_mac,
     ip_to_mac,
@@ -126,6 +128,40 @@ def test_guest_script_agrees_with_mac_to_ip(shell: str, ip: str) -> None:
     mac = ip_to_mac(ip, "02:00").upper()
     done = subprocess.run([shell, str(GUEST_SCRIPT), mac], capture_output=True, text=True)
     assert done.stdout == f"{ip}\n"
+
+
+ipv6_prefixes = st.sampled_from(["fe80::", "2001:db8::", "2001:db8:0:1::", "fd00:1:2:3::", "1::", "0:0:0:1::/64"]) | (
+    st.integers(0, 0xFFFFFFFFFFFFFFFF).map(lambda n: str(ipaddress.IPv6Address(n << 64)))
+)
+macs = st.integers(0, 0xFFFFFFFFFFFF).map(format_mac) | st.integers(0, 0xFFFFFFFF).map(
+    lambda n: format_mac(0x0200 << 32 | n)
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(macs, ipv6_prefixes)
+def test_eui64_text_is_what_ipaddress_prints(mac: str, prefix: str) -> None:
+    value = parse_mac(mac)
+    eui64 = ((value >> 24) << 40 | 0xFFFE << 24 | (value & 0xFFFFFF)) ^ (0x02 << 56)
+    expected = ipaddress.IPv6Address(int(ipaddress.IPv6Address(prefix.removesuffix("/64"))) | eui64)
+    assert Eui64(prefix)(mac) == mac_to_ipv6(mac, prefix) == str(expected)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@settings(max_examples=25, deadline=None)
+@given(macs, ipv6_prefixes)
+def test_guest_script_prints_the_ipv6_address_headnode_shows(shell: str, mac: str, prefix: str) -> None:
+    done = subprocess.run([shell, str(GUEST_SCRIPT), "-6", prefix, mac.upper()], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{mac_to_ipv6(mac, prefix)}\n", "")
+
+
+@pytest.mark.parametrize(
+    "prefix", ["2001:db8::1", "1:2:3:4:5:6:7", "2001:db8:::", ":1::", "2001:db8", "g::", "1:2::3::"]
+)
+def test_guest_script_refuses_a_bad_ipv6_prefix(prefix: str) -> None:
+    done = subprocess.run(["sh", str(GUEST_SCRIPT), "-6", prefix, "02:00:0a:00:00:01"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"headnode-ip: '{prefix}' is not an IPv6 /64 prefix (e.g. 2001:db8::)\n"
 
 
 def test_guest_script_refuses_a_bad_mac() -> None:

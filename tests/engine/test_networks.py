@@ -308,10 +308,18 @@ def test_a_network_deleted_by_another_process_refuses_leases(home: Home, tmp_pat
 def test_ipv6_prefixes_give_eui64_addresses(nets: Networks, tmp_path: Path) -> None:
     text = "NAME=n\nBRIDGE=br0\nNETWORK_ADDRESS=10.0.0.0/24\nGLOBAL_PREFIX=2001:db8::\nULA_PREFIX=fd00:1::/64\n"
     network = create(nets, tmp_path, text)
-    assert network.ipv6_addresses(nets.lease("n", vm=1).mac) == {
+    lease = nets.lease("n", vm=1)
+    assert network.ipv6_addresses(lease.mac) == {
         "GLOBAL": "2001:db8::aff:fe00:1",
         "ULA": "fd00:1::aff:fe00:1",
+        "LINK": "fe80::aff:fe00:1",
     }
+    assert (lease.ip6_global, lease.ip6_ula, lease.ip6_link) == (
+        "2001:db8::aff:fe00:1",
+        "fd00:1::aff:fe00:1",
+        "fe80::aff:fe00:1",
+    )
+    assert [x.ip6_global for x in nets.leases("n")] == ["2001:db8::aff:fe00:1"]
     assert (
         "bad.tmpl:4: GLOBAL_PREFIX: '2001:db8::1' is not an IPv6 /64 prefix"
         in error_lines(nets, tmp_path, "NAME=m\nBRIDGE=br1\nNETWORK_ADDRESS=10.0.0.0/24\nGLOBAL_PREFIX=2001:db8::1\n")[

@@ -72,6 +72,7 @@ def test_create_leases_one_address_per_nic_and_writes_it_into_the_template(engin
         "NETWORK": "default",
         "IP": "192.168.122.2",
         "MAC": "02:00:c0:a8:7a:02",
+        "IP6_LINK": "fe80::c0ff:fea8:7a02",
         "BRIDGE": "virbr0",
         "VNID": str(engine.networks.get("default").id),
     }
@@ -89,6 +90,33 @@ def test_create_with_a_given_ip_and_a_nic_without_network(engine, tmp_path) -> N
     vm = engine.vms.create(t)
     assert [n.get("IP") for n in vm.nics()] == ["192.168.122.77", None]
     assert vm.nics()[1].as_dict() == {"BRIDGE": "br9", "MAC": "aa"}
+
+
+def test_a_nic_carries_its_ipv6_addresses_into_show_and_context(engine, tmp_path) -> None:
+    net = tmp_path / "v6.net"
+    net.write_text("NAME = v6\nBRIDGE = br6\nNETWORK_ADDRESS = 10.6.0.0/24\nGLOBAL_PREFIX = 2001:db8:6::\n")
+    engine.networks.create_from_file(net)
+    t = tmp_path / "vm.tmpl"
+    t.write_text(
+        "NAME = a\nNIC = [ NETWORK = v6 ]\n"
+        'CONTEXT = [ IP6 = "$NIC[IP6_GLOBAL]", LINK = "$NIC[IP6_LINK]", IP = "$NIC[IP]" ]\n'
+    )
+    vm = engine.vms.create(t)
+    nic = vm.nics()[0]
+    assert (nic.get("IP"), nic.get("IP6_GLOBAL"), nic.get("IP6_LINK")) == (
+        "10.6.0.1",
+        "2001:db8:6::aff:fe06:1",
+        "fe80::aff:fe06:1",
+    )
+    assert "IP6_GLOBAL = 2001:db8:6::aff:fe06:1" in vm.template.replace('"', "")  # what vm show prints
+    assert vm.parsed_template().vectors("CONTEXT")[0].as_dict() == {
+        "IP6": "2001:db8:6::aff:fe06:1",
+        "LINK": "fe80::aff:fe06:1",
+        "IP": "10.6.0.1",
+    }
+    t.write_text('NAME = b\nNIC = [ NETWORK = default ]\nCONTEXT = [ IP6 = "$NIC[IP6_GLOBAL]" ]\n')
+    with pytest.raises(InputError, match=r"only a NIC of a network with GLOBAL_PREFIX has one"):
+        engine.vms.create(t)
 
 
 def test_create_is_all_or_nothing(engine, tmp_path) -> None:

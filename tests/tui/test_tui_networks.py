@@ -147,6 +147,20 @@ async def test_lease_filter(home) -> None:
         assert len(table.rows) == 5
 
 
+async def test_leases_of_an_ipv6_network_show_the_global_address(home) -> None:
+    path = home.root / "lan.net"
+    path.write_text(LAN + "GLOBAL_PREFIX = 2001:db8:1::\n")
+    networks = Networks(home)
+    networks.create_from_file(path)
+    networks.lease("lan", vm=1)
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = await open_leases(app, pilot)
+        assert [c.label for c in table.columns][-1] == "IPv6"
+        assert list(table.rows) == [("10.1.0.1", "02:00:0a:01:00:01", "1", "used", "", "2001:db8:1::aff:fe01:1")]
+        assert "2001:db8:1::aff:fe01:1" in table.render_line(1).text
+
+
 async def test_export_to_a_file_and_to_the_clipboard(home, tmp_path) -> None:
     networks = make_lan(home)
     networks.lease("lan", vm=4)

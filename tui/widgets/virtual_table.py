@@ -59,8 +59,13 @@ class VirtualTable(ScrollView, can_focus=True):
         self.rows: Sequence[Sequence[str]] = []
         self.total_width = sum(c.width + 1 for c in self.columns)
 
-    def set_rows(self, rows: Sequence[Sequence[str]], keep_cursor: bool = True) -> None:
-        """Show `rows` (any sequence: a list of 65k tuples is fine, nothing is copied)."""
+    def set_rows(
+        self, rows: Sequence[Sequence[str]], keep_cursor: bool = True, columns: Sequence[Column] | None = None
+    ) -> None:
+        """Show `rows` (any sequence: a list of 65k tuples is fine, nothing is copied), under new `columns` if given."""
+        if columns is not None:
+            self.columns = list(columns)
+            self.total_width = sum(c.width + 1 for c in self.columns)
         self.rows = rows
         self.virtual_size = Size(self.total_width, len(rows) + 1)
         self.cursor = min(self.cursor if keep_cursor else 0, max(len(rows) - 1, 0))
