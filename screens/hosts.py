@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -30,13 +30,13 @@ HOST_FIELDS = (
 )
 
 
-def host_row(host: Any, tested: Any | None) -> tuple[str, ...]:
+def host_row(host: Any, tested: Any | None, shown: Callable[[str], str]) -> tuple[str, ...]:
     where = host.address or ""
     if host.user:
         where = f"{host.user}@{where or host.name}"
     if host.port:
         where = f"{where or host.name}:{host.port}"
-    return (host.name, host.driver, where, host.vm_dir, str(host.max_transfers), tested_text(tested))
+    return (host.name, host.driver, where, shown(host.vm_dir), str(host.max_transfers), tested_text(tested))
 
 
 class HostsScreen(HeadnodeScreen):
@@ -70,7 +70,9 @@ class HostsScreen(HeadnodeScreen):
         return self.happ.hosts.list()
 
     def show(self, hosts: list[Any]) -> None:
-        self.main_widget().show({h.name: host_row(h, self.happ.host_reports.get(h.name)) for h in hosts})
+        self.main_widget().show(
+            {h.name: host_row(h, self.happ.host_reports.get(h.name), self.happ.shown) for h in hosts}
+        )
 
     def apply_filter(self, text: str) -> None:
         self.main_widget().filter_text = text

@@ -102,7 +102,7 @@ class VmActions(HeadnodeScreen):
         where = f" on {host}" if host else ""
 
         def planned(preview: Any) -> None:
-            details = [f"This image script runs{where}:", *preview_lines(preview)]
+            details = [f"This image script runs{where}:", *map(self.happ.shown, preview_lines(preview))]
             if extra is not None:
                 details += extra(self.happ.vms.get(vm_id))
 
@@ -266,7 +266,7 @@ class VmScreen(VmActions):
         return self.happ.vms.get(self.shown_vm)
 
     def show(self, vm: Any) -> None:
-        self.query_one("#vm-summary", Static).update("\n".join(vm_summary(vm)))
+        self.query_one("#vm-summary", Static).update(self.happ.shown("\n".join(vm_summary(vm))))
         self._tail_log()
 
     def _tail_log(self) -> None:

@@ -23,6 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests in tests/system/ are marked `system`, those in tests/tui/ `tui` (pyproject.toml says what each means)."""
+    for item in items:
+        folder = item.path.relative_to(ROOT / "tests").parts[0]
+        if folder in ("system", "tui"):
+            item.add_marker(folder)
+
+
 def stop_service(home: Home, timeout: float = 30) -> None:
     """Stop the home's engine service if one runs: SIGTERM (its runs are cancelled cleanly), then SIGKILL."""
     from engine.service.protocol import ServicePaths

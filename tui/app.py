@@ -94,6 +94,7 @@ class HeadnodeApp(App[int]):
         ),
     ]
     HOME_POLL_SECONDS = 1.0  # a second headnode's changes show within 2 s
+    SHOWN_HOME: str | None = None  # shown in place of the home's path (snapshots look alike wherever the home is)
 
     def __init__(self, home: Home, read_only: bool = False) -> None:
         super().__init__()
@@ -118,6 +119,10 @@ class HeadnodeApp(App[int]):
         )
         self._home_identity: tuple[Any, ...] | None = None
         self._watch_error = ""
+
+    def shown(self, text: str) -> str:
+        """Text for the screen: the home's path as SHOWN_HOME says, when set."""
+        return text.replace(str(self.home.root), self.SHOWN_HOME) if self.SHOWN_HOME else text
 
     # Lifecycle.
 

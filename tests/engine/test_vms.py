@@ -251,9 +251,10 @@ def test_delete_from_each_state_removes_its_files_and_frees_its_leases(engine, h
 
 
 FLAKY = """#!/bin/sh
-# An external program for every placing action: it waits while $HOLD exists, fails when the destination's name is
-# $FAIL_ON, and otherwise hands over to the built-in shared driver's tools.
+# An external program for every placing action: it waits while $HOLD exists (creating $HELD first), fails when the
+# destination's name is $FAIL_ON, and otherwise hands over to the built-in shared driver's tools.
 eval dest=\\${$#}
+if [ -n "$HOLD" ] && [ -e "$HOLD" ]; then : > "$HELD"; fi
 while [ -n "$HOLD" ] && [ -e "$HOLD" ]; do sleep 0.05; done
 case "$dest" in *"/$FAIL_ON") echo "ERROR MESSAGE --8<------" >&2; echo "refusing ${dest##*/}" >&2
   echo "ERROR MESSAGE ------>8--" >&2; exit 3;; esac
@@ -274,20 +275,20 @@ def flaky_host(engine, home, tmp_path):
 
 
 def test_kill_9_during_deploy_then_recover(engine, home, headnode, flaky_host, tmp_path) -> None:
-    hold = tmp_path / "hold"
+    hold, held = tmp_path / "hold", tmp_path / "held"
     hold.touch()
     vm = engine.vms.create(TTYLINUX)
-    env = {**os.environ, "HEADNODE_HOME": str(home.root), "HOLD": str(hold)}
+    env = {**os.environ, "HEADNODE_HOME": str(home.root), "HOLD": str(hold), "HELD": str(held)}
     code = "from tui.main import main; main()"
     proc = subprocess.Popen([sys.executable, "-c", code, "vm", "deploy", str(vm.id), "flaky1", "--detach"], env=env)
-    deadline = time.time() + 30
-    while engine.vms.get(vm.id).state is not VmState.PROLOG and time.time() < deadline:
+    deadline = time.monotonic() + 30
+    while not held.exists() and time.monotonic() < deadline:  # the deploy's CLONE program runs, held
         time.sleep(0.05)
-    time.sleep(0.3)
+    assert held.exists(), "the deploy never reached its CLONE program"
     assert proc.wait(30) == 0  # --detach: the deploy goes on in the service, which is what dies here
     os.kill(lock_holder(ServicePaths(home)), signal.SIGKILL)
-    deadline = time.time() + 30
-    while lock_holder(ServicePaths(home)) is not None and time.time() < deadline:
+    deadline = time.monotonic() + 30
+    while lock_holder(ServicePaths(home)) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     vm = engine.vms.get(vm.id)
     assert vm.state is VmState.PROLOG and vm.interrupted

@@ -85,14 +85,17 @@ def start_sshd(root: Path, name: str, authorized: Path) -> SshHost:
         (d / "sshd_config").write_text(SSHD_CONFIG.format(port=port, dir=d, authorized=authorized))
         log = open(d / "sshd.log", "wb")  # noqa: SIM115 - kept open for the process's lifetime
         process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
+        # sshd writes its pid file once it listens: a connection alone could reach another test run's sshd that
+        # took the port first.
+        pid_file = d / "sshd.pid"
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            if pid_file.exists() and pid_file.read_text().strip() == str(process.pid):
+                socket.create_connection(("127.0.0.1", port), 5).close()
                 key = (d / "ssh_host_ed25519_key.pub").read_text().split()
                 return SshHost(name, port, vm_dir, d, process, f"[127.0.0.1]:{port} {key[0]} {key[1]}")
-            except OSError:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.05)
+            time.sleep(0.05)
         process.kill()
+        process.wait()
+        pid_file.unlink(missing_ok=True)
     raise RuntimeError(f"sshd did not start: {(d / 'sshd.log').read_text()}")

@@ -583,10 +583,11 @@ def test_retry_and_cancel_while_waiting_for_a_slot(world):
         assert first.wait(60).outcome == "failed"
         missing.write_bytes(os.urandom(1 << 20))
         assert first.retry().wait(60).ok and sha(d / "1/images/disk.0") == sha(missing)
-        # a slow copy holds host01's only slot; a second script waits for it and is cancelled meanwhile
-        holding = threading.Event()
+        # a copy held at its first progress report holds host01's only slot; a second script waits for it and is
+        # cancelled meanwhile
+        holding, release = threading.Event(), threading.Event()
         r.bus.subscribe(lambda e: holding.set() if e.kind == "action_progress" and e.vm == 2 else None)
-        r.bus.subscribe(lambda e: time.sleep(0.5) if e.kind == "action_progress" and e.vm == 2 else None)
+        r.bus.subscribe(lambda e: release.wait(60) if e.kind == "action_progress" and e.vm == 2 else None)
         base = image(world["images"], size=4 << 20)
         slow = r.executor.submit(parse_script(f"CLONE {world['fe']}:{base} host01:{d}/2/images/disk.0\n"), 2)
         assert holding.wait(30)
@@ -595,6 +596,7 @@ def test_retry_and_cancel_while_waiting_for_a_slot(world):
         waiting.cancel()
         result = waiting.wait(30)
         assert result.outcome == "cancelled" and not (d / "3").exists()
+        release.set()
         assert slow.wait(60).ok
     finally:
         r.close()

@@ -1,18 +1,19 @@
-"""Console test helpers: apps over a real home, and a fixed home for deterministic snapshots."""
+"""Console test fixtures: times in UTC, a home shown under one name for deterministic snapshots, and every
+notification recorded (tests/tui/watch.py reads them)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.home import Home
+from tests.tui.watch import NOTIFIED
+from tui.app import HeadnodeApp
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -32,17 +33,21 @@ def utc() -> Iterator[None]:
 
 
 @pytest.fixture
-def fixed_home() -> Iterator[Home]:
-    """A fresh home at a fixed path, so anything showing the path is the same in every run. Test runs on one
-    machine take turns with it (a lock beside it): another run's fixture would empty it under this one."""
-    root = Path(tempfile.gettempdir()) / "headnode-snapshot-home"
-    with open(f"{root}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        shutil.rmtree(root, ignore_errors=True)
-        yield Home(root).ensure()
-        shutil.rmtree(root, ignore_errors=True)
+def fixed_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    """A fresh home of this test's own that the console shows as /var/lib/headnode, so that anything showing its
+    path is the same in every run, and runs at once do not share it."""
+    monkeypatch.setattr(HeadnodeApp, "SHOWN_HOME", "/var/lib/headnode")
+    return Home(tmp_path / "home").ensure()
 
 
-def notifications(app) -> list[str]:
-    """The notifications the app raised (run_test records them without drawing)."""
-    return [n.message for n in app._notifications]
+@pytest.fixture(autouse=True)
+def record_notifications(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message a console notifies is recorded as well as shown (Textual keeps only the unexpired ones, in a
+    private attribute)."""
+    notify = HeadnodeApp.notify
+
+    def recorded(app: HeadnodeApp, message: str, **options: Any) -> None:
+        NOTIFIED.setdefault(app, []).append(message)
+        notify(app, message, **options)
+
+    monkeypatch.setattr(HeadnodeApp, "notify", recorded)

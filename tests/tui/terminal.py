@@ -7,7 +7,6 @@ import shlex
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,16 +14,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Terminal:
-    """One tmux session running one command; `close()` kills the session."""
+    """One tmux server of its own (its socket in `folder`) running one command; `close()` ends the server.
 
-    def __init__(self, argv: list[str], env: dict[str, str], size: tuple[int, int] = (100, 30)) -> None:
-        self.name = f"headnode-test-{uuid.uuid4().hex[:8]}"
-        self.status_file = Path(env.get("TMPDIR", "/tmp")) / f"{self.name}.status"
+    Its own server, not the user's: a session gets the environment of the process that started the server, so a
+    server shared by two test runs would give the second run's console the first run's home."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], folder: Path, size: tuple[int, int] = (100, 30)) -> None:
+        self.name = "headnode-test"
+        self.tmux = ["tmux", "-S", str(folder / "tmux.socket")]
+        self.status_file = folder / "exit-status"
         # The shell only records the command's exit status; every argument is quoted.
         command = f"{shlex.join(argv)}; echo $? > {shlex.quote(str(self.status_file))}; sleep 60"
         exports = {**os.environ, **env, "TERM": "xterm-256color"}
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]), command],
+            [*self.tmux, "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]), command],
             check=True,
             env=exports,
             cwd=ROOT,
@@ -33,12 +36,12 @@ class Terminal:
     def send(self, *keys: str) -> None:
         """tmux key names: "1", "?", "Escape", "Enter", "C-q"."""
         for key in keys:
-            subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
+            subprocess.run([*self.tmux, "send-keys", "-t", self.name, key], check=True)
             # A bare ESC followed at once by a key reads as alt+key; give the terminal parser time to decide.
             time.sleep(0.4 if key == "Escape" else 0.05)
 
     def text(self) -> str:
-        done = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        done = subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
         return done.stdout
 
     def wait_for(self, predicate: Callable[[str], bool] | str, timeout: float = 15.0) -> str:
@@ -62,8 +65,7 @@ class Terminal:
         return int(self.status_file.read_text())
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
-        self.status_file.unlink(missing_ok=True)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 def headnode_argv(*args: str) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, Log
 
 from engine.events import LogEvent
@@ -15,7 +15,8 @@ from screens.log import LogScreen
 from screens.networks import LeasesScreen, NetworksScreen
 from screens.transfers import TransfersScreen
 from screens.vms import VmsScreen
-from tests.tui.conftest import SIZES, notifications
+from tests.tui.conftest import SIZES
+from tests.tui.watch import notifications, until
 from tui.app import HeadnodeApp
 from tui.commands import HeadnodeCommands
 from tui.widgets.form import FormScreen
@@ -68,12 +69,13 @@ async def test_palette_lists_every_action_of_every_screen_and_runs_one(home) -> 
         app.bus.publish(LogEvent("one", at=0.0))
         await pilot.press("ctrl+p")
         assert isinstance(app.screen, CommandPalette)
-        names = [name for name, _, _ in __import__("tui.commands").commands.HeadnodeCommands(app.screen)._commands()]
+        names = [hit.text async for hit in HeadnodeCommands(app.screen).discover()]
         for _, title, binding in app.screen_actions():
             assert f"{title}: {binding.description}" in names
         assert "Go to Hosts" in names
         await pilot.press(*"log: clear view")
-        await pilot.pause(0.3)
+        found = app.screen.query_one(CommandList)
+        await until(pilot, lambda: found.option_count and "Clear view" in str(found.get_option_at_index(0).prompt))
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, LogScreen)

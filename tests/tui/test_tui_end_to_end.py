@@ -8,11 +8,12 @@ import pytest
 
 from tests.tui.terminal import Terminal, headnode_argv
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def console(tmp_path) -> Iterator[Terminal]:
-    env = {"HEADNODE_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
-    terminal = Terminal(headnode_argv(), env)
+    terminal = Terminal(headnode_argv(), {"HEADNODE_HOME": str(tmp_path / "home")}, tmp_path)
     yield terminal
     terminal.close()
 

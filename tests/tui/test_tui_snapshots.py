@@ -4,12 +4,14 @@ own event loop). Update with `pytest tests/tui/test_snapshots.py --snapshot-upda
 from __future__ import annotations
 
 import pytest
+from textual.widgets import Log
 
 from engine.core import Engine
 from engine.defaults import sample_templates
 from engine.events import LogEvent
 from engine.home import Home
 from tests.tui.conftest import SIZES
+from tests.tui.watch import until
 from tui.app import HeadnodeApp
 
 SCREEN_KEYS = {"dashboard": "1", "vms": "2", "transfers": "3", "networks": "4", "hosts": "5", "log": "6"}
@@ -61,9 +63,10 @@ def test_transfers_after_a_deploy(snap_compare, fixed_home) -> None:
         app.run_engine("deploy", app.vms.deploy, 1, "local")
         await app.workers.wait_for_complete()
         await pilot.press("3")
-        await pilot.pause(0.4)
         # The transfer log beside starts every line with the wall-clock time; the Pilot tests check its lines.
-        app.screen.query_one("#transfer-log").clear()
+        log = app.screen.query_one("#transfer-log", Log)
+        await until(pilot, lambda: any("Script finished successfully" in line for line in log.lines))
+        log.clear()
 
     assert snap_compare(HeadnodeApp(fixed_home), terminal_size=(120, 40), run_before=deployed)
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from textual.widgets import Log
 
 from engine.transfers.hosts import Host
 from engine.vms.lifecycle import VmState
@@ -15,7 +16,8 @@ from screens.hosts import HostsScreen
 from screens.transfers import TransfersScreen
 from screens.vms import VmScreen, VmsScreen
 from tests.conftest import site_driver
-from tests.tui.conftest import SIZES, notifications
+from tests.tui.conftest import SIZES
+from tests.tui.watch import notifications, until
 from tui.app import HeadnodeApp
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import FormScreen, PickScreen
@@ -56,6 +58,7 @@ async def operate(app: HeadnodeApp, pilot, key: str, host: str | None = None) ->
 @pytest.mark.parametrize("size", SIZES)
 async def test_create_from_a_sample_then_deploy_after_the_dry_run(home, size) -> None:
     app = HeadnodeApp(home)
+    app.HOME_POLL_SECONDS = 0.1
     async with app.run_test(size=size) as pilot:
         await create_sample(app, pilot)
         (vm,) = app.vms.list()
@@ -75,8 +78,7 @@ async def test_create_from_a_sample_then_deploy_after_the_dry_run(home, size) ->
         vm = app.vms.get(vm.id)
         assert vm.state is VmState.RUNNING and vm.host == "local"
         assert (home.vms / str(vm.id) / "images" / "disk.0").stat().st_size == 16 << 20
-        await pilot.pause(1.2)  # the next home poll
-        assert cells(table)[0][2:4] == ["running", "local"]
+        await until(pilot, lambda: cells(table)[0][2:4] == ["running", "local"])  # the home's next poll
         assert f"VM {vm.id}: deploy done, running" in notifications(app)
 
 
@@ -226,15 +228,14 @@ async def test_transfers_show_progress_cancel_and_retry(held, tmp_path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await deploy_held(app, pilot)
         await pilot.press("3")
-        await pilot.pause(0.6)
         assert isinstance(app.screen, TransfersScreen)
         table = app.screen.query_one(KeyedTable)
+        log = app.screen.query_one("#transfer-log", Log)
+        await until(pilot, lambda: any("CLONE" in line and "started" in line for line in log.lines))  # the VM's log
         rows = cells(table)
         assert rows[0][0] == "VM 0 0/3" and rows[0][-1] == "running"
         assert rows[1][0] == "  1 CLONE" and rows[1][-1] == "running"
         assert app.vms.get(0).state is VmState.PROLOG
-        log = app.screen.query_one("#transfer-log")
-        assert any("CLONE" in line and "started" in line for line in log.lines)  # the VM's log, beside
         table.focus()
         await pilot.press("c")  # the whole script: named by its VM, not by the plan's placeholder source
         assert isinstance(app.screen, ConfirmScreen)
@@ -245,9 +246,8 @@ async def test_transfers_show_progress_cancel_and_retry(held, tmp_path) -> None:
         assert "Stops line 1: CLONE" in "\n".join(app.screen.details)
         await pilot.press("y")
         await settle(app, pilot)
-        await pilot.pause(0.5)
+        await until(pilot, lambda: cells(table)[0][-1] == "cancelled at line 1")
         assert app.vms.get(0).state is VmState.FAILED
-        assert cells(table)[0][-1] == "cancelled at line 1"
         # Retry once the program no longer waits: the VM runs from the failed line and reaches running.
         flag.unlink()
         await pilot.press("up", "R", "y")
@@ -260,7 +260,7 @@ async def test_quitting_with_a_running_transfer_asks_then_cancels(held) -> None:
     app, _ = held
     async with app.run_test() as pilot:
         await deploy_held(app, pilot)
-        await pilot.pause(0.5)
+        await until(pilot, app.executor.active)
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, ConfirmScreen)
         assert "1 image script(s) are running:" in app.screen.details
@@ -329,24 +329,25 @@ async def test_hosts_add_edit_test_delete(home, tmp_path) -> None:
 
 async def test_dashboard_shows_hosts_networks_vms_and_transfers(held) -> None:
     app, flag = held
+    app.HOME_POLL_SECONDS = 0.1
     async with app.run_test(size=(120, 40)) as pilot:
         await deploy_held(app, pilot)
         await pilot.press("1")
-        await pilot.pause(0.8)  # the deploy waits for its script: no settle() while the flag holds it
         assert isinstance(app.screen, DashboardScreen)
-        assert "prolog 1" in str(app.screen.query_one("#dash-vms").render())
-        assert "1 script(s), 1 action(s) running" in str(app.screen.query_one("#dash-transfers").render())
+        vms, transfers = app.screen.query_one("#dash-vms"), app.screen.query_one("#dash-transfers")
+        # The deploy waits for its script: no settle() while the flag holds it.
+        await until(pilot, lambda: "1 script(s), 1 action(s) running" in str(transfers.render()))
+        await until(pilot, lambda: "prolog 1" in str(vms.render()))
         networks = cells(app.screen.query_one("#dash-networks", KeyedTable))
         assert networks == [["default", "virbr0", "█░░░░░░░░░░░ 1/253", "252"]]
         await pilot.press("t")
-        await pilot.pause(0.5)
-        hosts = cells(app.screen.query_one("#dash-hosts", KeyedTable))
-        assert hosts[0][:2] == ["local", "shared"] and hosts[0][2].startswith("ok, ")
+        hosts = app.screen.query_one("#dash-hosts", KeyedTable)
+        await until(pilot, lambda: cells(hosts)[0][2].startswith("ok, "))
+        assert cells(hosts)[0][:2] == ["local", "shared"]
         flag.unlink()
         await settle(app, pilot)
-        await pilot.pause(1.2)
-        assert "running 1" in str(app.screen.query_one("#dash-vms").render())
-        assert "No transfers running" in str(app.screen.query_one("#dash-transfers").render())
+        await until(pilot, lambda: "running 1" in str(vms.render()))  # the home's next poll
+        assert "No transfers running" in str(transfers.render())
 
 
 def test_os_user_can_not_write_proc() -> None:
