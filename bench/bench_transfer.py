@@ -114,7 +114,7 @@ def main() -> None:
             target = host.vm_dir / "1/images/disk.0"
             scp_target = host.vm_dir / "scp.img"
             scp = ["scp", "-q", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-P", str(host.port)]
-            scp += [str(source), f"{os.environ.get('USER', 'root')}@127.0.0.1:{scp_target}"]
+            scp += ["--", str(source), f"{os.environ.get('USER', 'root')}@127.0.0.1:{scp_target}"]
             shared_target = shared_dir / "1/images/disk.0"
             cp_target = shared_dir / "cp.img"
             methods = {

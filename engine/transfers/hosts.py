@@ -20,6 +20,9 @@ from engine.store.database import Store
 TABLE = "hosts"
 DEFAULT_MAX_TRANSFERS = 4
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
+# A host name or an IPv4/IPv6 address (with a zone): never a leading '-', which ssh would read as an option.
+_ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9_.:%-]*")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,15 @@ def validate_host(host: Host, known_drivers: list[str]) -> list[Problem]:
         problems.append(Problem(f"--port must be 1-65535, not {host.port}"))
     if host.max_transfers < 1:
         problems.append(Problem(f"--max-transfers must be at least 1, not {host.max_transfers}"))
-    if host.address is not None and (not host.address or any(c.isspace() for c in host.address)):
-        problems.append(Problem(f"bad --address {host.address!r}"))
-    if host.user is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", host.user):
-        problems.append(Problem(f"bad --user {host.user!r}"))
+    if host.address is not None and not _ADDRESS.fullmatch(host.address):
+        problems.append(
+            Problem(
+                f"bad --address {host.address!r}: a host name or IP address (letters, digits, '.', '-', '_', ':', "
+                "'%'), not starting with '-'"
+            )
+        )
+    if host.user is not None and not _USER.fullmatch(host.user):
+        problems.append(Problem(f"bad --user {host.user!r}: letters, digits, '.', '_', '-', not starting with '-'"))
     return problems
 
 

@@ -31,7 +31,8 @@ CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@opens
 
 
 def ssh_argv(host: Host) -> list[str]:
-    """The `ssh` command line reaching `host` exactly as paramiko does, up to the remote command."""
+    """The `ssh` command line reaching `host` exactly as paramiko does, up to the remote command; `--` ends the
+    options, so no destination is ever read as one."""
     target = ssh_target(host)
     argv = ["ssh", "-F", "none", "-p", str(target.port), "-l", target.user]
     for option in (
@@ -49,7 +50,7 @@ def ssh_argv(host: Host) -> list[str]:
         argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
     if not target.identity_files:  # ssh finds ~ from the password database, paramiko (and we) from $HOME
         argv += [arg for key in default_keys() for arg in ("-i", key)]
-    return [*argv, target.hostname]
+    return [*argv, "--", target.hostname]
 
 
 def default_keys() -> list[str]:
@@ -93,7 +94,7 @@ class OpenSsh:
 
 def _start(host: Host, remote_argv: Sequence[str], writing: bool) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [*ssh_argv(host), "--", quote_argv(remote_argv)],
+        [*ssh_argv(host), quote_argv(remote_argv)],
         stdin=subprocess.PIPE if writing else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

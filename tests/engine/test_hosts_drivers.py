@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -140,3 +141,37 @@ def test_a_conf_number_that_is_not_ascii_digits_names_the_file_and_line(home, va
     with pytest.raises(InputError) as caught:
         configured_accelerator(Home(home.root))
     assert str(caught.value) == f"{home.config_path}:3: SSH_ACCELERATOR_MIN_MB '{value}' is not a whole number of MiB"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("address", "-oProxyCommand=touch /tmp/pwned"),
+        ("address", "host name"),
+        ("address", "user@host"),
+        ("address", "h;id"),
+        ("address", ""),
+        ("user", "-oProxyCommand=x"),
+        ("name", "-oProxyCommand=x"),
+    ],
+)
+def test_addresses_users_and_names_ssh_could_read_as_options_are_refused(home, field, value):
+    host = dataclasses.replace(Host("evil", "ssh", "/srv/vms"), **{field: value})
+    with pytest.raises(InputError) as caught:
+        Hosts(home).create(host)
+    assert ("--" + field if field != "name" else "bad host name") in str(caught.value)
+    assert Hosts(home).list() == []
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "fe80::1%eth0", "::1", "node-7.cluster_a.example.org"])
+def test_real_addresses_are_accepted(home, address):
+    assert Hosts(home).create(Host("h", "ssh", "/srv/vms", address=address)).address == address
+
+
+def test_the_openssh_argv_ends_its_options_before_the_destination(tmp_path, monkeypatch):
+    """A record stored before addresses were checked still cannot inject an option: `--` precedes it."""
+    from engine.transfers.openssh import ssh_argv
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    argv = ssh_argv(Host("evil", "ssh", "/srv/vms", address="-oProxyCommand=touch /tmp/pwned"))
+    assert argv[-2:] == ["--", "-oProxyCommand=touch /tmp/pwned"]
