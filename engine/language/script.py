@@ -330,6 +330,17 @@ def _parse_line(text: str) -> Action:
     return parser(args)
 
 
+def line_problem(action: Action) -> str | None:
+    """Why this grammar refuses `action`'s canonical line (None when it reads back as the same action): a planner
+    checks what it would emit with the rules a script file meets."""
+    line = format_action(action)
+    try:
+        parsed = _parse_line(line)
+    except _LineError as exc:
+        return exc.message
+    return None if parsed == action else f"the line {line!r} reads back as another action"
+
+
 def parse_script(text: str, source: str = "<script>") -> Script:
     """Parse and validate a whole script; raise ScriptError listing every bad line."""
     lines: list[ScriptLine] = []

@@ -28,6 +28,7 @@ from engine.language.script import (
     Url,
     collapse_slashes,
     join_path,
+    line_problem,
 )
 from engine.language.template import Attribute, Template, Vector
 
@@ -159,11 +160,17 @@ def _prolog(template: Template, vm_id: int, placement: Placement) -> Plan:
             context_path = placement.parked(vm_id).child("context.sh").path
             context_sh = render_context(context)
             files = (context.get("FILES") or "").split()
+            dest = placement.images(vm_id).child(f"disk.{len(disk_attrs)}")
+            bad = False
             for name in files:
                 if not (name.startswith("/") or _URL.match(name)):
                     problems.add(contexts[0], f"CONTEXT FILES: {name!r} must be an absolute path or a URL")
-            dest = placement.images(vm_id).child(f"disk.{len(disk_attrs)}")
-            actions.append(Context(context_path, tuple(files), dest))
+                    bad = True
+                elif (problem := line_problem(Context(context_path, (name,), dest))) is not None:
+                    problems.add(contexts[0], f"CONTEXT FILES: {name!r} cannot go in an image script: {problem}")
+                    bad = True
+            if not bad:
+                actions.append(Context(context_path, tuple(files), dest))
     if problems.problems:
         raise PlanError(problems.problems)
     return Plan(Operation.PROLOG, Script.of(actions), context_path, context_sh)
@@ -204,17 +211,22 @@ def _plan_disk(attr: Attribute, index: int, vm_id: int, placement: Placement, pr
         problems.add(attr, f"{label}: SOURCE {source!r} holds white space, which an image script cannot carry")
         return None
     origin: Source
-    if _URL.match(source):
+    if source.startswith("/"):  # a front-end path, even one holding ':' (/srv:/x is not host /srv)
+        origin = Location(placement.frontend, collapse_slashes(source))
+    elif _URL.match(source):
         origin = Url(source)
     elif ":" in source:
         host, _, path = source.partition(":")
         origin = Location(host, collapse_slashes(path))
     else:
-        if not source.startswith("/"):
-            problems.add(attr, f"{label}: SOURCE {source!r} must be an absolute path, host:path or a URL")
-            return None
-        origin = Location(placement.frontend, collapse_slashes(source))
-    return (Clone if cloned else Link)(origin, dest, size)
+        problems.add(attr, f"{label}: SOURCE {source!r} must be an absolute path, host:path or a URL")
+        return None
+    action = (Clone if cloned else Link)(origin, dest, size)
+    problem = line_problem(action)
+    if problem is not None:
+        problems.add(attr, f"{label}: SOURCE {source!r} cannot go in an image script: {problem}")
+        return None
+    return action
 
 
 def _size(disk: Vector, label: str, attr: Attribute, problems: _DiskProblems) -> int | None:

@@ -62,3 +62,15 @@ def test_create_json_and_errors(headnode, tmp_path) -> None:
     assert (r.returncode, r.stderr) == (2, "headnode: no VM 99\n")
     r = headnode("vm", "recover", "0")
     assert r.returncode == 2 and "one of the arguments --retry --delete is required" in r.stderr
+
+
+def test_create_refuses_a_source_no_image_script_can_carry(headnode, tmp_path) -> None:
+    template = tmp_path / "esc.tmpl"
+    template.write_text('NAME = esc\nDISK = [ SOURCE = "/images/a\x1b[31mred.img" ]\n')
+    r = headnode("vm", "create", str(template))
+    assert r.returncode == 2 and "\x1b" not in r.stderr
+    assert r.stderr == (
+        f"{template}:2: DISK 0: SOURCE '/images/a\\x1b[31mred.img' cannot go in an image script: "
+        "control character in path '/images/a\\x1b[31mred.img' of source 'frontend:/images/a\\x1b[31mred.img'\n"
+    )
+    assert json.loads(headnode("vm", "list", "--json").stdout) == []

@@ -119,3 +119,36 @@ def test_context_values_are_quoted_for_a_posix_shell(tmp_path) -> None:
 def test_disk_sizes_are_ascii_digits_only(size: str) -> None:
     with pytest.raises(PlanError, match=f"SIZE '{size}' must be a positive whole number"):
         plan(parse_template(f"DISK=[TYPE=swap,SIZE={size}]\n"), 1, VM12, "prolog")
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("/img/a\x1bb.img", "control character in path"),
+        ("/img/a\x00b.img", "control character in path"),
+        ("local:relative", "relative path 'relative'"),
+        ("http://h.example/a\x01b", "control character in URL"),
+        ("bad_host-:/a", "bad host name 'bad_host-'"),
+        ("ftp://h.example/a", "unsupported URL scheme 'ftp'"),
+    ],
+)
+def test_sources_meet_the_script_grammar(source: str, problem: str) -> None:
+    # The planner emitted lines its own grammar refuses: `plan` printed ESC and NUL raw, deploy crashed on a URL.
+    text = f'DISK=[SOURCE="{source}"]\n'
+    with pytest.raises(PlanError) as info:
+        plan(parse_template(text, "t.tmpl"), 1, VM12, "prolog")
+    (message,) = [str(p) for p in info.value.problems]
+    assert message.startswith("t.tmpl:1: DISK 0: SOURCE ") and "cannot go in an image script" in message
+    assert problem in message
+    assert "\x1b" not in message and "\x00" not in message
+
+
+def test_a_front_end_path_holding_a_colon_is_not_a_host() -> None:
+    lines = plan(parse_template("DISK=[SOURCE=/srv:/cloud/x]\n"), 3, VM12, "prolog").script.format().splitlines()
+    assert lines[0] == "CLONE onefrontend:/srv:/cloud/x host01:/srv/cloud/one/var/3/images/disk.0"
+
+
+def test_context_files_meet_the_script_grammar() -> None:
+    text = 'CONTEXT=[FILES="/ctx/a /ctx/b\x1bc"]\n'
+    with pytest.raises(PlanError, match=r"CONTEXT FILES: '/ctx/b\\x1bc' cannot go in an image script"):
+        plan(parse_template(text, "t.tmpl"), 1, VM12, "prolog")
