@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from engine.errors import ConnectionLost, InputError, OperationError
 from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
-from engine.transfers.copier import Copied, copy_stream, kernel_copy
+from engine.presentation import size_text
+from engine.transfers.copier import Copied, copy_extents, copy_stream, kernel_copy, local_extents
 from engine.transfers.drivers import Driver, load_driver, run_program
 from engine.transfers.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint, confined
+from engine.transfers.extents import data_bytes
 from engine.transfers.hosts import Host, Hosts, inside_vm_dir
 from engine.transfers.job import Job
 from engine.transfers.ssh import SshPool
@@ -59,6 +61,8 @@ class Outcome:
 
 def copied_outcome(copied: Copied, detail: str = "") -> Outcome:
     note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
+    if copied.data_sent is not None:
+        note += f", sent {size_text(copied.data_sent)} of {size_text(copied.size)} (holes skipped)"
     return Outcome(copied.size, copied.checksum, detail or f"{copied.method}{note}", copied.check_stored)
 
 
@@ -222,6 +226,14 @@ class _Builtin:
         if isinstance(dest, LocalEndpoint) and source.local:
             algorithm = self.checksum if self.verify_local else None
             return kernel_copy(self.job, path, dest.create(tmp), progress, algorithm)
+        if source.local:
+            size, extents = local_extents(path)
+            if extents is None:
+                self.job.log(f"{path}: its file system cannot tell holes from data (no SEEK_DATA): sending every byte")
+            elif data_bytes(extents) < size:
+                copied = copy_extents(self.job, path, size, extents, dest, tmp, progress, self.checksum)
+                if copied is not None:
+                    return copied
         return copy_stream(
             self.job,
             lambda offset: source.open_reader(path, offset, self.checksum),

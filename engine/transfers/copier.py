@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from engine.errors import ConnectionLost, OperationError
-from engine.transfers.checksums import Checksum, new_checksum
-from engine.transfers.endpoints import Endpoint, Reader, Writer
+from engine.presentation import size_text
+from engine.transfers.checksums import Checksum, hole_checksum, new_checksum
+from engine.transfers.endpoints import CHUNK, Endpoint, ExtentWriter, Reader, Writer
+from engine.transfers.extents import Extent, data_bytes, data_extents, from_offset, merged
 from engine.transfers.job import Job
 
 Progress = Callable[[int, "int | None"], None]
@@ -39,6 +41,106 @@ class Copied:
     resumed_from: int = 0
     method: str = "stream"
     check_stored: bool = False  # the destination still checksums the file where it lies (at publish)
+    data_sent: int | None = None  # of a sparse copy: the bytes of data that crossed (holes were skipped)
+
+
+def local_extents(path: str) -> tuple[int, list[Extent] | None]:
+    """A local file's size and its data extents, merged across small holes (None: its file system cannot say)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise OperationError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        extents = data_extents(fd, size)
+    finally:
+        os.close(fd)
+    return size, None if extents is None else merged(extents)
+
+
+def copy_extents(
+    job: Job,
+    path: str,
+    size: int,
+    extents: list[Extent],
+    dest: Endpoint,
+    tmp: str,
+    progress: Progress,
+    algorithm: str,
+) -> Copied | None:
+    """Copy a sparse local file's data extents into `tmp` on dest, holes skipped, verified end to end: the host
+    checksums the extents it stored, read back, against what was sent, and the copy's checksum is the file's
+    logical content's (holes as zeros, computed without reading them). After a dropped connection it resumes
+    from the size the copy had reached. None when dest does not take extents."""
+    attempt = 1
+    while True:
+        offset = dest.kind(tmp)[1] if attempt > 1 else 0
+        todo = from_offset(extents, offset)
+        if attempt > 1:
+            job.log(f"resuming at byte {offset}, {size_text(data_bytes(todo))} of data left to send")
+        writer = dest.open_extent_writer(tmp, offset, data_bytes(todo), algorithm)
+        if writer is None:
+            return None
+        carrier = writer.carrier
+        sent, logical = new_checksum(algorithm), hole_checksum(algorithm)
+        try:
+            with open(path, "rb") as source:
+                fd = source.fileno()
+                before = _identity(fd)
+                position = 0
+                for extent in extents:
+                    logical.zeros(extent.offset - position)
+                    start = max(extent.offset, min(offset, extent.end))
+                    if start > extent.offset:  # stored by an earlier attempt: checksummed from here
+                        for checksum in (sent, logical):
+                            checksum.feed(fd, extent.offset, start - extent.offset)
+                    if start < extent.end:
+                        writer.extent(start, extent.end - start)
+                    while start < extent.end:
+                        job.check_cancel()
+                        data = os.pread(fd, min(CHUNK, extent.end - start), start)
+                        if not data:
+                            raise OperationError(f"the source shrank while copying (at byte {start})")
+                        sent.update(data)
+                        logical.update(data)
+                        writer.write(data)
+                        start += len(data)
+                        progress(start, size)
+                    position = extent.end
+                logical.zeros(size - position)
+                if _identity(fd) != before:
+                    raise OperationError(f"the source changed while copying: {path}")
+            stored, stored_sum = writer.finish(size, extents)
+            writer = None
+            progress(size, size)
+            if stored != size:
+                raise OperationError(f"size mismatch: stored {stored} bytes, copied {size}")
+            if stored_sum != sent.value():
+                raise OperationError(f"checksum mismatch: sent {sent.value()}, stored {stored_sum}")
+            return Copied(
+                size,
+                logical.value(),
+                resumed_from=offset,
+                method=f"extents, local to {carrier}",
+                data_sent=data_bytes(extents),
+            )
+        except ConnectionLost as exc:
+            _close(None, writer, sent)
+            logical.close()
+            if attempt >= job.retry.attempts:
+                raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
+            dest.reset()
+            job.wait_before_retry(attempt, str(exc))
+            attempt += 1
+        except BaseException:
+            _close(None, writer, sent)
+            logical.close()
+            raise
+
+
+def _identity(fd: int) -> tuple[int, int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def copy_stream(
@@ -91,7 +193,7 @@ def copy_stream(
             raise
 
 
-def _close(reader: Reader | None, writer: Writer | None, checksum: Checksum | None) -> None:
+def _close(reader: Reader | None, writer: Writer | ExtentWriter | None, checksum: Checksum | None) -> None:
     ends = (reader.close if reader else None, writer.abort if writer else None, checksum.close if checksum else None)
     for close in ends:
         if close is not None:
@@ -141,8 +243,8 @@ def kernel_copy(job: Job, source: str, dst: BinaryIO, progress: Progress, algori
             pass
         verifier = _Verifier(src.fileno(), dst.fileno(), algorithm) if algorithm else None
         try:
-            for start, end in _data_extents(src.fileno(), size):
-                position = start
+            for extent in data_extents(src.fileno(), size) or [Extent(0, size)]:
+                position, end = extent.offset, extent.end
                 while position < end:
                     job.check_cancel()
                     with _COPYING:
@@ -160,21 +262,6 @@ def kernel_copy(job: Job, source: str, dst: BinaryIO, progress: Progress, algori
     if sums[0] != sums[1]:
         raise OperationError(f"checksum mismatch: source {sums[0]}, copy {sums[1]}")
     return Copied(size, sums[0], method="copy_file_range")
-
-
-def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    extents, position = [], 0
-    while position < size:
-        try:
-            start = os.lseek(fd, position, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole remains
-                break
-            return [(0, size)]  # no SEEK_DATA here: copy it all
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        extents.append((start, end))
-        position = end
-    return extents
 
 
 def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 from engine.errors import Cancelled, ConnectionLost, OperationError
 from engine.language.numbers import whole_number
 from engine.transfers.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
+from engine.transfers.extents import Extent
 from engine.transfers.pipes import write_all
 from engine.transfers.ssh import CommandResult, open_channel, run_remote, with_sbin
 
@@ -79,6 +80,26 @@ _RECEIVE = _INSIDE + (
     'dd of="$2" bs=64K seek="$3" oflag=seek_bytes,nofollow conv="sparse$new" iflag=fullblock status=none; '
     'stat -c %s -- "$2"'
 )
+# Receive a sparse copy's extents into $2 (inside the VM directory $1, made afresh from byte $3 = 0 as _RECEIVE
+# makes it, else a plain file cut at $3, the size a dropped copy reached): each extent is a line `OFFSET LENGTH`
+# and its bytes, written in place (zero blocks left as holes); a line `end SIZE` sets the file's size (a stream
+# that ends before it is a dropped copy: the script stops there, so a session that outlives its connection cannot
+# cut the file), then the lines `OFFSET LENGTH` of every extent of the copy are read back from the stored file
+# into the checksum. Prints the size, then the checksum. Only data is read back: reading the holes too would cost
+# a host's cksum seconds for a large, mostly empty image. No write ever follows a link (dd oflag=nofollow).
+_RECEIVE_EXTENTS = _INSIDE + (
+    'set -e; d="${2%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; '
+    'if [ "$3" = 0 ]; then if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; fi; new=excl; '
+    'elif [ -L "$2" ] || [ "$(stat -c %h -- "$2")" != 1 ]; then '
+    'echo "will not resume $2: it is a symbolic or a hard link" >&2; exit 4; else new=nocreat; fi; '
+    'dd if=/dev/null of="$2" bs=1 seek="$3" oflag=nofollow conv="$new" status=none; '
+    'while :; do read -r off len || exit 1; [ "$off" = end ] && break; '
+    'dd of="$2" bs=64K seek="$off" oflag=seek_bytes,nofollow conv=sparse,notrunc iflag=fullblock,count_bytes '
+    'count="$len" status=none; done; dd if=/dev/null of="$2" bs=1 seek="$len" oflag=nofollow status=none; '
+    'stat -c %s -- "$2"; '
+    'while read -r off len; do dd if="$2" bs=64K skip="$off" count="$len" iflag=skip_bytes,count_bytes status=none; '
+    "done | checksum"
+)
 # The scripts below that checksum call the shell function `checksum` (engine.transfers.checksums.SHELL_FUNCTIONS).
 # Publish a received copy: grow $2 to $4 bytes (a trailing hole), checksum it where it lies, and rename it to $3
 # only if the checksum is $5 (when given); print the checksum either way (exit 3 on a mismatch).
@@ -125,6 +146,7 @@ class Reader:
 
 class Writer:
     carrier = "local"
+    output = ""  # what the receiving command printed, once finished
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -135,6 +157,36 @@ class Writer:
 
     def abort(self) -> None:
         raise NotImplementedError
+
+
+class ExtentWriter:
+    """Writes a sparse copy extent by extent through a Writer into `_RECEIVE_EXTENTS`: only data crosses."""
+
+    def __init__(self, inner: Writer, algorithm: str) -> None:
+        self._inner = inner
+        self._algorithm = algorithm
+        self.carrier = inner.carrier
+
+    def extent(self, offset: int, length: int) -> None:
+        """The next `length` bytes written go to `offset`."""
+        self._inner.write(f"{offset} {length}\n".encode())
+
+    def write(self, data: bytes) -> None:
+        self._inner.write(data)
+
+    def finish(self, size: int, extents: Sequence[Extent]) -> tuple[int, str]:
+        """Set the file's size; the size stored and the checksum of every extent as the host reads it back."""
+        listing = "".join(f"{extent.offset} {extent.length}\n" for extent in extents)
+        self._inner.write(f"end {size}\n{listing}".encode())
+        stored = self._inner.finish()
+        lines = self._inner.output.splitlines()
+        checksum = from_tool_output(self._algorithm, lines[1] if len(lines) > 1 else "")
+        if checksum is None:
+            raise OperationError(f"the host gave no {self._algorithm} checksum of the copy")
+        return stored, checksum
+
+    def abort(self) -> None:
+        self._inner.abort()
 
 
 class Endpoint:
@@ -178,6 +230,11 @@ class Endpoint:
     def open_reader(self, path: str, offset: int, algorithm: str) -> Reader:
         """A reader from `offset`; a remote one reports the `algorithm` checksum of what it sent."""
         raise NotImplementedError
+
+    def open_extent_writer(self, path: str, offset: int, data: int, algorithm: str) -> ExtentWriter | None:
+        """A writer of a sparse copy's extents (`data` bytes of them still to send), where the endpoint takes
+        them (None: stream every byte)."""
+        return None
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         """Write from `offset` (`total`: the final size, when known); `finish` returns the file's size. A remote
@@ -517,6 +574,7 @@ class ChannelWriter(Writer):
             raise self._failure(str(exc)) from None
         if not self._transport.is_active():
             raise ConnectionLost("the connection dropped while finishing a write")
+        self.output = out
         return parse_stored(out, status, self._channel)
 
     def abort(self) -> None:
@@ -529,8 +587,8 @@ class ChannelWriter(Writer):
 
 
 def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None, err: str = "") -> int:
-    """The size `_RECEIVE` printed, or OperationError with what the host said."""
-    stored = whole_number(out.strip())
+    """The size `_RECEIVE` printed (its first line), or OperationError with what the host said."""
+    stored = whole_number(out.split("\n", 1)[0].strip())
     if status != 0 or stored is None:
         if channel is not None:
             err = drain_stderr(channel).decode(errors="replace")
@@ -609,10 +667,18 @@ class RemoteEndpoint(Endpoint):
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", self.host.vm_dir, path, str(offset)]
-        if self.accelerator is not None and (total is None or total - offset >= self.accelerator.min_bytes):
+        return self._stream_writer(argv, None if total is None else total - offset)
+
+    def _stream_writer(self, argv: Sequence[str], remaining: int | None) -> Writer:
+        """A remote command fed a stream: through the accelerator for long streams (or of unknown length)."""
+        if self.accelerator is not None and (remaining is None or remaining >= self.accelerator.min_bytes):
             return self.accelerator.writer(self.host, argv)
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
+
+    def open_extent_writer(self, path: str, offset: int, data: int, algorithm: str) -> ExtentWriter:
+        argv = ["sh", "-c", checksum_script(_RECEIVE_EXTENTS, algorithm), "sh", self.host.vm_dir, path, str(offset)]
+        return ExtentWriter(self._stream_writer(argv, data), algorithm)
 
     def checksum(self, path: str, algorithm: str) -> str:
         argv = ["sh", "-c", checksum_script(_CHECKSUM_FILE, algorithm), "sh", path]

@@ -169,7 +169,8 @@ class OpenSshWriter(Writer):
         out, err = self._collect()
         if self._proc.returncode == 255:
             raise _ssh_failure(self.host, err)
-        return parse_stored(out.decode(), self._proc.returncode, err=err.decode(errors="replace"))
+        self.output = out.decode(errors="replace")
+        return parse_stored(self.output, self._proc.returncode, err=err.decode(errors="replace"))
 
     def abort(self) -> None:
         # As ChannelWriter.abort: end the stream, give the host's command time to finish, then stop ssh.

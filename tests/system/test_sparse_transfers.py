@@ -1,0 +1,161 @@
+"""Sparse-aware copies to real sshd hosts: only data extents cross, the copy has the source's size, content,
+checksum and about its allocation, and a copy dropped several times resumes at the right extent."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine.transfers.checksums import Cksum, Sha256
+from engine.transfers.extents import Extent, data_extents, from_offset, merged
+from engine.transfers.openssh import OpenSsh
+from tests.system.test_transfers import Runner, cksum, leftovers, sha, vm_log, wait_for_bytes
+
+MiB = 1 << 20
+
+
+def sparse_file(path: Path, size: int, pieces: list[tuple[int, int]]) -> Path:
+    """A file of `size` bytes holding random data at each (offset, length), holes elsewhere."""
+    with open(path, "wb") as out:
+        out.truncate(size)
+        for offset, length in pieces:
+            out.seek(offset)
+            out.write(os.urandom(length))
+    return path
+
+
+def allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+SHAPES = {
+    # odd offsets and lengths, holes of several MiB between them, a trailing hole
+    "odd-extents": (40 * MiB + 12345, [(4 * MiB + 7, 1 * MiB + 3), (13 * MiB + 4097, 2 * MiB - 5), (30 * MiB, 4096)]),
+    "leading-hole": (12 * MiB, [(10 * MiB, 2 * MiB)]),
+    "trailing-hole": (12 * MiB + 1, [(0, 3 * MiB)]),
+    "all-holes": (16 * MiB, []),
+}
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_only_data_crosses_and_the_copy_is_exact(world, shape, accelerated):
+    size, pieces = SHAPES[shape]
+    base = sparse_file(world["images"] / f"{shape}.img", size, pieces)
+    host = world["hosts"]["host01"]
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    try:
+        result = runner.run(f"CLONE {world['fe']}:{base} host01:{host.vm_dir}/7/images/disk.0\n")
+    finally:
+        runner.close()
+    assert result.ok, result
+    copy = host.vm_dir / "7/images/disk.0"
+    assert copy.stat().st_size == size
+    assert sha(copy) == sha(base)
+    data = sum(length for _, length in pieces)
+    assert allocated(copy) <= max(1.5 * allocated(base), 64 << 10)
+    log = vm_log(world)
+    assert f"checksum {cksum(base)}" in log  # the logical content's: what `cksum FILE` prints on the host too
+    assert "(extents, local to " in log and "(holes skipped)" in log
+    finished = runner.of("action_finished")[-1]
+    assert finished.bytes == size  # progress counts logical bytes
+    assert data <= 4 * MiB  # the shapes are mostly holes
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+def test_a_file_without_holes_is_streamed_as_before(world, accelerated):
+    base = world["images"] / "full.img"
+    base.write_bytes(os.urandom(5 * MiB + 3))
+    host = world["hosts"]["host01"]
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    try:
+        assert runner.run(f"CLONE {world['fe']}:{base} host01:{host.vm_dir}/7/images/disk.0\n").ok
+    finally:
+        runner.close()
+    assert sha(host.vm_dir / "7/images/disk.0") == sha(base)
+    assert "(stream, local to " in vm_log(world)
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+def test_a_copy_dropped_three_times_resumes_at_the_right_extent(world, accelerated):
+    """sshd's sessions are killed three times while extents flow: each attempt starts from the size the copy had
+    reached (never from byte 0, never re-sending holes) and the result still verifies."""
+    pieces = [(i * 8 * MiB + 4097, 3 * MiB) for i in range(8)]
+    base = sparse_file(world["images"] / "drops.img", 70 * MiB, pieces)
+    host = world["hosts"]["host01"]
+    part = host.vm_dir / "7/images/.disk.0.part"
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    drops: list[int] = []
+    lock = threading.Lock()
+
+    def drop(event) -> None:
+        # Drop when the copy has passed the next quarter of the file, so each attempt gets somewhere first.
+        if getattr(event, "kind", "") != "action_progress" or len(drops) >= 3:
+            return
+        with lock:  # once per attempt: the previous drop must have been retried first
+            retried = len(runner.of("action_retry"))
+            if len(drops) == retried < 3 and event.bytes_done >= (len(drops) + 1) * 16 * MiB:
+                wait_for_bytes(part)
+                if host.drop_connections():
+                    drops.append(event.bytes_done)
+
+    runner.bus.subscribe(drop)
+    try:
+        result = runner.run(f"CLONE {world['fe']}:{base} host01:{host.vm_dir}/7/images/disk.0\n")
+    finally:
+        runner.close()
+    assert len(drops) >= 2, drops
+    assert result.ok, result
+    copy = host.vm_dir / "7/images/disk.0"
+    assert copy.stat().st_size == base.stat().st_size and sha(copy) == sha(base)
+    log = vm_log(world)
+    starts = [
+        int(line.split("resuming at byte ")[1].split(",")[0]) for line in log.splitlines() if "resuming at" in line
+    ]
+    assert len(starts) == len(runner.of("action_retry")) >= 2
+    assert starts[0] > 0 and starts == sorted(starts)  # never from byte 0, never back over sent extents
+    # each attempt starts inside or at the end of a data extent, not in a hole it would have to re-send
+    assert all(any(offset <= start <= offset + length for offset, length in pieces) for start in starts)
+    assert f"checksum {cksum(base)}" in log
+    assert leftovers(host.vm_dir) == []
+
+
+def test_extents_are_found_and_merged(tmp_path):
+    path = sparse_file(tmp_path / "f", 20 * MiB, [(MiB, 4096), (MiB + 8192, 4096), (10 * MiB, MiB)])
+    with open(path, "rb") as f:
+        found = data_extents(f.fileno(), 20 * MiB)
+    assert found is not None and len(found) >= 2
+    joined = merged(found)
+    assert len(joined) == 2 and joined[0].offset <= MiB and joined[1].end == 11 * MiB
+    assert from_offset([Extent(0, 10), Extent(20, 10)], 25) == [Extent(25, 5)]
+
+
+@pytest.mark.parametrize("holes", [0, 1, 7, 65536, 5 * MiB + 3, 1 << 33])
+def test_the_checksum_of_a_hole_is_computed_not_read(holes):
+    """cksum over zeros by the register's algebra equals cksum over the bytes themselves (up to sizes that can
+    be materialised here; beyond, two runs of zeros equal one of their total length)."""
+    combined = Cksum()
+    combined.update(b"head")
+    combined.zeros(holes)
+    combined.update(b"tail")
+    if holes <= 8 * MiB:
+        plain = Cksum()
+        plain.update(b"head" + bytes(holes) + b"tail")
+        assert combined.value() == plain.value()
+        sha = Sha256()
+        sha.update(b"head")
+        sha.zeros(holes)
+        sha.update(b"tail")
+        reference = Sha256()
+        reference.update(b"head" + bytes(holes) + b"tail")
+        assert sha.value() == reference.value()
+    else:
+        halves = Cksum()
+        halves.update(b"head")
+        halves.zeros(holes // 2 - 1)
+        halves.zeros(holes // 2 + 1)
+        halves.update(b"tail")
+        assert combined.value() == halves.value()
