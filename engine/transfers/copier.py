@@ -74,16 +74,18 @@ def copy_extents(
     from the size the copy had reached. None when dest does not take extents."""
     attempt = 1
     while True:
-        offset = dest.kind(tmp)[1] if attempt > 1 else 0
-        todo = from_offset(extents, offset)
-        if attempt > 1:
-            job.log(f"resuming at byte {offset}, {size_text(data_bytes(todo))} of data left to send")
-        writer = dest.open_extent_writer(tmp, offset, data_bytes(todo), algorithm)
-        if writer is None:
-            return None
-        carrier = writer.carrier
+        writer: ExtentWriter | None = None
         sent, logical = new_checksum(algorithm), hole_checksum(algorithm)
         try:
+            offset = dest.kind(tmp)[1] if attempt > 1 else 0
+            todo = from_offset(extents, offset)
+            if attempt > 1:
+                job.log(f"resuming at byte {offset}, {size_text(data_bytes(todo))} of data left to send")
+            writer = dest.open_extent_writer(tmp, offset, data_bytes(todo), algorithm)
+            if writer is None:
+                sent.close()
+                return None
+            carrier = writer.carrier
             with open(path, "rb") as source:
                 fd = source.fileno()
                 before = _identity(fd)

@@ -83,8 +83,8 @@ def test_a_file_without_holes_is_streamed_as_before(world, accelerated):
 def test_a_copy_dropped_three_times_resumes_at_the_right_extent(world, accelerated):
     """sshd's sessions are killed three times while extents flow: each attempt starts from the size the copy had
     reached (never from byte 0, never re-sending holes) and the result still verifies."""
-    pieces = [(i * 8 * MiB + 4097, 3 * MiB) for i in range(8)]
-    base = sparse_file(world["images"] / "drops.img", 70 * MiB, pieces)
+    pieces = [(i * 12 * MiB + 4097, 6 * MiB) for i in range(8)]
+    base = sparse_file(world["images"] / "drops.img", 100 * MiB, pieces)
     host = world["hosts"]["host01"]
     part = host.vm_dir / "7/images/.disk.0.part"
     runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
@@ -97,7 +97,7 @@ def test_a_copy_dropped_three_times_resumes_at_the_right_extent(world, accelerat
             return
         with lock:  # once per attempt: the previous drop must have been retried first
             retried = len(runner.of("action_retry"))
-            if len(drops) == retried < 3 and event.bytes_done >= (len(drops) + 1) * 16 * MiB:
+            if len(drops) == retried < 3 and event.bytes_done >= (len(drops) + 1) * 24 * MiB:
                 wait_for_bytes(part)
                 if host.drop_connections():
                     drops.append(event.bytes_done)
@@ -115,10 +115,14 @@ def test_a_copy_dropped_three_times_resumes_at_the_right_extent(world, accelerat
     starts = [
         int(line.split("resuming at byte ")[1].split(",")[0]) for line in log.splitlines() if "resuming at" in line
     ]
-    assert len(starts) == len(runner.of("action_retry")) >= 2
+    assert len(starts) >= 2
     assert starts[0] > 0 and starts == sorted(starts)  # never from byte 0, never back over sent extents
-    # each attempt starts inside or at the end of a data extent, not in a hole it would have to re-send
-    assert all(any(offset <= start <= offset + length for offset, length in pieces) for start in starts)
+    # each attempt starts inside or at the end of a data extent (as the file system reports them, in whole
+    # blocks), not in a hole it would have to re-send
+    with open(base, "rb") as f:
+        extents = data_extents(f.fileno(), base.stat().st_size)
+    assert extents is not None
+    assert all(any(e.offset <= start <= e.end for e in extents) for start in starts), (starts, extents)
     assert f"checksum {cksum(base)}" in log
     assert leftovers(host.vm_dir) == []
 
