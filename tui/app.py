@@ -24,6 +24,8 @@ from engine.core import Engine
 from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, LogEvent
 from engine.home import Home
+from engine.networks.manager import NetworkChanged
+from engine.service.audit import AuditEntry, AuditLog
 from engine.service.runs import TransferBoard, script_title
 from engine.vms.lifecycle import VmChanged
 from screens.dashboard import DashboardScreen
@@ -34,15 +36,17 @@ from screens.transfers import TransfersScreen
 from screens.vms import VmsScreen
 from tui.bridge import EventBridge
 from tui.commands import HeadnodeCommands
+from tui.engine_client import ServiceEngine, ServiceSnapshot
 from tui.messages import EngineEvent
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
-from tui.widgets.form import FormScreen
+from tui.widgets.form import FormScreen, PickScreen
 from tui.widgets.help import HelpScreen
 from tui.widgets.nav import SCREENS
 
 T = TypeVar("T")
 LOG_KEPT = 5000  # engine log lines the console keeps in memory
+NETWORK_AUDIT = {"created": "network create", "deleted": "network delete", "leased": "lease", "released": "release"}
 
 
 @dataclass(frozen=True)
@@ -96,18 +100,25 @@ class HeadnodeApp(App[int]):
     HOME_POLL_SECONDS = 1.0  # a second headnode's changes show within 2 s
     SHOWN_HOME: str | None = None  # shown in place of the home's path (snapshots look alike wherever the home is)
 
-    def __init__(self, home: Home, read_only: bool = False) -> None:
+    def __init__(self, home: Home, read_only: bool = False, service: bool = False) -> None:
+        """The console of `home`. With `service` (as `headnode` opens it) its work runs in the home's service,
+        started if none runs, and goes on after the console quits; without, in this process (the pilot tests of
+        the screens, and the benchmark's baseline)."""
         super().__init__()
         self.home = home
         self.read_only = read_only
         self.bus = EventBus()
-        self.engine = Engine(home, self.bus)  # a fresh home gets the embedded default: host local, network default
+        self.transfers = TransferBoard()
+        self.in_process = not service
+        # A fresh home gets the embedded default either way: host local, network default.
+        self.engine: Engine | ServiceEngine = (
+            ServiceEngine(home, self.bus, self.transfers) if service else Engine(home, self.bus)
+        )
         self.networks = self.engine.networks
         self.hosts = self.engine.hosts
         self.vms = self.engine.vms
         self.executor = self.engine.executor
         self.log_events: deque[LogEvent] = deque(maxlen=LOG_KEPT)
-        self.transfers = TransferBoard()
         self.host_reports: dict[str, Any] = {}  # host name -> its last test this session (HostReport or a word)
         self.engine_signal: Signal[Any] = Signal(self, "engine")
         self._bridge = EventBridge(self.bus, self)
@@ -128,22 +139,39 @@ class HeadnodeApp(App[int]):
 
     def on_mount(self) -> None:
         self._bridge.start()
+        if isinstance(self.engine, ServiceEngine):
+            self.engine.start()
         self.switch_mode("dashboard")
         self._poll_home()
         self.set_interval(self.HOME_POLL_SECONDS, self._poll_home)
 
     def on_unmount(self) -> None:
         self._bridge.stop()
-        for run in self.executor.active():  # ctrl+q confirmed, or the terminal went away
-            run.cancel()
-        self.engine.close()
+        if self.in_process:
+            for run in self.executor.active():  # ctrl+q confirmed, or the terminal went away
+                run.cancel()
+        self.engine.close()  # the service's runs go on
         self._calls.shutdown(wait=True)
 
     def action_quit(self) -> None:
-        """Quit; running image scripts are cancelled first, after saying so (their VMs can be recovered)."""
+        """Quit. Runs in the service go on in the background (or are cancelled first, if asked); runs in this
+        process are cancelled, after saying so (their VMs can be recovered)."""
         running = self.executor.active()
         if not running:
             self.exit(0)
+            return
+        if not self.in_process:
+            go_on, cancel = "Quit: they go on in the background", "Cancel them, then quit"
+
+            def chosen(choice: str | None) -> None:
+                if choice == cancel:
+                    for run in running:
+                        self.attempt(f"cancel run {run.id}", run.cancel)
+                if choice is not None:
+                    self.exit(0)
+
+            title = f"{len(running)} image script(s) are running in the service (headnode transfers shows them)"
+            self.push_screen(PickScreen(title, [go_on, cancel]), chosen)
             return
         details = [
             f"{len(running)} image script(s) are running:",
@@ -316,6 +344,16 @@ class HeadnodeApp(App[int]):
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
+        if isinstance(event, ServiceSnapshot):  # (re)connected: what the service knows so far
+            self.transfers.load(event.runs)
+            known = set(self.log_events)
+            self.log_events.extend(entry for entry in map(self._as_log, event.log) if entry not in known)
+            self._reload_screen()
+            return
+        if isinstance(event, NetworkChanged):  # made through this console's own Networks
+            self._audit_network(event)
+        if isinstance(event, AuditEntry):
+            event = self._as_log(event)
         if isinstance(event, LogEvent):
             self.log_events.append(event)
             if event.level == "error":
@@ -325,6 +363,20 @@ class HeadnodeApp(App[int]):
         elif isinstance(event, VmChanged):
             self._reload_screen()  # a VM this process operates changed state: show it now, not at the next poll
         self.engine_signal.publish(event)
+
+    def _audit_network(self, event: NetworkChanged) -> None:
+        action = NETWORK_AUDIT.get(event.change, event.change)
+        target = " ".join([event.network, *event.ips[:3]]) + (
+            f" and {len(event.ips) - 3} more" if len(event.ips) > 3 else ""
+        )
+        self.attempt("record the change", AuditLog(self.home).record, action, target, f"console {os.getpid()}")
+
+    @staticmethod
+    def _as_log(event: Any) -> LogEvent:
+        """The service's audit entries show in the Log beside its log lines."""
+        if isinstance(event, AuditEntry):
+            return LogEvent(event.text(), "info", "audit", event.at)
+        return event
 
     # Another headnode (console or CLI) on the same home: a cheap stat of the home's top-level files.
 

@@ -14,7 +14,7 @@ from engine.cli.context import CliContext
 def run_console(ctx: CliContext) -> int:
     from tui.app import HeadnodeApp
 
-    app = HeadnodeApp(ctx.home, read_only=ctx.args.read_only)
+    app = HeadnodeApp(ctx.home, read_only=ctx.args.read_only, service=True)
     app.run()
     return app.return_code or 0
 

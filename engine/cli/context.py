@@ -44,6 +44,14 @@ class CliContext:
         for problem in problems:
             print(problem if problem.file else f"headnode: {problem.message}", file=sys.stderr)
 
+    def audit(self, action: str, target: str, detail: str = "") -> None:
+        """Record a change this command made in the home's audit history (`headnode log`)."""
+        import os
+
+        from engine.service.audit import AuditLog
+
+        AuditLog(self.home).record(action, target, f"cli {os.getpid()}", detail)
+
     def save_crash(self, text: str) -> str | None:
         try:
             path = self.home.logs / "crash.log"

@@ -61,6 +61,7 @@ def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
         identity = os.path.abspath(os.path.expanduser(identity))
     host = Host(args.name, args.driver, args.vm_dir, args.address, args.port, args.user, identity, args.max_transfers)
     created = _hosts(ctx).create(host)
+    ctx.audit("host create", created.name, f"driver {created.driver}")
     if ctx.json:
         ctx.emit_json(created.record())
     else:
@@ -92,6 +93,7 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
     _hosts(ctx).delete(args.name)
+    ctx.audit("host delete", args.name)
     if not ctx.json:
         print(f"host {args.name} deleted")
     else:

@@ -55,6 +55,7 @@ def _engine(ctx: CliContext) -> Any:
 
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
     vm = _engine(ctx).vms.create(args.template)
+    ctx.audit("vm create", f"VM {vm.id}", vm.name)
     if ctx.json:
         ctx.emit_json(vm.to_json())
     else:

@@ -77,6 +77,7 @@ def networks(ctx: CliContext) -> Networks:
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
     nets = networks(ctx)
     network = nets.create_from_file(args.template)
+    ctx.audit("network create", network.name, network.range_text)
     for warning in network.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if ctx.json:
@@ -136,6 +137,7 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
     network = networks(ctx).delete(args.name, force=args.force)
+    ctx.audit("network delete", network.name, "--force" if args.force else "")
     if ctx.json:
         ctx.emit_json({"name": network.name, "deleted": True})
     else:
@@ -151,23 +153,30 @@ def run_lease(args: argparse.Namespace, ctx: CliContext) -> int:
 
             raise InputError("give either --ip or --count, not both")
         leases = nets.lease_many(args.name, args.count, vm=args.vm, note=args.note)
+        owner = f" for VM {args.vm}" if args.vm is not None else " held"
+        ctx.audit("lease", args.name, f"{len(leases)} addresses{owner}")
         if ctx.json:
             ctx.emit_json([x.to_json() for x in leases])
         else:
             sys.stdout.write(lease_table(leases, nets.get(args.name)))
         return 0
-    print_lease(ctx, nets, nets.lease(args.name, vm=args.vm, ip=args.ip, note=args.note))
+    lease = nets.lease(args.name, vm=args.vm, ip=args.ip, note=args.note)
+    ctx.audit("lease", f"{args.name} {lease.ip}", f"for VM {args.vm}" if args.vm is not None else "held")
+    print_lease(ctx, nets, lease)
     return 0
 
 
 def run_hold(args: argparse.Namespace, ctx: CliContext) -> int:
     nets = networks(ctx)
-    print_lease(ctx, nets, nets.hold(args.name, args.ip, note=args.note))
+    lease = nets.hold(args.name, args.ip, note=args.note)
+    ctx.audit("hold", f"{args.name} {lease.ip}", args.note)
+    print_lease(ctx, nets, lease)
     return 0
 
 
 def run_release(args: argparse.Namespace, ctx: CliContext) -> int:
     lease = networks(ctx).release(args.name, args.ip, force=args.force)
+    ctx.audit("release", f"{args.name} {lease.ip}", "--force" if args.force else "")
     if ctx.json:
         ctx.emit_json(lease.to_json())
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -19,6 +20,7 @@ from engine.service.server import lock_holder
 from engine.transfers.hosts import Host, Hosts
 from tests.conftest import HEADNODE, ROOT, site_driver, stop_service
 from tests.engine.test_vms import FLAKY, TTYLINUX
+from tests.tui.terminal import Terminal, headnode_argv
 
 
 def _env(world) -> dict[str, str]:
@@ -245,3 +247,39 @@ def test_a_socket_of_a_dead_service_is_replaced(world, headnode):
     stale.close()  # the file stays, nobody listens
     assert headnode("transfers").stdout == "no runs\n"
     assert service_pid(world) > 0
+
+
+def test_the_console_shows_runs_from_the_cli_and_quitting_leaves_them_running(service, http_server, headnode, tmp_path):
+    script, dest, _ = slow_clone(service, http_server, tmp_path, 64 << 20)
+    run_id = json.loads(headnode("run", str(script), "--vm", "9", "--detach", "--json").stdout)["run"]
+    argv = headnode_argv("--home", str(service["home"].root))
+    console = Terminal(argv, {"TMPDIR": str(tmp_path)}, size=(200, 30))
+    try:
+        console.wait_for("1 Dashboard", timeout=30)
+        console.send("3")
+        console.wait_for(lambda s: "VM 9 0/1" in s and "running" in s and "/64.0 MiB" in s, timeout=30)
+        console.send("C-q")
+        console.wait_for("running in the service")
+        console.send("Enter")  # the first choice: quit, they go on
+        assert console.exit_status() == 0
+    finally:
+        console.close()
+    (run,) = runs(headnode)
+    assert run["run"] == run_id and run["state"] == "running"
+    again = Terminal(argv, {"TMPDIR": str(tmp_path)}, size=(200, 30))
+    try:
+        again.wait_for("1 Dashboard", timeout=30)
+        again.send("3")
+        shown = again.wait_for(lambda s: "VM 9 0/1" in s and "running" in s and "/64.0 MiB" in s, timeout=30)
+        assert headnode("cancel", run_id).returncode == 0
+        again.wait_for(lambda s: "cancelled" in s, timeout=30)
+        again.send("6")  # the Log: changes made before this console opened and while it was open, by the CLI
+        log = again.wait_for(lambda s: f"cancel run {run_id}" in s, timeout=30)
+        assert f") run {script}" in log
+        again.send("C-q")
+        assert again.exit_status() == 0
+    finally:
+        again.close()
+    # It showed the bytes the service had copied before this console opened.
+    assert float(re.search(r"([\d.]+)/64\.0 MiB", shown).group(1)) > 0
+    assert not dest.exists()
