@@ -60,6 +60,8 @@ def make_home(root: Path, transfers: int) -> Home:
     from engine.transfers.hosts import Host
 
     home = Home(root).ensure()
+    conf = home.config_path.read_text()  # the executor admits every one of them at once
+    home.config_path.write_text(conf.replace("MAX_SCRIPTS = 15", f"MAX_SCRIPTS = {transfers}"))
     with Engine(home) as engine:
         engine.hosts.create(Host("fast", "shared", str(home.root / "fast-vms"), max_transfers=transfers))
     return home
@@ -85,7 +87,7 @@ async def key_latency(home: Home, url: str, transfers: int, service: bool, press
     from tui.app import HeadnodeApp
 
     app = HeadnodeApp(home, service=service)
-    executor = None if service else Executor(home, app.bus, max_scripts=transfers)
+    executor = None if service else Executor(home, app.bus)
     samples: list[float] = []
 
     async def switch() -> None:

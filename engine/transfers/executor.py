@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from engine.errors import Cancelled, InputError, OperationError, Problem
 from engine.events import EventBus
 from engine.home import Home
+from engine.language.numbers import whole_number
 from engine.language.script import Location, Script, ScriptLine, format_action
 from engine.store.database import Store
 from engine.transfers.actions import Outcome, Transfers, written_paths
@@ -276,6 +277,16 @@ class ScriptRun:
         return outcome, error
 
 
+def configured_max_scripts(home: Home) -> int:
+    """MAX_SCRIPTS of headnode.conf: how many scripts run at once (the others wait their turn)."""
+    text = home.config.template.get("MAX_SCRIPTS") or str(MAX_SCRIPTS)
+    number = whole_number(text)
+    if not number:
+        line = home.config.template.all("MAX_SCRIPTS")[0].line
+        raise InputError(Problem(f"MAX_SCRIPTS {text!r} is not a whole number above 0", str(home.config_path), line))
+    return number
+
+
 class Executor:
     """Runs scripts for one home. Close it to stop accepting scripts and release SSH connections."""
 
@@ -284,7 +295,7 @@ class Executor:
         home: Home,
         bus: EventBus | None = None,
         *,
-        max_scripts: int = MAX_SCRIPTS,
+        max_scripts: int | None = None,
         retry: RetryPolicy | None = None,
         accelerator: OpenSsh | bool | None = None,
     ) -> None:
@@ -300,7 +311,7 @@ class Executor:
         self.accelerator = accelerator or None
         self.transfers = Transfers(home, self.pool, self.accelerator)
         self.journal = Journal(Store(home.db_path))
-        self._scripts = threading.BoundedSemaphore(max_scripts)
+        self._scripts = threading.BoundedSemaphore(max_scripts or configured_max_scripts(home))
         self._slots_lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._threads: list[threading.Thread] = []
