@@ -106,6 +106,8 @@ class DashboardScreen(HeadnodeScreen):
         bar.update(total=max(total, 1), progress=done)
 
     def action_test_hosts(self) -> None:
-        hosts = self.happ.attempt("list hosts", self.happ.hosts.list)
-        if hosts.ok:
-            test_hosts(self.happ, [h.name for h in hosts.value], then=self.reload)
+        self.happ.run_engine(
+            "list hosts",
+            self.happ.hosts.list,
+            then=lambda hosts: test_hosts(self.happ, [h.name for h in hosts], then=self.reload),
+        )

@@ -131,20 +131,19 @@ class HostsScreen(HeadnodeScreen):
         name = self._selected()
         if name is None:
             return
-        found = self.happ.attempt("read host", self.happ.hosts.get, name)
-        if not found.ok:
-            return
-        host = found.value
 
-        def save(values: dict[str, str], form: FormScreen) -> None:
-            def saved(_: Any) -> None:
-                self.notify(f"host {name} saved")
-                self.happ.home_changed()
+        def edit(host: Any) -> None:
+            def save(values: dict[str, str], form: FormScreen) -> None:
+                def saved(_: Any) -> None:
+                    self.notify(f"host {name} saved")
+                    self.happ.home_changed()
 
-            changed = self._host_from(values, host)
-            self.happ.run_form(form, f"edit host {name}", self.happ.hosts.update, name, changed, then=saved)
+                changed = self._host_from(values, host)
+                self.happ.run_form(form, f"edit host {name}", self.happ.hosts.update, name, changed, then=saved)
 
-        self.app.push_screen(self._host_form(f"Edit host {name}", host, save))
+            self.app.push_screen(self._host_form(f"Edit host {name}", host, save))
+
+        self.happ.run_engine("read host", self.happ.hosts.get, name, then=edit)
 
     def action_test(self) -> None:
         name = self._selected()
@@ -157,10 +156,13 @@ class HostsScreen(HeadnodeScreen):
         if name is None:
             return
 
+        def deleted(_: Any) -> None:
+            self.notify(f"host {name} deleted")
+            self.happ.home_changed()
+
         def answer(yes: bool | None) -> None:
-            if yes and self.happ.attempt(f"delete host {name}", self.happ.hosts.delete, name).ok:
-                self.notify(f"host {name} deleted")
-                self.happ.home_changed()
+            if yes:
+                self.happ.run_engine(f"delete host {name}", self.happ.hosts.delete, name, then=deleted)
 
         self.app.push_screen(
             ConfirmScreen(

@@ -159,23 +159,29 @@ class NetworksScreen(HeadnodeScreen):
         name = self._selected()
         if name is None:
             return
-        usage = self.happ.attempt("read network", self.happ.networks.usage, name)
-        if not usage.ok:
-            return
-        in_use = usage.value.used + usage.value.held
-        details = [f"Deletes network {name} and its lease database."]
-        if in_use:
-            details.append(f"{in_use} address(es) in use are freed: their VMs keep the addresses in their templates.")
 
-        def answer(yes: bool | None) -> None:
-            if (
-                yes
-                and self.happ.attempt(f"delete network {name}", self.happ.networks.delete, name, force=bool(in_use)).ok
-            ):
-                self.notify(f"network {name} deleted")
+        def deleted(_: Any) -> None:
+            self.notify(f"network {name} deleted")
             self.happ.home_changed()
 
-        self.app.push_screen(ConfirmScreen(f"Delete network {name}?", details, "Delete"), answer)
+        def ask(usage: Any) -> None:
+            in_use = usage.used + usage.held
+            details = [f"Deletes network {name} and its lease database."]
+            if in_use:
+                details.append(
+                    f"{in_use} address(es) in use are freed: their VMs keep the addresses in their templates."
+                )
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    networks = self.happ.networks
+                    self.happ.run_engine(
+                        f"delete network {name}", networks.delete, name, force=bool(in_use), then=deleted
+                    )
+
+            self.app.push_screen(ConfirmScreen(f"Delete network {name}?", details, "Delete"), answer)
+
+        self.happ.run_engine("read network", self.happ.networks.usage, name, then=ask)
 
     def action_export(self) -> None:
         export_leases_to(self.happ, self.main_widget().selected_key)
@@ -354,11 +360,15 @@ class LeasesScreen(HeadnodeScreen):
             details.append(f"It is leased to VM {vm}, which keeps the address in its template and loses it here.")
 
         def answer(yes: bool | None) -> None:
-            if (
-                yes
-                and self.happ.attempt(f"release {ip}", self.happ.networks.release, self.network, ip, force=bool(vm)).ok
-            ):
-                self._changed(f"released {ip}")
+            if yes:
+                self.happ.run_engine(
+                    f"release {ip}",
+                    self.happ.networks.release,
+                    self.network,
+                    ip,
+                    force=bool(vm),
+                    then=lambda _: self._changed(f"released {ip}"),
+                )
 
         self.app.push_screen(ConfirmScreen(f"Release {ip} ({state})?", details, "Release"), answer)
 

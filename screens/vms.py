@@ -83,16 +83,15 @@ class VmActions(HeadnodeScreen):
         if vm_id is None:
             return
         if op in NEEDS_HOST:
-            hosts = self.happ.attempt("list hosts", self.happ.hosts.list)
-            if not hosts.ok:
-                return
-            names = [h.name for h in hosts.value]
 
-            def picked(host: str | None) -> None:
-                if host is not None:
-                    self._confirm_and_run(vm_id, op, title, host, extra)
+            def pick(hosts: list[Any]) -> None:
+                def picked(host: str | None) -> None:
+                    if host is not None:
+                        self._confirm_and_run(vm_id, op, title, host, extra)
 
-            self.app.push_screen(PickScreen(f"{title} VM {vm_id} to host", names), picked)
+                self.app.push_screen(PickScreen(f"{title} VM {vm_id} to host", [h.name for h in hosts]), picked)
+
+            self.happ.run_engine("list hosts", self.happ.hosts.list, then=pick)
         else:
             self._confirm_and_run(vm_id, op, title, None, extra)
 
@@ -101,10 +100,14 @@ class VmActions(HeadnodeScreen):
     ) -> None:
         where = f" on {host}" if host else ""
 
-        def planned(preview: Any) -> None:
+        def plan() -> tuple[Any, Any]:
+            return self.happ.vms.preview(vm_id, op, host), self.happ.vms.get(vm_id)
+
+        def planned(planned: tuple[Any, Any]) -> None:
+            preview, vm = planned
             details = [f"This image script runs{where}:", *map(self.happ.shown, preview_lines(preview))]
             if extra is not None:
-                details += extra(self.happ.vms.get(vm_id))
+                details += extra(vm)
 
             def answer(yes: bool | None) -> None:
                 if yes:
@@ -112,7 +115,7 @@ class VmActions(HeadnodeScreen):
 
             self.app.push_screen(ConfirmScreen(f"{title} VM {vm_id}{where}?", details, title), answer)
 
-        self.happ.run_engine(f"plan {op} of VM {vm_id}", self.happ.vms.preview, vm_id, op, host, then=planned)
+        self.happ.run_engine(f"plan {op} of VM {vm_id}", plan, then=planned)
 
     def _run(self, vm_id: int, op: str, host: str | None) -> None:
         vms = self.happ.vms
@@ -164,20 +167,23 @@ class VmActions(HeadnodeScreen):
             if choice is None:
                 return
             retry = choice == RECOVER_CHOICES[0]
-            vm = self.happ.attempt("read VM", self.happ.vms.get, vm_id)
-            if not vm.ok:
-                return
-            last = vm.value.last_operation
-            details = [f"Last operation: {last.op} on {last.host or '-'}: {last.outcome}" if last else "No operation."]
-            if last and last.error:
-                details.append(f"Failed at line {last.failed_line}: {last.error}")
-            details += ["Runs it again from the failed line."] if retry else self._freed(vm.value)
 
-            def answer(yes: bool | None) -> None:
-                if yes:
-                    recover_vm(self.happ, vm_id, retry)
+            def ask(vm: Any) -> None:
+                last = vm.last_operation
+                details = [
+                    f"Last operation: {last.op} on {last.host or '-'}: {last.outcome}" if last else "No operation."
+                ]
+                if last and last.error:
+                    details.append(f"Failed at line {last.failed_line}: {last.error}")
+                details += ["Runs it again from the failed line."] if retry else self._freed(vm)
 
-            self.app.push_screen(ConfirmScreen(f"Recover VM {vm_id}: {choice}?", details, "Recover"), answer)
+                def answer(yes: bool | None) -> None:
+                    if yes:
+                        recover_vm(self.happ, vm_id, retry)
+
+                self.app.push_screen(ConfirmScreen(f"Recover VM {vm_id}: {choice}?", details, "Recover"), answer)
+
+            self.happ.run_engine("read VM", self.happ.vms.get, vm_id, then=ask)
 
         self.app.push_screen(PickScreen(f"Recover VM {vm_id}", RECOVER_CHOICES), picked)
 
@@ -224,10 +230,7 @@ class VmsScreen(VmActions):
             self.happ.home_changed()
 
         def create(path: Path) -> None:
-            outcome = self.happ.attempt(f"create VM from {path}", self.happ.vms.create, path)
-            if outcome.ok:
-                created(outcome.value)
-            self.happ.home_changed()
+            self.happ.run_engine(f"create VM from {path}", self.happ.vms.create, path, then=created)
 
         def other(values: dict[str, str], form: FormScreen) -> None:
             path = Path(values["path"].strip()).expanduser()

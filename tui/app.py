@@ -246,7 +246,9 @@ class HeadnodeApp(App[int]):
     # Engine calls: errors become a notification and a Log entry, never a traceback or a dead screen.
 
     def attempt(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Outcome[T]:
-        """Call the engine now, on this thread (for quick calls)."""
+        """Call `fn` now, on this thread: for the console's own steps (redraws, the callbacks of engine calls).
+        The engine itself is called through run_engine, never on the UI thread: its database lock can be held
+        for a while by another process or by transfers writing their journal."""
         try:
             return Outcome(True, fn(*args, **kwargs))
         except Exception as exc:
