@@ -95,6 +95,7 @@ async def test_lease_hold_and_release_with_confirmation(home) -> None:
         table = await open_leases(app, pilot)
         assert table.rows == []
         await pilot.press("l", "tab", "7", "tab", *"web", "enter")  # next free address, to VM 7
+        await app.workers.wait_for_complete()  # the form closes once the engine took it
         await pilot.press("h", *"10.1.0.200", "enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -208,9 +209,12 @@ async def test_delete_network_says_what_is_freed(home) -> None:
     app = HeadnodeApp(home)
     async with app.run_test() as pilot:
         await pilot.press("4", "d")
+        await app.workers.wait_for_complete()  # the usage is read on a worker thread, then the question
+        await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         assert "1 address(es) in use are freed" in "\n".join(app.screen.details)
         await pilot.press("y")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert [n.name for n in Networks(home).list()] == ["default"]
         assert [r[0] for r in rows(app.screen.query_one(KeyedTable))] == ["default"]

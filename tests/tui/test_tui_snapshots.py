@@ -75,7 +75,10 @@ def test_deploy_dry_run(snap_compare, fixed_home) -> None:
     fixed_data(fixed_home)
 
     async def planned(pilot) -> None:
-        await pilot.press("2", "down", "p", "enter")
+        await pilot.press("2", "down", "p")
+        await pilot.app.workers.wait_for_complete()  # the hosts to pick from are listed on a worker thread
+        await pilot.pause()
+        await pilot.press("enter")
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 

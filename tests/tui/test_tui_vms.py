@@ -40,13 +40,13 @@ async def create_sample(app: HeadnodeApp, pilot) -> None:
     await pilot.press("2", "c")
     assert isinstance(app.screen, PickScreen)
     await pilot.press(*["down"] * app.screen.choices.index(SAMPLE), "enter")
-    await pilot.pause()
+    await settle(app, pilot)  # created on a worker thread
 
 
 async def operate(app: HeadnodeApp, pilot, key: str, host: str | None = None) -> ConfirmScreen:
     """Press an operation's key, pick the host if asked, and return the confirmation (the dry run)."""
     await pilot.press(key)
-    await pilot.pause()
+    await settle(app, pilot)  # the hosts are listed on a worker thread
     if host is not None:
         assert isinstance(app.screen, PickScreen)
         await pilot.press(*["down"] * app.screen.choices.index(host), "enter")
@@ -158,6 +158,7 @@ async def test_a_failed_deploy_is_reported_and_recover_deletes(home) -> None:
         await pilot.press("R")
         assert isinstance(app.screen, PickScreen)
         await pilot.press("down", "enter")  # delete
+        await settle(app, pilot)  # the VM is read on a worker thread, then the question
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
         await settle(app, pilot)
@@ -323,7 +324,7 @@ async def test_hosts_add_edit_test_delete(home, tmp_path) -> None:
         await pilot.press("d")
         assert "Files on the host and VMs already placed there are left as they are." in app.screen.details
         await pilot.press("y")
-        await pilot.pause()
+        await settle(app, pilot)
         assert [h.name for h in app.hosts.list()] == ["local"]
 
 
