@@ -13,6 +13,8 @@ need mkfs.ext4 e2fsprogs
 need genisoimage genisoimage
 need tmux tmux
 need pgrep procps
+need ip iproute2
+need tc iproute2
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

@@ -18,7 +18,7 @@ from engine.transfers.hosts import Host
 SSHD = "/usr/sbin/sshd"
 SSHD_CONFIG = """\
 Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {dir}/ssh_host_ed25519_key
 PidFile {dir}/sshd.pid
 AuthorizedKeysFile {authorized}
@@ -52,9 +52,10 @@ class SshHost:
     dir: Path
     process: subprocess.Popen
     host_key_line: str
+    address: str = "127.0.0.1"
 
     def record(self, driver: str = "ssh", **changes) -> Host:
-        fields = {"address": "127.0.0.1", "port": self.port, "driver": driver, "vm_dir": str(self.vm_dir)}
+        fields = {"address": self.address, "port": self.port, "driver": driver, "vm_dir": str(self.vm_dir)}
         return Host(self.name, **{**fields, **changes})
 
     def sessions(self) -> list[int]:
@@ -71,8 +72,11 @@ class SshHost:
         return len(pids)
 
 
-def start_sshd(root: Path, name: str, authorized: Path) -> SshHost:
-    """Start sshd `name` with its files under root/name, accepting the keys in `authorized`."""
+def start_sshd(
+    root: Path, name: str, authorized: Path, address: str = "127.0.0.1", netns: str | None = None
+) -> SshHost:
+    """Start sshd `name` with its files under root/name, accepting the keys in `authorized`; on loopback at a
+    free port, or in network namespace `netns` on `address`, port 22."""
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
     d = root / name
@@ -81,19 +85,22 @@ def start_sshd(root: Path, name: str, authorized: Path) -> SshHost:
     vm_dir = d / "vms"
     vm_dir.mkdir()
     for _ in range(5):
-        port = free_port()
-        (d / "sshd_config").write_text(SSHD_CONFIG.format(port=port, dir=d, authorized=authorized))
+        port = 22 if netns else free_port()
+        config = SSHD_CONFIG.format(port=port, address=address, dir=d, authorized=authorized)
+        (d / "sshd_config").write_text(config)
         log = open(d / "sshd.log", "wb")  # noqa: SIM115 - kept open for the process's lifetime
-        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
+        inside = ["ip", "netns", "exec", netns] if netns else []  # it execs sshd: the pid is sshd's
+        process = subprocess.Popen([*inside, SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
         # sshd writes its pid file once it listens: a connection alone could reach another test run's sshd that
         # took the port first.
         pid_file = d / "sshd.pid"
         deadline = time.monotonic() + 10
         while process.poll() is None and time.monotonic() < deadline:
             if pid_file.exists() and pid_file.read_text().strip() == str(process.pid):
-                socket.create_connection(("127.0.0.1", port), 5).close()
+                socket.create_connection((address, port), 5).close()
                 key = (d / "ssh_host_ed25519_key.pub").read_text().split()
-                return SshHost(name, port, vm_dir, d, process, f"[127.0.0.1]:{port} {key[0]} {key[1]}")
+                known = address if port == 22 else f"[{address}]:{port}"
+                return SshHost(name, port, vm_dir, d, process, f"{known} {key[0]} {key[1]}", address)
             time.sleep(0.05)
         process.kill()
         process.wait()

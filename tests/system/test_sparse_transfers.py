@@ -4,6 +4,7 @@ checksum and about its allocation, and a copy dropped several times resumes at t
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -163,3 +164,37 @@ def test_the_checksum_of_a_hole_is_computed_not_read(holes):
         halves.zeros(holes // 2 + 1)
         halves.update(b"tail")
         assert combined.value() == halves.value()
+
+
+def test_a_sparse_clone_behind_a_shaped_link(tmp_path, monkeypatch):
+    """A host in its own network namespace behind a veth pair capped at 50 Mbit/s (tests/system/netns.py): the
+    copy is exact and only its data crossed the link."""
+    from engine.home import Home
+    from engine.transfers.hosts import Hosts
+    from tests.system.netns import Lab
+    from tests.system.sshd import keygen
+
+    user = tmp_path / "user"
+    (user / ".ssh").mkdir(parents=True, mode=0o700)
+    key = user / ".ssh/id_ed25519"
+    keygen(key)
+    with Lab(tmp_path, 1, 50, key.with_suffix(".pub")) as lab:
+        node = lab.members[0]
+        (user / ".ssh/known_hosts").write_text(node.host_key_line + "\n")
+        monkeypatch.setenv("HOME", str(user))
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        home = Home(tmp_path / "home").ensure()
+        Hosts(home).create(node.record())
+        base = sparse_file(tmp_path / "disk.img", 64 * MiB, [(5 * MiB, MiB), (40 * MiB + 1, 2 * MiB)])
+        counters = f"/sys/class/net/hn{lab.tag}h/statistics/tx_bytes"
+        sent_before = int(Path(counters).read_text())
+        runner = Runner(home)
+        try:
+            assert runner.run(f"CLONE {home.config.frontend_name}:{base} {node.name}:{node.vm_dir}/7/disk.0\n").ok
+        finally:
+            runner.close()
+        sent = int(Path(counters).read_text()) - sent_before
+        copy = node.vm_dir / "7/disk.0"
+        assert sha(copy) == sha(base) and copy.stat().st_size == 64 * MiB
+        assert 3 * MiB < sent < 8 * MiB  # the data and ssh's overhead, not the 64 MiB of the file
+    assert f"hn{lab.tag}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
