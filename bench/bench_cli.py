@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.defaults import sample_templates
+
 ROOT = Path(__file__).resolve().parent.parent
 HEADNODE = str(Path(sys.executable).parent / "headnode")
 GOLDEN = ROOT / "tests" / "engine" / "golden"
@@ -57,7 +59,7 @@ def main() -> None:
             "headnode vm list": [HEADNODE, "vm", "list"],
         }
         # A home with its embedded default (host local, network default) and one VM.
-        template = str(ROOT / "data" / "templates" / "ttylinux.tmpl")
+        template = str(sample_templates()["ttylinux.tmpl"])
         subprocess.run([HEADNODE, "vm", "create", template], env=env, stdout=subprocess.DEVNULL, check=True)
         print(f"{'command':40} {'median wall (s)':>16}   ({runs} runs)")
         for label, argv in commands.items():

@@ -31,7 +31,7 @@ class Config:
 
 def shipped(name: str) -> Path:
     """A file or folder of `data/`, wherever headnode is installed."""
-    # Imported on use: importlib.resources costs a command ~10 ms, and only a fresh home and the drivers need it.
+    # Imported on use: importlib.resources is slow to import, and only a fresh home and the drivers need it.
     from importlib.resources import files
 
     return Path(str(files(DATA_PACKAGE).joinpath(name)))

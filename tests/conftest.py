@@ -1,14 +1,17 @@
-"""Shared fixtures: a fresh home per test, and the real `headnode` command."""
+"""Shared fixtures: a fresh home per test, the real `headnode` command, and a test server's thread."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +102,15 @@ def site_driver(home: Home, name: str, base: str = "shared", programs: dict[str,
     for key, value in settings.items():
         conf = "\n".join(f"{key} = {value}" if line.startswith(f"{key} =") else line for line in conf.splitlines())
     (tm / f"{name}.conf").write_text(conf + "\n")
+
+
+@contextlib.contextmanager
+def serving(server: http.server.HTTPServer) -> Iterator[int]:
+    """Serve on a thread of its own until the block ends; yields the loopback port."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

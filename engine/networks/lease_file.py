@@ -94,8 +94,8 @@ class Transaction:
 
     def _untrack(self, table: str, doc_ids: Iterable[int]) -> None:
         # TinyDB stores dict(Document(...)), which CPython keeps tracked by the cyclic GC until a full
-        # collection (dict() of a tracked dict stays tracked); at 65k leases that first full collection stalls
-        # ~20 ms. A dict built item by item from JSON values is not tracked.
+        # collection (dict() of a tracked dict stays tracked), and that collection then walks every lease. A dict
+        # built item by item from JSON values is not tracked.
         stored = self.file.data[table]
         for doc_id in doc_ids:
             key = str(doc_id)
@@ -159,12 +159,6 @@ class LeaseFile:
         with self._locked(fcntl.LOCK_SH):
             self._refresh()
             yield self.data
-
-    def compact(self) -> None:
-        """Fold the journal into the snapshot now."""
-        with self._locked(fcntl.LOCK_EX):
-            self._refresh()
-            self._compact()
 
     def stamp(self) -> tuple[int, int, int] | None:
         """Changes whenever any process commits or compacts; costs one stat and takes no lock."""

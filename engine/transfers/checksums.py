@@ -5,9 +5,7 @@ check a copy by hand; coreutils computes it with carry-less multiplication, seve
 cryptographic digest, for sites that record one; a host computes it with `openssl dgst` (SHA-NI) or `sha256sum`.
 SSH already authenticates every byte in transit; the checksum catches what happens around the stream (a short or
 misplaced write, a source that changed, the head of a resumed copy). A value is written `ALGORITHM:VALUE`.
-
-Measured here (bench/bench_transfer.py, 1 GiB over loopback ssh, 2 cores shared by both ends): the host's
-re-read at publish took ~0.9 s with sha256 and ~0.3 s with cksum, which decided the default.
+cksum is the default because a host re-reads a stored copy with it in a third of sha256's time (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Shell functions, one per algorithm, named `checksum`: the checksum of stdin, first word of the output.
 SHELL_FUNCTIONS = {
     "cksum": "checksum() { cksum; }; ",
-    # OpenSSL's uses SHA-NI where coreutils' does not: 4x faster where both exist.
+    # OpenSSL's uses SHA-NI where coreutils' does not.
     "sha256": (
         "checksum() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }; "
     ),
@@ -75,10 +73,9 @@ def hole_checksum(algorithm: str) -> Checksum:
 
 
 def new_checksum(algorithm: str) -> Checksum:
-    """The fastest way here (measured on a 1 GiB copy): cksum by its tool in a process of its own, where installed
-    (carry-less multiplication, and no bit-reversing copy under the GIL, which the console's UI thread needs:
-    0.37 s per GiB for both sides of a local copy where this process's CRC took 1.1 s); SHA-256 in this process
-    (hashlib releases the GIL; two `openssl` processes fed through pipes took 1.3 s per GiB, hashlib 0.85 s)."""
+    """The fastest way (README, Benchmarks): cksum by its tool in a process of its own, where installed (carry-less
+    multiplication, and no bit-reversing copy under the GIL, which the console's UI thread needs); SHA-256 in this
+    process (hashlib releases the GIL)."""
     if algorithm == "cksum":
         return ChecksumProcess(algorithm) if _has_cksum() else Cksum()
     return Sha256()

@@ -304,8 +304,8 @@ class _Verifier:
         return values[0], values[1]
 
 
-# Hashers take turns: with 20 copies, 40 threads hashing at once starved the console's UI thread of the GIL
-# (bench_console: key presses 0.4 s at the 95th percentile); the cores limit hashing throughput anyway.
+# Hashers take turns: 40 threads hashing at once starve the console's UI thread of the GIL (README, Benchmarks);
+# the cores limit hashing throughput anyway.
 _HASHING = threading.BoundedSemaphore(CORES)
 # So do the kernel's copies, a piece at a time: 20 copy threads runnable at nice 19 left an engine thread that
 # held the GIL waiting its turn behind them, and the UI thread behind it.

@@ -70,8 +70,7 @@ _SPARSE = _INSIDE + (
 # Receive a stream into $2 from byte $3 (its directory made), leaving holes where whole 64 KiB blocks are zero;
 # print the file's size. From byte 0 the file is made afresh (a stale one removed, then O_EXCL); a resumed one is
 # cut at $3 by dd and must be a plain file with no other name; neither is ever opened through a link. Blocks of
-# the size of sshd's pipe to us: with 1 MiB blocks sshd stalled while dd wrote, and a 1 GiB CLONE took 1.5x as
-# long (bench_transfer).
+# the size of sshd's pipe to us: with larger blocks sshd stalls while dd writes (README, Benchmarks).
 _RECEIVE = _INSIDE + (
     'set -e; d="${2%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; '
     'if [ "$3" = 0 ]; then if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; fi; new=,excl; '

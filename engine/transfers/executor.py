@@ -314,7 +314,7 @@ class Executor:
         self._scripts = threading.BoundedSemaphore(max_scripts or configured_max_scripts(home))
         self._slots_lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: set[threading.Thread] = set()  # the workers still running (each forgets itself when done)
         self._runs_lock = threading.Lock()
         self._runs: dict[str, ScriptRun] = {}  # by id, so a console can cancel or retry a run it did not submit
 
@@ -351,18 +351,23 @@ class Executor:
             for key in finished[: max(0, len(finished) - KEEP_FINISHED_RUNS)]:
                 del self._runs[key]
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
-        self._threads.append(thread)
+        with self._runs_lock:
+            self._threads.add(thread)
         thread.start()
         return run
 
     def _worker(self, run: ScriptRun) -> None:
-        with self._scripts:
-            try:
-                run._execute()
-            except BaseException as exc:  # a bug must still end the run, or wait() would hang
-                run._result = ScriptResult(run.id, run.vm, "failed", None, f"internal error: {exc!r}")
-                run._done.set()
-                raise
+        try:
+            with self._scripts:
+                try:
+                    run._execute()
+                except BaseException as exc:  # a bug must still end the run, or wait() would hang
+                    run._result = ScriptResult(run.id, run.vm, "failed", None, f"internal error: {exc!r}")
+                    run._done.set()
+                    raise
+        finally:
+            with self._runs_lock:
+                self._threads.discard(threading.current_thread())
 
     def find(self, run_id: str) -> ScriptRun | None:
         """A run submitted to this executor, by id (the `run` of its events); the last finished ones are kept."""
@@ -395,6 +400,8 @@ class Executor:
             return [run for run in self._runs.values() if not run.done]
 
     def close(self) -> None:
-        for thread in self._threads:
+        with self._runs_lock:
+            running = list(self._threads)
+        for thread in running:
             thread.join()
         self.pool.close()

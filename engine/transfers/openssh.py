@@ -1,6 +1,6 @@
 """The OpenSSH accelerator: bulk bytes to or from a host through the `ssh` client, where it is installed.
 
-paramiko tops out at 35-60% of OpenSSH's speed because Python does the ciphers (research/perf.md §1). So for a
+paramiko is slower than OpenSSH because Python does the ciphers (README, Benchmarks). So for a
 stream to or from a host of at least SSH_ACCELERATOR_MIN_MB, the driver may hand the bytes to an `ssh` process
 running the same remote command, with the same host, port, user, identity files and known_hosts that paramiko
 resolved (`-F none`, strict host key checking, batch mode: it never prompts, never learns a key). paramiko still
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from engine.home import Home
     from engine.transfers.hosts import Host
 
-# AES-GCM is the fastest cipher with AES-NI; OpenSSH's default chacha20 is slower (research/perf.md §1.1).
+# AES-GCM is the fastest cipher with AES-NI; OpenSSH's default chacha20 is slower.
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
 
 

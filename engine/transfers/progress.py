@@ -115,18 +115,6 @@ class ScriptFinished:
     at: float = field(default_factory=time)
 
 
-TransferEvent = (
-    ScriptStarted
-    | ActionStarted
-    | ActionProgress
-    | ActionRetry
-    | ActionLog
-    | ActionFinished
-    | ScriptProgress
-    | ScriptFinished
-)
-
-
 def event_json(event: Any) -> dict[str, Any]:
     """A JSON object for an event, with its kind as `event`."""
     return {"event": event.kind, **asdict(event)}

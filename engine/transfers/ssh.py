@@ -148,7 +148,7 @@ def connect(target: SshTarget, accept_new_key: bool = False) -> paramiko.SSHClie
         sock = socket.create_connection((target.hostname, target.port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise ConnectionLost(f"host {target.host}: cannot reach {target.key_name}: {exc.strerror or exc}") from None
-    # Without TCP_NODELAY small SSH packets wait on delayed ACKs (see research/perf.md §1.3).
+    # Without TCP_NODELAY small SSH packets wait on delayed ACKs.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         client.connect(

@@ -1,6 +1,6 @@
 """The planner: from a VM template and a placement, the image script of each VM operation.
 
-It follows OpenNebula 1.4's TransferManager.cc (see the research brief, §1.3), with these deliberate fixes:
+It follows OpenNebula 1.4's generator (src/tm/TransferManager.cc) line for line, with these deliberate fixes:
 a swap DISK without SIZE, an fs DISK without SIZE or FORMAT, a DISK with neither SOURCE nor TYPE, and a CLONE or
 SAVE value other than yes/no are errors naming the disk, and then nothing is planned; paths never hold `//`.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import assert_never
 
 from engine.errors import InputError, Problem
 from engine.language.numbers import whole_number
@@ -107,8 +108,10 @@ def plan(template: Template, vm_id: int, placement: Placement, operation: Operat
         if not placement.previous_host:
             raise PlanError(Problem("a migration needs the previous host (--from HOST)"))
         actions = [Move(placement.previous_images(vm_id), placement.images(vm_id))]
-    else:
+    elif operation is Operation.DELETE:
         actions = [Delete(placement.images(vm_id))]
+    else:
+        assert_never(operation)
     return Plan(operation, Script.of(actions))
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.home import shipped
 from engine.networks.addresses import (
     AddressError,
     Eui64,
@@ -25,9 +26,9 @@ from engine.networks.addresses import (
     parse_mac_prefix,
 )
 
-GUEST_SCRIPT = Path(__file__).resolve().parents[2] / "data" / "guest" / "headnode-ip.sh"
+GUEST_SCRIPT = shipped("guest/headnode-ip.sh")
 
-# OpenNebula 1.x's own test vectors (research: opennebula.md §3.3).
+# Pairs computed by OpenNebula 1.x's own Leases.cc.
 VECTORS = [
     ("00:03", "10.0.0.1", "00:03:0a:00:00:01"),
     ("00:03", "192.168.0.254", "00:03:c0:a8:00:fe"),

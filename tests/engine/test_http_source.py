@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +10,7 @@ import pytest
 
 from engine.errors import OperationError
 from engine.transfers.http_source import HttpReader
+from tests.conftest import serving
 
 
 @contextmanager
@@ -25,14 +25,8 @@ def server_sending(length: str) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/disk.img"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        yield f"http://127.0.0.1:{port}/disk.img"
 
 
 @pytest.mark.parametrize("length", ["²", "1²"])  # headers are ISO-8859-1: these are the digits they can carry

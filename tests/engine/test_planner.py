@@ -1,4 +1,4 @@
-"""The planner reproduces OpenNebula 1.4's generator (research brief §1.5) with the documented fixes."""
+"""The planner reproduces OpenNebula 1.4's generator (its output in golden/) with the documented fixes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from engine.language.template import load_template, parse_template
 from engine.vms.planner import CONTEXT_HEADER, Placement, PlanError, plan
 
 GOLDEN = Path(__file__).parent / "golden"
-# The brief's placement: VM_DIR left at its default (ends in '/'), so OpenNebula wrote var//12; we write var/12.
+# The placement those ran with: VM_DIR left at its default (ends in '/'), so OpenNebula wrote var//12; we write var/12.
 VM12 = Placement("onefrontend", "/srv/cloud/one/var", "host01", "/srv/cloud/one/var/")
 VM13 = Placement("onefrontend", "/srv/cloud/one/var", "host02", "/srv/cloud/one/var", previous_host="host01")
 

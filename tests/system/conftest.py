@@ -14,7 +14,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from engine.home import Home
 from engine.transfers.hosts import Host, Hosts
+from tests.conftest import serving
 from tests.system.sshd import SSHD, keygen, start_sshd
 
 
@@ -144,13 +144,8 @@ def range_server(root: Path, tls: ssl.SSLContext | None = None):
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     RangeHandler.dropped = set()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(server) as port:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
 @pytest.fixture

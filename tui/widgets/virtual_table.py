@@ -1,6 +1,6 @@
 """A read-mostly table that renders only the rows on view, for lists too long for DataTable.
 
-DataTable builds and measures every row: 65,534 leases take about 5 s to first paint here. This widget keeps
+DataTable builds and measures every row, seconds for a class B network's leases (README, Benchmarks). This keeps
 the rows as plain tuples and draws only the visible lines (Textual's line API), so size costs nothing on
 screen; the owner filters by handing in a new row list.
 """
