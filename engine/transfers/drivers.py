@@ -95,7 +95,9 @@ def _parse_driver(name: str, path: Path) -> Driver:
             programs.append((attr.name, None))
             continue
         program = attr.value if attr.value.startswith("/") else str(path.parent / attr.value)
-        if not os.access(program, os.X_OK):
+        if any(ch < " " or ch == "\x7f" for ch in program):
+            problems.append(Problem(f"{attr.name}: {program!r} holds a control character", str(path), attr.line))
+        elif not os.access(program, os.X_OK):
             problems.append(Problem(f"{attr.name}: {program} is not an executable program", str(path), attr.line))
         programs.append((attr.name, program))
     if problems:

@@ -175,3 +175,13 @@ def test_the_openssh_argv_ends_its_options_before_the_destination(tmp_path, monk
     monkeypatch.setenv("HOME", str(tmp_path))
     argv = ssh_argv(Host("evil", "ssh", "/srv/vms", address="-oProxyCommand=touch /tmp/pwned"))
     assert argv[-2:] == ["--", "-oProxyCommand=touch /tmp/pwned"]
+
+
+def test_a_conf_program_with_a_control_character_is_an_error_naming_the_line(home):
+    # os.access raised ValueError ("embedded null byte"): an internal error. Found by tests/engine/test_fuzz.py.
+    (home.root / "tm").mkdir()
+    (home.root / "tm" / "nul.conf").write_text('BASE = shared\nCLONE = "my\x00clone"\n')
+    with pytest.raises(InputError) as caught:
+        load_driver(home, "nul")
+    (problem,) = caught.value.problems
+    assert problem.line == 2 and problem.message.endswith("my\\x00clone' holds a control character")
