@@ -81,7 +81,7 @@ def state_label(vm: Vm) -> str:
 def operation_text(op: OperationRecord) -> str:
     """One line of a VM's operation history: when, what, where, and how it ended."""
     where = f" on {op.host}" if op.host else ""
-    failure = f" at line {op.failed_line}: {op.error}" if op.outcome == "failure" else ""
+    failure = f" at line {op.failed_line}: {op.error}" if op.failed else ""
     return f"{time_text(op.started)} {op.op}{where}: {op.outcome}{failure}"
 
 

@@ -13,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
 from engine.presentation import progress_text, rate_text
+from engine.vms.lifecycle import VmState
 from tui.operations import test_hosts, tested_text
 from tui.screen import HeadnodeScreen
 from tui.widgets.keyed_table import KeyedTable
@@ -77,7 +78,7 @@ class DashboardScreen(HeadnodeScreen):
                 for n, usage in data["networks"]
             }
         )
-        states = Counter(vm.state.value for vm in data["vms"] if vm.state.value != "done")
+        states = Counter(vm.state.value for vm in data["vms"] if vm.state is not VmState.DONE)
         summary = "  ".join(f"{state} {count}" for state, count in sorted(states.items()))
         self.query_one("#dash-vms", Static).update(
             f"{summary}   (total {sum(states.values())}, done not counted)"
@@ -98,7 +99,7 @@ class DashboardScreen(HeadnodeScreen):
             text.update("No transfers running (3 shows recent ones)")
             bar.add_class("hidden")
             return
-        actions = sum(a.state in ("running", "retrying") for run in running for a in run.actions.values())
+        actions = sum(a.state.active for run in running for a in run.actions.values())
         text.update(
             f"{len(running)} script(s), {actions} action(s) running: {progress_text(done, total)}, {rate_text(rate)}"
         )

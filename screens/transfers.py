@@ -13,7 +13,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from engine.presentation import eta_text, progress_text, rate_text
-from engine.service.runs import ActionState, RunState, script_title
+from engine.service.runs import ActionState, RunState, RunStatus, script_title
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -50,14 +50,14 @@ def run_row(run: RunState) -> tuple[Any, ...]:
 
 
 def action_row(action: ActionState) -> tuple[Any, ...]:
-    rate = rate_text(action.rate) if action.state == "running" and action.rate else ""
+    rate = rate_text(action.rate) if action.state is RunStatus.RUNNING and action.rate else ""
     size = progress_text(action.bytes_done, action.bytes_total) if action.bytes_total or action.bytes_done else ""
     return (
         f"  {action.line} {action.action}",
         bar(action.bytes_done, action.bytes_total),
         size,
         rate,
-        eta_text(action.eta) if action.state == "running" else "",
+        eta_text(action.eta) if action.state is RunStatus.RUNNING else "",
         action.state,
     )
 
@@ -135,7 +135,7 @@ class TransfersScreen(HeadnodeScreen):
 
     def action_cancel(self) -> None:
         selected = self._selected()
-        if selected is None or selected[0].state != "running":
+        if selected is None or selected[0].state is not RunStatus.RUNNING:
             self.notify("Select a running script or action to cancel", severity="warning")
             return
         run, line = selected
@@ -166,11 +166,11 @@ class TransfersScreen(HeadnodeScreen):
 
     def action_retry(self) -> None:
         selected = self._selected()
-        if selected is None or selected[0].state == "running":
+        if selected is None or selected[0].state is RunStatus.RUNNING:
             self.notify("Select a failed or cancelled script to retry", severity="warning")
             return
         run = selected[0]
-        if run.vm is None or run.state == "done":
+        if run.vm is None or run.state is RunStatus.DONE:
             self.notify("Only a VM's failed script is retried here (headnode run --resume for others)", "warning")
             return
         vm_id = run.vm

@@ -50,7 +50,7 @@ NETWORK_AUDIT = {"created": "network create", "deleted": "network delete", "leas
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[T]):
+class Attempt(Generic[T]):
     """What an engine call gave: `ok` and its value, or not ok (the error is already reported)."""
 
     ok: bool
@@ -245,15 +245,15 @@ class HeadnodeApp(App[int]):
 
     # Engine calls: errors become a notification and a Log entry, never a traceback or a dead screen.
 
-    def attempt(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Outcome[T]:
+    def attempt(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Attempt[T]:
         """Call `fn` now, on this thread: for the console's own steps (redraws, the callbacks of engine calls).
         The engine itself is called through run_engine, never on the UI thread: its database lock can be held
         for a while by another process or by transfers writing their journal."""
         try:
-            return Outcome(True, fn(*args, **kwargs))
+            return Attempt(True, fn(*args, **kwargs))
         except Exception as exc:
             self.report_failure(what, exc)
-            return Outcome(False)
+            return Attempt(False)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Await an engine call on the console's call threads (the UI thread never waits on the engine)."""

@@ -17,6 +17,7 @@ from typing import Any
 from engine.cli.context import CliContext
 from engine.errors import OperationError
 from engine.presentation import duration_text, eta_text, rate_text, size_text
+from engine.transfers.progress import RunOutcome
 
 
 def add_follow_options(parser: argparse.ArgumentParser) -> None:
@@ -77,13 +78,13 @@ class Printer:
         if e.kind == "action_log":
             return f"  {e.message}"
         if e.kind == "action_finished":
-            if e.outcome == "done":
+            if e.outcome is RunOutcome.DONE:
                 copied = e.checksum is not None and e.seconds > 0  # a rate means something for copies only
                 rate = f", {rate_text(e.bytes / e.seconds)}" if copied else ""
                 return f"  done: {size_text(e.bytes)} in {duration_text(e.seconds)}{rate}"
             return f"  {e.outcome}: {e.error}"
         if e.kind == "script_finished":
-            if e.outcome == "done":
+            if e.outcome is RunOutcome.DONE:
                 return f"{vm}script done in {duration_text(e.seconds)}"
             return f"{vm}script {e.outcome} at line {e.failed_line}: {e.error}"
         return None
@@ -122,7 +123,7 @@ def submit_and_follow(
                     return finish(printer, event) if finish is not None else (0 if event.ok else 1)
                 printer(event)
                 if isinstance(event, ScriptFinished) and finish is None:
-                    return 0 if event.outcome == "done" else 1
+                    return 0 if event.outcome is RunOutcome.DONE else 1
         except KeyboardInterrupt:
             print(
                 f"headnode: stopped following; run {run} goes on in the service. "

@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.cli.context import CliContext, format_table
 from engine.presentation import duration_text, eta_text, progress_text, rate_text, time_text
+from engine.service.runs import RunStatus
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -106,7 +107,7 @@ def run_cancel(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def _state(run: dict[str, Any]) -> str:
     state = run["state"]
-    if run.get("failed_line") is not None and state != "done":
+    if run.get("failed_line") is not None and state != RunStatus.DONE:
         state += f" at line {run['failed_line']}"
     if run.get("resumed_by"):
         state += f", resumed by {run['resumed_by']}"
@@ -118,7 +119,7 @@ def _state(run: dict[str, Any]) -> str:
 def transfers_table(runs: list[dict[str, Any]]) -> str:
     rows: list[tuple[Any, ...]] = []
     for run in runs:
-        rate = rate_text(run["rate"]) if run["state"] == "running" and run["rate"] else ""
+        rate = rate_text(run["rate"]) if run["state"] == RunStatus.RUNNING and run["rate"] else ""
         rows.append(
             (
                 run["run"],
@@ -130,7 +131,7 @@ def transfers_table(runs: list[dict[str, Any]]) -> str:
             )
         )
         for line in run["lines"]:
-            eta = eta_text(line["eta"]) if line["state"] == "running" else ""
+            eta = eta_text(line["eta"]) if line["state"] == RunStatus.RUNNING else ""
             rows.append(
                 (
                     f"  {line['line']} {line['action']}",
@@ -161,7 +162,7 @@ def run_transfers(args: argparse.Namespace, ctx: CliContext) -> int:
             text = transfers_table(runs) if runs else "no runs\n"
             sys.stdout.write(("\x1b[H\x1b[2J" if tty and args.follow else "") + text)
             sys.stdout.flush()
-        if not args.follow or not any(run["state"] == "running" for run in runs):
+        if not args.follow or not any(run["state"] == RunStatus.RUNNING for run in runs):
             return 0
         try:
             time.sleep(1.0)

@@ -18,9 +18,10 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
+from enum import Enum
 from pathlib import Path
 from time import time
-from typing import Any
+from typing import Any, get_type_hints
 
 from engine.errors import HeadnodeError, InputError, OperationError, Problem
 from engine.home import Home
@@ -169,6 +170,15 @@ def _event_types() -> dict[str, type]:
 
 
 _TYPES: dict[str, type] = {}
+_ENUM_FIELDS: dict[type, dict[str, type[Enum]]] = {}
+
+
+def _enum_fields(kind: type) -> dict[str, type[Enum]]:
+    """The fields of an event type that hold enums (VmState, RunOutcome), which JSON carries as their values."""
+    if kind not in _ENUM_FIELDS:
+        hints = get_type_hints(kind)
+        _ENUM_FIELDS[kind] = {k: h for k, h in hints.items() if isinstance(h, type) and issubclass(h, Enum)}
+    return _ENUM_FIELDS[kind]
 
 
 def event_to_wire(event: Any) -> dict[str, Any] | None:
@@ -187,11 +197,10 @@ def event_from_wire(data: dict[str, Any]) -> Any:
     if kind is None:
         return None
     fields = {k: v for k, v in data.items() if k != "type"}
-    if kind.__name__ == "VmChanged":
-        from engine.vms.lifecycle import VmState
-
-        fields["state"] = VmState(fields["state"])
     try:
+        for name, enum in _enum_fields(kind).items():
+            if name in fields:
+                fields[name] = enum(fields[name])
         return kind(**fields)
-    except TypeError:  # fields of another version
+    except (TypeError, ValueError):  # fields or values of another version
         return None

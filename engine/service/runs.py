@@ -17,6 +17,7 @@ from engine.transfers.progress import (
     ActionProgress,
     ActionRetry,
     ActionStarted,
+    RunOutcome,
     ScriptFinished,
     ScriptProgress,
     ScriptStarted,
@@ -35,11 +36,18 @@ TRANSFER_EVENTS = (
 
 
 class RunStatus(StrEnum):
+    """What a run or one of its lines is doing, or how it ended (its value is what JSON and the history say)."""
+
     RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+    RETRYING = "retrying"  # a line only: waiting to try again after a transient failure
+    DONE = RunOutcome.DONE.value
+    FAILED = RunOutcome.FAILED.value
+    CANCELLED = RunOutcome.CANCELLED.value
     INTERRUPTED = "interrupted"  # its service died; `resumed_by` names the run that took over, if one did
+
+    @property
+    def active(self) -> bool:
+        return self in (RunStatus.RUNNING, RunStatus.RETRYING)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class ActionState:
     bytes_total: int | None = None
     rate: float = 0.0
     eta: float | None = None
-    state: str = "running"  # running, retrying, done, failed, cancelled
+    state: RunStatus = RunStatus.RUNNING
     error: str | None = None
 
 
@@ -63,7 +71,7 @@ class RunState:
     source: str
     lines_total: int
     lines_done: int = 0
-    state: str = RunStatus.RUNNING
+    state: RunStatus = RunStatus.RUNNING
     failed_line: int | None = None
     error: str | None = None
     actions: dict[int, ActionState] = field(default_factory=dict)
@@ -83,7 +91,7 @@ class RunState:
 
     @property
     def rate(self) -> float:
-        return sum(a.rate for a in self.actions.values() if a.state == "running")
+        return sum(a.rate for a in self.actions.values() if a.state is RunStatus.RUNNING)
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k != "actions"}
@@ -97,8 +105,8 @@ class RunState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunState:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "actions"}
-        run = cls(**fields)
-        run.actions = {a["line"]: ActionState(**a) for a in data.get("lines", [])}
+        run = cls(**{**fields, "state": RunStatus(fields.get("state", RunStatus.RUNNING))})
+        run.actions = {a["line"]: ActionState(**{**a, "state": RunStatus(a["state"])}) for a in data.get("lines", [])}
         return run
 
 
@@ -156,12 +164,12 @@ class TransferBoard:
                     bytes_total=event.bytes_total,
                     rate=event.rate,
                     eta=event.eta,
-                    state="running",
+                    state=RunStatus.RUNNING,
                 )
         elif isinstance(event, ActionRetry):
             action = run.actions.get(event.line)
             if action is not None:
-                run.actions[event.line] = replace(action, state="retrying", error=event.error)
+                run.actions[event.line] = replace(action, state=RunStatus.RETRYING, error=event.error)
         elif isinstance(event, ActionFinished):
             action = run.actions.get(event.line)
             if action is not None:
@@ -172,26 +180,26 @@ class TransferBoard:
                     bytes_total=total,
                     rate=0.0,
                     eta=None,
-                    state=event.outcome,
+                    state=RunStatus(event.outcome),
                     error=event.error,
                 )
         elif isinstance(event, ScriptProgress):
             run.lines_done = event.lines_done
         elif isinstance(event, ScriptFinished):
-            run.state, run.failed_line, run.error = event.outcome, event.failed_line, event.error
+            run.state, run.failed_line, run.error = RunStatus(event.outcome), event.failed_line, event.error
             run.ended = event.at
-            if event.outcome == "done":
+            if event.outcome is RunOutcome.DONE:
                 run.lines_done = run.lines_total
             self._forget_old()
         return True
 
     def _forget_old(self) -> None:
-        finished = [run_id for run_id, run in self.runs.items() if run.state != RunStatus.RUNNING]
+        finished = [run_id for run_id, run in self.runs.items() if run.state is not RunStatus.RUNNING]
         for run_id in finished[: max(0, len(finished) - self.recent_kept)]:
             del self.runs[run_id]
 
     def running(self) -> list[RunState]:
-        return [run for run in self.runs.values() if run.state == RunStatus.RUNNING]
+        return [run for run in self.runs.values() if run.state is RunStatus.RUNNING]
 
     def in_flight(self) -> tuple[int, int, float]:
         """Bytes done and bytes planned over the running actions whose size is known, and their total rate."""
@@ -199,7 +207,7 @@ class TransferBoard:
         rate = 0.0
         for run in self.running():
             for action in run.actions.values():
-                if action.state in ("running", "retrying") and action.bytes_total:
+                if action.state.active and action.bytes_total:
                     done += action.bytes_done
                     total += action.bytes_total
                     rate += action.rate

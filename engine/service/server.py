@@ -49,7 +49,7 @@ from engine.service.protocol import (
 )
 from engine.service.runs import ActionState, RunState, RunStatus, TransferBoard
 from engine.transfers.executor import ScriptRun
-from engine.transfers.journal import JournalEntry
+from engine.transfers.journal import JournalEntry, JournalState
 from engine.transfers.progress import ActionProgress, ScriptFinished, ScriptStarted
 from engine.vms.lifecycle import process_alive
 
@@ -478,13 +478,13 @@ class Service:
             self._record_interrupted(entry)
             key = (entry.vm, entry.script)
             if key in seen:  # an older twin: the newer one is resumed, this one stays as it is
-                journal.finish(entry.run, "interrupted")
+                journal.finish(entry.run, JournalState.INTERRUPTED)
                 continue
             seen.add(key)
             try:
                 self._resume(entry)
             except HeadnodeError as exc:
-                journal.finish(entry.run, "interrupted")
+                journal.finish(entry.run, JournalState.INTERRUPTED)
                 self.bus.publish(LogEvent(f"cannot resume run {entry.run}: {exc}", "error", "service"))
 
     def _record_interrupted(self, entry: JournalEntry) -> None:
@@ -492,14 +492,14 @@ class Service:
         lines: dict[int, ActionState] = {}
         for action in entry.actions:
             text = texts[action["position"]] if action["position"] < len(texts) else ""
-            outcome = action.get("outcome", "running")
+            outcome = action.get("outcome", JournalState.RUNNING)
             lines[action["line"]] = ActionState(
                 action["line"],
                 text.split(" ", 1)[0],
                 text,
                 "",
                 bytes_done=action.get("bytes") or 0,
-                state=RunStatus.INTERRUPTED if outcome == "running" else outcome,
+                state=RunStatus.INTERRUPTED if outcome == JournalState.RUNNING else RunStatus(outcome),
                 error=action.get("error"),
             )
         run = RunState(

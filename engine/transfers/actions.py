@@ -50,7 +50,7 @@ MKFS_FLAGS = {
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ActionResult:
     """What an action did: bytes written and the checksum of a copied file, when it copied one."""
 
     bytes: int = 0
@@ -59,11 +59,11 @@ class Outcome:
     check_stored: bool = False  # a copy the destination still has to checksum before it is renamed into place
 
 
-def copied_outcome(copied: Copied, detail: str = "") -> Outcome:
+def copied_result(copied: Copied, detail: str = "") -> ActionResult:
     note = f", resumed at byte {copied.resumed_from}" if copied.resumed_from else ""
     if copied.data_sent is not None:
         note += f", sent {size_text(copied.data_sent)} of {size_text(copied.size)} (holes skipped)"
-    return Outcome(copied.size, copied.checksum, detail or f"{copied.method}{note}", copied.check_stored)
+    return ActionResult(copied.size, copied.checksum, detail or f"{copied.method}{note}", copied.check_stored)
 
 
 def part_name(path: str) -> str:
@@ -156,7 +156,7 @@ class Transfers:
             return RemoteEndpoint(host, self.pool, self.accelerator)
         raise OperationError(f"host {host.name} uses the dummy driver: it holds no files to read or write")
 
-    def run(self, action: Action, job: Job, vm_id: int | None, resume_partial: bool = False) -> Outcome:
+    def run(self, action: Action, job: Job, vm_id: int | None, resume_partial: bool = False) -> ActionResult:
         problems = self.check(action)
         if problems:
             raise OperationError("; ".join(problems))
@@ -165,10 +165,10 @@ class Transfers:
         if program is not None:
             env = {"HEADNODE_HOME": str(self.home.root), "HEADNODE_VM_ID": "" if vm_id is None else str(vm_id)}
             run_program(program, action.arguments(), job, env)
-            return Outcome(detail=f"ran {program}")
+            return ActionResult(detail=f"ran {program}")
         if driver.base == "dummy":
             job.log(f"dummy: would {action.name} {' '.join(action.arguments())}")
-            return Outcome(detail="dummy")
+            return ActionResult(detail="dummy")
         attempt = 1
         while True:  # copies retry inside; this retries the rest (remote commands) when the connection drops
             try:
@@ -192,7 +192,7 @@ class _Builtin:
         self.checksum = driver.checksum
         self.verify_local = driver.verify_local
 
-    def run(self, action: Action) -> Outcome:
+    def run(self, action: Action) -> ActionResult:
         handler = {
             Clone: self.clone,
             Link: self.link,
@@ -204,7 +204,9 @@ class _Builtin:
         }[type(action)]
         return handler(action)
 
-    def _placed(self, dest: Endpoint, final: str, make: Callable[[str], Outcome], streamed: bool = False) -> Outcome:
+    def _placed(
+        self, dest: Endpoint, final: str, make: Callable[[str], ActionResult], streamed: bool = False
+    ) -> ActionResult:
         """Make a file under its temporary name, then publish it (a copy checked where it lies) into place; remove
         the temporary on failure. A streamed copy to a host makes its own directory on the way."""
         tmp = part_name(final)
@@ -256,11 +258,11 @@ class _Builtin:
             self.job, open_reader, dest, tmp, progress, self.checksum, lambda: None, resume_partial=self.resume_partial
         )
 
-    def clone(self, action: Clone | Link) -> Outcome:
+    def clone(self, action: Clone | Link) -> ActionResult:
         dest = self.t.endpoint(action.dest.host)
         progress = self.job.progress
 
-        def make(tmp: str) -> Outcome:
+        def make(tmp: str) -> ActionResult:
             source = action.source
             if isinstance(source, Url) and source.scheme != "file":
                 copied = self._fetch(source.url, dest, tmp, progress)
@@ -270,45 +272,45 @@ class _Builtin:
             else:
                 origin = self.t.endpoint(source.host)
                 copied = self._copy_file(origin, source.path, dest, tmp, progress)
-            return copied_outcome(copied)
+            return copied_result(copied)
 
         return self._placed(dest, action.dest.path, make, streamed=True)
 
-    def link(self, action: Link) -> Outcome:
+    def link(self, action: Link) -> ActionResult:
         dest = self.t.endpoint(action.dest.host)
         source = action.source
         if isinstance(source, Location) and dest.local and self.t.endpoint(source.host).local:
 
-            def make(tmp: str) -> Outcome:
+            def make(tmp: str) -> ActionResult:
                 dest.remove(tmp)  # a stale temporary from an earlier attempt
                 dest.symlink(source.path, tmp)
-                return Outcome(detail=f"symbolic link to {source.path}")
+                return ActionResult(detail=f"symbolic link to {source.path}")
 
             return self._placed(dest, action.dest.path, make)
         self.job.log("LN: the destination shares no file system with the source; copying")
         return self.clone(action)
 
-    def _formatted(self, dest_location: Location, size_mb: int, command: list[str]) -> Outcome:
+    def _formatted(self, dest_location: Location, size_mb: int, command: list[str]) -> ActionResult:
         dest = self.t.endpoint(dest_location.host)
 
-        def make(tmp: str) -> Outcome:
+        def make(tmp: str) -> ActionResult:
             dest.sparse_file(tmp, size_mb * MIB)
             self.job.progress(0, None)
             dest.run([*command, tmp], self.job.cancelled, lambda line: self.job.log(f"{command[0]}: {line}"))
             self.job.progress(size_mb * MIB, size_mb * MIB)
-            return Outcome(size_mb * MIB, detail=" ".join(command))
+            return ActionResult(size_mb * MIB, detail=" ".join(command))
 
         return self._placed(dest, dest_location.path, make)
 
-    def mkswap(self, action: MakeSwap) -> Outcome:
+    def mkswap(self, action: MakeSwap) -> ActionResult:
         return self._formatted(action.dest, action.size_mb, ["mkswap"])
 
-    def mkimage(self, action: MakeImage) -> Outcome:
+    def mkimage(self, action: MakeImage) -> ActionResult:
         return self._formatted(
             action.dest, action.size_mb, ["mkfs", "-t", action.fstype, *MKFS_FLAGS.get(action.fstype, [])]
         )
 
-    def context(self, action: Context) -> Outcome:
+    def context(self, action: Context) -> ActionResult:
         from engine.transfers.context_iso import build_context_iso
 
         dest = self.t.endpoint(action.dest.host)
@@ -317,30 +319,30 @@ class _Builtin:
         def fetch(url: str, path: str) -> None:
             # Into the ISO builder's own scratch directory, the only place it may write.
             scratch = LocalEndpoint(Host("scratch", "shared", os.path.dirname(path), local=True))
-            self._placed(scratch, path, lambda tmp: copied_outcome(self._fetch(url, scratch, tmp, lambda d, t: None)))
+            self._placed(scratch, path, lambda tmp: copied_result(self._fetch(url, scratch, tmp, lambda d, t: None)))
 
-        def make(tmp: str) -> Outcome:
+        def make(tmp: str) -> ActionResult:
             files = [action.context_file, *action.files]
             if isinstance(dest, LocalEndpoint):
                 with dest.create(tmp) as out:
                     build_context_iso(files, out, fetch)
                     size = os.fstat(out.fileno()).st_size
                 self.job.progress(size, size)
-                return Outcome(size, detail="ISO built in place")
+                return ActionResult(size, detail="ISO built in place")
             with tempfile.TemporaryDirectory(prefix="headnode-iso-", dir=self.t.home.cache) as scratch:
                 iso = os.path.join(scratch, "context.iso")
                 with open(iso, "xb") as out:
                     build_context_iso(files, out, fetch)
                 copied = self._copy_file(frontend, iso, dest, tmp, self.job.progress)
-                return copied_outcome(copied, "ISO built on the front end, copied")
+                return copied_result(copied, "ISO built on the front end, copied")
 
         return self._placed(dest, action.dest.path, make, streamed=True)
 
-    def delete(self, action: Delete) -> Outcome:
+    def delete(self, action: Delete) -> ActionResult:
         self.t.endpoint(action.dest.host).remove(action.dest.path)
-        return Outcome(detail="removed")
+        return ActionResult(detail="removed")
 
-    def move(self, action: Move) -> Outcome:
+    def move(self, action: Move) -> ActionResult:
         source = self.t.endpoint(action.source.host)
         dest = self.t.endpoint(action.dest.host)
         kind, _ = source.kind(action.source.path)
@@ -359,7 +361,7 @@ class _Builtin:
         if same_place and posixpath.normpath(final) == posixpath.normpath(action.source.path):
             # A host whose VM directory is the front end's (the embedded `local` host): stop and resume move
             # the images onto themselves, which OpenNebula's nfs driver also took as a no-op.
-            return Outcome(detail="already in place")
+            return ActionResult(detail="already in place")
         existing, _ = dest.kind(final)
         if existing == "d" and dest.tree(final):
             raise OperationError(f"MV: {action.dest.host}:{final} is a directory that already holds files")
@@ -374,7 +376,7 @@ class _Builtin:
                     os.replace(confined(source.host, action.source.path), confined(dest.host, final))
                 else:
                     source.rename(action.source.path, final)
-                return Outcome(detail=f"renamed to {final}")
+                return ActionResult(detail=f"renamed to {final}")
             except OSError:  # another file system on this machine: copy, then remove
                 pass
         if kind == "d":
@@ -388,10 +390,10 @@ class _Builtin:
         source.remove(action.source.path)
         return outcome
 
-    def _copy_outcome(self, source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:
-        return copied_outcome(self._copy_file(source, path, dest, tmp, self.job.progress))
+    def _copy_outcome(self, source: Endpoint, path: str, dest: Endpoint, tmp: str) -> ActionResult:
+        return copied_result(self._copy_file(source, path, dest, tmp, self.job.progress))
 
-    def _placed_tree(self, source: Endpoint, root: str, dest: Endpoint, final: str) -> Outcome:
+    def _placed_tree(self, source: Endpoint, root: str, dest: Endpoint, final: str) -> ActionResult:
         """Copy a directory tree under a temporary name, each file verified, then rename it into place."""
         entries = source.tree(root)
         links = {e.path: source.readlink(posixpath.join(root, e.path)) for e in entries if e.kind == "l"}
@@ -428,7 +430,7 @@ class _Builtin:
             _discard(dest, tmp)
             raise
         self.job.progress(total, total)
-        return Outcome(total, detail=f"copied {len(entries)} entries")
+        return ActionResult(total, detail=f"copied {len(entries)} entries")
 
 
 def _under(location: Location, root: Location) -> bool:
@@ -448,9 +450,9 @@ def _portable_links(links: dict[str, str], root: str) -> None:
             )
 
 
-def _relink(source: Endpoint, path: str, dest: Endpoint, tmp: str) -> Outcome:
+def _relink(source: Endpoint, path: str, dest: Endpoint, tmp: str) -> ActionResult:
     dest.symlink(source.readlink(path), tmp)
-    return Outcome(detail="moved a symbolic link")
+    return ActionResult(detail="moved a symbolic link")
 
 
 def _discard(dest: Endpoint, tmp: str) -> None:

@@ -28,9 +28,9 @@ from engine.home import Home
 from engine.language.numbers import whole_number
 from engine.language.script import Location, Script, ScriptLine, format_action
 from engine.store.database import Store
-from engine.transfers.actions import Outcome, Transfers, written_paths
+from engine.transfers.actions import ActionResult, Transfers, written_paths
 from engine.transfers.job import Job, RetryPolicy
-from engine.transfers.journal import Journal
+from engine.transfers.journal import Journal, JournalState
 from engine.transfers.log import TransferLog
 from engine.transfers.openssh import OpenSsh, configured_accelerator
 from engine.transfers.progress import (
@@ -39,6 +39,7 @@ from engine.transfers.progress import (
     ActionProgress,
     ActionRetry,
     ActionStarted,
+    RunOutcome,
     ScriptFinished,
     ScriptProgress,
     ScriptStarted,
@@ -54,7 +55,7 @@ KEEP_FINISHED_RUNS = 200  # finished runs a console may still retry
 class ScriptResult:
     run: str
     vm: int | None
-    outcome: str  # "done", "failed" or "cancelled"
+    outcome: RunOutcome
     failed_line: int | None = None
     error: str | None = None
     lines_done: int = 0
@@ -62,7 +63,7 @@ class ScriptResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "done"
+        return self.outcome is RunOutcome.DONE
 
 
 class _Throttle:
@@ -166,16 +167,18 @@ class ScriptRun:
                 self.log.write(f"Line {line.number} was done by the interrupted run; skipping")
                 continue
             if self._cancel.is_set():
-                result = ScriptResult(self.id, self.vm, "cancelled", line.number, "cancelled", index, len(lines))
+                result = ScriptResult(
+                    self.id, self.vm, RunOutcome.CANCELLED, line.number, "cancelled", index, len(lines)
+                )
                 break
             self._publish(ScriptProgress(self.id, self.vm, index, len(lines), line.number))
             outcome, error = self._run_line(index, line)
-            if outcome != "done":
+            if outcome is not RunOutcome.DONE:
                 result = ScriptResult(self.id, self.vm, outcome, line.number, error, index, len(lines))
                 break
         if result is None:
-            result = ScriptResult(self.id, self.vm, "done", None, None, len(lines), len(lines))
-        self.executor.journal.finish(self.id, result.outcome)
+            result = ScriptResult(self.id, self.vm, RunOutcome.DONE, None, None, len(lines), len(lines))
+        self.executor.journal.finish(self.id, JournalState(result.outcome))
         if result.ok:
             self.log.write("Script finished successfully")
         else:
@@ -188,7 +191,7 @@ class ScriptRun:
         self._result = result
         self._done.set()
 
-    def _run_line(self, index: int, line: ScriptLine) -> tuple[str, str | None]:
+    def _run_line(self, index: int, line: ScriptLine) -> tuple[RunOutcome, str | None]:
         action, number = line.action, line.number
         transfers = self.executor.transfers
         text = format_action(action)
@@ -198,7 +201,7 @@ class ScriptRun:
             target = transfers.target(action)
             host_name, driver = target.name, target.driver
         except InputError as exc:
-            return self._finish_line(index, line, "failed", Outcome(), started, str(exc))
+            return self._finish_line(index, line, RunOutcome.FAILED, ActionResult(), started, str(exc))
 
         def log(message: str, error: bool) -> None:
             self.log.write(message, error)
@@ -217,7 +220,7 @@ class ScriptRun:
         try:
             slots = self.executor.host_slots(self._hosts_of(line), cancel)
         except Cancelled:
-            return self._finish_line(index, line, "cancelled", Outcome(), started, "cancelled")
+            return self._finish_line(index, line, RunOutcome.CANCELLED, ActionResult(), started, "cancelled")
         with slots:
             try:
                 job.check_cancel()
@@ -225,18 +228,20 @@ class ScriptRun:
                 self.log.write(f"{text} (line {number}, host {host_name}, driver {driver}) started")
                 self.executor.journal.action_started(self.id, index, number)
                 started = time.monotonic()
-                outcome = transfers.run(action, job, self.vm, resume_partial=self.resumed)
+                result = transfers.run(action, job, self.vm, resume_partial=self.resumed)
             except Cancelled:
-                return self._finish_line(index, line, "cancelled", Outcome(), started, "cancelled")
+                return self._finish_line(index, line, RunOutcome.CANCELLED, ActionResult(), started, "cancelled")
             except (OperationError, InputError) as exc:
-                return self._finish_line(index, line, "failed", Outcome(), started, str(exc))
+                return self._finish_line(index, line, RunOutcome.FAILED, ActionResult(), started, str(exc))
             except OSError as exc:
                 message = f"{exc.strerror or exc}: {exc.filename or ''}"
-                return self._finish_line(index, line, "failed", Outcome(), started, message)
+                return self._finish_line(index, line, RunOutcome.FAILED, ActionResult(), started, message)
             except Exception as exc:  # a bug: fail this line, keep the traceback in the VM's log
                 self.log.write(traceback.format_exc(), error=True)
-                return self._finish_line(index, line, "failed", Outcome(), started, f"internal error: {exc!r}")
-            return self._finish_line(index, line, "done", outcome, started, None)
+                return self._finish_line(
+                    index, line, RunOutcome.FAILED, ActionResult(), started, f"internal error: {exc!r}"
+                )
+            return self._finish_line(index, line, RunOutcome.DONE, result, started, None)
 
     def _hosts_of(self, line: ScriptLine) -> list[str]:
         action = line.action
@@ -247,11 +252,17 @@ class ScriptRun:
         return sorted(names)
 
     def _finish_line(
-        self, index: int, line: ScriptLine, outcome: str, result: Outcome, started: float, error: str | None
-    ) -> tuple[str, str | None]:
+        self,
+        index: int,
+        line: ScriptLine,
+        outcome: RunOutcome,
+        result: ActionResult,
+        started: float,
+        error: str | None,
+    ) -> tuple[RunOutcome, str | None]:
         seconds = time.monotonic() - started
         name = line.action.name
-        if outcome == "done":
+        if outcome is RunOutcome.DONE:
             checksum = f", checksum {result.checksum}" if result.checksum else ""
             detail = f" ({result.detail})" if result.detail else ""
             self.log.write(
@@ -342,7 +353,7 @@ class Executor:
             if previous is None:
                 raise InputError(Problem(f"no unfinished run of {script.source} for VM {vm_id} to resume"))
             skip, resumed_from = previous.done, previous.run
-            self.journal.finish(previous.run, "resumed")
+            self.journal.finish(previous.run, JournalState.RESUMED)
         run_id = self.journal.start(vm_id, text, skip, script.source)
         run = ScriptRun(self, script, vm_id, run_id, frozenset(skip), resumed_from)
         with self._runs_lock:
@@ -362,7 +373,7 @@ class Executor:
                 try:
                     run._execute()
                 except BaseException as exc:  # a bug must still end the run, or wait() would hang
-                    run._result = ScriptResult(run.id, run.vm, "failed", None, f"internal error: {exc!r}")
+                    run._result = ScriptResult(run.id, run.vm, RunOutcome.FAILED, None, f"internal error: {exc!r}")
                     run._done.set()
                     raise
         finally:

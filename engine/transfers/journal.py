@@ -15,11 +15,25 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from engine.store.database import Store
+from engine.transfers.progress import RunOutcome
 
 TABLE = "journal"
+
+
+class JournalState(StrEnum):
+    """A journaled run's state; its value is what the journal stores. An action entry's outcome is RUNNING until
+    it ends, then a RunOutcome's value."""
+
+    RUNNING = "running"
+    DONE = RunOutcome.DONE.value
+    FAILED = RunOutcome.FAILED.value
+    CANCELLED = RunOutcome.CANCELLED.value
+    INTERRUPTED = "interrupted"  # a restarted service could not resume it
+    RESUMED = "resumed"  # a later run took over from its first unfinished line
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,7 @@ class JournalEntry:
     vm: int | None
     script: str
     done: tuple[int, ...]  # positions in the script's lines, not line numbers (comments do not count)
-    state: str
+    state: JournalState
     started: float
     actions: tuple[dict[str, Any], ...]
     source: str = "<script>"
@@ -41,7 +55,7 @@ class JournalEntry:
             r["vm"],
             r["script"],
             tuple(r["done"]),
-            r["state"],
+            JournalState(r["state"]),
             r["started"],
             tuple(r["actions"]),
             r.get("source", "<script>"),
@@ -62,7 +76,7 @@ class Journal:
             "source": source,
             "pid": os.getpid(),
             "done": list(done),
-            "state": "running",
+            "state": JournalState.RUNNING.value,
             "started": time.time(),
             "actions": [],
         }
@@ -78,26 +92,32 @@ class Journal:
                 table.update(change(record), doc_ids=[record.doc_id])
 
     def action_started(self, run: str, position: int, line: int) -> None:
-        entry = {"position": position, "line": line, "started": time.time(), "outcome": "running"}
+        entry = {"position": position, "line": line, "started": time.time(), "outcome": JournalState.RUNNING.value}
         self._change(run, lambda r: {"actions": [*r["actions"], entry]})
 
     def action_finished(
-        self, run: str, position: int, outcome: str, size: int, checksum: str | None, error: str | None
+        self, run: str, position: int, outcome: RunOutcome, size: int, checksum: str | None, error: str | None
     ) -> None:
         def change(record: dict) -> dict:
             actions = list(record["actions"])
-            ended = {"ended": time.time(), "outcome": outcome, "bytes": size, "checksum": checksum, "error": error}
-            if actions and actions[-1]["position"] == position and actions[-1]["outcome"] == "running":
+            ended = {
+                "ended": time.time(),
+                "outcome": outcome.value,
+                "bytes": size,
+                "checksum": checksum,
+                "error": error,
+            }
+            if actions and actions[-1]["position"] == position and actions[-1]["outcome"] == JournalState.RUNNING:
                 actions[-1] = {**actions[-1], **ended}
             else:  # it ended before it could start (cancelled, or its host vanished)
                 actions.append({"position": position, "started": None, **ended})
-            done = [*record["done"], position] if outcome == "done" else record["done"]
+            done = [*record["done"], position] if outcome is RunOutcome.DONE else record["done"]
             return {"actions": actions, "done": done}
 
         self._change(run, change)
 
-    def finish(self, run: str, state: str) -> None:
-        self._change(run, lambda r: {"state": state})
+    def finish(self, run: str, state: JournalState) -> None:
+        self._change(run, lambda r: {"state": state.value})
 
     def runs(self, vm: int | None) -> list[JournalEntry]:
         """The runs for a VM, oldest first."""
@@ -108,10 +128,10 @@ class Journal:
     def running(self) -> list[JournalEntry]:
         """Every run still marked running, of any VM, oldest first (some may be live in another process)."""
         with self.store.read() as db:
-            records = db.table(TABLE).search(lambda d: d["state"] == "running")
+            records = db.table(TABLE).search(lambda d: d["state"] == JournalState.RUNNING)
         return sorted((JournalEntry.from_record(r) for r in records), key=lambda e: e.started)
 
     def unfinished(self, vm: int | None, script: str) -> JournalEntry | None:
         """The latest run of this script for this VM, if it did not finish."""
         same = [e for e in self.runs(vm) if e.script == script]
-        return same[-1] if same and same[-1].state not in ("done", "resumed") else None
+        return same[-1] if same and same[-1].state not in (JournalState.DONE, JournalState.RESUMED) else None

@@ -7,8 +7,17 @@ happen. `run` is the script run's id, `vm` its VM (None when run without one), `
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from time import time
 from typing import Any, ClassVar
+
+
+class RunOutcome(StrEnum):
+    """How a script, or one line of it, ended (its value is what JSON, logs and the journal say)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ class ActionFinished:
     vm: int | None
     line: int
     action: str
-    outcome: str  # "done", "failed" or "cancelled"
+    outcome: RunOutcome
     bytes: int
     seconds: float
     checksum: str | None = None  # "cksum:VALUE" or "sha256:VALUE", of a copied file
@@ -108,7 +117,7 @@ class ScriptFinished:
     kind: ClassVar[str] = "script_finished"
     run: str
     vm: int | None
-    outcome: str  # "done", "failed" or "cancelled"
+    outcome: RunOutcome
     failed_line: int | None = None
     error: str | None = None
     seconds: float = 0.0

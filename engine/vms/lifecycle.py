@@ -31,8 +31,17 @@ from engine.store.atomic import write_atomically
 from engine.store.database import Store
 from engine.transfers.executor import Executor, ScriptResult, ScriptRun
 from engine.transfers.hosts import Hosts
+from engine.transfers.progress import RunOutcome
 from engine.vms.context_vars import resolve_context
 from engine.vms.planner import Operation, Placement, check_template, plan
+
+
+class OperationOutcome(StrEnum):
+    """How a VM operation ended, or that it is still running (its value is what the database stores)."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
 
 
 class VmState(StrEnum):
@@ -76,9 +85,13 @@ class OperationRecord:
     started: float
     pid: int
     ended: float | None = None
-    outcome: str = "running"  # running, success, failure
+    outcome: OperationOutcome = OperationOutcome.RUNNING
     failed_line: int | None = None
     error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is OperationOutcome.FAILURE
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ class Vm:
     def interrupted(self) -> bool:
         """True when the operation in progress was run by a process that is gone."""
         last = self.last_operation
-        return last is not None and last.outcome == "running" and not process_alive(last.pid)
+        return last is not None and last.outcome is OperationOutcome.RUNNING and not process_alive(last.pid)
 
     def parsed_template(self) -> Template:
         return parse_template(self.template, f"vm {self.id}")
@@ -140,7 +153,8 @@ class Vm:
                 "previous_state": VmState(doc["previous_state"]) if doc.get("previous_state") else None,
                 "history": tuple(HistoryEntry(**h) for h in doc.get("history", ())),
                 "operations": tuple(
-                    OperationRecord(**{**o, "script": tuple(o["script"])}) for o in doc.get("operations", ())
+                    OperationRecord(**{**o, "script": tuple(o["script"]), "outcome": OperationOutcome(o["outcome"])})
+                    for o in doc.get("operations", ())
                 ),
             }
         )
@@ -411,7 +425,7 @@ class Vms:
         try:
             outcome = self._run(claimed, script, resume, on_run) if script.lines else None
         except (HeadnodeError, OSError) as exc:  # recorded as the operation's failure: the VM is never left busy
-            outcome = ScriptResult("", vm_id, "failed", None, str(exc))
+            outcome = ScriptResult("", vm_id, RunOutcome.FAILED, None, str(exc))
         return self._finish(claimed, op, transition, target, outcome, force)
 
     def preview(self, vm_id: int, op: str, host: str | None = None) -> Preview:
@@ -432,7 +446,7 @@ class Vms:
 
     def _check_allowed(self, vm: Vm, op: str, transition: Transition, recovering: bool) -> None:
         last = vm.last_operation
-        if last is not None and last.outcome == "running" and not vm.interrupted:
+        if last is not None and last.outcome is OperationOutcome.RUNNING and not vm.interrupted:
             raise OperationError(f"VM {vm.id} is busy: {last.op} is running in process {last.pid}")
         if recovering or op == "delete":
             if vm.state is VmState.DONE:
@@ -490,7 +504,7 @@ class Vms:
             return Script.of([Delete(parked)])
         actions = [Delete(self._placement(vm.host).images(vm.id))] if vm.host else []
         last = vm.last_operation
-        if last is not None and last.outcome != "success":
+        if last is not None and last.outcome is not OperationOutcome.SUCCESS:
             if last.op == "migrate" and last.host and last.host != vm.host:
                 actions.append(Delete(self._placement(last.host).images(vm.id)))
             if last.op == "stop":
@@ -520,7 +534,7 @@ class Vms:
         record = replace(
             last,
             ended=now,
-            outcome="success" if ok else "failure",
+            outcome=OperationOutcome.SUCCESS if ok else OperationOutcome.FAILURE,
             failed_line=None if ok else outcome.failed_line,
             error=None if ok else outcome.error,
         )

@@ -14,7 +14,8 @@ from engine.transfers.actions import action_host, part_name
 from engine.transfers.context_iso import iso_name
 from engine.transfers.drivers import driver_names, error_message, load_driver
 from engine.transfers.hosts import Host, Hosts, inside_vm_dir
-from engine.transfers.journal import Journal
+from engine.transfers.journal import Journal, JournalState
+from engine.transfers.progress import RunOutcome
 
 
 def test_host_records_round_trip_through_the_database(home):
@@ -123,11 +124,11 @@ def test_journal_finds_the_last_unfinished_run(home):
     journal = Journal(Store(home.db_path))
     first = journal.start(3, "MKSWAP 1 h:/v/x\n")
     journal.action_started(first, 0, 4)
-    journal.action_finished(first, 0, "done", 1 << 20, None, None)
+    journal.action_finished(first, 0, RunOutcome.DONE, 1 << 20, None, None)
     entry = journal.unfinished(3, "MKSWAP 1 h:/v/x\n")
     assert entry.done == (0,) and entry.actions[0]["line"] == 4 and entry.actions[0]["bytes"] == 1 << 20
     assert journal.unfinished(4, "MKSWAP 1 h:/v/x\n") is None
-    journal.finish(first, "done")
+    journal.finish(first, JournalState.DONE)
     assert journal.unfinished(3, "MKSWAP 1 h:/v/x\n") is None
     assert os.path.exists(home.db_path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ from engine.defaults import sample_templates
 from engine.errors import InputError, OperationError
 from engine.service.protocol import ServicePaths
 from engine.service.server import lock_holder
+from engine.store.database import Store
 from engine.transfers.hosts import Host
-from engine.vms.lifecycle import VmState
+from engine.transfers.journal import Journal, JournalState
+from engine.vms.lifecycle import OperationOutcome, VmState
 from tests.conftest import site_driver
 
 TTYLINUX = sample_templates()["ttylinux.tmpl"]
@@ -190,6 +193,21 @@ def test_lifecycle_on_the_local_host_where_host_and_front_end_share_a_directory(
     assert files_under(home.vms / f"{vm.id}/images") == ["disk.0", "disk.1", "disk.2"]
     assert engine.vms.shutdown(vm.id).state is VmState.DONE
     assert not (home.vms / f"{vm.id}/images").exists()
+
+
+def test_outcomes_are_stored_as_their_words_and_read_back_as_enums(engine, home) -> None:
+    """The database keeps the words it always had (records written before the enums load the same way)."""
+    vm = engine.vms.create(TTYLINUX)
+    engine.vms.deploy(vm.id, "local")
+    raw = json.loads(home.db_path.read_text())
+    [stored] = raw["vms"][str(vm.id)]["operations"]
+    assert type(stored["outcome"]) is str and stored["outcome"] == "success"
+    assert [(r["state"], [a["outcome"] for a in r["actions"]]) for r in raw["journal"].values()] == [
+        ("done", ["done", "done", "done"])
+    ]
+    assert engine.vms.get(vm.id).last_operation.outcome is OperationOutcome.SUCCESS
+    [run] = Journal(Store(home.db_path)).runs(vm.id)
+    assert run.state is JournalState.DONE
 
 
 def test_operations_refused_in_the_wrong_state_change_nothing(engine, two_hosts) -> None:
