@@ -8,6 +8,7 @@ from engine.service.audit import AuditLog
 from engine.service.client import ServiceClient
 from engine.transfers.hosts import Host, Hosts
 from tests.conftest import site_driver
+from tests.tui.watch import until
 from tui.app import HeadnodeApp
 from tui.widgets.form import PickScreen
 
@@ -17,7 +18,7 @@ async def test_lease_changes_made_in_the_console_are_audited(home) -> None:
     async with app.run_test() as pilot:
         lease = app.networks.lease("default", note="from the console")
         app.networks.release("default", lease.ip)
-        await pilot.pause(0.2)
+        await until(pilot, lambda: len(AuditLog(home).entries()) == 2)
     entries = AuditLog(home).entries()
     assert [(e.action, e.target) for e in entries] == [
         ("lease", f"default {lease.ip}"),
