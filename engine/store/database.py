@@ -8,14 +8,22 @@ interleave. The snapshot is reused while the file's identity (inode, size, mtime
 a `stat` when nothing changed.
 
 This suits the small tables (hosts, VMs, networks, journals). Bulk lease state has its own layout (leases.py).
+
+Damage is reported, never worked around: a file that is empty (this module never writes one), does not parse or
+is not tables of documents raises DamagedDatabase naming it, and nothing is changed, so a damaged home is never
+re-initialised over (a 0-byte headnode.db used to come back as a fresh home holding only the default network).
+Before each write the previous version is kept as `<db>.bak` (a hard link, no copy), and the error says how to
+restore it. A temporary file left by a writer killed mid-write is removed by the next write.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +34,12 @@ from tinydb.storages import Storage
 
 from engine.errors import InputError, Problem
 from engine.store.atomic import write_atomically
+
+BACKUP_SUFFIX = ".bak"
+
+
+class DamagedDatabase(InputError):
+    """A database file that does not load; nothing was changed."""
 
 
 class _SnapshotStorage(Storage):
@@ -79,8 +93,10 @@ class Store:
         self.path = Path(path).absolute()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock = _path_lock(self.path)
+        self.backup_path = self.path.with_name(self.path.name + BACKUP_SUFFIX)
         self._snapshot: dict[str, Any] = {}
         self._identity: tuple[int, int, int] | None = None
+        self._swept = False  # stray temporary files removed (once per Store, under the exclusive lock)
 
     @contextmanager
     def write(self) -> Iterator[TinyDB]:
@@ -90,6 +106,8 @@ class Store:
             db = TinyDB(storage=lambda: storage)
             yield db
             if storage.changed:
+                self._sweep()
+                self._keep_backup()
                 write_json_atomically(self.path, storage.data)
                 self._snapshot = storage.data
                 self._identity = self._stat()
@@ -134,13 +152,57 @@ class Store:
         if identity is None:
             self._snapshot, self._identity = {}, None
         elif identity != self._identity:
-            try:
-                with open(self.path, encoding="utf-8") as f:
-                    self._snapshot = json.load(f) if identity[1] else {}
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InputError(Problem(f"database does not load: {exc}", str(self.path))) from None
+            with open(self.path, "rb") as f:
+                raw = f.read()
+            self._snapshot = self._parse(raw)
             self._identity = identity
         return self._snapshot
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        if not raw:
+            raise self._damaged("it is empty (0 bytes)")
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise self._damaged(f"it does not load: {exc}") from None
+        shaped = isinstance(data, dict) and all(
+            isinstance(table, dict) and all(isinstance(doc, dict) for doc in table.values()) for table in data.values()
+        )
+        if not shaped:
+            raise self._damaged("it is JSON but not tables of documents")
+        return data
+
+    def _damaged(self, why: str) -> DamagedDatabase:
+        try:
+            kept = os.stat(self.backup_path)
+        except FileNotFoundError:
+            restore = "there is no backup of it"
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(kept.st_mtime))
+            restore = (
+                f"the last good version, as of {when}, is {self.backup_path}: "
+                f"restore it with `cp -p {self.backup_path} {self.path}`"
+            )
+        message = f"database is damaged: {why}; nothing was changed ({restore})"
+        return DamagedDatabase(Problem(message, str(self.path)))
+
+    def _keep_backup(self) -> None:
+        """Keep the version about to be replaced (loaded whole a moment ago, under this lock) as the backup."""
+        link = self.backup_path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
+        try:
+            link.unlink(missing_ok=True)
+            os.link(self.path, link)
+        except FileNotFoundError:
+            return  # the first write of a new database
+        os.replace(link, self.backup_path)
+
+    def _sweep(self) -> None:
+        """Remove temporary files of writers killed mid-write (under the exclusive lock: no writer is running)."""
+        if self._swept:
+            return
+        for stray in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            stray.unlink(missing_ok=True)
+        self._swept = True
 
     def _load_copy(self) -> dict[str, Any]:
         # A write transaction works on a copy, so an exception inside it leaves the cached snapshot untouched.

@@ -239,3 +239,18 @@ def test_a_count_that_is_not_ascii_digits_is_a_usage_error(created, count: str) 
     r = created("vnet", "lease", "tiny", "--count", count)
     assert r.returncode == 2 and f"argument --count: {count!r} is not a whole number" in r.stderr
     assert json.loads(created("vnet", "show", "tiny", "--json").stdout)["leases"] == []
+
+
+def test_an_emptied_database_is_never_reinitialised_over(created, home) -> None:
+    # A 0-byte headnode.db came back as a fresh home with only the default network: networks, hosts and VMs gone,
+    # and a network created again handed out addresses the old lease files still held.
+    home.db_path.write_bytes(b"")
+    for command in (("vnet", "list"), ("vnet", "create", "/nonexistent.net"), ("vm", "list")):
+        r = created(*command)
+        assert r.returncode == 2 and "internal error" not in r.stderr
+        assert r.stderr.startswith(f"{home.db_path}: database is damaged: it is empty (0 bytes)")
+        assert f"cp -p {home.db_path}.bak {home.db_path}" in r.stderr
+    assert home.db_path.read_bytes() == b""
+    (home.root / "headnode.db.bak").replace(home.db_path)
+    listed = json.loads(created("vnet", "list", "--json").stdout)
+    assert [n["name"] for n in listed] == ["Private LAN"]  # the backup is one change behind: before tiny's create

@@ -79,5 +79,45 @@ def test_a_corrupt_database_is_reported_with_its_path(tmp_path) -> None:
     from engine.errors import InputError
 
     (tmp_path / "h.db").write_text("{not json")
-    with pytest.raises(InputError, match="database does not load"), Store(tmp_path / "h.db").read():
+    with pytest.raises(InputError, match="database is damaged: it does not load"), Store(tmp_path / "h.db").read():
         pass
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "it is empty (0 bytes)"),
+        (b"[]", "it is JSON but not tables of documents"),
+        (b'{"networks": [1, 2]}', "it is JSON but not tables of documents"),
+        (b'{"networks": {"1": 7}}', "it is JSON but not tables of documents"),
+    ],
+)
+def test_a_damaged_database_is_reported_and_left_alone(tmp_path, content: bytes, why: str) -> None:
+    from engine.store.database import DamagedDatabase
+
+    path = tmp_path / "h.db"
+    with Store(path).write() as db:
+        db.table("networks").insert({"name": "lan"})
+    with Store(path).write() as db:
+        db.table("networks").insert({"name": "wan"})
+    path.write_bytes(content)
+    for transaction in (Store(path).read, Store(path).write):
+        with pytest.raises(DamagedDatabase) as caught, transaction():
+            pass
+        (problem,) = caught.value.problems
+        assert problem.file == str(path) and problem.message.startswith(f"database is damaged: {why}; nothing was")
+        assert f"restore it with `cp -p {path}.bak {path}`" in problem.message
+    assert path.read_bytes() == content
+    # The backup is the version before the last write: restoring it loses that write only.
+    with Store(tmp_path / "h.db.bak").read() as db:
+        assert [doc["name"] for doc in db.table("networks").all()] == ["lan"]
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path) -> None:
+    path = tmp_path / "h.db"
+    stray = tmp_path / ".h.db.4242.140000.tmp"
+    stray.write_text('{"half": ')
+    with Store(path).write() as db:
+        db.table("t").insert({"n": 1})
+    assert not stray.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.db", "h.db.lock"]
