@@ -24,7 +24,7 @@ from tui.widgets.usage_bar import EMPTY, FULL
 REDRAW_SECONDS = 0.5  # at most 2 repaints a second, whatever the event rate: kind to a slow SSH link and the CPU
 
 
-def bar(done: int, total: int | None, width: int = 10) -> Text:
+def bar(done: float, total: float | None, width: int = 10) -> Text:
     """A determinate bar with its percentage; a size not known yet shows no bar at all."""
     if not total:
         return Text("")
@@ -41,7 +41,7 @@ def run_row(run: RunState) -> tuple[Any, ...]:
     state = run.state if run.failed_line is None else f"{run.state} at line {run.failed_line}"
     return (
         f"{who} {run.lines_done}/{run.lines_total}",
-        bar(run.lines_done, run.lines_total),
+        bar(run.done_fraction, 1.0),  # by bytes, not lines: line 1 a third done is not 0%
         progress_text(run.bytes_done, run.bytes_total),
         "",
         "",

@@ -24,7 +24,7 @@ from typing import Any
 from engine.errors import HeadnodeError, InputError, OperationError, Problem
 from engine.events import EventBus, LogEvent
 from engine.home import Home
-from engine.language.script import Delete, Location, Script, join_path
+from engine.language.script import Delete, Location, Move, Script, Url, join_path
 from engine.language.template import Attribute, Template, Vector, format_template, load_template, parse_template
 from engine.networks.manager import Networks
 from engine.store.atomic import write_atomically
@@ -162,7 +162,8 @@ class Vm:
 
 @dataclass(frozen=True)
 class Preview:
-    """What an operation would do: its script, and the size of each copy's source by line (None: unknown)."""
+    """What an operation would do: its script, and the bytes each line with a source moves, by line (None: not
+    known before it runs, as an HTTP download's; 0 for a move that is a rename in place)."""
 
     vm_id: int
     op: str
@@ -171,7 +172,12 @@ class Preview:
 
     @property
     def total_bytes(self) -> int:
+        """The bytes known to move (see `unknown_lines` for the lines whose size is not known yet)."""
         return sum(size or 0 for size in self.source_bytes.values())
+
+    @property
+    def unknown_lines(self) -> list[int]:
+        return [line for line, size in self.source_bytes.items() if size is None]
 
 
 def template_json(template: Template) -> dict[str, Any]:
@@ -437,12 +443,30 @@ class Vms:
         sizes: dict[int, int | None] = {}
         for line in script.lines:
             source = getattr(line.action, "source", None)
-            if isinstance(source, Location):
+            if isinstance(source, Url):
+                # A download's size is known once it starts; a file:// source is a file of the front end.
+                local = source.scheme == "file" and os.path.isfile(source.url.removeprefix("file://"))
+                sizes[line.number] = os.path.getsize(source.url.removeprefix("file://")) if local else None
+            elif isinstance(source, Location):
                 try:
-                    sizes[line.number] = self.executor.transfers.endpoint(source.host).kind(source.path)[1]
+                    sizes[line.number] = self._moved_bytes(line.action, source)
                 except (HeadnodeError, OSError):
                     sizes[line.number] = None  # unreachable now: the run itself will say why
         return Preview(vm_id, op, script, sizes)
+
+    def _moved_bytes(self, action: Any, source: Location) -> int:
+        """What a line with a source moves: the file, or every file of a directory (a stop's MV of the VM's
+        directory); nothing for a move within one place, which is a rename."""
+        endpoints = self.executor.transfers
+        origin = endpoints.endpoint(source.host)
+        if isinstance(action, Move):
+            dest = endpoints.endpoint(action.dest.host)
+            if (origin.local and dest.local) or source.host == action.dest.host:
+                return 0
+        kind, size = origin.kind(source.path)
+        if kind == "d":
+            return sum(entry.size for entry in origin.tree(source.path) if entry.kind == "f")
+        return size
 
     def _check_allowed(self, vm: Vm, op: str, transition: Transition, recovering: bool) -> None:
         last = vm.last_operation

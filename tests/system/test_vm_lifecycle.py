@@ -34,6 +34,9 @@ def test_lifecycle_over_ssh(world) -> None:
         assert digest(host01 / images / "disk.0") == image_digest
         assert (host01 / images / "disk.1").stat().st_size == 16 * 1024 * 1024  # MKIMAGE 16 ext4
 
+        # The stop's dry run counts every file of the VM's directory it moves off host01 (it said 0 B).
+        moved = sum(p.stat().st_size for p in (host01 / str(vm.id)).rglob("*") if p.is_file())
+        assert moved > 16 << 20 and engine.vms.preview(vm.id, "stop").total_bytes == moved
         vm = engine.vms.stop(vm.id)
         assert vm.state is VmState.STOPPED
         assert listing(host01 / images) == []

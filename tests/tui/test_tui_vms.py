@@ -355,3 +355,26 @@ def test_os_user_can_not_write_proc() -> None:
     # The failed-deploy test relies on /proc refusing a new directory, even to root.
     with pytest.raises(OSError):
         os.mkdir("/proc/headnode-cannot-write")
+
+
+def test_the_dry_run_says_what_a_download_and_a_move_really_move(home, tmp_path) -> None:
+    from engine.core import Engine
+    from engine.defaults import sample_templates
+    from screens.vms import preview_lines
+
+    web = tmp_path / "web.tmpl"
+    web.write_text('NAME = web\nDISK = [ SOURCE = "http://127.0.0.1:9/web.img", TARGET = hda ]\n')
+    with Engine(home) as engine:
+        engine.hosts.create(Host("node2", "shared", str(tmp_path / "node2-vms")))
+        # A download's size is known only once it starts: the total says so, not "0 B".
+        downloaded = engine.vms.create(web)
+        lines = preview_lines(engine.vms.preview(downloaded.id, "deploy", "node2"))
+        assert lines[0].endswith("(size unknown until it starts)")
+        assert lines[-1] == "Bytes to move: unknown (line 1: size unknown until it runs)"
+        # A stop from a host whose VM directory this machine sees (shared) renames the VM's directory: nothing
+        # is copied, and the line says so (over ssh it moves every file: tests/system/test_vm_lifecycle.py).
+        vm = engine.vms.create(sample_templates()[SAMPLE])
+        engine.vms.deploy(vm.id, "node2")
+        lines = preview_lines(engine.vms.preview(vm.id, "stop"))
+        assert lines[0].startswith(" 1  MV node2:") and lines[0].endswith("(renamed in place, nothing copied)")
+        assert lines[-1] == "Bytes to move: 0 B"

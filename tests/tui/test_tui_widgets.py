@@ -132,3 +132,32 @@ def test_progress_messages_coalesce_per_action_and_nothing_else_does() -> None:
     assert EngineEvent(ScriptProgress("run1", 3, 2, 3, 2)).can_replace(EngineEvent(ScriptProgress("run1", 3, 1, 3, 1)))
     assert not EngineEvent(LogEvent("b")).can_replace(EngineEvent(LogEvent("a")))
     assert not progress(1, 50).can_replace(EngineEvent(LogEvent("a")))
+
+
+def test_a_scripts_bar_counts_bytes_not_lines() -> None:
+    from engine.service.runs import TransferBoard
+    from engine.transfers.progress import ActionFinished, ActionProgress, ActionStarted, ScriptStarted
+    from screens.transfers import run_row
+
+    mib = 1 << 20
+    board = TransferBoard()
+
+    def script_bar() -> str:
+        return run_row(board.runs["r1"])[1].plain
+
+    def line(number: int, name: str, size: int, done: int) -> None:
+        board.apply(ActionStarted("r1", 0, number, name, f"{name} ...", "local", "shared"))
+        board.apply(ActionProgress("r1", 0, number, name, done, size, float(mib), 1.0))
+
+    board.apply(ScriptStarted("r1", 0, "<plan>", 3))
+    assert script_bar().endswith(" 0%")
+    # Line 1 of 3 a third done: 16 MiB of (16 MiB and two lines not started, as big as the one known) is 11%,
+    # where counting lines said 0% until the copy ended.
+    line(1, "CLONE", 16 * mib, 16 * mib // 3)
+    assert script_bar().endswith(" 11%")
+    board.apply(ActionFinished("r1", 0, 1, "CLONE", "done", 16 * mib, 1.0))
+    line(2, "MKSWAP", 16 * mib, 0)
+    assert script_bar().endswith(" 33%")
+    board.apply(ActionFinished("r1", 0, 2, "MKSWAP", "done", 16 * mib, 1.0))
+    line(3, "CONTEXT", mib // 10, 0)  # the small last line weighs what it moves, not a third
+    assert script_bar().endswith(" 100%") or script_bar().endswith(" 99%")
