@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from engine.language.numbers import whole_number
 from tui.operations import test_hosts, tested_text
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -97,33 +95,14 @@ class HostsScreen(HeadnodeScreen):
         ]
         return FormScreen(title, fields, save=save)
 
-    def _host_from(self, values: dict[str, str], base: Any | None) -> Any:
-        from engine.transfers.hosts import Host
-
-        def optional(name: str) -> str | None:
-            return values[name].strip() or None
-
-        port = optional("port")
-        port_number = whole_number(port) if port else None
-        fields = {
-            "name": values["name"].strip(),
-            "driver": values["driver"].strip(),
-            "vm_dir": values["vm_dir"].strip(),
-            "address": optional("address"),
-            "port": port if port_number is None else port_number,
-            "user": optional("user"),
-            "identity": optional("identity"),
-            "max_transfers": whole_number(values["max_transfers"].strip()) or 0,
-        }
-        return Host(**fields) if base is None else replace(base, **fields)
-
     def action_add(self) -> None:
         def save(values: dict[str, str], form: FormScreen) -> None:
             def added(host: Any) -> None:
                 self.notify(f"host {host.name} added")
                 self.happ.home_changed()
 
-            self.happ.run_form(form, "add host", self.happ.hosts.create, self._host_from(values, None), then=added)
+            hosts = self.happ.hosts
+            self.happ.run_form(form, "add host", lambda: hosts.create(hosts.parse(values)), then=added)
 
         self.app.push_screen(self._host_form("Add a host", None, save))
 
@@ -138,8 +117,10 @@ class HostsScreen(HeadnodeScreen):
                     self.notify(f"host {name} saved")
                     self.happ.home_changed()
 
-                changed = self._host_from(values, host)
-                self.happ.run_form(form, f"edit host {name}", self.happ.hosts.update, name, changed, then=saved)
+                hosts = self.happ.hosts
+                self.happ.run_form(
+                    form, f"edit host {name}", lambda: hosts.update(name, hosts.parse(values)), then=saved
+                )
 
             self.app.push_screen(self._host_form(f"Edit host {name}", host, save))
 

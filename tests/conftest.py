@@ -25,6 +25,14 @@ if importlib.util.find_spec("headnode_data") is None:
 ROOT = Path(__file__).resolve().parent.parent
 HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
 
+# A host the CLI and the console both refuse, with the same reasons (the engine parses both front ends' input).
+BAD_HOST = {"name": "n1", "driver": "shared", "vm_dir": "relative/dir", "port": "22x", "max_transfers": "0"}
+BAD_HOST_PROBLEMS = [
+    "--port must be a whole number, not '22x'",
+    "--vm-dir must be an absolute path without white space, not 'relative/dir'",
+    "--max-transfers must be at least 1, not 0",
+]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests in tests/system/ are marked `system`, those in tests/tui/ `tui` (pyproject.toml says what each means)."""

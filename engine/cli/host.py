@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli.arguments import whole_number_argument
 from engine.cli.context import CliContext, format_table
 from engine.errors import OperationError
 
@@ -17,14 +16,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     create = verbs.add_parser("create", parents=[common], help="add a host", description="Add a host record.")
     create.add_argument("name")
     create.add_argument("--address", help="address or ~/.ssh/config name to connect to (default: NAME)")
-    create.add_argument("--port", type=whole_number_argument, help="SSH port (default: from ~/.ssh/config, else 22)")
+    create.add_argument("--port", help="SSH port (default: from ~/.ssh/config, else 22)")
     create.add_argument("--user", help="SSH user (default: from ~/.ssh/config, else yours)")
     create.add_argument("--identity", metavar="FILE", help="SSH private key (default: ssh-agent and ~/.ssh keys)")
     create.add_argument("--driver", required=True, help="transfer driver: shared, ssh, dummy or one in <home>/tm/")
     create.add_argument("--vm-dir", required=True, metavar="DIR", help="the host's VM directory (absolute)")
-    create.add_argument(
-        "--max-transfers", type=whole_number_argument, default=4, metavar="N", help="concurrent transfers (default 4)"
-    )
+    create.add_argument("--max-transfers", metavar="N", help="concurrent transfers (default 4)")
     create.set_defaults(handler=run_create)
 
     listing = verbs.add_parser("list", parents=[common], help="list hosts")
@@ -52,15 +49,10 @@ def _hosts(ctx: CliContext):
 
 
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
-    from engine.transfers.hosts import Host
+    from engine.transfers.hosts import INPUT_FIELDS
 
-    identity = args.identity
-    if identity is not None:
-        import os
-
-        identity = os.path.abspath(os.path.expanduser(identity))
-    host = Host(args.name, args.driver, args.vm_dir, args.address, args.port, args.user, identity, args.max_transfers)
-    created = _hosts(ctx).create(host)
+    hosts = _hosts(ctx)
+    created = hosts.create(hosts.parse({field: getattr(args, field) for field in INPUT_FIELDS}))
     ctx.audit("host create", created.name, f"driver {created.driver}")
     if ctx.json:
         ctx.emit_json(created.record())

@@ -8,17 +8,21 @@ local file whether or not it has a record; without one its VM directory is the h
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from engine.errors import InputError, Problem
 from engine.home import Home
+from engine.language.numbers import whole_number
 from engine.store.database import Store
 
 TABLE = "hosts"
 DEFAULT_MAX_TRANSFERS = 4
+INPUT_FIELDS = ("name", "driver", "vm_dir", "address", "port", "user", "identity", "max_transfers")  # parse_host's
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 # A host name or an IPv4/IPv6 address (with a zone): never a leading '-', which ssh would read as an option.
 _ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9_.:%-]*")
@@ -66,7 +70,43 @@ def inside_vm_dir(host: Host, path: str) -> bool:
     return target != root and target.startswith(root.rstrip("/") + "/")
 
 
-def validate_host(host: Host, known_drivers: list[str]) -> list[Problem]:
+def parse_host(values: Mapping[str, str | None], known_drivers: Sequence[str]) -> Host:
+    """A host from what a person typed, as text by field name (INPUT_FIELDS), the same for the CLI's options and
+    the console's form: blank or missing optional fields are not given, `max_transfers` defaults to
+    DEFAULT_MAX_TRANSFERS, the identity file is made absolute. InputError listing every problem, the record's own
+    checks included."""
+    problems: list[Problem] = []
+
+    def text(key: str) -> str | None:
+        return (values.get(key) or "").strip() or None
+
+    def number(key: str, flag: str) -> int | None:
+        raw = text(key)
+        value = None if raw is None else whole_number(raw)
+        if raw is not None and value is None:
+            problems.append(Problem(f"{flag} must be a whole number, not {raw!r}"))
+        return value
+
+    port = number("port", "--port")
+    max_transfers = number("max_transfers", "--max-transfers")
+    identity = text("identity")
+    host = Host(
+        text("name") or "",
+        text("driver") or "",
+        text("vm_dir") or "",
+        text("address"),
+        port,
+        text("user"),
+        None if identity is None else os.path.abspath(os.path.expanduser(identity)),
+        DEFAULT_MAX_TRANSFERS if max_transfers is None else max_transfers,
+    )
+    problems += validate_host(host, known_drivers)
+    if problems:
+        raise InputError(problems)
+    return host
+
+
+def validate_host(host: Host, known_drivers: Sequence[str]) -> list[Problem]:
     """Every problem with a host record, as messages naming the field."""
     problems = []
     if not _NAME.fullmatch(host.name):
@@ -103,6 +143,12 @@ class Hosts:
     @property
     def frontend_name(self) -> str:
         return self.home.config.frontend_name
+
+    def parse(self, values: Mapping[str, str | None]) -> Host:
+        """A host from typed text (parse_host), checked against this home's drivers; nothing is stored."""
+        from engine.transfers.drivers import driver_names
+
+        return parse_host(values, driver_names(self.home))
 
     def create(self, host: Host) -> Host:
         host = self._checked(host)

@@ -1,16 +1,29 @@
-"""`headnode host`: what the CLI refuses before anything is stored."""
+"""`headnode host create` reads its options through the engine's parser, as the console's host form does."""
 
 from __future__ import annotations
 
 import json
 
+from tests.conftest import BAD_HOST, BAD_HOST_PROBLEMS
 
-def test_an_address_ssh_would_read_as_an_option_is_bad_input(headnode, tmp_path):
-    marker = tmp_path / "pwned"
-    r = headnode(
-        "host", "create", "evil", f"--address=-oProxyCommand=touch {marker}", "--driver", "ssh", "--vm-dir", "/srv"
-    )
-    assert r.returncode == 2 and "bad --address" in r.stderr and "not starting with '-'" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-    listed = json.loads(headnode("host", "list", "--json").stdout)
-    assert "evil" not in [h["name"] for h in listed] and not marker.exists()
+
+def options(values: dict[str, str]) -> list[str]:
+    return [values["name"], *(f"--{k.replace('_', '-')}={v}" for k, v in values.items() if k != "name")]
+
+
+def test_create_refuses_what_the_console_refuses_every_problem_at_once(headnode) -> None:
+    r = headnode("host", "create", *options(BAD_HOST))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"headnode: {p}" for p in BAD_HOST_PROBLEMS]
+    assert [h["name"] for h in json.loads(headnode("host", "list", "--json").stdout)] == ["local"]
+
+
+def test_create_takes_the_same_text_the_form_does(headnode, tmp_path) -> None:
+    good = {**BAD_HOST, "vm_dir": "/srv/n1", "port": "0022", "max_transfers": "2"}
+    r = headnode("host", "create", *options(good), "--identity=~/.ssh/id_test", "--json")
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)
+    assert (created["port"], created["max_transfers"], created["vm_dir"]) == (22, 2, "/srv/n1")
+    assert created["identity"].endswith("/.ssh/id_test") and created["identity"].startswith("/")
+    r = headnode("host", "create", "n2", "--driver=shared", "--vm-dir=/srv/n2", "--json")
+    assert json.loads(r.stdout)["max_transfers"] == 4
