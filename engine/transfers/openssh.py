@@ -62,7 +62,21 @@ def _ssh_failure(host: Host, err: bytes) -> Exception:
     """ssh's own failure (status 255): a refused key or login is final, anything else is the connection."""
     text = err.decode(errors="replace").strip()
     final = any(s in text for s in ("Permission denied", "Host key verification failed", "REMOTE HOST IDENTIFICATION"))
-    return (OperationError if final else ConnectionLost)(f"host {host.name}: ssh: {text}")
+    return (OperationError if final else ConnectionLost)(f"host {host.name}: ssh: {one_line(text)}")
+
+
+def one_line(text: str) -> str:
+    """What ssh said, in one line: its warning banners (a box of `@`, then a page of advice) give way to the last
+    two lines, which say what happened; a changed key is called CHANGED, as paramiko's path says."""
+    lines = [line.strip() for line in text.replace("\r", "").splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("@")]
+    summary = " / ".join(said[-2:])
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        now = next((line for line in said if line.startswith("SHA256:")), "")
+        return f"the host key CHANGED{f' (now {now})' if now else ''}: {summary}"
+    if "REVOKED HOST KEY" in text:
+        return f"the host key is marked @revoked in known_hosts: {summary}"
+    return summary
 
 
 def configured_accelerator(home: Home) -> OpenSsh | None:

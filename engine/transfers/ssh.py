@@ -9,6 +9,7 @@ argument quoted with shlex.quote; nothing is ever interpolated into a shell stri
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shlex
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import Cancelled, ConnectionLost, InputError, OperationError, Problem
 from engine.language.numbers import whole_number
+from engine.transfers.known_hosts import KnownHosts
 
 if TYPE_CHECKING:
     import paramiko
@@ -110,21 +112,35 @@ def fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint if hasattr(key, "fingerprint") else key.get_base64()
 
 
-def _key_policy(target: SshTarget, accept_new_key: bool):
+def _key_policy(target: SshTarget, known: KnownHosts, accept_new_key: bool):
     import paramiko
 
     class Policy(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client, hostname, key) -> None:
+            _refuse_revoked(target, known, key)
             if not accept_new_key:
+                vouched = (
+                    " (a @cert-authority line vouches for it, but host certificates are not checked here)"
+                    if known.has_authority(target.key_name)
+                    else ""
+                )
                 raise HostKeyError(
                     f"host {target.host}: the key of {target.key_name} ({key.get_name()} {fingerprint(key)}) is not "
-                    f"in {target.known_hosts}; if that fingerprint is right, record it with "
+                    f"in {target.known_hosts}{vouched}; if that fingerprint is right, record it with "
                     f"'headnode host test {target.host} --accept-new-key'",
                     unknown=True,
                 )
             record_host_key(target, key)
 
     return Policy()
+
+
+def _refuse_revoked(target: SshTarget, known: KnownHosts, key: paramiko.PKey) -> None:
+    if known.revoked(target.key_name, key):
+        raise HostKeyError(
+            f"host {target.host}: the key of {target.key_name} ({key.get_name()} {fingerprint(key)}) is marked "
+            f"@revoked in {target.known_hosts}; refusing to connect"
+        )
 
 
 def record_host_key(target: SshTarget, key: paramiko.PKey) -> None:
@@ -136,14 +152,30 @@ def record_host_key(target: SshTarget, key: paramiko.PKey) -> None:
         out.write(f"{target.key_name} {key.get_name()} {key.get_base64()}\n")
 
 
+def _quiet_paramiko() -> None:
+    """paramiko logs what it also raises (a closed socket's "Socket exception: Bad file descriptor (9)" on every
+    refused key); with no handler of the application's, Python printed that on stderr, over the console too."""
+    logger = logging.getLogger("paramiko")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+
+
+def _abandon(client: paramiko.SSHClient, sock: socket.socket) -> None:
+    """Close a connection that failed: the client first, so its transport thread stops before the socket goes."""
+    client.close()
+    sock.close()
+
+
 def connect(target: SshTarget, accept_new_key: bool = False) -> paramiko.SSHClient:
     """An authenticated connection, or HostKeyError / ConnectionLost / OperationError saying why not."""
     import paramiko
 
+    _quiet_paramiko()
     client = paramiko.SSHClient()
-    if os.path.exists(target.known_hosts):
-        client.load_host_keys(target.known_hosts)
-    client.set_missing_host_key_policy(_key_policy(target, accept_new_key))
+    known = KnownHosts.load(target.known_hosts)
+    for key in known.trusted(target.key_name):
+        client.get_host_keys().add(target.key_name, key.get_name(), key)
+    client.set_missing_host_key_policy(_key_policy(target, known, accept_new_key))
     try:
         sock = socket.create_connection((target.hostname, target.port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
@@ -165,20 +197,21 @@ def connect(target: SshTarget, accept_new_key: bool = False) -> paramiko.SSHClie
             channel_timeout=CONNECT_TIMEOUT,
         )
     except HostKeyError:
-        sock.close()
+        _abandon(client, sock)
         raise
     except paramiko.BadHostKeyException as exc:
-        sock.close()
+        _abandon(client, sock)
+        _refuse_revoked(target, known, exc.key)
         raise HostKeyError(
             f"host {target.host}: the key of {target.key_name} CHANGED (now {exc.key.get_name()} "
             f"{fingerprint(exc.key)}, {target.known_hosts} has {fingerprint(exc.expected_key)}); refusing to "
             f"connect. If the host was reinstalled, remove the old line from {target.known_hosts}"
         ) from None
     except paramiko.AuthenticationException as exc:
-        sock.close()
+        _abandon(client, sock)
         raise OperationError(f"host {target.host}: authentication as {target.user} failed: {exc}") from None
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        sock.close()
+        _abandon(client, sock)
         raise ConnectionLost(f"host {target.host}: SSH connection to {target.key_name} failed: {exc}") from None
     transport = client.get_transport()
     assert transport is not None
