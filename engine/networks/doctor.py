@@ -6,6 +6,8 @@ Findings, per lease document:
 - `mac`: the MAC does not follow the rule (prefix + IPv4, or the FIXED listing) (repair: set the right MAC);
 - `orphan`: owned by a VM that no longer exists (repair: release it);
 - `duplicate`: the same IP or MAC leased twice on one bridge (repair: keep the oldest, remove the others).
+And per lease file, `damaged`: a journal line or the snapshot did not load, so leases may be lost and the network
+takes no new ones (repair: keep what loaded, the damaged files copied aside as `<file>.damaged-<time>`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def examine(books: Sequence[LeaseBook], vm_ids: set[int], fix: bool = False) -> 
     findings: list[Finding] = []
     kept: list[tuple[LeaseBook, int, dict[str, Any]]] = []
     for book in books:
+        with book.file.read():
+            damage = list(book.file.damage)
+        if damage:
+            copies = book.file.set_aside_damage() if fix else []
+            aside = f"; the damaged files are kept as {', '.join(map(str, copies))}" if copies else ""
+            findings.extend(Finding("damaged", book.network.name, "", f"{d}{aside}", fix) for d in damage)
         with book.file.read() as data:
             stored = [(name, key, doc) for name, table in data.items() if name != META for key, doc in table.items()]
         for shard, key, doc in stored:

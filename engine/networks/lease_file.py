@@ -18,7 +18,13 @@ Guarantees:
   survives `kill -9` of the process right after. It is fdatasync'ed only with `sync=True`: without it, a power loss
   can lose the transactions of the last few seconds (the kernel's writeback interval), never the file.
 - A torn last line (a killed process in the middle of a large write, or a power cut) has no newline: it is never
-  applied, and the next writer cuts it off before appending. A line that does not parse is skipped.
+  applied, and the next writer cuts it off before appending: the one silent repair, since a crash makes it.
+- Any other damage is reported, never silently dropped: a journal line that does not parse or is not a
+  transaction, an empty snapshot (compaction never writes one), or one that does not load. What loaded is kept
+  and readable, `damage` says which file and line and what was lost, and the file takes no new leases and is never
+  compacted over (an address a lost line held could be handed out twice) until `set_aside_damage()` (`vnet
+  doctor --fix`) moves the damaged files aside and keeps what loaded.
+- A temporary file of a compaction killed midway is removed by the next write transaction.
 - Compaction writes the new snapshot first, then an empty journal: a crash between the two replays lines the
   snapshot already holds, which is harmless because lines carry absolute states.
 - Another process's commits are picked up at the start of each transaction: an unchanged journal costs one
@@ -30,11 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
+import shutil
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +52,25 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
-from engine.errors import InputError, OperationError, Problem
+from engine.errors import OperationError
 from engine.store.atomic import fsync_directory
 from engine.store.database import write_json_atomically
 
 Data = dict[str, dict[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What in a lease file did not load, and what that lost."""
+
+    file: str
+    line: int | None  # a journal line, or None for the whole snapshot
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+
 COMPACT_MIN_BYTES = 4 << 20  # compact once the journal is past this and past the snapshot's size
 
 
@@ -130,6 +154,9 @@ class LeaseFile:
         self.db = TinyDB(storage=lambda: _LoadedData(self))
         self.loads = 0  # counts loads of other processes' changes (full reloads and appended lines read)
         self.skipped_lines = 0  # lines that did not parse at the last full load
+        self.damage: list[Damage] = []  # since the last full load
+        self._lines = 0  # complete journal lines read
+        self._swept = False
         self._thread_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._journal_fd: int | None = None
@@ -137,10 +164,18 @@ class LeaseFile:
         self._snapshot_bytes = 0
 
     @contextmanager
-    def write(self) -> Iterator[Transaction]:
-        """An exclusive transaction: what it changed is appended to the journal when the block ends."""
+    def write(self, despite_damage: bool = False) -> Iterator[Transaction]:
+        """An exclusive transaction: what it changed is appended to the journal when the block ends. Refused while
+        the file is damaged, unless `despite_damage` (deleting the network)."""
         with self._locked(fcntl.LOCK_EX):
             self._refresh()
+            self._sweep()
+            if self.damage and not despite_damage:
+                raise OperationError(
+                    f"{self.damage[0]} ({len(self.damage)} damaged part(s)): no lease can change until it is repaired "
+                    "(`headnode vnet doctor` lists the damage; `vnet doctor --fix` keeps what loaded and moves the "
+                    "damaged files aside)"
+                )
             tx = Transaction(self)
             try:
                 yield tx
@@ -150,7 +185,7 @@ class LeaseFile:
                 if tx.touched:
                     self._forget()  # memory may hold changes the journal does not: reload next time
                 raise
-            if self._offset > max(COMPACT_MIN_BYTES, self._snapshot_bytes):
+            if self._offset > max(COMPACT_MIN_BYTES, self._snapshot_bytes) and not self.damage:
                 self._compact()
 
     @contextmanager
@@ -167,6 +202,22 @@ class LeaseFile:
         except FileNotFoundError:
             return None
         return (st.st_dev, st.st_ino, st.st_size)
+
+    def set_aside_damage(self) -> list[Path]:
+        """Accept the damage: copy the damaged files to `<name>.damaged-<time>`, then compact what loaded."""
+        with self._locked(fcntl.LOCK_EX):
+            self._refresh()
+            if not self.damage:
+                return []
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            kept = []
+            for path in {Path(d.file) for d in self.damage}:
+                aside = path.with_name(f"{path.name}.damaged-{stamp}")
+                shutil.copy2(path, aside)
+                kept.append(aside)
+            self.damage = []
+            self._compact()
+            return sorted(kept)
 
     def remove_files(self) -> None:
         """Delete the database (the caller holds `write()`); later transactions start empty."""
@@ -220,14 +271,26 @@ class LeaseFile:
         self._forget()
         self.loads += 1
         self.skipped_lines = 0
+        self.damage = []
+        self._lines = 0
         try:
             raw = self.snapshot_path.read_bytes()
         except FileNotFoundError:
-            raw = b""
+            raw = None
+        lost = "every lease compacted into it is lost; the journal's are kept"
+        if raw == b"":
+            self.damage.append(Damage(str(self.snapshot_path), None, f"the lease snapshot is empty (0 bytes): {lost}"))
         try:
             self.data = json.loads(raw) if raw else {}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(Problem(f"lease snapshot does not load: {exc}", str(self.snapshot_path))) from None
+            self.damage.append(
+                Damage(str(self.snapshot_path), None, f"the lease snapshot does not load ({exc}): {lost}")
+            )
+            self.data = {}
+        if not _tables(self.data):
+            self.damage.append(Damage(str(self.snapshot_path), None, f"the lease snapshot is not lease tables: {lost}"))
+            self.data = {}
+        raw = raw or b""
         self._snapshot_bytes = len(raw)
         try:
             self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
@@ -242,23 +305,23 @@ class LeaseFile:
         if not end:
             return
         lines = chunk[:end].split(b"\n")[:-1]
+        first = self._lines + 1
+        self._lines += len(lines)
         try:
             records = json.loads(b"[" + b",".join(lines) + b"]")  # one C-level parse for the common case
+            numbered = list(enumerate(records, first))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            records = []
-            for line in lines:
+            numbered = []
+            for number, line in enumerate(lines, first):
                 try:
-                    records.append(json.loads(line))
+                    numbered.append((number, json.loads(line)))
                 except (json.JSONDecodeError, UnicodeDecodeError):
-                    self.skipped_lines += 1
+                    self._skip(number, line, "does not parse")
         data = self.data
-        for record in records:
-            if not isinstance(record, dict) or not isinstance(record.get("t"), dict):
-                self.skipped_lines += 1
-                continue
-            tables = record["t"]
-            if not all(isinstance(docs, dict) for docs in tables.values()):
-                self.skipped_lines += 1
+        for number, record in numbered:
+            tables = record.get("t") if isinstance(record, dict) else None
+            if not isinstance(tables, dict) or not _tables(tables, documents=False):
+                self._skip(number, json.dumps(record).encode(), "is not a lease transaction")
                 continue
             for name, docs in tables.items():
                 table = data.get(name)
@@ -270,6 +333,20 @@ class LeaseFile:
                     else:
                         table[doc_id] = doc
         self._offset += end
+
+    def _skip(self, number: int, line: bytes, why: str) -> None:
+        self.skipped_lines += 1
+        message = f"journal line {why} ({len(line)} bytes): the lease changes it held are lost, the other lines kept"
+        self.damage.append(Damage(str(self.journal_path), number, message))
+
+    def _sweep(self) -> None:
+        """Remove temporary files of compactions killed midway (under the exclusive lock: none is running)."""
+        if self._swept:
+            return
+        for name in (self.journal_path.name, self.snapshot_path.name):
+            for stray in self.directory.glob(f".{glob.escape(name)}.*.tmp"):
+                stray.unlink(missing_ok=True)
+        self._swept = True
 
     def _append(self, line: bytes) -> None:
         if self._journal_fd is None:
@@ -291,6 +368,7 @@ class LeaseFile:
                 os.ftruncate(fd, self._offset)
             raise OperationError(f"cannot write the lease journal {self.journal_path}: {exc.strerror}") from None
         self._offset += len(line)
+        self._lines += 1
 
     def _compact(self) -> None:
         write_json_atomically(self.snapshot_path, self.data)
@@ -301,4 +379,13 @@ class LeaseFile:
         fsync_directory(self.directory)
         if self._journal_fd is not None:
             os.close(self._journal_fd)
-        self._journal_fd, self._offset = fd, 0
+        self._journal_fd, self._offset, self._lines = fd, 0, 0
+
+
+def _tables(data: Any, documents: bool = True) -> bool:
+    """Whether `data` is {table: {doc_id: document}} (a document may be None in a journal line: removed)."""
+    return isinstance(data, dict) and all(
+        isinstance(docs, dict)
+        and all(isinstance(doc, dict) or (doc is None and not documents) for doc in docs.values())
+        for docs in data.values()
+    )

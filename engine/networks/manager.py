@@ -102,7 +102,7 @@ class Networks:
         """Delete a network and its leases; refused while it has leases unless `force`."""
         network = self.get(name)
         book = self._book(network)
-        with book.file.write():
+        with book.file.write(despite_damage=force):
             usage = book.usage_of(book.file.data)
             if usage.used + usage.held and not force:
                 raise OperationError(
