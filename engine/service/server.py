@@ -36,7 +36,7 @@ from engine.events import EventBus, LogEvent
 from engine.home import Home
 from engine.language.script import parse_script
 from engine.service.audit import AuditEntry, AuditLog
-from engine.service.history import History
+from engine.service.history import HISTORY_KEPT, History
 from engine.service.protocol import (
     LineReader,
     ProtocolError,
@@ -168,7 +168,7 @@ class Service:
         self.bus = EventBus()
         self.audit = AuditLog(self.home)
         self.history = History(self.paths.history)
-        self.board = TransferBoard(recent_kept=1 << 30)  # everything; the history bounds what is kept on disk
+        self.board = TransferBoard(recent_kept=HISTORY_KEPT)  # as many finished runs as the history keeps
         self.board.load(self.history.runs())
         self._board_lock = threading.Lock()
         self._log: deque[dict[str, Any]] = deque(maxlen=LOG_KEPT)
