@@ -26,14 +26,14 @@ def test_create_deploy_show_and_shutdown_on_a_fresh_home(headnode, home) -> None
         "host": "local",
     }
     (nic,) = shown["template"]["NIC"]
-    assert nic["IP"] == "192.168.122.1" and nic["MAC"] == "02:00:c0:a8:7a:01" and nic["NETWORK"] == "default"
+    assert nic["IP"] == "192.168.122.2" and nic["MAC"] == "02:00:c0:a8:7a:02" and nic["NETWORK"] == "default"
     assert shown["template"]["CONTEXT"]["HOSTNAME"] == "ttylinux-0"
 
     listed = json.loads(headnode("vm", "list", "--json").stdout)
     assert [(v["id"], v["state"], v["host"]) for v in listed] == [(0, "running", "local")]
     table = headnode("vm", "list").stdout.splitlines()
     assert table[0].split() == ["ID", "USER", "NAME", "STATE", "HOST", "IPS"]
-    assert table[1].split()[2:] == ["ttylinux", "running", "local", "192.168.122.1"]
+    assert table[1].split()[2:] == ["ttylinux", "running", "local", "192.168.122.2"]
 
     log = headnode("vm", "log", "0").stdout
     assert "[TM][I]" in log and "MKSWAP" in log
@@ -48,7 +48,7 @@ def test_create_deploy_show_and_shutdown_on_a_fresh_home(headnode, home) -> None
 def test_create_json_and_errors(headnode, tmp_path) -> None:
     created = json.loads(headnode("vm", "create", TTYLINUX, "--json").stdout)
     assert created["state"] == "pending" and created["host"] is None
-    assert created["template"]["NIC"][0]["IP"] == "192.168.122.1"
+    assert created["template"]["NIC"][0]["IP"] == "192.168.122.2"
 
     bad = tmp_path / "bad.tmpl"
     bad.write_text('NAME = "x\n')
