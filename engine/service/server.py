@@ -55,6 +55,7 @@ from engine.vms.lifecycle import process_alive
 
 LOG_KEPT = 1000  # log and audit events a new client is sent on subscribing
 QUEUE_LIMIT = 20000  # events waiting for one slow client; past it the client is dropped (it reconnects)
+PROGRESS_SECONDS = 0.5  # one action's progress reaches a client at most this often (consoles redraw at 2 Hz)
 POLL_SECONDS = 0.5  # how often the service looks at the audit file and its idle time
 STOP_WAIT_SECONDS = 60.0
 VM_OPERATIONS = ("deploy", "stop", "resume", "migrate", "shutdown", "delete", "recover")
@@ -107,6 +108,7 @@ class _Client:
         self.name = f"pid {pid}"
         self.events: queue.Queue[bytes | None] | None = None
         self._send_lock = threading.Lock()
+        self._progress_sent: dict[tuple[str, int], float] = {}
 
     def send(self, message: dict[str, Any] | bytes) -> None:
         data = message if isinstance(message, bytes) else encode(message)
@@ -129,12 +131,19 @@ class _Client:
             reader.close()
             self.close()
 
-    def push(self, data: bytes, droppable: bool) -> None:
+    def push(self, data: bytes, progress: tuple[str, int] | None = None, final: bool = False) -> None:
+        """Queue an event; `progress` (run, line) marks a progress report, which is superseded by the next one:
+        sent at most every PROGRESS_SECONDS (always the last, `final`), and dropped for a client falling behind."""
         events = self.events
         if events is None:
             return
-        if droppable and events.qsize() > QUEUE_LIMIT // 2:
-            return  # progress superseded by the next report anyway
+        if progress is not None and not final:
+            now = time.monotonic()
+            if now - self._progress_sent.get(progress, 0.0) < PROGRESS_SECONDS or events.qsize() > QUEUE_LIMIT // 2:
+                return
+            if len(self._progress_sent) > 10000:
+                self._progress_sent.clear()
+            self._progress_sent[progress] = now
         try:
             events.put_nowait(data)
         except queue.Full:
@@ -314,9 +323,10 @@ class Service:
         data = encode({"event": wire})
         with self._clients_lock:
             clients = list(self._clients)
-        droppable = isinstance(event, ActionProgress)
+        progress = (event.run, event.line) if isinstance(event, ActionProgress) else None
+        final = progress is not None and event.bytes_done == event.bytes_total
         for client in clients:
-            client.push(data, droppable)
+            client.push(data, progress, final)
 
     def _keep_history(self, event: Any) -> None:
         if isinstance(event, ScriptFinished):
