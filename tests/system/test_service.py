@@ -155,7 +155,7 @@ def test_a_vm_deploy_survives_the_service_being_killed(service, headnode, tmp_pa
     site_driver(service["home"], "flaky", programs={"CLONE": FLAKY, "MKIMAGE": FLAKY})
     Hosts(service["home"]).create(Host("flaky1", "flaky", str(tmp_path / "flaky1")))
     assert headnode("vm", "create", TTYLINUX).stdout == "0\n"
-    env = {**_env(service), "HOLD": str(hold)}
+    env = {**_env(service), "HOLD": str(hold), "HELD": str(tmp_path / "held")}
     r = subprocess.run([*HEADNODE, "vm", "deploy", "0", "flaky1", "--detach"], env=env, cwd=ROOT, capture_output=True)
     assert r.returncode == 0, r.stderr
     wait_for(lambda: "prolog" in headnode("vm", "list").stdout, what="prolog")
@@ -253,7 +253,8 @@ def test_the_console_shows_runs_from_the_cli_and_quitting_leaves_them_running(se
     script, dest, _ = slow_clone(service, http_server, tmp_path, 64 << 20)
     run_id = json.loads(headnode("run", str(script), "--vm", "9", "--detach", "--json").stdout)["run"]
     argv = headnode_argv("--home", str(service["home"].root))
-    console = Terminal(argv, {"TMPDIR": str(tmp_path)}, size=(200, 30))
+    (tmp_path / "first").mkdir()
+    console = Terminal(argv, {}, tmp_path / "first", size=(200, 30))
     try:
         console.wait_for("1 Dashboard", timeout=30)
         console.send("3")
@@ -266,7 +267,8 @@ def test_the_console_shows_runs_from_the_cli_and_quitting_leaves_them_running(se
         console.close()
     (run,) = runs(headnode)
     assert run["run"] == run_id and run["state"] == "running"
-    again = Terminal(argv, {"TMPDIR": str(tmp_path)}, size=(200, 30))
+    (tmp_path / "second").mkdir()
+    again = Terminal(argv, {}, tmp_path / "second", size=(200, 30))
     try:
         again.wait_for("1 Dashboard", timeout=30)
         again.send("3")
