@@ -171,7 +171,9 @@ class TransfersScreen(HeadnodeScreen):
             return
         run = selected[0]
         if run.vm is None or run.state is RunStatus.DONE:
-            self.notify("Only a VM's failed script is retried here (headnode run --resume for others)", "warning")
+            self.notify(
+                "Only a VM's failed script is retried here (headnode run --resume for others)", severity="warning"
+            )
             return
         vm_id = run.vm
         details = [f"Runs VM {vm_id}'s failed operation again from line {run.failed_line or 1} (vm recover --retry)."]

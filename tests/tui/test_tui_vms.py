@@ -257,6 +257,25 @@ async def test_transfers_show_progress_cancel_and_retry(held, tmp_path) -> None:
         assert (tmp_path / "slow-vms" / "0" / "images" / "disk.0").exists()
 
 
+async def test_retry_on_a_finished_run_says_why_not(home) -> None:
+    """R on a run that succeeded explains itself (it crashed the console: notify's severity is keyword-only)."""
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await create_sample(app, pilot)
+        await operate(app, pilot, "p", "local")
+        await pilot.press("y")
+        await settle(app, pilot)
+        await pilot.press("3")
+        table = app.screen.query_one(KeyedTable)
+        await until(pilot, lambda: bool(cells(table)) and cells(table)[0][-1] == "done")
+        table.focus()
+        table.move_cursor(row=0)
+        await pilot.press("R")
+        await pilot.pause()
+        assert app.is_running and isinstance(app.screen, TransfersScreen)
+        assert "Only a VM's failed script is retried here (headnode run --resume for others)" in notifications(app)
+
+
 async def test_quitting_with_a_running_transfer_asks_then_cancels(held) -> None:
     app, _ = held
     async with app.run_test() as pilot:
