@@ -87,6 +87,8 @@ def operation_text(op: OperationRecord) -> str:
 
 def host_test_lines(report: HostReport) -> list[str]:
     """A host test's full report, a line per finding (the error is reported by the caller)."""
+    if not report.reached and report.ok:  # the dummy driver
+        return [f"host {report.host}: driver {report.driver}, which only logs what it would do: nothing to reach"]
     out = [f"host {report.host}: driver {report.driver}, reached {report.reached}"]
     if report.round_trip_ms is not None:
         out.append(f"round trip: {report.round_trip_ms:.1f} ms")
@@ -108,3 +110,8 @@ def host_test_summary(report: HostReport) -> str:
     if report.round_trip_ms is not None:
         parts.append(f"{report.round_trip_ms:.1f} ms")
     return ", ".join(parts)
+
+
+def outcome_text(outcome: str, error: str | None) -> str:
+    """What to say after an outcome: `: ERROR`, or nothing when the error only repeats it (`cancelled`)."""
+    return f": {error}" if error and error != outcome else ""

@@ -143,7 +143,7 @@ class HostsScreen(HeadnodeScreen):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self.happ.run_engine(f"delete host {name}", self.happ.hosts.delete, name, then=deleted)
+                self.happ.run_engine(f"delete host {name}", self.happ.vms.delete_host, name, then=deleted)
 
         self.app.push_screen(
             ConfirmScreen(

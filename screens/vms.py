@@ -143,7 +143,7 @@ class VmActions(HeadnodeScreen):
         }[op]
 
         def done(vm: Any) -> None:
-            self.app.notify(f"VM {vm.id}: {op} done, {vm.state.value}")
+            self.app.notify(f"VM {vm.id}: {op} succeeded, now {vm.state.value}")
             self.happ.home_changed()
 
         self.happ.run_engine(f"{op} VM {vm_id}", call, then=done, otherwise=self.happ.home_changed)

@@ -12,9 +12,11 @@ import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from engine.cli.context import CliContext
 from engine.errors import HeadnodeError
+from engine.home import default_home
 
 # Each module registers its sub-commands with `register(subparsers, common)`; they import heavy modules lazily.
 COMMAND_MODULES = ("plan", "script", "vnet", "host", "run", "vm", "service")
@@ -27,6 +29,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def format_help(self) -> str:
+        # Where the home is by default is looked up only when help is shown (platformdirs costs start-up time).
+        for action in self._actions:
+            if action.dest == "home":
+                action.help = f"home directory (default: $HEADNODE_HOME, else {_tilde(default_home())})"
+        return super().format_help()
+
+
+def _tilde(path: Path) -> str:
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -50,6 +64,7 @@ def build_parser() -> Parser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"engine.cli.{name}").register(subparsers, common)
+    parser.set_defaults(nouns=subparsers.choices)
     return parser
 
 
@@ -79,9 +94,19 @@ def main(argv: Sequence[str] | None = None, run_console: ConsoleRunner | None = 
             if run_console is None:
                 parser.print_help()
                 return 0
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                # Textual would write escape codes into the pipe and wait for keys that never come.
+                print(
+                    "headnode: the console needs a terminal on stdin and stdout; "
+                    "in scripts use a command such as 'headnode vm list' (see 'headnode --help')",
+                    file=sys.stderr,
+                )
+                return 2
             return run_console(ctx)
         if not hasattr(args, "handler"):
-            parser.parse_args([args.command, "--help"])
+            noun = args.nouns[args.command]
+            verbs = next(a for a in noun._actions if isinstance(a, argparse._SubParsersAction))
+            noun.error(f"a verb is needed: {', '.join(verbs.choices)}")
         return args.handler(args, ctx)
     except HeadnodeError as exc:
         ctx.report(exc)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.cli.context import CliContext
-from engine.errors import OperationError
-from engine.presentation import duration_text, eta_text, rate_text, size_text
+from engine.errors import OperationError, Problem
+from engine.presentation import duration_text, eta_text, outcome_text, rate_text, size_text
 from engine.transfers.progress import RunOutcome
 
 
@@ -81,12 +81,14 @@ class Printer:
             if e.outcome is RunOutcome.DONE:
                 copied = e.checksum is not None and e.seconds > 0  # a rate means something for copies only
                 rate = f", {rate_text(e.bytes / e.seconds)}" if copied else ""
-                return f"  done: {size_text(e.bytes)} in {duration_text(e.seconds)}{rate}"
-            return f"  {e.outcome}: {e.error}"
+                size = f": {size_text(e.bytes)}" if e.bytes else ""  # a DELETE or a site program's LN moves none
+                detail = f" ({e.detail})" if e.detail else ""
+                return f"  done{size} in {duration_text(e.seconds)}{rate}{detail}"
+            return f"  {e.outcome}{outcome_text(e.outcome, e.error)}"
         if e.kind == "script_finished":
             if e.outcome is RunOutcome.DONE:
                 return f"{vm}script done in {duration_text(e.seconds)}"
-            return f"{vm}script {e.outcome} at line {e.failed_line}: {e.error}"
+            return f"{vm}script {e.outcome} at line {e.failed_line}{outcome_text(e.outcome, e.error)}"
         return None
 
 
@@ -123,7 +125,12 @@ def submit_and_follow(
                     return finish(printer, event) if finish is not None else (0 if event.ok else 1)
                 printer(event)
                 if isinstance(event, ScriptFinished) and finish is None:
-                    return 0 if event.outcome is RunOutcome.DONE else 1
+                    if event.outcome is RunOutcome.DONE:
+                        return 0
+                    # stdout had the run's lines; a failure is an error, so stderr says it too
+                    ended = f"script {event.outcome}{outcome_text(event.outcome, event.error)}"
+                    print(Problem(ended, request.get("source"), event.failed_line), file=sys.stderr)
+                    return 1
         except KeyboardInterrupt:
             print(
                 f"headnode: stopped following; run {run} goes on in the service. "

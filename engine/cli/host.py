@@ -27,10 +27,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     listing = verbs.add_parser("list", parents=[common], help="list hosts")
     listing.set_defaults(handler=run_list)
 
-    for verb, handler, text in (("show", run_show, "show one host"), ("delete", run_delete, "delete a host record")):
-        sub = verbs.add_parser(verb, parents=[common], help=text)
-        sub.add_argument("name")
-        sub.set_defaults(handler=handler)
+    show = verbs.add_parser("show", parents=[common], help="show one host")
+    show.add_argument("name")
+    show.set_defaults(handler=run_show)
+    delete = verbs.add_parser("delete", parents=[common], help="delete a host record (refused while VMs are on it)")
+    delete.add_argument("name")
+    delete.add_argument("--force", action="store_true", help="delete it even with VMs on it")
+    delete.set_defaults(handler=run_delete)
 
     test = verbs.add_parser(
         "test",
@@ -84,7 +87,10 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
-    _hosts(ctx).delete(args.name)
+    from engine.core import Engine
+
+    with Engine(ctx.home) as engine:
+        engine.vms.delete_host(args.name, force=args.force)
     ctx.audit("host delete", args.name)
     if not ctx.json:
         print(f"host {args.name} deleted")

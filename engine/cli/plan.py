@@ -10,7 +10,9 @@ from engine.cli.context import CliContext
 from engine.errors import InputError, Problem
 from engine.language.template import load_template
 from engine.store.atomic import write_atomically
+from engine.vms.context_vars import resolve_context_unleased
 from engine.vms.planner import Operation, Placement, plan
+from engine.vms.vm_template import check_vm_template
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -38,7 +40,16 @@ def run_plan(args: argparse.Namespace, ctx: CliContext) -> int:
             raise InputError(Problem(f"{name} must be an absolute path, not {value!r}"))
     if args.vm < 0:
         raise InputError(Problem(f"--vm must be a VM id (0 or more), not {args.vm}"))
-    template = load_template(args.template)
+    # Read as `vm create` reads it: bare image names, CONTEXT variables (the NICs' leases excepted), every problem.
+    # FILES are not looked for: the plan may be for another front end (--frontend).
+    template = check_vm_template(load_template(args.template), ctx.home.images, files_here=False)
+    template, kept = resolve_context_unleased(template, args.vm)
+    if kept:
+        print(
+            f"headnode: plan leases no addresses, so context.sh keeps {', '.join(dict.fromkeys(kept))} as written "
+            "('vm create' fills them from the leases)",
+            file=sys.stderr,
+        )
     placement = Placement(
         frontend=args.frontend or ctx.home.config.frontend_name,
         frontend_dir=args.frontend_dir or str(ctx.home.vms),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.context import CliContext
-from engine.errors import InputError
+from engine.errors import InputError, Problem
 from engine.language.script import load_script
 
 
@@ -20,12 +20,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run_check(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Silent when every script is valid; with --json, one {"file", "valid", "lines", "problems"} per file."""
     problems = []
+    report = []
     for name in args.files:
         try:
-            load_script(name)
+            lines = len(load_script(name).lines)
+            found: list[Problem] = []
         except InputError as exc:
-            problems.extend(exc.problems)
+            lines, found = None, exc.problems
+        problems.extend(found)
+        report.append({"file": name, "valid": not found, "lines": lines, "problems": [str(p) for p in found]})
+    if ctx.json:
+        ctx.emit_json(report)
     if problems:
         raise InputError(problems)
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 from engine.cli.context import CliContext, format_table
 from engine.cli.follow import Printer, add_follow_options, submit_and_follow
 from engine.presentation import operation_text, state_label, time_text
+from engine.vms.states import VmState
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,7 +26,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     vm_id: tuple[str, dict[str, Any]] = ("id", {"type": int, "metavar": "ID"})
     host: tuple[str, dict[str, Any]] = ("host", {"metavar": "HOST"})
     verb("create", "store a VM from a template and lease its NICs; prints its id", run_create, ("template", {}))
-    verb("list", "list VMs", run_list)
+    listing = verb("list", "list VMs (those that are done only with --all or --state done)", run_list)
+    listing.add_argument("--all", action="store_true", help="list done VMs too")
+    states = [s.value for s in VmState]
+    listing.add_argument(
+        "--state", action="append", choices=states, metavar="STATE", help=f"only VMs in STATE ({', '.join(states)})"
+    )
     verb("show", "a VM: template with leased NICs, state, hosts, operations", run_show, vm_id)
     verb("log", "a VM's transfer log", run_log, vm_id)
     for name, help, args in (
@@ -34,11 +40,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         ("resume", "bring a stopped VM's images to HOST", (vm_id, host)),
         ("migrate", "move a running VM's images to HOST", (vm_id, host)),
         ("shutdown", "run the epilog and free the VM's leases", (vm_id,)),
-        ("delete", "delete the VM's files and free its leases", (vm_id,)),
+        ("delete", "delete the VM's files and free its leases; a VM that is done is removed", (vm_id,)),
     ):
         add_follow_options(verb(name, help, run_op(name), *args))
     verbs.choices["delete"].add_argument(
-        "--force", action="store_true", help="finish even if its files cannot be deleted"
+        "--force", action="store_true", help="finish even if its files cannot be deleted or its host is gone"
     )
     recover = verb("recover", "retry or undo a failed or interrupted operation", run_recover, vm_id)
     add_follow_options(recover)
@@ -64,12 +70,24 @@ def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
-    vms = _engine(ctx).vms.list()
+    wanted = set(args.state or [])
+
+    def shown(vm: Any) -> bool:
+        return vm.state.value in wanted if wanted else args.all or vm.state is not VmState.DONE
+
+    vms = [vm for vm in _engine(ctx).vms.list() if shown(vm)]
     if ctx.json:
         ctx.emit_json([vm.to_json() for vm in vms])
         return 0
     rows = [
-        (vm.id, vm.owner, vm.name, state_label(vm), vm.host or "", ", ".join(n.get("IP") or "" for n in vm.nics()))
+        (
+            vm.id,
+            vm.owner,
+            vm.name,
+            state_label(vm),
+            vm.host or "",
+            ", ".join(filter(None, (n.get("IP") for n in vm.nics()))),
+        )
         for vm in vms
     ]
     sys.stdout.write(format_table(["ID", "USER", "NAME", "STATE", "HOST", "IPS"], rows, right=["ID"]))
@@ -107,8 +125,11 @@ def run_log(args: argparse.Namespace, ctx: CliContext) -> int:
     engine = _engine(ctx)
     engine.vms.get(args.id)
     path = engine.vms.log_path(args.id)
-    if path.exists():
-        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    if ctx.json:
+        ctx.emit_json({"vm": args.id, "path": str(path), "lines": text.splitlines()})
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -136,7 +157,14 @@ def _finisher(ctx: CliContext, vm_id: int) -> Any:
 
         if end is not None and not isinstance(end, dict) and not end.ok:
             raise OperationError(end.error or f"VM {vm_id}: {end.op} failed")
-        vm = _engine(ctx).vms.get(vm_id)
+        vms = _engine(ctx).vms
+        if isinstance(end, dict) and not vms.exists(vm_id):  # a done VM deleted: its record is gone
+            if ctx.json:
+                printer.json_line({"event": "vm_operation_finished", "vm": end, "removed": True})
+            else:
+                printer.line(f"VM {vm_id}: removed")
+            return 0
+        vm = vms.get(vm_id)
         if ctx.json:
             printer.json_line({"event": "vm_operation_finished", "vm": vm.to_json()})
         else:

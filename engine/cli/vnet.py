@@ -185,7 +185,11 @@ def run_release(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_export(args: argparse.Namespace, ctx: CliContext) -> int:
-    sys.stdout.write(networks(ctx).export(args.format, args.name))
+    text = networks(ctx).export(args.format, args.name)
+    if ctx.json:
+        ctx.emit_json({"format": args.format, "network": args.name, "text": text})
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -204,14 +208,23 @@ def run_doctor(args: argparse.Namespace, ctx: CliContext) -> int:
 def run_mac2ip(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.networks.addresses import mac_to_ip
 
-    print(mac_to_ip(args.mac))
+    ip = mac_to_ip(args.mac)
+    if ctx.json:
+        ctx.emit_json({"mac": args.mac, "ip": ip})
+    else:
+        print(ip)
     return 0
 
 
 def run_ip2mac(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.networks.addresses import ip_to_mac
 
-    print(ip_to_mac(args.ip, args.prefix or ctx.home.config.mac_prefix))
+    prefix = args.prefix or ctx.home.config.mac_prefix
+    mac = ip_to_mac(args.ip, prefix)
+    if ctx.json:
+        ctx.emit_json({"ip": args.ip, "prefix": prefix, "mac": mac})
+    else:
+        print(mac)
     return 0
 
 

@@ -168,6 +168,7 @@ class LeaseBook:
             shard = self.shard(number)
             doc = tx.get(shard, number)
             if doc is None:
+                self.network.check_leasable(number)  # an address the network never holds is bad input (exit 2)
                 raise OperationError(f"{ip} is not leased in {self.network.name!r}")
             if doc["vm"] is not None and not force:
                 raise OperationError(f"{ip} in {self.network.name!r} is leased to VM {doc['vm']}: use --force")

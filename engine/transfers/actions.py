@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engine.errors import ConnectionLost, InputError, OperationError
+from engine.errors import ConnectionLost, HeadnodeError, InputError, OperationError
 from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
 from engine.presentation import size_text
@@ -147,6 +147,17 @@ class Transfers:
         """How a host's files are reached: "shared" (this machine's files), "ssh" or "dummy"."""
         return "shared" if host.local else self.driver(host).base
 
+    def _made_size(self, action: Action) -> int:
+        """The size of the file a site program made at the action's destination (0 when it made none or it
+        cannot be read from here): the program reports no bytes of its own."""
+        if isinstance(action, Delete):
+            return 0
+        try:
+            kind, size = self.endpoint(action.dest.host).kind(action.dest.path)
+        except (HeadnodeError, OSError):
+            return 0
+        return size if kind == "f" else 0
+
     def endpoint(self, name: str) -> Endpoint:
         host = self.hosts.resolve(name)
         base = self._base(host)
@@ -165,7 +176,7 @@ class Transfers:
         if program is not None:
             env = {"HEADNODE_HOME": str(self.home.root), "HEADNODE_VM_ID": "" if vm_id is None else str(vm_id)}
             run_program(program, action.arguments(), job, env)
-            return ActionResult(detail=f"ran {program}")
+            return ActionResult(self._made_size(action), detail=f"ran {os.path.basename(program)}")
         if driver.base == "dummy":
             job.log(f"dummy: would {action.name} {' '.join(action.arguments())}")
             return ActionResult(detail="dummy")

@@ -120,6 +120,10 @@ def run_program(program: str, arguments: Sequence[str], job: Job, environment: d
     from engine.transfers.endpoints import run_local
 
     name = os.path.basename(program)
-    result = run_local([program, *arguments], job.cancelled, lambda line: job.log(f"{name}: {line}"), environment)
+
+    def log(line: str) -> None:  # OpenNebula's tm scripts name themselves on each line already
+        job.log(line if line.startswith(f"{name}: ") else f"{name}: {line}")
+
+    result = run_local([program, *arguments], job.cancelled, log, environment)
     if result.status != 0:
         raise OperationError(f"{name} exited with status {result.status}: {error_message(result.stderr)}")

@@ -27,6 +27,7 @@ from engine.events import EventBus
 from engine.home import Home
 from engine.language.numbers import whole_number
 from engine.language.script import Location, Script, ScriptLine, format_action
+from engine.presentation import outcome_text
 from engine.store.database import Store
 from engine.transfers.actions import ActionResult, Transfers, written_paths
 from engine.transfers.job import Job, RetryPolicy
@@ -182,7 +183,8 @@ class ScriptRun:
         if result.ok:
             self.log.write("Script finished successfully")
         else:
-            self.log.write(f"Script {result.outcome} at line {result.failed_line}: {result.error}", error=True)
+            ended = outcome_text(result.outcome, result.error)
+            self.log.write(f"Script {result.outcome} at line {result.failed_line}{ended}", error=True)
         self._publish(
             ScriptFinished(
                 self.id, self.vm, result.outcome, result.failed_line, result.error, time.monotonic() - started
@@ -269,7 +271,7 @@ class ScriptRun:
                 f"{name} (line {line.number}) done: {result.bytes} bytes in {seconds:.2f} s{checksum}{detail}"
             )
         else:
-            self.log.write(f"{name} (line {line.number}) {outcome}: {error}", error=True)
+            self.log.write(f"{name} (line {line.number}) {outcome}{outcome_text(outcome, error)}", error=True)
         self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.checksum, error)
         self._publish(
             ActionFinished(
@@ -351,7 +353,8 @@ class Executor:
         if resume:
             previous = self.journal.unfinished(vm_id, text)
             if previous is None:
-                raise InputError(Problem(f"no unfinished run of {script.source} for VM {vm_id} to resume"))
+                of_vm = f" for VM {vm_id}" if vm_id is not None else ""
+                raise InputError(Problem(f"no unfinished run of {script.source}{of_vm} to resume"))
             skip, resumed_from = previous.done, previous.run
             self.journal.finish(previous.run, JournalState.RESUMED)
         run_id = self.journal.start(vm_id, text, skip, script.source)

@@ -18,7 +18,7 @@ from engine.transfers.ssh import HostKeyError, SshPool, connect, ssh_target
 class HostReport:
     host: str
     driver: str
-    reached: str  # "local", "ssh user@host:port" or "not at all (dummy)"
+    reached: str  # "local file system", "ssh user@host:port", or "" for the dummy driver, which reaches nothing
     writable: bool = False
     free_bytes: int | None = None
     round_trip_ms: float | None = None
@@ -36,7 +36,7 @@ class HostReport:
 def check_host(home: Home, host: Host, accept_new_key: bool = False) -> HostReport:
     base = "shared" if host.local else load_driver(home, host.driver).base
     if base == "dummy":
-        return HostReport(host.name, host.driver, "not at all (dummy driver)", writable=True)
+        return HostReport(host.name, host.driver, "", writable=True)
     pool = SshPool()
     reached = "local file system"
     try:

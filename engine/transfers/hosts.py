@@ -130,6 +130,8 @@ def validate_host(host: Host, known_drivers: Sequence[str]) -> list[Problem]:
         )
     if host.user is not None and not _USER.fullmatch(host.user):
         problems.append(Problem(f"bad --user {host.user!r}: letters, digits, '.', '_', '-', not starting with '-'"))
+    if host.identity is not None and not os.path.isfile(os.path.expanduser(host.identity)):
+        problems.append(Problem(f"--identity {host.identity}: no such file"))
     return problems
 
 

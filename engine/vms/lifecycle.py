@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from engine.events import EventBus, LogEvent
 from engine.home import Home
 from engine.language.script import Delete, Location, Move, Script, Url, join_path
 from engine.language.template import Attribute, Template, Vector, format_template, load_template, parse_template
+from engine.networks.addresses import parse_ipv4
 from engine.networks.manager import Networks
 from engine.store.atomic import write_atomically
 from engine.store.database import Store
@@ -33,26 +33,9 @@ from engine.transfers.executor import Executor, ScriptResult, ScriptRun
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import RunOutcome
 from engine.vms.context_vars import resolve_context
-from engine.vms.planner import Operation, Placement, check_template, plan
-
-
-class OperationOutcome(StrEnum):
-    """How a VM operation ended, or that it is still running (its value is what the database stores)."""
-
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILURE = "failure"
-
-
-class VmState(StrEnum):
-    PENDING = "pending"
-    PROLOG = "prolog"
-    RUNNING = "running"
-    EPILOG = "epilog"
-    STOPPED = "stopped"
-    MIGRATING = "migrating"
-    FAILED = "failed"
-    DONE = "done"
+from engine.vms.planner import Operation, Placement, plan
+from engine.vms.states import OperationOutcome, VmState
+from engine.vms.vm_template import check_vm_template
 
 
 @dataclass(frozen=True)
@@ -240,6 +223,10 @@ class Vms:
             raise InputError(Problem(f"no VM {vm_id}"))
         return Vm.from_doc(dict(doc))
 
+    def exists(self, vm_id: int) -> bool:
+        with self.store.read() as db:
+            return db.table("vms").contains(doc_id=vm_id)
+
     def log_path(self, vm_id: int) -> Path:
         return self.home.logs / f"vm-{vm_id}.log"
 
@@ -250,19 +237,21 @@ class Vms:
         return self.create_from(load_template(template_path), owner)
 
     def create_from(self, template: Template, owner: str | None = None) -> Vm:
-        template = self._resolve_images(template)
+        """Every problem of the template is found before anything is kept; a VM id is used up only by a VM."""
+        template = check_vm_template(template, self.home.images, self._nic_problems(template))
         vm_id = self._next_id()
         leased: list[Any] = []
         try:
             attributes = []
+            nics = 0
             for attr in template.attributes:
                 if attr.name == "NIC" and isinstance(attr.value, Vector) and attr.value.get("NETWORK"):
-                    nic, lease = self._lease_nic(attr, vm_id)
+                    nic, lease = self._lease_nic(attr, nics, vm_id, template.source)
                     leased.append(lease)
                     attr = Attribute("NIC", nic, attr.line)
+                nics += attr.name == "NIC"
                 attributes.append(attr)
             stored = resolve_context(Template(attributes, template.source), vm_id)
-            check_template(stored)  # a bad DISK is refused before anything is kept
             vm = Vm(
                 id=vm_id,
                 name=template.get("NAME") or f"vm-{vm_id}",
@@ -275,27 +264,28 @@ class Vms:
         except BaseException:
             for lease in leased:
                 self.networks.release(lease.network, lease.ip, force=True)
+            self._give_back_id(vm_id)
             raise
         self._log(vm, f"created with {len(leased)} lease(s)")
         return vm
 
-    def _resolve_images(self, template: Template) -> Template:
-        """A DISK SOURCE that is a bare name is an image in the home's images/ directory; it must exist."""
-        problems: list[Problem] = []
-        attributes = []
-        for attr in template.attributes:
-            source = attr.value.get("SOURCE") if attr.name == "DISK" and isinstance(attr.value, Vector) else None
-            if source and "/" not in source and ":" not in source:
-                path = self.home.images / source
-                if not path.is_file():
-                    problems.append(Problem(f"DISK SOURCE {source!r}: no image {path}", template.source, attr.line))
-                attr = Attribute(attr.name, attr.value.replace(SOURCE=str(path)), attr.line)
-            attributes.append(attr)
-        if problems:
-            raise InputError(problems)
-        return Template(attributes, template.source)
+    def _nic_problems(self, template: Template) -> list[Problem]:
+        """What stops a NIC from being leased, found without leasing: an unknown network, an IP it never holds."""
+        problems = []
+        for index, attr in enumerate(template.all("NIC")):
+            name = attr.value.get("NETWORK") if isinstance(attr.value, Vector) else None
+            if not name:
+                continue
+            try:
+                network = self.networks.get(name)
+                ip = attr.value.get("IP")  # type: ignore[union-attr]
+                if ip is not None:
+                    network.check_leasable(parse_ipv4(ip))
+            except InputError as exc:
+                problems += [Problem(f"NIC {index}: {p.message}", template.source, attr.line) for p in exc.problems]
+        return problems
 
-    def _lease_nic(self, attr: Attribute, vm_id: int) -> tuple[Vector, Any]:
+    def _lease_nic(self, attr: Attribute, index: int, vm_id: int, source: str) -> tuple[Vector, Any]:
         nic = attr.value
         assert isinstance(nic, Vector)
         name = nic.get("NETWORK") or ""
@@ -303,8 +293,9 @@ class Vms:
             network = self.networks.get(name)
             lease = self.networks.lease(name, vm=vm_id, ip=nic.get("IP"))
         except InputError as exc:
-            problems = [replace(p, message=f"NIC on line {attr.line}: {p.message}") for p in exc.problems]
-            raise InputError(problems) from None
+            raise InputError([Problem(f"NIC {index}: {p.message}", source, attr.line) for p in exc.problems]) from None
+        except OperationError as exc:  # a full network, a taken address
+            raise OperationError(str(Problem(f"NIC {index}: {exc}", source, attr.line))) from None
         ipv6 = {key: value for key, value in (("IP6_GLOBAL", lease.ip6_global), ("IP6_ULA", lease.ip6_ula)) if value}
         leased = nic.replace(
             NETWORK=name,
@@ -328,6 +319,14 @@ class Vms:
                 counters.insert({"next_vm": 1})
         return next_id
 
+    def _give_back_id(self, vm_id: int) -> None:
+        """Return the id of a VM that was not created, unless a later one was taken meanwhile."""
+        with self.store.write() as db:
+            counters = db.table("counters")
+            doc = counters.get(doc_id=1)
+            if doc and int(doc["next_vm"]) == vm_id + 1:
+                counters.update({"next_vm": vm_id}, doc_ids=[1])
+
     # -- operations ---------------------------------------------------------------------------------------------
 
     def deploy(self, vm_id: int, host: str) -> Vm:
@@ -348,8 +347,34 @@ class Vms:
         return self._operate(vm_id, "shutdown")
 
     def delete(self, vm_id: int, force: bool = False) -> Vm:
-        """Delete the VM's files wherever they are and free its leases; with force, finish even if that fails."""
+        """Delete the VM's files wherever they are and free its leases; with force, finish even if that fails
+        (or its host's record is gone). A VM that is done already is removed from the pool."""
         return self._operate(vm_id, "delete", force=force)
+
+    def on_host(self, name: str) -> list[Vm]:
+        """The VMs that are not done whose files are, or may partly be, on host `name`."""
+        return [
+            vm
+            for vm in self.list()
+            if vm.state is not VmState.DONE
+            and (
+                vm.host == name
+                or (
+                    vm.last_operation is not None
+                    and vm.last_operation.host == name
+                    and vm.last_operation.outcome is not OperationOutcome.SUCCESS
+                )
+            )
+        ]
+
+    def delete_host(self, name: str, force: bool = False) -> None:
+        """Delete a host record; refused while VMs are on it, unless `force` (they keep its name, and only
+        `vm delete --force` can end them)."""
+        using = self.on_host(name)
+        if using and not force:
+            ids = ", ".join(str(vm.id) for vm in using)
+            raise InputError(Problem(f"host {name!r} has VMs on it ({ids}): move or delete them first, or use --force"))
+        self.hosts.delete(name)
 
     def operate(
         self,
@@ -402,19 +427,25 @@ class Vms:
             if doc is None:
                 raise InputError(Problem(f"no VM {vm_id}"))
             vm = Vm.from_doc(dict(doc))
+            if op == "delete" and not recovering and vm.state is VmState.DONE:
+                db.table("vms").remove(doc_ids=[vm_id])  # a done VM's record goes (they piled up)
+                self._log(vm, "removed")
+                return vm
             self._check_allowed(vm, op, transition, recovering)
             origin = vm.previous_state if recovering and vm.previous_state else vm.state
             if recovering and op != "delete":
                 host = host or vm.host
             target = self._target_host(vm, op, host)
-            script, context = self._script(vm, op, target)
+            script, context = self._script(vm, op, target, force)
             if from_line:
                 script = Script(tuple(line for line in script.lines if line.number >= from_line), script.source)
             if context is not None:
                 write_atomically(*context)  # the CONTEXT line reads it: it must exist before the script is checked
             problems = self.executor.validate(script)
             if problems:
-                raise InputError(problems)
+                raise InputError(
+                    [replace(p, file=None, message=f"{script.source}, line {p.line}: {p.message}") for p in problems]
+                )
             record = OperationRecord(op, target or "", tuple(script.format().splitlines()), time.time(), os.getpid())
             claimed = replace(
                 vm,
@@ -503,11 +534,16 @@ class Vms:
             previous_host_dir=self.hosts.get(previous).vm_dir if previous else None,
         )
 
-    def _script(self, vm: Vm, op: str, host: str | None) -> tuple[Script, tuple[str, str] | None]:
-        """The script of an operation, and the context.sh to write first (path, text), if any."""
+    def _script(self, vm: Vm, op: str, host: str | None, force: bool = False) -> tuple[Script, tuple[str, str] | None]:
+        """The script of an operation, named for it (`deploy script`), and the context.sh to write first (path,
+        text), if any."""
+        script, context = self._planned(vm, op, host, force)
+        return Script(script.lines, f"{op} script"), context
+
+    def _planned(self, vm: Vm, op: str, host: str | None, force: bool) -> tuple[Script, tuple[str, str] | None]:
         template = vm.parsed_template()
         if op == "delete":
-            return self._delete_script(vm), None
+            return self._delete_script(vm, force), None
         if op == "migrate":
             assert host and vm.host
             return plan(template, vm.id, self._placement(host, vm.host), Operation.MIGRATE).script, None
@@ -518,21 +554,38 @@ class Vms:
         context = (planned.context_path, planned.context_sh) if planned.context_path and planned.context_sh else None
         return planned.script, context
 
-    def _delete_script(self, vm: Vm) -> Script:
+    def _delete_script(self, vm: Vm, force: bool) -> Script:
         """Remove the VM's images wherever they may be: parked on the front end, on its host, and where an
-        unfinished stop or migration was taking them."""
+        unfinished stop or migration was taking them. A host whose record is gone is skipped with `force`."""
         parked = Location(self.home.config.frontend_name, join_path(str(self.home.vms), str(vm.id), "images"))
         if vm.state in (VmState.PENDING, VmState.DONE):
             return Script.of([])
         if vm.state is VmState.STOPPED:
             return Script.of([Delete(parked)])
-        actions = [Delete(self._placement(vm.host).images(vm.id))] if vm.host else []
+        hosts = [vm.host] if vm.host else []
         last = vm.last_operation
-        if last is not None and last.outcome is not OperationOutcome.SUCCESS:
-            if last.op == "migrate" and last.host and last.host != vm.host:
-                actions.append(Delete(self._placement(last.host).images(vm.id)))
-            if last.op == "stop":
-                actions.append(Delete(parked))
+        if (
+            last is not None
+            and last.outcome is not OperationOutcome.SUCCESS
+            and last.op == "migrate"
+            and last.host not in (None, "", vm.host)
+        ):
+            hosts.append(last.host)
+        actions: list[Delete] = []
+        for host in hosts:
+            if self.hosts.find(host) is not None:
+                actions.append(Delete(self._placement(host).images(vm.id)))
+            elif force:
+                self._log(vm, f"host {host} no longer exists: its files there, if any, are left", "warning")
+            else:
+                raise InputError(
+                    Problem(
+                        f"VM {vm.id}'s host {host!r} no longer exists: 'vm delete --force' ends "
+                        "the VM and leaves its files there"
+                    )
+                )
+        if last is not None and last.outcome is not OperationOutcome.SUCCESS and last.op == "stop":
+            actions.append(Delete(parked))
         return Script.of(actions)
 
     def _run(self, vm: Vm, script: Script, resume: bool, on_run: Callable[[ScriptRun], None] | None) -> ScriptResult:

@@ -162,11 +162,11 @@ def _prolog(template: Template, vm_id: int, placement: Placement) -> Plan:
             context = contexts[0].value
             context_path = placement.parked(vm_id).child("context.sh").path
             context_sh = render_context(context)
-            files = (context.get("FILES") or "").split()
+            files = [name for _, name in context_files(template)]
             dest = placement.images(vm_id).child(f"disk.{len(disk_attrs)}")
             bad = False
             for name in files:
-                if not (name.startswith("/") or _URL.match(name)):
+                if not (name.startswith("/") or is_url(name)):
                     problems.add(contexts[0], f"CONTEXT FILES: {name!r} must be an absolute path or a URL")
                     bad = True
                 elif (problem := line_problem(Context(context_path, (name,), dest))) is not None:
@@ -177,6 +177,18 @@ def _prolog(template: Template, vm_id: int, placement: Placement) -> Plan:
     if problems.problems:
         raise PlanError(problems.problems)
     return Plan(Operation.PROLOG, Script.of(actions), context_path, context_sh)
+
+
+def is_url(text: str) -> bool:
+    return bool(_URL.match(text))
+
+
+def context_files(template: Template) -> list[tuple[Attribute, str]]:
+    """The names in the CONTEXT vector's FILES, each with its CONTEXT attribute (none unless there is one vector)."""
+    contexts = template.all("CONTEXT")
+    if len(contexts) != 1 or not isinstance(contexts[0].value, Vector):
+        return []
+    return [(contexts[0], name) for name in (contexts[0].value.get("FILES") or "").split()]
 
 
 def _plan_disk(attr: Attribute, index: int, vm_id: int, placement: Placement, problems: _DiskProblems) -> Action | None:

@@ -18,11 +18,13 @@ from engine.transfers.journal import Journal, JournalState
 from engine.transfers.progress import RunOutcome
 
 
-def test_host_records_round_trip_through_the_database(home):
+def test_host_records_round_trip_through_the_database(home, tmp_path):
     hosts = Hosts(home)
-    hosts.create(Host("host01", "ssh", "/srv/vms/", "10.0.0.1", 2222, "oneadmin", "/k", 2))
+    key = tmp_path / "k"  # the identity file must exist now
+    key.write_text("key\n")
+    hosts.create(Host("host01", "ssh", "/srv/vms/", "10.0.0.1", 2222, "oneadmin", str(key), 2))
     again = Hosts(home).get("host01")
-    assert again == Host("host01", "ssh", "/srv/vms", "10.0.0.1", 2222, "oneadmin", "/k", 2)
+    assert again == Host("host01", "ssh", "/srv/vms", "10.0.0.1", 2222, "oneadmin", str(key), 2)
     assert [h.name for h in hosts.list()] == ["host01"]
     hosts.delete("host01")
     assert hosts.list() == []
@@ -32,9 +34,17 @@ def test_host_records_round_trip_through_the_database(home):
 
 def test_bad_host_records_are_refused_with_every_problem(home):
     with pytest.raises(InputError) as caught:
-        Hosts(home).create(Host("-x", "nfs", "/../", port=0, max_transfers=0, user="a b"))
+        Hosts(home).create(Host("-x", "nfs", "/../", port=0, max_transfers=0, user="a b", identity="/none/key"))
     text = str(caught.value)
-    for expected in ("bad host name", "unknown driver 'nfs'", "must not be /", "--port", "--max-transfers", "--user"):
+    for expected in (
+        "bad host name",
+        "unknown driver 'nfs'",
+        "must not be /",
+        "--port",
+        "--max-transfers",
+        "--user",
+        "--identity /none/key: no such file",
+    ):
         assert expected in text
     assert Hosts(home).list() == []
 

@@ -97,7 +97,8 @@ def test_run_exit_statuses(world, headnode, tmp_path):
     d = world["hosts"]["host01"].vm_dir
     failing = write_script(tmp_path, f"CLONE host01:{d}/none.img host01:{d}/9/images/disk.0\n")
     r = headnode("run", str(failing), "--vm", "9")
-    assert r.returncode == 1 and "script failed at line 1" in r.stdout
+    # The failure goes to stderr as FILE:LINE: (it was on stdout only); stdout keeps the line's progress.
+    assert r.returncode == 1 and r.stderr.startswith(f"{failing}:1: script failed: ") and "  failed: " in r.stdout
     outside = write_script(tmp_path, f"MKSWAP 4 host01:{d}/../../x.swap\nDELETE host01:/\n")
     r = headnode("run", str(outside))
     assert r.returncode == 2

@@ -79,7 +79,8 @@ async def test_create_from_a_sample_then_deploy_after_the_dry_run(home, size) ->
         assert vm.state is VmState.RUNNING and vm.host == "local"
         assert (home.vms / str(vm.id) / "images" / "disk.0").stat().st_size == 16 << 20
         await until(pilot, lambda: cells(table)[0][2:4] == ["running", "local"])  # the home's next poll
-        assert f"VM {vm.id}: deploy done, running" in notifications(app)
+        # It said "deploy done, running" (and "shutdown done, done").
+        assert f"VM {vm.id}: deploy succeeded, now running" in notifications(app)
 
 
 async def test_details_show_nics_disks_hosts_and_the_transfer_log(home) -> None:
