@@ -18,14 +18,15 @@ from engine.vms.lifecycle import Vms
 
 
 class Engine:
-    def __init__(self, home: Home, bus: EventBus | None = None) -> None:
+    def __init__(self, home: Home, bus: EventBus | None = None, defer_sample_image: bool = False) -> None:
+        """`defer_sample_image`: a fresh home's sample image is left owed (engine.defaults.ensure_sample_image)."""
         self.home = home.ensure()
         self.bus = bus or EventBus()
         self.hosts = Hosts(self.home)
         self.networks = Networks(self.home, events=self.bus)
         self.executor = Executor(self.home, self.bus)
         self.vms = Vms(self.home, self.networks, self.hosts, self.executor, self.bus)
-        ensure_embedded_default(self.home, self.hosts, self.networks)
+        ensure_embedded_default(self.home, self.hosts, self.networks, image=not defer_sample_image)
 
     def close(self) -> None:
         self.executor.close()

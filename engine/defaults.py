@@ -12,6 +12,8 @@ import fcntl
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,24 +50,56 @@ def make_sample_image(path: Path) -> None:
 
 def embedded_default_made(home: Home) -> bool:
     """Whether this home got its embedded default already (one read; the networks and hosts code not loaded)."""
+    return default_state(home)[0]
+
+
+def default_state(home: Home) -> tuple[bool, bool]:
+    """(made, image owed): whether the embedded default was made, and whether its sample image still is to be
+    made (a console defers it past its first paint), in one read."""
     with Store(home.db_path).read() as db:
-        return bool(db.table("meta").get(doc_id=1))
+        doc = db.table("meta").get(doc_id=1)
+    return bool(doc), bool(doc) and doc.get("sample_image") is False  # type: ignore[union-attr]
 
 
-def ensure_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> bool:
-    """Create the embedded default once per home; returns True when it did."""
+def ensure_embedded_default(home: Home, hosts: Hosts, networks: Networks, image: bool = True) -> bool:
+    """Create the embedded default once per home; returns True when it did. With `image` false the sample
+    image is owed: ensure_sample_image makes it (mkfs takes seconds on a busy machine)."""
     if embedded_default_made(home):
+        if image:
+            ensure_sample_image(home)
         return False
     # Two first commands at once (two clients starting the service) must not both create `local`.
+    with _default_lock(home):
+        made = not embedded_default_made(home) and _make_embedded_default(home, hosts, networks)
+    if image:
+        ensure_sample_image(home)
+    return made
+
+
+def ensure_sample_image(home: Home) -> bool:
+    """Make the sample image if the embedded default still owes it; returns True when it did."""
+    if not default_state(home)[1]:
+        return False
+    with _default_lock(home):
+        if not default_state(home)[1]:
+            return False
+        path = home.images / SAMPLE_IMAGE
+        if not path.exists():
+            make_sample_image(path)
+        with Store(home.db_path).write() as db:
+            db.table("meta").update({"sample_image": True}, doc_ids=[1])
+    return True
+
+
+@contextmanager
+def _default_lock(home: Home) -> Iterator[None]:
     with open(home.root / ".default.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return not embedded_default_made(home) and _make_embedded_default(home, hosts, networks)
+        yield
 
 
 def _make_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> bool:
-    image = home.images / SAMPLE_IMAGE
-    if not image.exists():
-        make_sample_image(image)
+    made_image = (home.images / SAMPLE_IMAGE).exists()
     if hosts.find("local") is None:
         hosts.create(Host("local", "shared", str(home.vms)))
     vector = home.config.template.vectors("DEFAULT_NETWORK")
@@ -73,5 +107,5 @@ def _make_embedded_default(home: Home, hosts: Hosts, networks: Networks) -> bool
         attrs = [Attribute("TYPE", "RANGED"), *(Attribute(k, v) for k, v in vector[0].items)]
         networks.create(Template(attrs, str(home.config_path)))
     with Store(home.db_path).write() as db:
-        db.table("meta").insert({"embedded_default": True})
+        db.table("meta").insert({"embedded_default": True, "sample_image": made_image})
     return True

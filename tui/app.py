@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.signal import Signal
 
 from engine.core import Engine
+from engine.defaults import ensure_sample_image
 from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, LogEvent
 from engine.home import Home
@@ -100,19 +101,24 @@ class HeadnodeApp(App[int]):
     HOME_POLL_SECONDS = 1.0  # a second headnode's changes show within 2 s
     SHOWN_HOME: str | None = None  # shown in place of the home's path (snapshots look alike wherever the home is)
 
-    def __init__(self, home: Home, read_only: bool = False, service: bool = False) -> None:
+    def __init__(
+        self, home: Home, read_only: bool = False, service: bool = False, defer_sample_image: bool = False
+    ) -> None:
         """The console of `home`. With `service` (as `headnode` opens it) its work runs in the home's service,
         started if none runs, and goes on after the console quits; without, in this process (the pilot tests of
-        the screens, and the benchmark's baseline)."""
+        the screens, and the benchmark's baseline). `defer_sample_image`: a fresh home's sample image is made
+        after the first paint, not before it."""
         super().__init__()
         self.home = home
         self.read_only = read_only
         self.bus = EventBus()
         self.transfers = TransferBoard()
         self.in_process = not service
-        # A fresh home gets the embedded default either way: host local, network default.
+        # A fresh home gets the embedded default either way: host local, network default, the sample image.
         self.engine: Engine | ServiceEngine = (
-            ServiceEngine(home, self.bus, self.transfers) if service else Engine(home, self.bus)
+            ServiceEngine(home, self.bus, self.transfers)
+            if service
+            else Engine(home, self.bus, defer_sample_image=defer_sample_image)
         )
         self.networks = self.engine.networks
         self.hosts = self.engine.hosts
@@ -144,6 +150,7 @@ class HeadnodeApp(App[int]):
         self.switch_mode("dashboard")
         self._poll_home()
         self.set_interval(self.HOME_POLL_SECONDS, self._poll_home)
+        self.run_engine("make the sample image", ensure_sample_image, self.home)  # owed by a fresh home
 
     def on_unmount(self) -> None:
         self._bridge.stop()

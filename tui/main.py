@@ -14,7 +14,8 @@ from engine.cli.context import CliContext
 def run_console(ctx: CliContext) -> int:
     from tui.app import HeadnodeApp
 
-    app = HeadnodeApp(ctx.home, read_only=ctx.args.read_only, service=True)
+    ctx.defer_sample_image = True  # the first paint does not wait for mkfs
+    app = HeadnodeApp(ctx.home, read_only=ctx.args.read_only, service=True, defer_sample_image=True)
     app.run()
     return app.return_code or 0
 

@@ -19,23 +19,29 @@ class CliContext:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.json: bool = getattr(args, "json", False)
+        # The console paints first and makes a fresh home's sample image afterwards, on an engine thread.
+        self.defer_sample_image = False
 
     @cached_property
     def home(self) -> Home:
         """The home, created on first use with its embedded default (host local, network default, sample image),
         whichever command comes first."""
-        from engine.defaults import embedded_default_made, ensure_embedded_default
+        from engine.defaults import default_state, ensure_embedded_default, ensure_sample_image
 
         home = Home.locate(getattr(self.args, "home", None)).ensure()
-        if not embedded_default_made(home):  # once per home: the networks code loads only then
+        made, image_owed = default_state(home)
+        image = not self.defer_sample_image
+        if not made:  # once per home: the networks code loads only then
             from engine.networks.manager import Networks
             from engine.transfers.hosts import Hosts
 
             networks = Networks(home)
             try:
-                ensure_embedded_default(home, Hosts(home), networks)
+                ensure_embedded_default(home, Hosts(home), networks, image=image)
             finally:
                 networks.close()
+        elif image_owed and image:  # a console that made the default was closed before its image was done
+            ensure_sample_image(home)
         return home
 
     def report(self, exc: HeadnodeError) -> None:

@@ -195,7 +195,9 @@ class Service:
     def serve(self, ready: Callable[[], None] | None = None) -> None:
         self._take_lock()
         try:
-            self.engine = Engine(self.home, self.bus)
+            # A sample image still owed is made by the console that owes it (or the next CLI command), not here:
+            # mkfs would hold up the service's start.
+            self.engine = Engine(self.home, self.bus, defer_sample_image=True)
             self.bus.subscribe(self._on_event)
             if self.history.problem:
                 self.bus.publish(LogEvent(self.history.problem, "error", "service"))

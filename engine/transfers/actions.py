@@ -135,7 +135,7 @@ class Transfers:
             problems.append(f"driver {driver.name} ({driver.source}) has no {action.name}")
         if isinstance(action, Context) and driver.base != "dummy":
             for name in (action.context_file, *action.files):
-                if name.startswith("/") and not os.path.isfile(name):
+                if name.startswith("/") and not os.path.exists(name):  # a directory is copied whole
                     problems.append(f"context file {name} does not exist on the front end")
         local_source = isinstance(source, Location) and self._base(self.hosts.resolve(source.host)) == "shared"
         made = isinstance(source, Location) and any(_under(source, location) for location in earlier)

@@ -1,8 +1,9 @@
 """Transfer drivers: for each action, a built-in or an external program, read from `tm/<driver>.conf`.
 
 A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files are reached, and whose built-ins
-`builtin` means), `VERIFY_LOCAL_COPIES = yes|no` (see data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its
-copies are verified, engine.transfers.checksums), and one line per action:
+`builtin` means; ssh when missing, as in OpenNebula's own confs), `VERIFY_LOCAL_COPIES = yes|no` (see
+data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its copies are verified, engine.transfers.checksums), and one
+line per action:
 `CLONE = builtin` or `CLONE = "program"` (a relative program path is looked up next to the conf). Confs in
 `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
 
@@ -26,6 +27,7 @@ from engine.transfers.checksums import ALGORITHMS, DEFAULT_ALGORITHM
 from engine.transfers.job import Job
 
 BASES = ("shared", "ssh", "dummy")
+DEFAULT_BASE = "ssh"
 BUILTIN = "builtin"
 ERROR_START = "ERROR MESSAGE --8<------"
 ERROR_END = "ERROR MESSAGE ------>8--"
@@ -68,7 +70,9 @@ def load_driver(home: Home, name: str) -> Driver:
 def _parse_driver(name: str, path: Path) -> Driver:
     template = load_template(path)
     problems = []
-    base = template.get("BASE")
+    # OpenNebula's own tm_nfs.conf and tm_ssh.conf have no BASE: every OpenNebula host is reachable over SSH, and
+    # an NFS host's VM directory is too, so ssh is right for both.
+    base = template.get("BASE") or DEFAULT_BASE
     if base not in BASES:
         problems.append(Problem(f"BASE must be one of {', '.join(BASES)}, not {base!r}", str(path)))
     verify = (template.get("VERIFY_LOCAL_COPIES") or "yes").lower()
@@ -102,7 +106,7 @@ def _parse_driver(name: str, path: Path) -> Driver:
         programs.append((attr.name, program))
     if problems:
         raise InputError(problems)
-    return Driver(name, base or "", tuple(programs), str(path), verify == "yes", checksum)
+    return Driver(name, base, tuple(programs), str(path), verify == "yes", checksum)
 
 
 def error_message(stderr: str) -> str:
