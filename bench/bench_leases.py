@@ -7,6 +7,9 @@ Figures (goals from issue 3):
    overall leases/s (goal >= 5,000, aim past Kea's 11,700) and last-1,000 / first-1,000 rate (goal >= 0.8).
 2. `headnode vnet lease NAME --count 65534` on an empty B network: wall time (goal < 3 s).
 3. One `headnode vnet lease NAME` on a network with 60,000 leases in use: wall time (goal < 0.3 s).
+4. Ratios (issue 12), each against its baseline in the same rounds, alternating, median of --rounds:
+   `vnet lease NAME --count 60000` / a process writing the same 60,000 lease documents with one plain TinyDB
+   `insert_multiple` (goal <= 2); one `vnet lease` with 60,000 in use / `headnode --help` (goal <= 2).
 
 The plain-TinyDB baseline inserts one lease document per call into one table of a `TinyDB(path)`; its cost grows
 with the table, so it is measured for the first --baseline-leases leases only and the full run is extrapolated
@@ -140,13 +143,64 @@ def baseline_batch(count: int) -> float:
     return time.perf_counter() - start
 
 
+BASELINE_BATCH = """
+import sys, time
+from tinydb import TinyDB
+now = round(time.time(), 3)
+docs = (
+    {"ip": f"10.1.{i >> 8}.{i & 255}", "mac": f"02:00:0a:01:{i >> 8:02x}:{i & 255:02x}", "vm": 1, "state": "used",
+     "note": "", "created": now, "updated": now}
+    for i in range(1, int(sys.argv[2]) + 1)
+)
+db = TinyDB(sys.argv[1])
+db.table("leases").insert_multiple(docs)
+db.close()
+"""
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def ratios(rounds: int, count: int = 60000) -> list[tuple[str, float, float]]:
+    """(figure, headnode's median wall seconds, the baseline's), each pair measured alternately in each round."""
+    batch, batch_base, single, help_ = [], [], [], []
+    for _ in range(rounds):
+        home = new_home(B_NET)
+        env = {**os.environ, "HEADNODE_HOME": str(home.root)}
+        path = Path(tempfile.mkdtemp(prefix="bench-tinydb-")) / "leases.json"
+        batch_base.append(timed([sys.executable, "-c", BASELINE_BATCH, str(path), str(count)]))
+        batch.append(timed([*HEADNODE, "vnet", "lease", "big", "--count", str(count), "--vm", "1"], env))
+        for _ in range(3):
+            help_.append(timed([*HEADNODE, "--help"], env))
+            single.append(timed([*HEADNODE, "vnet", "lease", "big", "--vm", "2"], env))
+    return [
+        (
+            f"vnet lease --count {count:,} / one insert_multiple",
+            statistics.median(batch),
+            statistics.median(batch_base),
+        ),
+        (f"one vnet lease at {count:,} in use / headnode --help", statistics.median(single), statistics.median(help_)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline-leases", type=int, default=2000, help="plain-TinyDB leases measured (default 2000)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each single-command timing (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the ratio figures (median)")
+    parser.add_argument("--ratios-only", action="store_true", help="measure only the ratios (4.)")
     args = parser.parse_args()
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {sys.platform}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {sys.platform}, load {os.getloadavg()[0]:.1f}")
+    ratio_rows = ratios(args.rounds)
+    for figure, ours, base in ratio_rows:
+        print(f"4. {figure}: {ours:.3f} s / {base:.3f} s = {ours / base:.2f} (goal <= 2)")
+    if args.ratios_only:
+        return
+
     ours = one_at_a_time(B_SIZE)
     overall = B_SIZE / (ours[-1] - ours[0])
     first, last = rate(ours, 0, 1000), rate(ours, B_SIZE - 1000, B_SIZE)

@@ -74,11 +74,8 @@ class CliContext:
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = ()) -> str:
     """A plain-text table like onevnet's: padded columns, numbers right-aligned where asked."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if h in right else v.ljust(w) for v, w, h in zip(values, widths, headers, strict=True)]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(headers), *(line(r) for r in cells)]) + "\n"
+    # Column by column and one %-format for every line: `vnet lease --count` prints 65,534 leases.
+    columns = [list(map(str, column)) for column in zip(*rows, strict=True)] or [[] for _ in headers]
+    widths = [max(len(h), max(map(len, column), default=0)) for h, column in zip(headers, columns, strict=True)]
+    template = "  ".join(f"%{'' if h in right else '-'}{w}s" for h, w in zip(headers, widths, strict=True))
+    return "\n".join((template % line).rstrip() for line in [tuple(headers), *zip(*columns, strict=True)]) + "\n"

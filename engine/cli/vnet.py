@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.arguments import whole_number_argument
@@ -265,8 +266,6 @@ def lease_table(leases: list[Lease], network: Network) -> str:
     ipv6 = [key for key, prefix in (("IP6_GLOBAL", network.global_prefix), ("IP6_ULA", network.ula_prefix)) if prefix]
     if ipv6:
         ipv6.append("IP6_LINK")
-    rows = [
-        [x.ip, x.mac, *(getattr(x, key.lower()) for key in ipv6), "-" if x.vm is None else x.vm, x.state, x.note]
-        for x in leases
-    ]
+    addresses = attrgetter("ip", "mac", *(key.lower() for key in ipv6))
+    rows = [(*addresses(x), "-" if x.vm is None else x.vm, x.state, x.note) for x in leases]
     return format_table(("IP", "MAC", *ipv6, "VM", "STATE", "NOTE"), rows, right=("VM",))

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinydb.table import Document
 
@@ -27,11 +27,12 @@ from engine.events import EventBus
 from engine.home import Home
 from engine.language.template import Template, load_template
 from engine.networks.definition import Network, conflicts, network_from_template
-from engine.networks.doctor import Finding, examine
-from engine.networks.exports import FORMATS, export_leases
 from engine.networks.lease_book import Lease, LeaseBook, Usage
 from engine.networks.lease_file import LeaseFile
 from engine.store.database import Store
+
+if TYPE_CHECKING:
+    from engine.networks.doctor import Finding
 
 NETWORKS = "networks"
 SEQUENCES = "sequences"
@@ -103,7 +104,7 @@ class Networks:
         network = self.get(name)
         book = self._book(network)
         with book.file.write(despite_damage=force):
-            usage = book.usage_of(book.file.data)
+            usage = book.usage_of(book.file.all())
             if usage.used + usage.held and not force:
                 raise OperationError(
                     f"network {name!r} has {usage.used} leases in use and {usage.held} held: "
@@ -171,12 +172,16 @@ class Networks:
 
     def export(self, fmt: str, name: str | None = None) -> str:
         """Leases of one network (or all) as dnsmasq `dhcp-host` lines, /etc/ethers, /etc/hosts or Kea JSON."""
+        from engine.networks.exports import FORMATS, export_leases  # here: `vnet lease` need not load it
+
         if fmt not in FORMATS:
             raise InputError(Problem(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}"))
         return export_leases(self.leases(name), fmt)
 
     def doctor(self, fix: bool = False) -> list[Finding]:
         """Leases breaking a rule (wrong MAC, outside the range, VM gone, duplicate); repaired only with `fix`."""
+        from engine.networks.doctor import examine  # here: `vnet lease` need not load it
+
         with self.store.read() as db:
             vm_ids = {doc.get("id") for doc in db.table("vms").all()}
         findings = examine([self._book(n) for n in self.list()], vm_ids, fix)
