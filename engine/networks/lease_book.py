@@ -12,6 +12,7 @@ Policies:
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -139,7 +140,7 @@ class LeaseBook:
                 Problem(f"{count} leases asked: network {self.network.name!r} has {self.network.size} addresses")
             )
         wanted = parse_ipv4(ip) if ip is not None else None
-        with self._transaction() as tx:
+        with _collector_paused(count > 1000), self._transaction() as tx:
             if wanted is not None:
                 self.network.check_leasable(wanted)
                 taken = tx.get(self.shard(wanted), wanted)
@@ -294,6 +295,20 @@ class LeaseBook:
         )
         fields["of"] = self.network
         return lease
+
+
+@contextmanager
+def _collector_paused(pause: bool) -> Iterator[None]:
+    """A batch makes a document and a Lease per address, none in a reference cycle: the cyclic collector's
+    passes over them, which find nothing, took a quarter of leasing a /16 at once."""
+    paused = pause and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _unordered_docs(data: dict[str, dict[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
