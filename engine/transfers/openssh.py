@@ -2,10 +2,10 @@
 
 paramiko is slower than OpenSSH because Python does the ciphers (README, Benchmarks). So for a
 stream to or from a host of at least SSH_ACCELERATOR_MIN_MB, the driver may hand the bytes to an `ssh` process
-running the same remote command, with the same host, port, user, identity files and known_hosts that paramiko
-resolved (`-F none`, strict host key checking, batch mode: it never prompts, never learns a key). paramiko still
-carries the connection, host keys, commands and control, and smaller streams (starting ssh costs a login).
-`SSH_ACCELERATOR = yes|no` in headnode.conf (default yes); without an `ssh` binary paramiko carries everything.
+running the same remote command, with the same host, port, user, identity files, known_hosts and proxies
+that paramiko resolved (`-F none`, strict host key checking, batch mode: it never prompts, never learns a key).
+paramiko still carries the connection, host keys, commands and control, and smaller streams (starting ssh costs a
+login). `SSH_ACCELERATOR = yes|no` in headnode.conf (default yes); without an `ssh` binary paramiko carries everything.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from engine.errors import ConnectionLost, InputError, OperationError, Problem
 from engine.language.numbers import whole_number
 from engine.transfers.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
 from engine.transfers.pipes import enlarge_pipe, write_all
-from engine.transfers.ssh import quote_argv, ssh_dir, ssh_target
+from engine.transfers.ssh import SshTarget, quote_argv, ssh_dir, ssh_target
 
 if TYPE_CHECKING:
     from engine.home import Home
@@ -33,7 +33,13 @@ CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@opens
 def ssh_argv(host: Host) -> list[str]:
     """The `ssh` command line reaching `host` exactly as paramiko does, up to the remote command; `--` ends the
     options, so no destination is ever read as one."""
-    target = ssh_target(host)
+    return target_argv(ssh_target(host))
+
+
+def target_argv(target: SshTarget) -> list[str]:
+    """`ssh_argv` for a resolved target. `-F none`: ~/.ssh/config was read already (Include, ProxyJump and
+    ProxyCommand too); a ProxyJump hop is reached by an `ssh -W` built the same way, so its key is checked as
+    strictly (OpenSSH's own ProxyJump would start a child with the user's config and default known_hosts)."""
     argv = ["ssh", "-F", "none", "-p", str(target.port), "-l", target.user]
     for option in (
         "BatchMode=yes",
@@ -50,6 +56,12 @@ def ssh_argv(host: Host) -> list[str]:
         argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
     if not target.identity_files:  # ssh finds ~ from the password database, paramiko (and we) from $HOME
         argv += [arg for key in default_keys() for arg in ("-i", key)]
+    if target.jump is not None:
+        hop = [arg.replace("%", "%%") for arg in target_argv(target.jump)]  # ssh expands % in a ProxyCommand
+        hop[-2:-2] = ["-W", "[%h]:%p"]
+        argv += ["-o", f"ProxyCommand={quote_argv(hop)}"]  # ssh runs it with exec
+    elif target.proxy_command is not None:
+        argv += ["-o", f"ProxyCommand={target.proxy_command.replace('%', '%%')}"]
     return [*argv, "--", target.hostname]
 
 

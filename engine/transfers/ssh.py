@@ -9,6 +9,7 @@ argument quoted with shlex.quote; nothing is ever interpolated into a shell stri
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -54,6 +55,8 @@ class SshTarget:
     user: str
     identity_files: tuple[str, ...]
     known_hosts: str
+    jump: SshTarget | None = None  # ProxyJump: the hop this host is reached through (it may have its own)
+    proxy_command: str | None = None  # ProxyCommand, its tokens expanded, run by sh as OpenSSH runs it
 
     @property
     def key_name(self) -> str:
@@ -74,21 +77,58 @@ def _config_port(text: str, config_path: Path) -> int:
 
 def ssh_target(host: Host) -> SshTarget:
     """Combine the host record with ~/.ssh/config (record fields win)."""
+    return _target(host.name, host.ssh_name, host.port, host.user, host.identity, _ssh_config())
+
+
+def _ssh_config():
     import paramiko
 
+    from engine.transfers.ssh_config import config_text
+
+    path = ssh_dir() / "config"
+    return paramiko.SSHConfig.from_text(config_text(path, ssh_dir())) if path.exists() else None
+
+
+MAX_HOPS = 8
+
+
+def _target(
+    name: str,
+    ssh_name: str,
+    port: int | None,
+    user: str | None,
+    identity: str | None,
+    config,
+    chain: str | None = None,
+    depth: int = 0,
+) -> SshTarget:
+    """The target `ssh_name` as ~/.ssh/config describes it. `chain`: the ProxyJump hops before it when it is a
+    hop of a chain `a,b` (then they win over its own ProxyJump, as OpenSSH's `ssh -J a b` does)."""
+    from engine.transfers.ssh_config import parse_hop
+
     config_path = ssh_dir() / "config"
-    options: dict = {}
-    if config_path.exists():
-        options = paramiko.SSHConfig.from_path(str(config_path)).lookup(host.ssh_name)
-    identities = [host.identity] if host.identity else [os.path.expanduser(p) for p in options.get("identityfile", [])]
+    options: dict = config.lookup(ssh_name) if config is not None else {}
+    identities = [identity] if identity else [os.path.expanduser(p) for p in options.get("identityfile", [])]
     known = options.get("userknownhostsfile", "").split()
+    jump, proxy = None, None
+    chain = chain if chain is not None else options.get("proxyjump")
+    if chain and chain.lower() != "none":
+        if depth >= MAX_HOPS:
+            raise InputError(Problem(f"ProxyJump to {ssh_name}: more than {MAX_HOPS} hops (a loop?)", str(config_path)))
+        *earlier, last = chain.split(",")
+        hop = parse_hop(last, str(config_path))
+        jump = _target(name, hop.host, hop.port, hop.user, None, config, ",".join(earlier) or None, depth + 1)
+    elif options.get("proxycommand"):
+        proxy = options["proxycommand"]
     return SshTarget(
-        host=host.name,
-        hostname=options.get("hostname", host.ssh_name),
-        port=host.port or _config_port(options.get("port", "22"), config_path),
-        user=host.user or options.get("user") or _local_user(),
+        host=name,
+        hostname=options.get("hostname", ssh_name),
+        port=port or _config_port(options.get("port", "22"), config_path),
+        user=user or options.get("user") or _local_user(),
         identity_files=tuple(identities),
         known_hosts=os.path.expanduser(known[0]) if known else str(ssh_dir() / "known_hosts"),
+        jump=jump,
+        proxy_command=proxy,
     )
 
 
@@ -160,6 +200,53 @@ def _quiet_paramiko() -> None:
         logger.addHandler(logging.NullHandler())
 
 
+@functools.cache
+def _client_class() -> type[paramiko.SSHClient]:
+    import paramiko
+
+    class Client(paramiko.SSHClient):
+        """A client that closes the connection to its ProxyJump hop with itself."""
+
+        jump: paramiko.SSHClient | None = None
+
+        def close(self) -> None:
+            super().close()
+            if self.jump is not None:
+                self.jump.close()
+
+    return Client
+
+
+def _open_socket(target: SshTarget, client, accept_new_key: bool):
+    """What the SSH connection runs over: a channel through the ProxyJump hop (itself connected and its key
+    checked like any host's), a ProxyCommand's pipes (run by sh, as OpenSSH runs it), or a TCP socket."""
+    import paramiko
+
+    if target.jump is not None:
+        client.jump = connect(target.jump, accept_new_key)
+        try:
+            return client.jump.get_transport().open_channel(
+                "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=CONNECT_TIMEOUT
+            )
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            raise ConnectionLost(
+                f"host {target.host}: the jump host {target.jump.key_name} cannot reach {target.key_name}: {exc}"
+            ) from None
+    if target.proxy_command is not None:
+        try:
+            return paramiko.ProxyCommand(shlex.join(["sh", "-c", f"exec {target.proxy_command}"]))
+        except (paramiko.SSHException, OSError) as exc:
+            raise ConnectionLost(f"host {target.host}: ProxyCommand failed: {exc}") from None
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise ConnectionLost(f"host {target.host}: cannot reach {target.key_name}: {exc.strerror or exc}") from None
+    # Without TCP_NODELAY small SSH packets wait on delayed ACKs.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def _abandon(client: paramiko.SSHClient, sock: socket.socket) -> None:
     """Close a connection that failed: the client first, so its transport thread stops before the socket goes."""
     client.close()
@@ -171,17 +258,12 @@ def connect(target: SshTarget, accept_new_key: bool = False) -> paramiko.SSHClie
     import paramiko
 
     _quiet_paramiko()
-    client = paramiko.SSHClient()
+    client = _client_class()()
     known = KnownHosts.load(target.known_hosts)
     for key in known.trusted(target.key_name):
         client.get_host_keys().add(target.key_name, key.get_name(), key)
     client.set_missing_host_key_policy(_key_policy(target, known, accept_new_key))
-    try:
-        sock = socket.create_connection((target.hostname, target.port), timeout=CONNECT_TIMEOUT)
-    except OSError as exc:
-        raise ConnectionLost(f"host {target.host}: cannot reach {target.key_name}: {exc.strerror or exc}") from None
-    # Without TCP_NODELAY small SSH packets wait on delayed ACKs.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = _open_socket(target, client, accept_new_key)
     try:
         client.connect(
             target.hostname,
