@@ -236,6 +236,15 @@ class _Builtin:
         return outcome
 
     def _copy_file(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
+        """Copy one file; a source written meanwhile fails the copy (grown on a shared file system, the kernel's
+        copy stopped at the old size and reported done; overwritten in place, the checksum matched neither)."""
+        before = source.identity(path)
+        copied = self._copy_bytes(source, path, dest, tmp, progress)
+        if source.identity(path) != before:
+            raise OperationError(f"{path} changed while it was copied: copy it again once nothing writes it")
+        return copied
+
+    def _copy_bytes(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
         if isinstance(dest, LocalEndpoint) and source.local:
             algorithm = self.checksum if self.verify_local else None
             return kernel_copy(self.job, path, dest.create(tmp), progress, algorithm)

@@ -120,6 +120,10 @@ _KIND = 'if [ -L "$1" ]; then echo "l 0 $(readlink -- "$1")"; elif [ -d "$1" ]; 
 _TREE = "cd -- \"$1\" && find . -mindepth 1 -printf '%y %s %P\\0'"
 
 
+# What changes when a file is written (size, mtime, ctime, inode); status 3: not a file.
+_IDENTITY = '[ -f "$1" ] || exit 3; exec stat -L -c "%s %.9Y %.9Z %i" -- "$1"'
+
+
 @dataclass(frozen=True)
 class TreeEntry:
     kind: str  # "f" file, "d" directory, "l" symbolic link
@@ -197,6 +201,10 @@ class Endpoint:
 
     def kind(self, path: str) -> tuple[str | None, int]:
         """("f", size), ("d", 0), ("l", 0) or (None, 0) when missing."""
+        raise NotImplementedError
+
+    def identity(self, path: str) -> tuple[object, ...]:
+        """What changes when the file at `path` is written: its size, mtime and ctime (nanoseconds), inode."""
         raise NotImplementedError
 
     def makedirs(self, path: str) -> None:
@@ -407,6 +415,17 @@ class LocalEndpoint(Endpoint):
             return "l", 0
         return ("d", 0) if stat.S_ISDIR(st.st_mode) else ("f", st.st_size)
 
+    def identity(self, path: str) -> tuple[object, ...]:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise OperationError(f"cannot read {path}: {exc.strerror}") from None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise OperationError(f"{path} is not a file")
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
     def makedirs(self, path: str) -> None:
         os.makedirs(confined(self.host, path, whole=True), exist_ok=True)
 
@@ -615,6 +634,14 @@ class RemoteEndpoint(Endpoint):
     def kind(self, path: str) -> tuple[str | None, int]:
         words = self._check(["sh", "-c", _KIND, "sh", path]).split(maxsplit=2)
         return (None if words[0] == "n" else words[0]), int(words[1])
+
+    def identity(self, path: str) -> tuple[object, ...]:
+        result = self._run(["sh", "-c", _IDENTITY, "sh", path])
+        if result.status == 3:
+            raise OperationError(f"host {self.host.name}: {path} is not a file")
+        if result.status != 0:
+            raise OperationError(f"host {self.host.name}: {failure_text(result, ['stat'])}")
+        return tuple(result.stdout.split())
 
     def _write(self, script: str, *args: str) -> str:
         """Run a script that writes (see `_INSIDE`), the VM directory as its first argument."""

@@ -739,3 +739,37 @@ def test_writes_cut_short_by_signals_lose_nothing(world):
         signal.signal(signal.SIGUSR1, previous)
         pool.close()
     assert sha(target) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("source_host", "dest_host", "change"),
+    [
+        ("fe", "nfs01", "grow"),
+        ("fe", "nfs01", "overwrite"),
+        ("fe", "host01", "overwrite"),
+        ("host02", "nfs01", "overwrite"),
+    ],
+)
+def test_a_source_written_while_it_is_copied_fails_the_line(world, runner, source_host, dest_host, change):
+    # On the shared driver a source grown mid-copy reported done with its first part; on both drivers one
+    # overwritten in place reported done with a checksum of neither version.
+    if source_host == "fe":
+        source, name = image(world["images"], size=48 << 20), world["fe"]
+    else:
+        source, name = image(host_dir(world, source_host), size=48 << 20), source_host
+    vm_dir = host_dir(world, dest_host)
+    changed = []
+
+    def write_source(event) -> None:
+        if getattr(event, "kind", "") == "action_progress" and event.bytes_done > 0 and not changed:
+            with open(source, "r+b") as f:
+                if change == "grow":
+                    f.seek(0, os.SEEK_END)
+                f.write(os.urandom(1 << 20))
+            changed.append(event.bytes_done)
+
+    runner.bus.subscribe(write_source)
+    result = runner.run(f"CLONE {name}:{source} {dest_host}:{vm_dir}/7/images/disk.0\n")
+    assert changed
+    assert result.outcome == "failed" and f"{source} changed while it was copied" in result.error
+    assert not (vm_dir / "7/images/disk.0").exists() and leftovers(vm_dir) == []
