@@ -30,9 +30,17 @@ from engine.errors import ConnectionLost, HeadnodeError, InputError, OperationEr
 from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
 from engine.presentation import size_text
-from engine.transfers.copier import Copied, copy_extents, copy_stream, kernel_copy, local_extents
+from engine.transfers.copier import Copied, LocalExtents, copy_extents, copy_stream, kernel_copy, local_extents
 from engine.transfers.drivers import Driver, load_driver, run_program
-from engine.transfers.endpoints import Accelerator, Endpoint, LocalEndpoint, Reader, RemoteEndpoint, confined
+from engine.transfers.endpoints import (
+    Accelerator,
+    Endpoint,
+    ExtentReader,
+    LocalEndpoint,
+    Reader,
+    RemoteEndpoint,
+    confined,
+)
 from engine.transfers.extents import data_bytes
 from engine.transfers.hosts import Host, Hosts, inside_vm_dir
 from engine.transfers.job import Job
@@ -248,14 +256,9 @@ class _Builtin:
         if isinstance(dest, LocalEndpoint) and source.local:
             algorithm = self.checksum if self.verify_local else None
             return kernel_copy(self.job, path, dest.create(tmp), progress, algorithm)
-        if source.local:
-            size, extents = local_extents(path)
-            if extents is None:
-                self.job.log(f"{path}: its file system cannot tell holes from data (no SEEK_DATA): sending every byte")
-            elif data_bytes(extents) < size:
-                copied = copy_extents(self.job, path, size, extents, dest, tmp, progress, self.checksum)
-                if copied is not None:
-                    return copied
+        copied = self._copy_extents(source, path, dest, tmp, progress)
+        if copied is not None:
+            return copied
         return copy_stream(
             self.job,
             lambda offset: source.open_reader(path, offset, self.checksum),
@@ -266,6 +269,35 @@ class _Builtin:
             lambda: source.checksum(path, self.checksum),
             source.reset,
             self.resume_partial,
+        )
+
+    def _copy_extents(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied | None:
+        """A sparse file's data only, where both ends can (None: stream every byte)."""
+        if source.local:
+            size, extents = local_extents(path)
+            if extents is None:
+                self.job.log(f"{path}: its file system cannot tell holes from data (no SEEK_DATA): sending every byte")
+                return None
+            if data_bytes(extents) == size:
+                return None
+
+            def open_source(offset: int) -> LocalExtents | ExtentReader | None:
+                return LocalExtents(path, size, extents, offset)
+
+        else:
+
+            def open_source(offset: int) -> LocalExtents | ExtentReader | None:
+                return source.open_extent_reader(path, offset, self.checksum)
+
+        return copy_extents(
+            self.job,
+            open_source,
+            dest,
+            tmp,
+            progress,
+            self.checksum,
+            lambda: source.checksum(path, self.checksum),
+            source.reset,
         )
 
     def _fetch(self, url: str, dest: Endpoint, tmp: str, progress) -> Copied:

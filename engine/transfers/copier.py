@@ -17,14 +17,13 @@ import fcntl
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from engine.errors import ConnectionLost, OperationError
-from engine.presentation import size_text
 from engine.transfers.checksums import Checksum, hole_checksum, new_checksum
-from engine.transfers.endpoints import CHUNK, Endpoint, ExtentWriter, Reader, Writer
+from engine.transfers.endpoints import CHUNK, Endpoint, ExtentReader, ExtentWriter, LocalExtentWriter, Reader, Writer
 from engine.transfers.extents import Extent, data_bytes, data_extents, from_offset, merged
 from engine.transfers.job import Job
 
@@ -58,73 +57,115 @@ def local_extents(path: str) -> tuple[int, list[Extent] | None]:
     return size, None if extents is None else merged(extents)
 
 
+class LocalExtents:
+    """A sparse local file as a source of extents (ExtentReader's interface): from `offset`, an Extent before
+    each extent's bytes; a source that changes while it is read fails the copy."""
+
+    carrier = "local"
+
+    def __init__(self, path: str, size: int, extents: list[Extent], offset: int) -> None:
+        self.path, self.total, self.extents = path, size, extents
+        self._offset = offset
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise OperationError(f"cannot read {path}: {exc.strerror}") from None
+        self._identity = _identity(self._file.fileno())
+
+    def head(self, sent: Checksum, logical: Checksum) -> bool:
+        """Feed what lies before the resume offset into the checksums: its data into `sent`, its data and its
+        holes (as zeros) into `logical`."""
+        fd, position = self._file.fileno(), 0
+        for extent in self.extents:
+            if extent.offset >= self._offset:
+                break
+            logical.zeros(extent.offset - position)
+            for checksum in (sent, logical):
+                checksum.feed(fd, extent.offset, min(extent.end, self._offset) - extent.offset)
+            position = min(extent.end, self._offset)
+        logical.zeros(self._offset - position)
+        return True
+
+    def pieces(self) -> Iterator[Extent | bytes]:
+        fd = self._file.fileno()
+        for extent in from_offset(self.extents, self._offset):
+            yield extent
+            position = extent.offset
+            while position < extent.end:
+                data = os.pread(fd, min(CHUNK, extent.end - position), position)
+                if not data:
+                    raise OperationError(f"the source shrank while copying (at byte {position})")
+                yield data
+                position += len(data)
+        if _identity(fd) != self._identity:
+            raise OperationError(f"the source changed while copying: {self.path}")
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def copy_extents(
     job: Job,
-    path: str,
-    size: int,
-    extents: list[Extent],
+    open_source: Callable[[int], LocalExtents | ExtentReader | None],
     dest: Endpoint,
     tmp: str,
     progress: Progress,
     algorithm: str,
+    source_checksum: Callable[[], str | None],
+    reset_source: Callable[[], None] = lambda: None,
 ) -> Copied | None:
-    """Copy a sparse local file's data extents into `tmp` on dest, holes skipped, verified end to end: the host
-    checksums the extents it stored, read back, against what was sent, and the copy's checksum is the file's
-    logical content's (holes as zeros, computed without reading them). After a dropped connection it resumes
-    from the size the copy had reached. None when dest does not take extents."""
+    """Copy a sparse file's data extents into `tmp` on dest, holes skipped, verified end to end: dest checksums
+    the extents it stored, read back, against what was sent, and the copy's checksum is the file's logical
+    content's (holes as zeros, computed without reading them). After a dropped connection it resumes from the
+    size the copy had reached; a resumed copy from a host, whose earlier extents are not known here, is then
+    checked whole against the source. None when the source cannot send extents or dest cannot take them."""
     attempt = 1
     while True:
-        writer: ExtentWriter | None = None
+        source: LocalExtents | ExtentReader | None = None
+        writer: ExtentWriter | LocalExtentWriter | None = None
         sent, logical = new_checksum(algorithm), hole_checksum(algorithm)
         try:
             offset = dest.kind(tmp)[1] if attempt > 1 else 0
-            todo = from_offset(extents, offset)
-            if attempt > 1:
-                job.log(f"resuming at byte {offset}, {size_text(data_bytes(todo))} of data left to send")
-            writer = dest.open_extent_writer(tmp, offset, data_bytes(todo), algorithm)
-            if writer is None:
+            source = open_source(offset)
+            if source is not None:
+                writer = dest.open_extent_writer(tmp, offset, source.total - offset, algorithm)
+            if source is None or writer is None:
                 sent.close()
+                logical.close()
                 return None
-            carrier = writer.carrier
-            with open(path, "rb") as source:
-                fd = source.fileno()
-                before = _identity(fd)
-                position = 0
-                for extent in extents:
-                    logical.zeros(extent.offset - position)
-                    start = max(extent.offset, min(offset, extent.end))
-                    if start > extent.offset:  # stored by an earlier attempt: checksummed from here
-                        for checksum in (sent, logical):
-                            checksum.feed(fd, extent.offset, start - extent.offset)
-                    if start < extent.end:
-                        writer.extent(start, extent.end - start)
-                    while start < extent.end:
-                        job.check_cancel()
-                        data = os.pread(fd, min(CHUNK, extent.end - start), start)
-                        if not data:
-                            raise OperationError(f"the source shrank while copying (at byte {start})")
-                        sent.update(data)
-                        logical.update(data)
-                        writer.write(data)
-                        start += len(data)
-                        progress(start, size)
-                    position = extent.end
-                logical.zeros(size - position)
-                if _identity(fd) != before:
-                    raise OperationError(f"the source changed while copying: {path}")
-            stored, stored_sum = writer.finish(size, extents)
+            carriers = f"{source.carrier} to {writer.carrier}"
+            if attempt > 1:
+                job.log(f"resuming at byte {offset}")
+            whole = offset == 0 or (isinstance(source, LocalExtents) and source.head(sent, logical))
+            position = offset
+            for piece in source.pieces():
+                job.check_cancel()
+                if isinstance(piece, Extent):
+                    logical.zeros(piece.offset - position)
+                    writer.extent(piece.offset, piece.length)
+                    position = piece.offset
+                    continue
+                sent.update(piece)
+                logical.update(piece)
+                writer.write(piece)
+                position += len(piece)
+                progress(position, source.total)
+            logical.zeros(source.total - position)
+            checked = source.extents if whole else from_offset(source.extents, offset)
+            stored, stored_sum = writer.finish(source.total, checked)
             writer = None
-            progress(size, size)
-            if stored != size:
-                raise OperationError(f"size mismatch: stored {stored} bytes, copied {size}")
+            progress(source.total, source.total)
+            if stored != source.total:
+                raise OperationError(f"size mismatch: stored {stored} bytes, copied {source.total}")
             if stored_sum != sent.value():
                 raise OperationError(f"checksum mismatch: sent {sent.value()}, stored {stored_sum}")
+            value = logical.value() if whole else _whole_checked(dest, tmp, algorithm, source_checksum)
             return Copied(
-                size,
-                logical.value(),
+                source.total,
+                value,
                 resumed_from=offset,
-                method=f"extents, local to {carrier}",
-                data_sent=data_bytes(extents),
+                method=f"extents, {carriers}",
+                data_sent=sent_data if (sent_data := data_bytes(source.extents)) + offset < source.total else None,
             )
         except ConnectionLost as exc:
             _close(None, writer, sent)
@@ -132,12 +173,25 @@ def copy_extents(
             if attempt >= job.retry.attempts:
                 raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
             dest.reset()
+            reset_source()
             job.wait_before_retry(attempt, str(exc))
             attempt += 1
         except BaseException:
             _close(None, writer, sent)
             logical.close()
             raise
+        finally:
+            if source is not None:
+                with contextlib.suppress(Exception):  # a dropped connection may have ended it already
+                    source.close()
+
+
+def _whole_checked(dest: Endpoint, tmp: str, algorithm: str, source_checksum: Callable[[], str | None]) -> str:
+    """A resumed copy whose head came from an earlier attempt: the whole copy against the whole source."""
+    copy, source = dest.checksum(tmp, algorithm), source_checksum()
+    if source is not None and copy != source:
+        raise OperationError(f"checksum mismatch: source {source}, copy {copy}")
+    return copy
 
 
 def _identity(fd: int) -> tuple[int, int, int]:
@@ -195,7 +249,11 @@ def copy_stream(
             raise
 
 
-def _close(reader: Reader | None, writer: Writer | ExtentWriter | None, checksum: Checksum | None) -> None:
+def _close(
+    reader: Reader | None,
+    writer: Writer | ExtentWriter | LocalExtentWriter | None,
+    checksum: Checksum | None,
+) -> None:
     ends = (reader.close if reader else None, writer.abort if writer else None, checksum.close if checksum else None)
     for close in ends:
         if close is not None:

@@ -108,6 +108,33 @@ _PUBLISH = _INSIDE + (
     'truncate -s ">$4" -- "$2"; h=$(checksum < "$2"); h=${h%% *}; '
     'if [ -n "$5" ] && [ "$h" != "$5" ]; then echo "$h"; exit 3; fi; mv -T -- "$2" "$3"; echo "$h"'
 )
+# Send the data extents of $1 from byte $2 on stdout, framed as _RECEIVE_EXTENTS reads them (`OFFSET LENGTH` and
+# the bytes of each extent, holes under 1 MiB sent as zeros, then `end SIZE`), and the checksum of that framed
+# stream on stderr; exit 5 where the host has no perl (the caller streams the file instead). Perl finds the
+# extents (lseek's SEEK_DATA = 3 and SEEK_HOLE = 4 on Linux; coreutils has no tool for it); where the file system
+# cannot say, the rest of the file is one extent. The perl program is $0.
+_EXTENTS_PERL = r"""
+my ($path, $pos) = @ARGV; my $gap = 1 << 20; my @x;
+open(my $f, "<", $path) or die "cannot read $path: $!\n"; binmode $f; my $size = -s $f;
+while ($pos < $size) {
+  my $s = sysseek($f, $pos, 3);
+  if (!defined $s) { last if $!{ENXIO}; push @x, [$pos, $size]; last }
+  my $e = sysseek($f, $s, 4); $e = $size if !defined $e || $e > $size;
+  if (@x && $s - $x[-1][1] < $gap) { $x[-1][1] = $e } else { push @x, [$s + 0, $e] }
+  $pos = $e;
+}
+sub out { my $o = 0;
+  while ($o < length $_[0]) { $o += syswrite(STDOUT, $_[0], length($_[0]) - $o, $o) // die "write: $!\n" } }
+for my $x (@x) {
+  my ($s, $e) = @$x; out("$s " . ($e - $s) . "\n"); sysseek($f, $s, 0);
+  while ($s < $e) { my $n = sysread($f, my $b, $e - $s < 1048576 ? $e - $s : 1048576);
+    die "$path ended early\n" unless $n; out($b); $s += $n }
+}
+out("end $size\n");
+"""
+_SEND_EXTENTS = (
+    'command -v perl >/dev/null || exit 5; { perl -e "$0" -- "$1" "$2" | tee /dev/fd/3 | checksum >&2; } 3>&1'
+)
 # Send $1 from byte offset $2 on stdout, and its checksum on stderr.
 _SEND = '{ tail -c "+$(($2 + 1))" -- "$1" | tee /dev/fd/3 | checksum >&2; } 3>&1'
 # The checksum of the file $1.
@@ -192,6 +219,97 @@ class ExtentWriter:
         self._inner.abort()
 
 
+class ExtentReader:
+    """The extents of a sparse file a host sends (`_SEND_EXTENTS`), parsed from a Reader of the framed stream:
+    `pieces()` yields an Extent before each extent's bytes. The framed stream is checksummed here as it arrives
+    and must equal what the host says it sent."""
+
+    def __init__(self, inner: Reader, algorithm: str) -> None:
+        self._inner = inner
+        self._framed = new_checksum(algorithm)
+        self.carrier = inner.carrier
+        self.total = inner.total or 0
+        self.extents: list[Extent] = []
+
+    def pieces(self) -> Iterator[Extent | bytes]:
+        chunks = self._inner.chunks()
+        buffer = bytearray()
+
+        def fill() -> None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                raise ConnectionLost("the host's stream of extents ended early")
+            self._framed.update(chunk)
+            buffer.extend(chunk)
+
+        while True:
+            while (newline := buffer.find(b"\n")) < 0:
+                fill()
+            words = bytes(buffer[:newline]).split()
+            del buffer[: newline + 1]
+            if len(words) != 2 or not (words[0] == b"end" or words[0].isdigit()) or not words[1].isdigit():
+                raise OperationError(f"the host sent a bad extent header: {b' '.join(words)[:40]!r}")
+            if words[0] == b"end":
+                self.total = int(words[1])
+                break
+            extent = Extent(int(words[0]), int(words[1]))
+            self.extents.append(extent)
+            yield extent
+            left = extent.length
+            while left:
+                if not buffer:
+                    fill()
+                take = min(len(buffer), left, CHUNK)
+                yield bytes(buffer[:take])
+                del buffer[:take]
+                left -= take
+        for chunk in chunks:  # nothing more is sent; reading on lets the reader collect the host's checksum
+            self._framed.update(chunk)
+        if self._inner.checksum != self._framed.value():
+            raise OperationError(
+                f"checksum mismatch: the host sent {self._inner.checksum}, {self._framed.value()} arrived"
+            )
+
+    def close(self) -> None:
+        self._inner.close()
+        self._framed.close()
+
+
+class LocalExtentWriter:
+    """Writes a sparse copy here extent by extent (ExtentWriter's interface): holes are never written."""
+
+    carrier = "local"
+
+    def __init__(self, path: str, offset: int, algorithm: str) -> None:
+        self._writer = LocalWriter(path, offset)
+        self._fd = self._writer.fd
+        self._algorithm = algorithm
+        self._position = offset
+
+    def extent(self, offset: int, length: int) -> None:
+        self._position = offset
+
+    def write(self, data: bytes) -> None:
+        os.lseek(self._fd, self._position, os.SEEK_SET)
+        write_all(self._fd, data)
+        self._position += len(data)
+
+    def finish(self, size: int, extents: Sequence[Extent]) -> tuple[int, str]:
+        """Set the size; the checksum of the extents as stored, read back."""
+        os.ftruncate(self._fd, size)
+        stored = new_checksum(self._algorithm)
+        try:
+            for extent in extents:
+                stored.feed(self._fd, extent.offset, extent.length)
+            return os.fstat(self._fd).st_size, stored.value()
+        finally:
+            stored.close()
+            self._writer.abort()
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
 class Endpoint:
     """File operations on one host."""
 
@@ -238,7 +356,13 @@ class Endpoint:
         """A reader from `offset`; a remote one reports the `algorithm` checksum of what it sent."""
         raise NotImplementedError
 
-    def open_extent_writer(self, path: str, offset: int, data: int, algorithm: str) -> ExtentWriter | None:
+    def open_extent_reader(self, path: str, offset: int, algorithm: str) -> ExtentReader | None:
+        """The data extents of a file here from `offset`, where the endpoint can send them (None: stream it)."""
+        return None
+
+    def open_extent_writer(
+        self, path: str, offset: int, data: int, algorithm: str
+    ) -> ExtentWriter | LocalExtentWriter | None:
         """A writer of a sparse copy's extents (`data` bytes of them still to send), where the endpoint takes
         them (None: stream every byte)."""
         return None
@@ -346,7 +470,7 @@ class LocalWriter(Writer):
                 raise OperationError(f"will not resume {path}: it is a symbolic link") from None
             raise OperationError(f"cannot write {path}: {exc.strerror}") from None
         os.ftruncate(fd, offset)
-        self._fd = fd
+        self._fd = self.fd = fd
         self._position = offset
         os.lseek(fd, offset, os.SEEK_SET)
 
@@ -477,6 +601,9 @@ class LocalEndpoint(Endpoint):
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         return LocalWriter(confined(self.host, path), offset)
+
+    def open_extent_writer(self, path: str, offset: int, data: int, algorithm: str) -> LocalExtentWriter:
+        return LocalExtentWriter(confined(self.host, path), offset, algorithm)
 
     def checksum(self, path: str, algorithm: str) -> str:
         checksum = new_checksum(algorithm)
@@ -621,6 +748,7 @@ class RemoteEndpoint(Endpoint):
         self.host = host
         self.pool = pool
         self.accelerator = accelerator
+        self._no_perl = False  # the host has no perl to find its files' extents
 
     def _run(self, argv: Sequence[str], cancel=lambda: False, on_line=lambda line: None) -> CommandResult:
         return run_remote(self.pool.transport(self.host), argv, cancel, on_line)
@@ -684,12 +812,28 @@ class RemoteEndpoint(Endpoint):
         if kind != "f":
             raise OperationError(f"host {self.host.name}: {path} is not a file")
         argv = ["sh", "-c", checksum_script(_SEND, algorithm), "sh", path, str(offset)]
+        return self._stream_reader(argv, offset, size, algorithm)
+
+    def _stream_reader(self, argv: Sequence[str], offset: int, size: int, algorithm: str) -> Reader:
+        """A remote command's stdout: through the accelerator for long streams."""
         if self.accelerator is not None and size - offset >= self.accelerator.min_bytes:
             return self.accelerator.reader(self.host, argv, offset, size, algorithm)
         transport = self.pool.transport(self.host)
         channel = open_channel(transport, argv)
         channel.shutdown_write()
         return RemoteReader(channel, offset, size, transport, algorithm)
+
+    def open_extent_reader(self, path: str, offset: int, algorithm: str) -> ExtentReader | None:
+        if self._no_perl:
+            return None
+        kind, size = self.kind(path)
+        if kind != "f":
+            raise OperationError(f"host {self.host.name}: {path} is not a file")
+        if self._run(["sh", "-c", "command -v perl"]).status != 0:
+            self._no_perl = True
+            return None
+        argv = ["sh", "-c", checksum_script(_SEND_EXTENTS, algorithm), _EXTENTS_PERL, path, str(offset)]
+        return ExtentReader(self._stream_reader(argv, offset, size, algorithm), algorithm)
 
     def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
         argv = ["sh", "-c", _RECEIVE, "sh", self.host.vm_dir, path, str(offset)]

@@ -198,3 +198,29 @@ def test_a_sparse_clone_behind_a_shaped_link(tmp_path, monkeypatch):
         assert sha(copy) == sha(base) and copy.stat().st_size == 64 * MiB
         assert 3 * MiB < sent < 8 * MiB  # the data and ssh's overhead, not the 64 MiB of the file
     assert f"hn{lab.tag}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+@pytest.mark.parametrize("shape", ["odd-extents", "all-holes"])
+def test_hosts_send_only_their_data_too(world, shape, accelerated):
+    """A host's sparse file cloned to another host and moved back to the front end (a stop's MV): the host finds
+    its extents (perl), only they cross, and each copy is exact and stays sparse."""
+    size, pieces = SHAPES[shape]
+    h1, h2 = world["hosts"]["host01"], world["hosts"]["host02"]
+    disk = sparse_file(h1.vm_dir / "src.img", size, pieces)
+    digest = sha(disk)
+    on_h2, parked = h2.vm_dir / "7/images/disk.0", world["home"].vms / "7/images/disk.0"
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    try:
+        result = runner.run(f"CLONE host01:{disk} host02:{on_h2}\nMV host01:{disk} {world['fe']}:{parked}\n")
+    finally:
+        runner.close()
+    assert result.ok, result
+    data = sum(length for _, length in pieces)
+    for copy in (on_h2, parked):
+        assert copy.stat().st_size == size and sha(copy) == digest
+        assert allocated(copy) <= max(1.5 * data, 64 << 10) + (1 << 20)  # a block's rounding at each extent
+    log = vm_log(world)
+    carrier = "openssh" if accelerated else "paramiko"
+    assert f"(extents, {carrier} to {carrier}" in log and f"(extents, {carrier} to local" in log
+    assert log.count("(holes skipped)") == 2

@@ -645,7 +645,7 @@ def test_host_to_host_copy_survives_a_drop_on_the_reading_side(world, accelerate
     assert result.ok, result
     assert sha(h2.vm_dir / "7/images/disk.0") == sha(src) and runner.of("action_retry")
     carrier = "openssh" if accelerated else "paramiko"
-    assert f"(stream, {carrier} to {carrier}, resumed at byte" in vm_log(world)
+    assert f"(extents, {carrier} to {carrier}, resumed at byte" in vm_log(world)  # a host sends its extents
 
 
 def clone_on_both_ssh_paths(world, host: str, vm_dir: Path) -> None:
