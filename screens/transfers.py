@@ -1,5 +1,5 @@
 """Transfers: one row per running or recent action with a determinate bar, bytes, rate and ETA, grouped under
-its script (VM) with a per-script bar; cancel (`c`) and retry (`R`); the VM's transfer log beside, live."""
+its script (VM) with a per-script bar; cancel (`c`) and retry (`R`); the VM's transfer log under it, live."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable
 
@@ -24,8 +24,9 @@ from tui.widgets.usage_bar import EMPTY, FULL
 REDRAW_SECONDS = 0.5  # at most 2 repaints a second, whatever the event rate: kind to a slow SSH link and the CPU
 
 
-def bar(done: float, total: float | None, width: int = 10) -> Text:
-    """A determinate bar with its percentage; a size not known yet shows no bar at all."""
+def bar(done: float, total: float | None, width: int = 5) -> Text:
+    """A determinate bar with its percentage (short: with it every column fits 80 columns); a size not known yet
+    shows no bar at all."""
     if not total:
         return Text("")
     fraction = min(done / total, 1.0)
@@ -38,14 +39,14 @@ def bar(done: float, total: float | None, width: int = 10) -> Text:
 
 def run_row(run: RunState) -> tuple[Any, ...]:
     who = f"VM {run.vm}" if run.vm is not None else "script"
-    state = run.state if run.failed_line is None else f"{run.state} at line {run.failed_line}"
+    state = run.state if run.failed_line is None else f"{run.state}: line {run.failed_line}"
     return (
         f"{who} {run.lines_done}/{run.lines_total}",
+        state,
         bar(run.done_fraction, 1.0),  # by bytes, not lines: line 1 a third done is not 0%
         progress_text(run.bytes_done, run.bytes_total),
         "",
         "",
-        state,
     )
 
 
@@ -53,12 +54,12 @@ def action_row(action: ActionState) -> tuple[Any, ...]:
     rate = rate_text(action.rate) if action.state is RunStatus.RUNNING and action.rate else ""
     size = progress_text(action.bytes_done, action.bytes_total) if action.bytes_total or action.bytes_done else ""
     return (
-        f"  {action.line} {action.action}",
+        f" {action.line} {action.action}",
+        action.state,
         bar(action.bytes_done, action.bytes_total),
         size,
         rate,
         eta_text(action.eta) if action.state is RunStatus.RUNNING else "",
-        action.state,
     )
 
 
@@ -74,15 +75,17 @@ class TransfersScreen(HeadnodeScreen):
         self._drawn = -1
 
     def body(self) -> Iterable[Widget]:
-        with Horizontal(id="transfers"):
+        # The table over the whole width (the state second: what a narrow terminal cuts is the rate and ETA),
+        # the selected VM's transfer log under it, its lines whole.
+        with Vertical(id="transfers"):
             yield KeyedTable(
                 [
                     ("Script / line", "what"),
+                    ("State", "state"),
                     ("Progress", "bar"),
                     ("Bytes", "bytes"),
                     ("Rate", "rate"),
                     ("ETA", "eta"),
-                    ("State", "state"),
                 ],
                 id="transfers-table",
             )

@@ -91,8 +91,8 @@ class HeadnodeApp(App[int]):
         "log": LogScreen,
     }
     BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("question_mark", "help", "Keys"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False),  # named on the nav bar
+        Binding("question_mark", "help", "Keys", show=False),  # the screens show it first in their footers
         *(
             Binding(str(number), f"switch_mode('{mode}')", title, show=False)
             for number, (mode, title) in enumerate(SCREENS, 1)

@@ -30,10 +30,13 @@ class HeadnodeScreen(Screen[None]):
     FILTERABLE: ClassVar[bool] = True
 
     BINDINGS = [
+        Binding("question_mark", "app.help", "Keys"),
         # tab cycles screens (Screen's default is focus-next); forms in modals keep tab for their fields
         Binding("tab", "app.cycle_screen(1)", "Next screen", show=False),
         Binding("shift+tab", "app.cycle_screen(-1)", "Previous screen", show=False),
-        Binding("slash", "filter", "Filter"),
+        Binding(
+            "slash", "filter", "Filter", show=False
+        ),  # in ? and the nav bar: the footer keeps room for a screen's own
         Binding("escape", "back", "Back", show=False),
     ]
 
@@ -46,7 +49,8 @@ class HeadnodeScreen(Screen[None]):
         yield from self.body()
         if self.FILTERABLE:
             yield FilterInput()
-        yield Footer()
+        # Compact, ? first and the palette's hint left out: a screen's keys fit in 80 columns (ctrl+p still works).
+        yield Footer(compact=True, show_command_palette=False)
 
     def body(self) -> Iterable[Widget]:
         return ()

@@ -169,3 +169,46 @@ async def test_read_only_footer_leaves_changing_keys_out_and_help_names_them(hom
         await pilot.press("question_mark")
         rows = {row[0]: row[1:] for row in app.screen.rows}
         assert rows["c"] == ("Create", "read-only") and rows["p"] == ("Deploy", "read-only")
+
+
+async def test_long_log_lines_wrap_at_80_columns_and_rewrap_when_wider(home) -> None:
+    message = "deploy VM 3: " + " ".join(f"word{i}" for i in range(40))
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.bus.publish(LogEvent(message, level="error", source="console", at=0.0))
+        await pilot.press("6")
+        await pilot.pause(0.2)
+        log = app.screen.query_one(Log)
+        assert len(log.lines) > 3 and all(len(line) < 80 for line in log.lines)
+        assert log.lines[1].startswith(" " * 13)  # continued under the message, not under the time
+        assert " ".join(line.strip() for line in log.lines) == f"00:00:00 [E] console: {message}"
+        narrow = len(log.lines)
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.2)
+        assert len(log.lines) < narrow and all(len(line) < 120 for line in log.lines)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_every_key_of_the_vms_screen_fits_its_footer(home, size) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        shown = {key.key: key.region for key in app.screen.query("FooterKey")}
+        for key in ("question_mark", "c", "p", "s", "r", "m", "S", "d", "R"):
+            assert shown[key].right <= size[0], key
+        assert "^q quit" in str(app.screen.query_one("#nav").render())
+
+
+async def test_the_add_host_form_keeps_its_keys_and_the_focused_field_in_view_at_80x24(home) -> None:
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5", "a")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        for _ in range(len(form.fields)):
+            keys = form.query_one("#form-keys").region
+            assert keys.height == 1 and keys.bottom <= 24
+            fields = form.query_one(".form-fields").region
+            assert fields.contains_region(app.focused.region), app.focused.id
+            await pilot.press("tab")

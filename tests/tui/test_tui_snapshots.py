@@ -55,7 +55,8 @@ def test_screen(snap_compare, fixed_home, screen, size) -> None:
     assert snap_compare(app, press=[SCREEN_KEYS[screen]], terminal_size=size, run_before=prepare)
 
 
-def test_transfers_after_a_deploy(snap_compare, fixed_home) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_transfers_after_a_deploy(snap_compare, fixed_home, size) -> None:
     fixed_data(fixed_home)
 
     async def deployed(pilot) -> None:
@@ -68,7 +69,7 @@ def test_transfers_after_a_deploy(snap_compare, fixed_home) -> None:
         await until(pilot, lambda: any("Script finished successfully" in line for line in log.lines))
         log.clear()
 
-    assert snap_compare(HeadnodeApp(fixed_home), terminal_size=(120, 40), run_before=deployed)
+    assert snap_compare(HeadnodeApp(fixed_home), terminal_size=size, run_before=deployed)
 
 
 def test_deploy_dry_run(snap_compare, fixed_home) -> None:

@@ -235,8 +235,8 @@ async def test_transfers_show_progress_cancel_and_retry(held, tmp_path) -> None:
         log = app.screen.query_one("#transfer-log", Log)
         await until(pilot, lambda: any("CLONE" in line and "started" in line for line in log.lines))  # the VM's log
         rows = cells(table)
-        assert rows[0][0] == "VM 0 0/3" and rows[0][-1] == "running"
-        assert rows[1][0] == "  1 CLONE" and rows[1][-1] == "running"
+        assert rows[0][:2] == ["VM 0 0/3", "running"]  # the state second: a narrow terminal cuts rate and ETA
+        assert rows[1][:2] == [" 1 CLONE", "running"]
         assert app.vms.get(0).state is VmState.PROLOG
         table.focus()
         await pilot.press("c")  # the whole script: named by its VM, not by the plan's placeholder source
@@ -248,7 +248,7 @@ async def test_transfers_show_progress_cancel_and_retry(held, tmp_path) -> None:
         assert "Stops line 1: CLONE" in "\n".join(app.screen.details)
         await pilot.press("y")
         await settle(app, pilot)
-        await until(pilot, lambda: cells(table)[0][-1] == "cancelled at line 1")
+        await until(pilot, lambda: cells(table)[0][1] == "cancelled: line 1")
         assert app.vms.get(0).state is VmState.FAILED
         # Retry once the program no longer waits: the VM runs from the failed line and reaches running.
         flag.unlink()
@@ -424,3 +424,39 @@ def test_the_dry_run_says_what_a_download_and_a_move_really_move(home, tmp_path)
         lines = preview_lines(engine.vms.preview(vm.id, "stop"))
         assert lines[0].startswith(" 1  MV node2:") and lines[0].endswith("(renamed in place, nothing copied)")
         assert lines[-1] == "Bytes to move: 0 B"
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_transfers_show_every_column_and_whole_log_lines(home, size) -> None:
+    from engine.transfers.progress import (
+        ActionFinished,
+        ActionProgress,
+        ActionStarted,
+        RunOutcome,
+        ScriptFinished,
+        ScriptStarted,
+    )
+
+    gib = 1 << 30
+    app = HeadnodeApp(home)
+    async with app.run_test(size=size) as pilot:
+        # The widest rows a busy console shows: a copy with its rate and ETA beside a run cancelled at a line.
+        for event in (
+            ScriptStarted("r1", 12, "<plan>", 3),
+            ActionStarted("r1", 12, 1, "CONTEXT", "CONTEXT ...", "node1", "ssh"),
+            ActionFinished("r1", 12, 1, "CONTEXT", RunOutcome.CANCELLED, 0, 1.0),
+            ScriptFinished("r1", 12, RunOutcome.CANCELLED, failed_line=1),
+            ScriptStarted("r2", 13, "<plan>", 3),
+            ActionStarted("r2", 13, 1, "CLONE", "CLONE ...", "node1", "ssh"),
+            ActionProgress("r2", 13, 1, "CLONE", 3 * gib // 2, 10 * gib, 112.3 * (1 << 20), 3725.0),
+        ):
+            app.transfers.apply(event)
+        await pilot.press("3")
+        await pilot.pause(0.6)
+        table = app.screen.query_one(KeyedTable)
+        assert "cancelled: line 1" in [row[1] for row in cells(table)]
+        assert "112.3 MiB/s" in cells(table)[1] and "1h02m" in cells(table)[1]
+        needed = sum(column.get_render_width(table) for column in table.ordered_columns)
+        assert needed <= table.scrollable_content_region.width, (needed, table.scrollable_content_region.width)
+        # The VM's transfer log under the table has the screen's width: its lines show past their timestamps.
+        assert app.screen.query_one("#transfer-log").size.width >= size[0] - 2

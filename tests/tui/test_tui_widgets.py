@@ -143,7 +143,7 @@ def test_a_scripts_bar_counts_bytes_not_lines() -> None:
     board = TransferBoard()
 
     def script_bar() -> str:
-        return run_row(board.runs["r1"])[1].plain
+        return run_row(board.runs["r1"])[2].plain  # the bar, after the name and the state
 
     def line(number: int, name: str, size: int, done: int) -> None:
         board.apply(ActionStarted("r1", 0, number, name, f"{name} ...", "local", "shared"))

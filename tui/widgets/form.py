@@ -10,7 +10,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 
@@ -24,6 +24,9 @@ MODAL_CSS = """
 {name} .form-keys {{ color: $text-muted; }}
 {name} Input {{ margin-bottom: 0; }}
 {name} .form-error {{ color: $error; padding: 0 1; }}
+{name} .form-fields {{ height: auto; max-height: 70vh; }}
+{name} .form-fields Input {{ background: $boost; }}
+{name} .form-fields Input:focus {{ background: $primary 30%; }}
 """
 
 
@@ -62,12 +65,14 @@ class FormScreen(ModalScreen[Any]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.title_text, classes="form-title", markup=False)
-            for field in self.fields:
-                yield Label(field.label)
-                entry = Input(field.value, placeholder=field.placeholder, id=f"field-{field.name}")
-                entry.cursor_blink = False
-                yield entry
-                yield Static("", id=f"error-{field.name}", classes="form-error hidden", markup=False)
+            # The fields scroll (to the focused one) between the title and the keys, which stay in view at 80x24.
+            with VerticalScroll(classes="form-fields", can_focus=False):
+                for field in self.fields:
+                    yield Label(field.label)
+                    entry = Input(field.value, placeholder=field.placeholder, id=f"field-{field.name}", compact=True)
+                    entry.cursor_blink = False
+                    yield entry
+                    yield Static("", id=f"error-{field.name}", classes="form-error hidden", markup=False)
             yield Static(self.keys_text, id="form-keys", classes="form-keys", markup=False)
 
     def values(self) -> dict[str, str]:

@@ -31,4 +31,9 @@ class NavBar(Static):
             text.append(f" {number} {title} ", style=style)
         if self.read_only:
             text.append("  READ-ONLY", style="bold yellow")
+        # The keys every screen has, right-aligned where the line has room (they are in ? too).
+        for hint in ("  / filter  ^q quit", "  ^q quit"):
+            if text.cell_len + len(hint) <= self.size.width:
+                text.append(" " * (self.size.width - text.cell_len - len(hint)) + hint, style="dim")
+                break
         return text
