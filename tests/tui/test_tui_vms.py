@@ -268,7 +268,7 @@ async def test_retry_on_a_finished_run_says_why_not(home) -> None:
         await settle(app, pilot)
         await pilot.press("3")
         table = app.screen.query_one(KeyedTable)
-        await until(pilot, lambda: bool(cells(table)) and cells(table)[0][-1] == "done")
+        await until(pilot, lambda: bool(cells(table)) and cells(table)[0][1] == "done")  # the state is second
         table.focus()
         table.move_cursor(row=0)
         await pilot.press("R")
