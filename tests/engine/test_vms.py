@@ -273,10 +273,10 @@ def test_delete_from_each_state_removes_its_files_and_frees_its_leases(engine, h
 
 
 FLAKY = """#!/bin/sh
-# An external program for every placing action: it waits while $HOLD exists (creating $HELD first), fails when the
-# destination's name is $FAIL_ON, and otherwise hands over to the built-in shared driver's tools.
+# An external program for every placing action: it waits while $HOLD exists (creating $HELD, if named, first), fails
+# when the destination's name is $FAIL_ON, and otherwise hands over to the built-in shared driver's tools.
 eval dest=\\${$#}
-if [ -n "$HOLD" ] && [ -e "$HOLD" ]; then : > "$HELD"; fi
+if [ -n "$HELD" ] && [ -e "$HOLD" ]; then : > "$HELD"; fi
 while [ -n "$HOLD" ] && [ -e "$HOLD" ]; do sleep 0.05; done
 case "$dest" in *"/$FAIL_ON") echo "ERROR MESSAGE --8<------" >&2; echo "refusing ${dest##*/}" >&2
   echo "ERROR MESSAGE ------>8--" >&2; exit 3;; esac

@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,15 +15,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Terminal:
-    """One tmux server of its own (its socket in `folder`) running one command; `close()` ends the server.
+    """One tmux server of its own (its socket in a new folder in `folder`) running one command; `close()` ends the
+    server.
 
     Its own server, not the user's: a session gets the environment of the process that started the server, so a
     server shared by two test runs would give the second run's console the first run's home."""
 
     def __init__(self, argv: list[str], env: dict[str, str], folder: Path, size: tuple[int, int] = (100, 30)) -> None:
         self.name = "headnode-test"
-        self.tmux = ["tmux", "-S", str(folder / "tmux.socket")]
-        self.status_file = folder / "exit-status"
+        own = Path(tempfile.mkdtemp(prefix="tty", dir=folder))  # short: a socket's path has at most 107 bytes
+        self.tmux = ["tmux", "-S", str(own / "socket")]
+        self.status_file = own / "exit-status"
         # The shell only records the command's exit status; every argument is quoted.
         command = f"{shlex.join(argv)}; echo $? > {shlex.quote(str(self.status_file))}; sleep 60"
         exports = {**os.environ, **env, "TERM": "xterm-256color"}
