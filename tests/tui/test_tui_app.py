@@ -177,15 +177,15 @@ async def test_long_log_lines_wrap_at_80_columns_and_rewrap_when_wider(home) -> 
     async with app.run_test(size=(80, 24)) as pilot:
         app.bus.publish(LogEvent(message, level="error", source="console", at=0.0))
         await pilot.press("6")
-        await pilot.pause(0.2)
         log = app.screen.query_one(Log)
-        assert len(log.lines) > 3 and all(len(line) < 80 for line in log.lines)
+        await until(pilot, lambda: len(log.lines) > 3)
+        assert all(len(line) < 80 for line in log.lines)
         assert log.lines[1].startswith(" " * 13)  # continued under the message, not under the time
         assert " ".join(line.strip() for line in log.lines) == f"00:00:00 [E] console: {message}"
         narrow = len(log.lines)
         await pilot.resize_terminal(120, 40)
-        await pilot.pause(0.2)
-        assert len(log.lines) < narrow and all(len(line) < 120 for line in log.lines)
+        await until(pilot, lambda: len(log.lines) < narrow)
+        assert all(len(line) < 120 for line in log.lines)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -452,11 +452,13 @@ async def test_transfers_show_every_column_and_whole_log_lines(home, size) -> No
         ):
             app.transfers.apply(event)
         await pilot.press("3")
-        await pilot.pause(0.6)
         table = app.screen.query_one(KeyedTable)
-        assert "cancelled: line 1" in [row[1] for row in cells(table)]
+        await until(pilot, lambda: "cancelled: line 1" in [row[1] for row in cells(table)])
         assert "112.3 MiB/s" in cells(table)[1] and "1h02m" in cells(table)[1]
-        needed = sum(column.get_render_width(table) for column in table.ordered_columns)
-        assert needed <= table.scrollable_content_region.width, (needed, table.scrollable_content_region.width)
+
+        def needed() -> int:
+            return sum(column.get_render_width(table) for column in table.ordered_columns)
+
+        await until(pilot, lambda: needed() <= table.scrollable_content_region.width)  # once the columns are fitted
         # The VM's transfer log under the table has the screen's width: its lines show past their timestamps.
         assert app.screen.query_one("#transfer-log").size.width >= size[0] - 2
