@@ -255,7 +255,10 @@ class _Builtin:
     def _copy_bytes(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
         if isinstance(dest, LocalEndpoint) and source.local:
             algorithm = self.checksum if self.verify_local else None
-            return kernel_copy(self.job, path, dest.create(tmp), progress, algorithm)
+            try:
+                return kernel_copy(self.job, path, dest.create(tmp), progress, algorithm)
+            except OSError as exc:  # the kernel's copy names no file (ENOSPC printed 'No space left on device: ')
+                raise OperationError(f"cannot copy {path} to {tmp}: {exc.strerror}") from None
         copied = self._copy_extents(source, path, dest, tmp, progress)
         if copied is not None:
             return copied

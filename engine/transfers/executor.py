@@ -236,7 +236,8 @@ class ScriptRun:
             except (OperationError, InputError) as exc:
                 return self._finish_line(index, line, RunOutcome.FAILED, ActionResult(), started, str(exc))
             except OSError as exc:
-                message = f"{exc.strerror or exc}: {exc.filename or ''}"
+                # The file made or written: os.symlink(target, path) and os.rename(src, dst) name it second.
+                message = f"{exc.strerror or exc}: {exc.filename2 or exc.filename or ''}"
                 return self._finish_line(index, line, RunOutcome.FAILED, ActionResult(), started, message)
             except Exception as exc:  # a bug: fail this line, keep the traceback in the VM's log
                 self.log.write(traceback.format_exc(), error=True)

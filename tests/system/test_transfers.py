@@ -773,3 +773,33 @@ def test_a_source_written_while_it_is_copied_fails_the_line(world, runner, sourc
     assert changed
     assert result.outcome == "failed" and f"{source} changed while it was copied" in result.error
     assert not (vm_dir / "7/images/disk.0").exists() and leftovers(vm_dir) == []
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs (this test runs as root), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_shared_file_system_names_the_file(world, runner, small_fs):
+    Hosts(world["home"]).create(Host("tiny01", "shared", str(small_fs)))
+    source = image(world["images"], size=3 << 20)
+    result = runner.run(f"CLONE {world['fe']}:{source} tiny01:{small_fs}/7/images/disk.0\n")
+    assert result.outcome == "failed"
+    part = small_fs / "7/images/.disk.0.part"
+    assert result.error == f"cannot copy {source} to {part}: No space left on device"
+    assert leftovers(small_fs) == []
+
+
+def test_a_read_only_destination_is_named_not_the_source(world, runner, small_fs):
+    Hosts(world["home"]).create(Host("ro01", "shared", str(small_fs)))
+    (small_fs / "7/images").mkdir(parents=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    source = image(world["images"])
+    result = runner.run(f"LN {world['fe']}:{source} ro01:{small_fs}/7/images/disk.0\n")
+    assert result.outcome == "failed"
+    assert result.error == f"Read-only file system: {small_fs}/7/images/.disk.0.part"
