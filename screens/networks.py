@@ -255,7 +255,7 @@ class LeasesScreen(HeadnodeScreen):
         super().__init__()
         self.network = network
         self.first_action = first_action  # run once the leases are on screen (the palette's lease actions)
-        self.TITLE = f"Leases of {network}"
+        self.TITLE = f"Leases of {network}"  # type: ignore[misc]  # names its network, per instance
         self.leases: list[tuple[str, ...]] = []
         self.lease_columns = LEASE_COLUMNS
         self.filter_text = ""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
@@ -72,7 +72,7 @@ class VmActions(HeadnodeScreen):
     """The VM operations, shared by the list and a VM's details: each acts on `vm_id()`."""
 
     CHANGING = frozenset({"create", "deploy", "stop", "resume", "migrate", "shutdown", "delete", "recover"})
-    VM_BINDINGS = [
+    VM_BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "deploy", "Deploy"),
         Binding("s", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
@@ -133,10 +133,11 @@ class VmActions(HeadnodeScreen):
 
     def _run(self, vm_id: int, op: str, host: str | None) -> None:
         vms = self.happ.vms
+        target = host or ""  # the operations that need a host were given one; the engine refuses "" as none
         call: Callable[[], Any] = {
-            "deploy": lambda: vms.deploy(vm_id, host),
-            "resume": lambda: vms.resume(vm_id, host),
-            "migrate": lambda: vms.migrate(vm_id, host),
+            "deploy": lambda: vms.deploy(vm_id, target),
+            "resume": lambda: vms.resume(vm_id, target),
+            "migrate": lambda: vms.migrate(vm_id, target),
             "stop": lambda: vms.stop(vm_id),
             "shutdown": lambda: vms.shutdown(vm_id),
             "delete": lambda: vms.delete(vm_id),
@@ -269,7 +270,7 @@ class VmScreen(VmActions):
     def __init__(self, vm_id: int) -> None:
         super().__init__()
         self.shown_vm = vm_id
-        self.TITLE = f"VM {vm_id}"
+        self.TITLE = f"VM {vm_id}"  # type: ignore[misc]  # a detail screen's title names its VM, per instance
 
     def body(self) -> Iterable[Widget]:
         with VerticalScroll(id="vm-details"):

@@ -26,4 +26,5 @@ fi
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; exit 1; }
+.venv/bin/mypy >/dev/null || { .venv/bin/mypy; exit 1; }
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -160,7 +160,7 @@ class HeadnodeApp(App[int]):
         self.engine.close()  # the service's runs go on
         self._calls.shutdown(wait=True)
 
-    def action_quit(self) -> None:
+    async def action_quit(self) -> None:
         """Quit. Runs in the service go on in the background (or are cancelled first, if asked); runs in this
         process are cancelled, after saying so (their VMs can be recovered)."""
         running = self.executor.active()
@@ -182,7 +182,7 @@ class HeadnodeApp(App[int]):
             return
         details = [
             f"{len(running)} image script(s) are running:",
-            *(f"  {script_title(run.script.source, run.vm)}" for run in running),
+            *(f"  {script_title(run.source, run.vm)}" for run in running),
             "Quitting cancels them: each stops at its next check and its VM is left failed,",
             "to finish later with `headnode vm recover ID --retry` (or R on the VMs screen).",
         ]
@@ -307,7 +307,8 @@ class HeadnodeApp(App[int]):
             if then is not None and current():
                 self.attempt(what, then, result)
 
-        self.run_worker(call, group=group or "engine", exit_on_error=False, description=what)
+        # Textual's WorkType union infers Never for an async function returning None
+        self.run_worker(call, group=group or "engine", exit_on_error=False, description=what)  # type: ignore[arg-type]
 
     def run_form(
         self,
@@ -404,7 +405,7 @@ class HeadnodeApp(App[int]):
         # anyone waiting on the app's workers fail with WorkerCancelled.
         if any(w.group == "watch" and not w.is_finished for w in self.workers):
             return
-        self.run_worker(self._check_home, group="watch", exit_on_error=False)
+        self.run_worker(self._check_home, group="watch", exit_on_error=False)  # type: ignore[arg-type]  # as above
 
     async def _check_home(self) -> None:
         try:

@@ -16,6 +16,7 @@ every problem is reported as `FILE:LINE: message` and nothing runs unless all li
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -178,7 +179,7 @@ class Script:
         return format_script(self.actions)
 
     @classmethod
-    def of(cls, actions: list[Action], source: str = "<plan>") -> Script:
+    def of(cls, actions: Sequence[Action], source: str = "<plan>") -> Script:
         return cls(tuple(ScriptLine(i, a) for i, a in enumerate(actions, 1)), source)
 
 
@@ -261,7 +262,7 @@ def _arguments(args: list[str], most: int | None = None) -> str:
     return f"{len(args)} argument{'' if len(args) == 1 else 's'}{hint}"
 
 
-def _parse_copy(kind: type[_Copy], args: list[str]) -> Action:
+def _parse_copy(kind: type[Clone] | type[Link], args: list[str]) -> Action:
     if len(args) not in (2, 3):
         raise _LineError(f"{kind.name} takes source host:path [size_mb], got {_arguments(args, 3)}")
     size = parse_size(args[2]) if len(args) == 3 else None

@@ -271,12 +271,12 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
 
     type_attr = r.single("TYPE")
     kind = str(type_attr.value).upper() if type_attr else RANGED
-    if kind not in (RANGED, FIXED):
+    if type_attr is not None and kind not in (RANGED, FIXED):
         r.problem(f"unknown TYPE {type_attr.value!r}: use RANGED or FIXED", type_attr)
 
     mac_prefix = _mac_prefix(r, default_mac_prefix)
     policy = _policy(r)
-    prefixes = {}
+    prefixes: dict[str, str | None] = {}
     for key in ("GLOBAL_PREFIX", "ULA_PREFIX"):
         attr = r.single(key)
         prefixes[key] = None
@@ -373,8 +373,8 @@ def _range(r: _Reader, gateway: int | None) -> dict[str, Any]:
         if length is None or not 8 <= length <= 30:
             r.problem(f"NETWORK_ADDRESS: /{length_text} is not a prefix length from /8 to /30", attr)
             return {}
-        host_bits = 32 - length
-        hosts = (1 << host_bits) - 2
+        host_bits: int | None = 32 - length
+        hosts: int | None = (1 << (32 - length)) - 2
     else:
         host_bits, hosts = _size(r, size_attr)
     if address is None or host_bits is None or hosts is None:

@@ -41,7 +41,9 @@ def export_leases(leases: Sequence[Lease], fmt: str) -> str:
         export: dict[str, list[dict[str, object]]] = {
             "reservations": [{"hw-address": x.mac, "ip-address": x.ip, **name} for x, name in named]
         }
-        v6 = [{"hw-address": x.mac, "ip-addresses": [x.ip6_global], **name} for x, name in named if x.ip6_global]
+        v6: list[dict[str, object]] = [
+            {"hw-address": x.mac, "ip-addresses": [x.ip6_global], **name} for x, name in named if x.ip6_global
+        ]
         if v6:
             export["reservations6"] = v6
         return json.dumps(export, indent=2) + "\n"

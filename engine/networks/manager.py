@@ -12,6 +12,7 @@ costs the same at 1 or 65,000 leases. Lock order, to never deadlock: a network's
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -127,7 +128,7 @@ class Networks:
         self._announce(name, LEASED, [lease])
         return lease
 
-    def lease_many(self, name: str, count: int, vm: int | None = None, note: str = "") -> list[Lease]:
+    def lease_many(self, name: str, count: int, vm: int | None = None, note: str = "") -> builtins.list[Lease]:
         """Lease `count` addresses at once: all, or none and an OperationError."""
         leases = self._book(self.get(name)).lease_many(count, vm, None, note)
         self._announce(name, LEASED, leases)
@@ -144,7 +145,7 @@ class Networks:
         self._announce(name, RELEASED, [lease])
         return lease
 
-    def release_vm(self, vm: int) -> list[Lease]:
+    def release_vm(self, vm: int) -> builtins.list[Lease]:
         """Free every lease of VM `vm`, in every network."""
         released = []
         for network in self.list():
@@ -153,7 +154,7 @@ class Networks:
             released.extend(leases)
         return released
 
-    def leases(self, name: str | None = None) -> list[Lease]:
+    def leases(self, name: str | None = None) -> builtins.list[Lease]:
         """The leases of one network, or of all, by network then IP."""
         networks = [self.get(name)] if name is not None else self.list()
         return [lease for network in networks for lease in self._book(network).leases()]
@@ -178,12 +179,12 @@ class Networks:
             raise InputError(Problem(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}"))
         return export_leases(self.leases(name), fmt)
 
-    def doctor(self, fix: bool = False) -> list[Finding]:
+    def doctor(self, fix: bool = False) -> builtins.list[Finding]:
         """Leases breaking a rule (wrong MAC, outside the range, VM gone, duplicate); repaired only with `fix`."""
         from engine.networks.doctor import examine  # here: `vnet lease` need not load it
 
         with self.store.read() as db:
-            vm_ids = {doc.get("id") for doc in db.table("vms").all()}
+            vm_ids: set[int] = {doc["id"] for doc in db.table("vms").all() if doc.get("id") is not None}
         findings = examine([self._book(n) for n in self.list()], vm_ids, fix)
         for name in sorted({f.network for f in findings if f.fixed}):
             self._announce(name, REPAIRED)
@@ -199,7 +200,7 @@ class Networks:
                 book.file.close()
             self._books.clear()
 
-    def _announce(self, network: str, change: str, leases: list[Lease] | None = None) -> None:
+    def _announce(self, network: str, change: str, leases: builtins.list[Lease] | None = None) -> None:
         if self.events is not None and (leases is None or leases):
             self.events.publish(NetworkChanged(network, change, tuple(x.ip for x in leases or ())))
 

@@ -25,6 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.errors import ConnectionLost, HeadnodeError, InputError, OperationError
 from engine.home import Home
@@ -123,7 +124,7 @@ class Transfers:
         names = [loc.host for loc in written_paths(action)]
         if isinstance(source, Location):
             names.append(source.host)
-        problems = []
+        problems: list[str] = []
         for name in dict.fromkeys(names):
             try:
                 self.hosts.resolve(name)
@@ -145,10 +146,11 @@ class Transfers:
             for name in (action.context_file, *action.files):
                 if name.startswith("/") and not os.path.exists(name):  # a directory is copied whole
                     problems.append(f"context file {name} does not exist on the front end")
-        local_source = isinstance(source, Location) and self._base(self.hosts.resolve(source.host)) == "shared"
-        made = isinstance(source, Location) and any(_under(source, location) for location in earlier)
-        if local_source and not made and driver.base != "dummy" and not os.path.lexists(source.path):
-            problems.append(f"source {source} does not exist")
+        if isinstance(source, Location):
+            local_source = self._base(self.hosts.resolve(source.host)) == "shared"
+            made = any(_under(source, location) for location in earlier)
+            if local_source and not made and driver.base != "dummy" and not os.path.lexists(source.path):
+                problems.append(f"source {source} does not exist")
         return problems
 
     def _base(self, host: Host) -> str:
@@ -212,7 +214,7 @@ class _Builtin:
         self.verify_local = driver.verify_local
 
     def run(self, action: Action) -> ActionResult:
-        handler = {
+        handlers: dict[type, Callable[[Any], ActionResult]] = {
             Clone: self.clone,
             Link: self.link,
             MakeSwap: self.mkswap,
@@ -220,8 +222,8 @@ class _Builtin:
             Context: self.context,
             Move: self.move,
             Delete: self.delete,
-        }[type(action)]
-        return handler(action)
+        }
+        return handlers[type(action)](action)
 
     def _placed(
         self, dest: Endpoint, final: str, make: Callable[[str], ActionResult], streamed: bool = False

@@ -83,7 +83,7 @@ def _parse_driver(name: str, path: Path) -> Driver:
     if checksum not in ALGORITHMS:
         attr = template.all("CHECKSUM")[0]
         problems.append(Problem(f"CHECKSUM must be {' or '.join(ALGORITHMS)}, not {checksum!r}", str(path), attr.line))
-    programs = []
+    programs: list[tuple[str, str | None]] = []
     for attr in template:
         if attr.name in ("BASE", "VERIFY_LOCAL_COPIES", "CHECKSUM"):
             continue

@@ -132,6 +132,10 @@ class ScriptRun:
             event = self._action_cancels.setdefault(line, threading.Event())
         event.set()
 
+    @property
+    def source(self) -> str:
+        return self.script.source
+
     def retry(self) -> ScriptRun:
         """Run this script again from its first unfinished line (after it failed or was cancelled)."""
         return self.executor.submit(self.script, self.vm, resume=True)

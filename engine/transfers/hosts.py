@@ -55,8 +55,16 @@ class Host:
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Host:
-        fields = {k: data.get(k) for k in ("name", "driver", "vm_dir", "address", "port", "user", "identity")}
-        return cls(**fields, max_transfers=int(data.get("max_transfers") or DEFAULT_MAX_TRANSFERS))
+        return cls(
+            data["name"],
+            data["driver"],
+            data["vm_dir"],
+            data.get("address"),
+            data.get("port"),
+            data.get("user"),
+            data.get("identity"),
+            int(data.get("max_transfers") or DEFAULT_MAX_TRANSFERS),
+        )
 
 
 def normalize_dir(path: str) -> str:

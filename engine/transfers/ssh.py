@@ -269,7 +269,8 @@ def connect(target: SshTarget, accept_new_key: bool = False) -> paramiko.SSHClie
             target.hostname,
             port=target.port,
             username=target.user,
-            key_filename=list(target.identity_files) or None,
+            # SSHClient.connect takes a list of key files too (its docs; the stubs say one str)
+            key_filename=list(target.identity_files) or None,  # type: ignore[arg-type]
             look_for_keys=not target.identity_files,
             allow_agent=True,
             sock=sock,

@@ -13,6 +13,7 @@ crash `show` tells an interrupted operation from a running one, and `recover` ca
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Callable
@@ -269,16 +270,17 @@ class Vms:
         self._log(vm, f"created with {len(leased)} lease(s)")
         return vm
 
-    def _nic_problems(self, template: Template) -> list[Problem]:
+    def _nic_problems(self, template: Template) -> builtins.list[Problem]:
         """What stops a NIC from being leased, found without leasing: an unknown network, an IP it never holds."""
         problems = []
         for index, attr in enumerate(template.all("NIC")):
-            name = attr.value.get("NETWORK") if isinstance(attr.value, Vector) else None
-            if not name:
+            nic = attr.value
+            name = nic.get("NETWORK") if isinstance(nic, Vector) else None
+            if not isinstance(nic, Vector) or not name:
                 continue
             try:
                 network = self.networks.get(name)
-                ip = attr.value.get("IP")  # type: ignore[union-attr]
+                ip = nic.get("IP")
                 if ip is not None:
                     network.check_leasable(parse_ipv4(ip))
             except InputError as exc:
@@ -351,7 +353,7 @@ class Vms:
         (or its host's record is gone). A VM that is done already is removed from the pool."""
         return self._operate(vm_id, "delete", force=force)
 
-    def on_host(self, name: str) -> list[Vm]:
+    def on_host(self, name: str) -> builtins.list[Vm]:
         """The VMs that are not done whose files are, or may partly be, on host `name`."""
         return [
             vm
@@ -612,8 +614,8 @@ class Vms:
             last,
             ended=now,
             outcome=OperationOutcome.SUCCESS if ok else OperationOutcome.FAILURE,
-            failed_line=None if ok else outcome.failed_line,
-            error=None if ok else outcome.error,
+            failed_line=None if outcome is None or ok else outcome.failed_line,
+            error=None if outcome is None or ok else outcome.error,
         )
         history = list(vm.history)
         placed = op in ("deploy", "resume", "migrate")

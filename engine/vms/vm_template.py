@@ -68,12 +68,13 @@ def _resolve_images(template: Template, images: Path, problems: list[Problem]) -
     """A DISK SOURCE that is a bare name is an image in the home's images/ directory; it must exist."""
     attributes = []
     for attr in template.attributes:
-        source = attr.value.get("SOURCE") if attr.name == "DISK" and isinstance(attr.value, Vector) else None
-        if source and "/" not in source and ":" not in source:
+        disk = attr.value if attr.name == "DISK" and isinstance(attr.value, Vector) else None
+        source = disk.get("SOURCE") if disk is not None else None
+        if disk is not None and source and "/" not in source and ":" not in source:
             path = images / source
             if not path.is_file():
                 problems.append(Problem(f"DISK SOURCE {source!r}: no image {path}", template.source, attr.line))
-            attr = Attribute(attr.name, attr.value.replace(SOURCE=str(path)), attr.line)
+            attr = Attribute(attr.name, disk.replace(SOURCE=str(path)), attr.line)
         attributes.append(attr)
     return Template(attributes, template.source)
 
