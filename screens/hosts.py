@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.binding import Binding
 from textual.widget import Widget
@@ -14,6 +14,10 @@ from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import Field, FormScreen
 from tui.widgets.keyed_table import KeyedTable
+
+if TYPE_CHECKING:
+    from engine.transfers.host_check import HostReport
+    from engine.transfers.hosts import Host
 
 # (field, label, the words of an engine problem that point at it: the CLI's option names)
 HOST_FIELDS = (
@@ -28,7 +32,7 @@ HOST_FIELDS = (
 )
 
 
-def host_row(host: Any, tested: Any | None, shown: Callable[[str], str]) -> tuple[str, ...]:
+def host_row(host: Host, tested: HostReport | str | None, shown: Callable[[str], str]) -> tuple[str, ...]:
     where = host.address or ""
     if host.user:
         where = f"{host.user}@{where or host.name}"
@@ -64,10 +68,10 @@ class HostsScreen(HeadnodeScreen):
     def main_widget(self) -> KeyedTable:
         return self.query_one(KeyedTable)
 
-    def load(self) -> list[Any]:
+    def load(self) -> list[Host]:
         return self.happ.hosts.list()
 
-    def show(self, hosts: list[Any]) -> None:
+    def show(self, hosts: list[Host]) -> None:
         self.main_widget().show(
             {h.name: host_row(h, self.happ.host_reports.get(h.name), self.happ.shown) for h in hosts}
         )
@@ -86,7 +90,7 @@ class HostsScreen(HeadnodeScreen):
             self.notify("No host selected", severity="warning")
         return name
 
-    def _host_form(self, title: str, host: Any | None, save: Any) -> FormScreen:
+    def _host_form(self, title: str, host: Host | None, save: Any) -> FormScreen:
         values = {} if host is None else {k: getattr(host, k) for k, _, _ in HOST_FIELDS}
         values.setdefault("max_transfers", 4)
         fields = [
@@ -97,7 +101,7 @@ class HostsScreen(HeadnodeScreen):
 
     def action_add(self) -> None:
         def save(values: dict[str, str], form: FormScreen) -> None:
-            def added(host: Any) -> None:
+            def added(host: Host) -> None:
                 self.notify(f"host {host.name} added")
                 self.happ.home_changed()
 
@@ -111,7 +115,7 @@ class HostsScreen(HeadnodeScreen):
         if name is None:
             return
 
-        def edit(host: Any) -> None:
+        def edit(host: Host) -> None:
             def save(values: dict[str, str], form: FormScreen) -> None:
                 def saved(_: Any) -> None:
                     self.notify(f"host {name} saved")

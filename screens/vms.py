@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -22,22 +22,25 @@ from tui.widgets.file_tail import FileTail
 from tui.widgets.form import Field, FormScreen, PickScreen
 from tui.widgets.keyed_table import KeyedTable
 
+if TYPE_CHECKING:
+    from engine.vms.lifecycle import Preview, Vm
+
 OTHER_TEMPLATE = "another template file…"
 NEEDS_HOST = {"deploy": "Deploy", "resume": "Resume", "migrate": "Migrate"}
 RECOVER_CHOICES = ("retry the failed operation from its failed line", "delete: clean the host and free the leases")
 
 
-def vm_ips(vm: Any) -> str:
+def vm_ips(vm: Vm) -> str:
     return ", ".join(nic.get("IP") or "" for nic in vm.nics())
 
 
-def vm_row(vm: Any) -> tuple[str, ...]:
+def vm_row(vm: Vm) -> tuple[str, ...]:
     last = vm.last_operation
     outcome = f"{last.op}: {last.outcome}" if last else ""
     return (str(vm.id), vm.name, state_label(vm), vm.host or "", vm_ips(vm), outcome)
 
 
-def preview_lines(preview: Any) -> list[str]:
+def preview_lines(preview: Preview) -> list[str]:
     """Every line of the planned script, with what each copy or move moves, then the total (which says which
     lines it leaves out: a download's size is known only once it starts)."""
 
@@ -151,7 +154,7 @@ class VmActions(HeadnodeScreen):
         self.happ.home_changed()  # show the VM busy at once
 
     @staticmethod
-    def _freed(vm: Any) -> list[str]:
+    def _freed(vm: Vm) -> list[str]:
         nics = [f"{n.get('IP')} ({n.get('MAC')}) in {n.get('NETWORK')}" for n in vm.nics() if n.get("IP")]
         return ["Then frees its leases:", *nics] if nics else ["It holds no leases."]
 
@@ -221,10 +224,10 @@ class VmsScreen(VmActions):
         key = self.main_widget().selected_key
         return None if key is None else int(key)
 
-    def load(self) -> list[Any]:
+    def load(self) -> list[Vm]:
         return self.happ.vms.list()
 
-    def show(self, vms: list[Any]) -> None:
+    def show(self, vms: list[Vm]) -> None:
         self.main_widget().show({str(vm.id): vm_row(vm) for vm in vms})
 
     def apply_filter(self, text: str) -> None:
@@ -280,10 +283,10 @@ class VmScreen(VmActions):
     def vm_id(self) -> int:
         return self.shown_vm
 
-    def load(self) -> Any:
+    def load(self) -> Vm:
         return self.happ.vms.get(self.shown_vm)
 
-    def show(self, vm: Any) -> None:
+    def show(self, vm: Vm) -> None:
         self.query_one("#vm-summary", Static).update(self.happ.shown("\n".join(vm_summary(vm))))
         self._tail_log()
 
@@ -291,7 +294,7 @@ class VmScreen(VmActions):
         self.query_one(FileTail).follow(self.happ.vms.log_path(self.shown_vm))
 
 
-def vm_summary(vm: Any) -> list[str]:
+def vm_summary(vm: Vm) -> list[str]:
     template = vm.parsed_template()
     out = [f"VM {vm.id} {vm.name}: {state_label(vm)}" + (f" on {vm.host}" if vm.host else ""), "", "NICs"]
     out += [
