@@ -46,3 +46,24 @@ def test_create_a_vm_from_a_sample_deploy_it_to_local_and_watch_it_run(console) 
     console.wait_for(lambda s: "running" in s and "deploy: success" in s, timeout=30)
     console.send("C-q")
     assert console.exit_status() == 0
+
+
+def test_at_80x24_the_vms_footer_shows_every_key_and_a_form_its_keys(tmp_path) -> None:
+    terminal = Terminal(headnode_argv(), {"HEADNODE_HOME": str(tmp_path / "home")}, tmp_path, size=(80, 24))
+    try:
+        terminal.wait_for("1 Dashboard")
+        terminal.send("2")
+        footer = terminal.wait_for(lambda s: "Create" in s).splitlines()[-1]
+        for key in ("? Keys", "c Create", "p Deploy", "S Shutdown", "d Delete", "R Recover"):
+            assert key in footer, footer
+        terminal.send("5")
+        terminal.wait_for("Add host")
+        terminal.send("a")
+        terminal.wait_for("Add a host")
+        terminal.send(*["Tab"] * 7)
+        screen = terminal.wait_for("enter: Save")  # the keys line stays in view under the scrolled fields
+        assert "Concurrent transfers at most" in screen
+        terminal.send("Escape", "C-q")
+        assert terminal.exit_status() == 0
+    finally:
+        terminal.close()
