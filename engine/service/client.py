@@ -1,6 +1,6 @@
 """A client of the home's engine service: connects, or starts the service in the background first the way tmux
 starts its server (double fork and setsid, then wait for the socket). Two clients starting at once start one
-service: both spawn one, the second finds the lock taken and exits, and both connect to the first.
+service: they take turns at a start lock, and the second finds the first one's service running.
 
     client = ServiceClient(home, "cli")
     run = client.call("submit", script=text, source="job.script")["run"]
@@ -12,6 +12,7 @@ service: both spawn one, the second finds the lock taken and exits, and both con
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import sys
@@ -32,6 +33,7 @@ from engine.service.protocol import (
     socket_address,
 )
 
+START_LOCK_NAME = "start.lock"
 START_TIMEOUT = 30.0  # seconds a client waits for the service it started to listen
 REQUEST_TIMEOUT = 120.0
 IDLE_EXIT = 900.0  # a service started on demand stops after this long with no run and no client
@@ -147,15 +149,25 @@ class ServiceClient:
 
     def _start_and_connect(self) -> socket.socket:
         self.paths.ensure_directory()
-        spawn_service(self.home)
-        deadline = time.monotonic() + START_TIMEOUT
-        delay = 0.005
-        while time.monotonic() < deadline:
+        # One client at a time starts the service; the others wait here and then connect to the one it started
+        # (each spawning its own, the extra ones lived until they found the service's lock taken).
+        fd = os.open(self.paths.directory / START_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             sock = self._try_connect()
             if sock is not None:
                 return sock
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            spawn_service(self.home)
+            deadline = time.monotonic() + START_TIMEOUT
+            delay = 0.005
+            while time.monotonic() < deadline:
+                sock = self._try_connect()
+                if sock is not None:
+                    return sock
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        finally:
+            os.close(fd)
         raise OperationError(f"the service did not start within {START_TIMEOUT:g} s: see {self.paths.log}")
 
 
