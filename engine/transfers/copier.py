@@ -59,18 +59,17 @@ def local_extents(path: str) -> tuple[int, list[Extent] | None]:
 
 class LocalExtents:
     """A sparse local file as a source of extents (ExtentReader's interface): from `offset`, an Extent before
-    each extent's bytes; a source that changes while it is read fails the copy."""
+    each extent's bytes. (Whether the file changed meanwhile is checked around every copy, in actions.)"""
 
     carrier = "local"
 
     def __init__(self, path: str, size: int, extents: list[Extent], offset: int) -> None:
-        self.path, self.total, self.extents = path, size, extents
+        self.total, self.extents = size, extents
         self._offset = offset
         try:
             self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as exc:
             raise OperationError(f"cannot read {path}: {exc.strerror}") from None
-        self._identity = _identity(self._file.fileno())
 
     def head(self, sent: Checksum, logical: Checksum) -> bool:
         """Feed what lies before the resume offset into the checksums: its data into `sent`, its data and its
@@ -97,8 +96,6 @@ class LocalExtents:
                     raise OperationError(f"the source shrank while copying (at byte {position})")
                 yield data
                 position += len(data)
-        if _identity(fd) != self._identity:
-            raise OperationError(f"the source changed while copying: {self.path}")
 
     def close(self) -> None:
         self._file.close()
@@ -192,11 +189,6 @@ def _whole_checked(dest: Endpoint, tmp: str, algorithm: str, source_checksum: Ca
     if source is not None and copy != source:
         raise OperationError(f"checksum mismatch: source {source}, copy {copy}")
     return copy
-
-
-def _identity(fd: int) -> tuple[int, int, int]:
-    st = os.fstat(fd)
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def copy_stream(

@@ -747,6 +747,7 @@ def test_writes_cut_short_by_signals_lose_nothing(world):
         ("fe", "nfs01", "grow"),
         ("fe", "nfs01", "overwrite"),
         ("fe", "host01", "overwrite"),
+        ("fe-sparse", "host01", "overwrite"),  # sent extent by extent
         ("host02", "nfs01", "overwrite"),
     ],
 )
@@ -755,6 +756,13 @@ def test_a_source_written_while_it_is_copied_fails_the_line(world, runner, sourc
     # overwritten in place reported done with a checksum of neither version.
     if source_host == "fe":
         source, name = image(world["images"], size=48 << 20), world["fe"]
+    elif source_host == "fe-sparse":
+        source, name = world["images"] / "sparse.img", world["fe"]
+        with open(source, "wb") as out:
+            out.truncate(200 << 20)
+            for offset in range(0, 200 << 20, 25 << 20):
+                out.seek(offset)
+                out.write(os.urandom(6 << 20))
     else:
         source, name = image(host_dir(world, source_host), size=48 << 20), source_host
     vm_dir = host_dir(world, dest_host)
