@@ -53,10 +53,6 @@ class Checksum(Protocol):
         """Checksum `count` bytes of the open file `fd` from `offset` (OSError if the file ends first)."""
         ...
 
-    def zeros(self, count: int) -> None:
-        """Checksum `count` zero bytes (a hole), as cheaply as the algorithm allows."""
-        ...
-
     def value(self) -> str:
         """`ALGORITHM:VALUE`, as a host's tool would print it; ends a helper process."""
         ...
@@ -66,7 +62,7 @@ class Checksum(Protocol):
         ...
 
 
-def hole_checksum(algorithm: str) -> Checksum:
+def hole_checksum(algorithm: str) -> InProcessChecksum:
     """A checksum for a file whose holes are not read: cksum in this process, where a hole of any size costs
     O(log size); SHA-256 must hash every zero."""
     return Cksum() if algorithm == "cksum" else Sha256()
@@ -86,12 +82,15 @@ def _has_cksum() -> bool:
     return shutil.which("cksum") is not None
 
 
-class _InProcess:
+class InProcessChecksum:
     """A checksum computed by this process; ranges of a file are read with pread."""
 
     algorithm: str
 
     def update(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def value(self) -> str:
         raise NotImplementedError
 
     def feed(self, fd: int, offset: int, count: int) -> None:
@@ -104,9 +103,10 @@ class _InProcess:
             count -= len(data)
 
     def zeros(self, count: int) -> None:
+        """Checksum `count` zero bytes (a hole), as cheaply as the algorithm allows."""
         while count > 0:
             piece = min(count, len(_ZERO_PIECE))
-            self.update(_ZERO_PIECE[:piece] if piece < len(_ZERO_PIECE) else _ZERO_PIECE)
+            self.update(_ZERO_PIECE if piece == len(_ZERO_PIECE) else _ZERO_PIECE[:piece])
             count -= piece
 
     def close(self) -> None:
@@ -142,7 +142,7 @@ def _zero_operators() -> list[list[int]]:
 _ZERO_OPERATORS = _zero_operators()
 
 
-class Cksum(_InProcess):
+class Cksum(InProcessChecksum):
     """POSIX cksum: CRC-32 (polynomial 0x04C11DB7, most significant bit first, starting at 0) of the data and
     then of its length in as few little-endian bytes as it takes, inverted. For a front end without `cksum`."""
 
@@ -174,7 +174,7 @@ class Cksum(_InProcess):
         return f"cksum:{int(f'{register:032b}'[::-1], 2) ^ _MASK}"
 
 
-class Sha256(_InProcess):
+class Sha256(InProcessChecksum):
     algorithm = "sha256"
 
     def __init__(self) -> None:
@@ -205,12 +205,6 @@ class ChecksumProcess:
 
     def update(self, data: bytes) -> None:
         write_all(self._pipe, data)
-
-    def zeros(self, count: int) -> None:
-        while count > 0:
-            piece = min(count, len(_ZERO_PIECE))
-            write_all(self._pipe, _ZERO_PIECE if piece == len(_ZERO_PIECE) else _ZERO_PIECE[:piece])
-            count -= piece
 
     def feed(self, fd: int, offset: int, count: int) -> None:
         while count > 0:

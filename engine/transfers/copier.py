@@ -19,14 +19,15 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from engine.errors import ConnectionLost, OperationError
-from engine.transfers.checksums import Checksum, hole_checksum, new_checksum
+from engine.transfers.checksums import Checksum, InProcessChecksum, hole_checksum, new_checksum
 from engine.transfers.endpoints import CHUNK, Endpoint, ExtentReader, ExtentWriter, LocalExtentWriter, Reader, Writer
 from engine.transfers.extents import Extent, data_bytes, data_extents, from_offset, merged
 from engine.transfers.job import Job
 
+T = TypeVar("T")
 Progress = Callable[[int, "int | None"], None]
 FICLONE = 0x40049409
 PIECE = 16 << 20
@@ -71,7 +72,7 @@ class LocalExtents:
         except OSError as exc:
             raise OperationError(f"cannot read {path}: {exc.strerror}") from None
 
-    def head(self, sent: Checksum, logical: Checksum) -> bool:
+    def head(self, sent: Checksum, logical: InProcessChecksum) -> bool:
         """Feed what lies before the resume offset into the checksums: its data into `sent`, its data and its
         holes (as zeros) into `logical`."""
         fd, position = self._file.fileno(), 0
@@ -116,8 +117,8 @@ def copy_extents(
     content's (holes as zeros, computed without reading them). After a dropped connection it resumes from the
     size the copy had reached; a resumed copy from a host, whose earlier extents are not known here, is then
     checked whole against the source. None when the source cannot send extents or dest cannot take them."""
-    attempt = 1
-    while True:
+
+    def once(attempt: int) -> Copied | None:
         source: LocalExtents | ExtentReader | None = None
         writer: ExtentWriter | LocalExtentWriter | None = None
         sent, logical = new_checksum(algorithm), hole_checksum(algorithm)
@@ -127,8 +128,6 @@ def copy_extents(
             if source is not None:
                 writer = dest.open_extent_writer(tmp, offset, source.total - offset, algorithm)
             if source is None or writer is None:
-                sent.close()
-                logical.close()
                 return None
             carriers = f"{source.carrier} to {writer.carrier}"
             if attempt > 1:
@@ -157,30 +156,38 @@ def copy_extents(
             if stored_sum != sent.value():
                 raise OperationError(f"checksum mismatch: sent {sent.value()}, stored {stored_sum}")
             value = logical.value() if whole else _whole_checked(dest, tmp, algorithm, source_checksum)
+            sent_data = data_bytes(source.extents)
             return Copied(
                 source.total,
                 value,
                 resumed_from=offset,
                 method=f"extents, {carriers}",
-                data_sent=sent_data if (sent_data := data_bytes(source.extents)) + offset < source.total else None,
+                data_sent=sent_data if sent_data + offset < source.total else None,
             )
-        except ConnectionLost as exc:
+        finally:
             _close(None, writer, sent)
             logical.close()
+            if source is not None:
+                with contextlib.suppress(Exception):  # a dropped connection may have ended it already
+                    source.close()
+
+    return _retried(job, dest, reset_source, once)
+
+
+def _retried(job: Job, dest: Endpoint, reset_source: Callable[[], None], once: Callable[[int], T]) -> T:
+    """`once(attempt)` until it succeeds; after a dropped connection, reconnect with backoff and try again, up to
+    the job's retry policy (each attempt releases what it opened, whatever happens)."""
+    attempt = 1
+    while True:
+        try:
+            return once(attempt)
+        except ConnectionLost as exc:
             if attempt >= job.retry.attempts:
                 raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
             dest.reset()
             reset_source()
             job.wait_before_retry(attempt, str(exc))
             attempt += 1
-        except BaseException:
-            _close(None, writer, sent)
-            logical.close()
-            raise
-        finally:
-            if source is not None:
-                with contextlib.suppress(Exception):  # a dropped connection may have ended it already
-                    source.close()
 
 
 def _whole_checked(dest: Endpoint, tmp: str, algorithm: str, source_checksum: Callable[[], str | None]) -> str:
@@ -204,8 +211,8 @@ def copy_stream(
 ) -> Copied:
     """Copy into `tmp` on dest, verified by an `algorithm` checksum; raise OperationError (or Cancelled) when it
     cannot be done."""
-    attempt = 1
-    while True:
+
+    def once(attempt: int) -> Copied:
         reader: Reader | None = None
         writer: Writer | None = None
         checksum: Checksum | None = None
@@ -228,17 +235,11 @@ def copy_stream(
             passed = checksum.value()
             copied = _verified(passed, algorithm, reader, size, done, offset, dest, tmp, source_checksum)
             return dataclasses.replace(copied, method=f"stream, {carriers}")
-        except ConnectionLost as exc:
-            _close(reader, writer, checksum)
-            if attempt >= job.retry.attempts:
-                raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
-            dest.reset()
-            reset_source()
-            job.wait_before_retry(attempt, str(exc))
-            attempt += 1
         except BaseException:
             _close(reader, writer, checksum)
             raise
+
+    return _retried(job, dest, reset_source, once)
 
 
 def _close(
