@@ -147,16 +147,32 @@ def copy_home(root: Path) -> Home:
     return home
 
 
+async def switch_screens(app: Any, samples: list[float]) -> None:
+    """Press 3 then 1 as the terminal driver sends keys, adding to `samples` the time from each key to its new
+    screen painted. (Pilot.press waits for the whole process to go idle, which busy copy threads never let it.)"""
+    from textual import events
+
+    from screens.dashboard import DashboardScreen
+    from screens.transfers import TransfersScreen
+
+    for key, screen in (("3", TransfersScreen), ("1", DashboardScreen)):
+        painted = asyncio.get_running_loop().create_future()
+        start = time.perf_counter()
+        app._driver.send_message(events.Key(key, key))
+        while not isinstance(app.screen, screen):
+            await asyncio.sleep(0.001)
+        app.screen.call_after_refresh(lambda painted=painted: painted.done() or painted.set_result(None))
+        await painted
+        samples.append(time.perf_counter() - start)
+        await asyncio.sleep(0.2)
+
+
 async def key_latency(home: Home) -> tuple[list[float], list[float], list[int]]:
     """Switch screens with number keys, first idle, then while TRANSFERS copies run in the engine's executor
     (reporting on the console's bus): seconds from the key press to the new screen, and how many copies were
     running at each busy press. The engine's executor admits 15 scripts at once by default; this one, 20."""
-    from textual import events
-
     from engine.language.script import Clone, Location, Script
     from engine.transfers.executor import Executor
-    from screens.dashboard import DashboardScreen
-    from screens.transfers import TransfersScreen
     from tui.app import HeadnodeApp
 
     app = HeadnodeApp(home)
@@ -165,23 +181,9 @@ async def key_latency(home: Home) -> tuple[list[float], list[float], list[int]]:
     busy: list[float] = []
     running: list[int] = []
 
-    async def switch(samples: list[float]) -> None:
-        """Send the key as the terminal driver does; stop the clock once the new screen has been painted.
-        (Pilot.press waits for the whole process to go idle, which busy copy threads never let it.)"""
-        for key, screen in (("3", TransfersScreen), ("1", DashboardScreen)):
-            painted = asyncio.get_running_loop().create_future()
-            start = time.perf_counter()
-            app._driver.send_message(events.Key(key, key))
-            while not isinstance(app.screen, screen):
-                await asyncio.sleep(0.001)
-            app.screen.call_after_refresh(lambda painted=painted: painted.done() or painted.set_result(None))
-            await painted
-            samples.append(time.perf_counter() - start)
-            await asyncio.sleep(0.2)
-
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(10):
-            await switch(idle)
+            await switch_screens(app, idle)
         frontend = home.config.frontend_name
 
         def submit_all() -> list[Any]:
@@ -208,7 +210,7 @@ async def key_latency(home: Home) -> tuple[list[float], list[float], list[int]]:
             await pilot.pause(0.02)
         while len(app.transfers.running()) >= TRANSFERS // 2:
             running.append(len(app.transfers.running()))
-            await switch(busy)
+            await switch_screens(app, busy)
         for run in runs:
             run.wait()
         await pilot.pause()

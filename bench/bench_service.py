@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_console import switch_screens  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.language.script import Clone, Location, Script, Url  # noqa: E402
@@ -78,30 +79,13 @@ def scripts(home: Home, url: str, transfers: int) -> list[Script]:
 async def key_latency(home: Home, url: str, transfers: int, service: bool, presses: int) -> list[float]:
     """Seconds from a number key to the new screen painted, while `transfers` copies run: in the service (the
     console as `headnode` opens it, the copies submitted by a CLI client), or in the console's own process."""
-    from textual import events
-
     from engine.service.client import ServiceClient
     from engine.transfers.executor import Executor
-    from screens.dashboard import DashboardScreen
-    from screens.transfers import TransfersScreen
     from tui.app import HeadnodeApp
 
     app = HeadnodeApp(home, service=service)
     executor = None if service else Executor(home, app.bus)
     samples: list[float] = []
-
-    async def switch() -> None:
-        """Send the key as the terminal driver does; stop the clock once the new screen has been painted."""
-        for key, screen in (("3", TransfersScreen), ("1", DashboardScreen)):
-            painted = asyncio.get_running_loop().create_future()
-            start = time.perf_counter()
-            app._driver.send_message(events.Key(key, key))
-            while not isinstance(app.screen, screen):
-                await asyncio.sleep(0.001)
-            app.screen.call_after_refresh(lambda painted=painted: painted.done() or painted.set_result(None))
-            await painted
-            samples.append(time.perf_counter() - start)
-            await asyncio.sleep(0.2)
 
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)
@@ -121,7 +105,7 @@ async def key_latency(home: Home, url: str, transfers: int, service: bool, press
             await pilot.pause(0.05)
         await pilot.pause(1.0)  # every copy moving
         while len(samples) < presses and len(app.transfers.running()) >= transfers * 0.9:
-            await switch()  # every press with at least 90% of the copies running
+            await switch_screens(app, samples)  # every press with at least 90% of the copies running
         for run in app.executor.active():
             run.cancel()
         while app.transfers.running():
