@@ -126,6 +126,7 @@ def _gf2_times(matrix: list[int], vector: int) -> int:
     return total
 
 
+@functools.cache
 def _zero_operators() -> list[list[int]]:
     """The linear maps that run zlib's CRC-32 register over 2**k zero bytes, k = 0..63 (as zlib's crc32_combine
     builds them): one zero bit is a shift with the reflected polynomial fed back; squaring doubles the run."""
@@ -137,9 +138,6 @@ def _zero_operators() -> list[list[int]]:
         operator = [_gf2_times(operator, column) for column in operator]
         operators.append(operator)
     return operators
-
-
-_ZERO_OPERATORS = _zero_operators()
 
 
 class Cksum(InProcessChecksum):
@@ -163,7 +161,7 @@ class Cksum(InProcessChecksum):
         self._size += count
         while count:
             if count & 1:
-                register = _gf2_times(_ZERO_OPERATORS[bit], register)
+                register = _gf2_times(_zero_operators()[bit], register)
             count >>= 1
             bit += 1
         self._crc = register ^ _MASK
