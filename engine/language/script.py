@@ -27,7 +27,8 @@ from engine.language.numbers import whole_number
 
 URL_SCHEMES = ("http", "https", "file")
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)")
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
+# What a host may be called: in a script line and in a host record alike.
+HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 _FSTYPE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -224,7 +225,7 @@ def parse_location(token: str, what: str) -> Location:
         raise _LineError(f"missing host in {what} {token!r}: expected host:path")
     if not host:
         raise _LineError(f"missing host in {what} {token!r}: expected host:path")
-    if not _HOST.fullmatch(host):
+    if not HOST_NAME.fullmatch(host):
         raise _LineError(f"bad host name {host!r} in {what}")
     return Location(host, check_path(path, f"{what} {token!r}"))
 

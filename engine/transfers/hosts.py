@@ -18,12 +18,12 @@ from typing import Any
 from engine.errors import InputError, Problem
 from engine.home import Home
 from engine.language.numbers import whole_number
+from engine.language.script import HOST_NAME
 from engine.store.database import Store
 
 TABLE = "hosts"
 DEFAULT_MAX_TRANSFERS = 4
 INPUT_FIELDS = ("name", "driver", "vm_dir", "address", "port", "user", "identity", "max_transfers")  # parse_host's
-_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 # A host name or an IPv4/IPv6 address (with a zone): never a leading '-', which ssh would read as an option.
 _ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9_.:%-]*")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -117,7 +117,7 @@ def parse_host(values: Mapping[str, str | None], known_drivers: Sequence[str]) -
 def validate_host(host: Host, known_drivers: Sequence[str]) -> list[Problem]:
     """Every problem with a host record, as messages naming the field."""
     problems = []
-    if not _NAME.fullmatch(host.name):
+    if not HOST_NAME.fullmatch(host.name):
         problems.append(Problem(f"bad host name {host.name!r}: letters, digits, '.', '_' and '-' only"))
     if host.driver not in known_drivers:
         problems.append(Problem(f"unknown driver {host.driver!r}: expected one of {', '.join(known_drivers)}"))
