@@ -56,14 +56,12 @@ def test_only_data_crosses_and_the_copy_is_exact(world, shape, accelerated):
     copy = host.vm_dir / "7/images/disk.0"
     assert copy.stat().st_size == size
     assert sha(copy) == sha(base)
-    data = sum(length for _, length in pieces)
     assert allocated(copy) <= max(1.5 * allocated(base), 64 << 10)
     log = vm_log(world)
     assert f"checksum {cksum(base)}" in log  # the logical content's: what `cksum FILE` prints on the host too
     assert "(extents, local to " in log and "(holes skipped)" in log
     finished = runner.of("action_finished")[-1]
     assert finished.bytes == size  # progress counts logical bytes
-    assert data <= 4 * MiB  # the shapes are mostly holes
 
 
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
