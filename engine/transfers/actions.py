@@ -249,9 +249,21 @@ class _Builtin:
         """Copy one file; a source written meanwhile fails the copy (grown on a shared file system, the kernel's
         copy stopped at the old size and reported done; overwritten in place, the checksum matched neither)."""
         before = source.identity(path)
-        copied = self._copy_bytes(source, path, dest, tmp, progress)
+        changed = OperationError(f"{path} changed while it was copied: copy it again once nothing writes it")
+        try:
+            copied = self._copy_bytes(source, path, dest, tmp, progress)
+        except OperationError:
+            # A checksum or size mismatch is what a changing source looks like from inside the copy: name the cause
+            # (unless the source cannot be asked any more, as after a connection that gave up).
+            try:
+                moved = source.identity(path) != before
+            except HeadnodeError:
+                moved = False
+            if moved:
+                raise changed from None
+            raise
         if source.identity(path) != before:
-            raise OperationError(f"{path} changed while it was copied: copy it again once nothing writes it")
+            raise changed
         return copied
 
     def _copy_bytes(self, source: Endpoint, path: str, dest: Endpoint, tmp: str, progress) -> Copied:
