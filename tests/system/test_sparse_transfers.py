@@ -78,15 +78,40 @@ def test_a_file_without_holes_is_streamed_as_before(world, accelerated):
     assert "(stream, local to " in vm_log(world)
 
 
+@pytest.fixture
+def shaped(tmp_path, monkeypatch):
+    """A home and one sshd host in its own network namespace behind a veth pair capped at 100 Mbit/s both ways
+    (tests/system/netns.py), so a copy takes its time whatever the machine's speed; torn down after."""
+    from engine.home import Home
+    from engine.transfers.hosts import Hosts
+    from tests.system.netns import Lab
+    from tests.system.sshd import keygen
+
+    user = tmp_path / "user"
+    (user / ".ssh").mkdir(parents=True, mode=0o700)
+    key = user / ".ssh/id_ed25519"
+    keygen(key)
+    with Lab(tmp_path, 1, 100, key.with_suffix(".pub")) as lab:
+        node = lab.members[0]
+        (user / ".ssh/known_hosts").write_text(node.host_key_line + "\n")
+        monkeypatch.setenv("HOME", str(user))
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        home = Home(tmp_path / "home").ensure()
+        Hosts(home).create(node.record())
+        yield {"home": home, "node": node, "lab": lab, "images": tmp_path}
+    assert f"hn{lab.tag}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
-def test_a_copy_dropped_three_times_resumes_at_the_right_extent(world, accelerated):
-    """sshd's sessions are killed three times while extents flow: each attempt starts from the size the copy had
-    reached (never from byte 0, never re-sending holes) and the result still verifies."""
+def test_a_copy_dropped_three_times_resumes_at_the_right_extent(shaped, accelerated):
+    """sshd's sessions are killed three times while extents flow (48 MiB of data at 100 Mbit/s, about 4 s): each
+    attempt starts from the size the copy had reached (never from byte 0, never re-sending holes) and the result
+    still verifies."""
     pieces = [(i * 12 * MiB + 4097, 6 * MiB) for i in range(8)]
-    base = sparse_file(world["images"] / "drops.img", 100 * MiB, pieces)
-    host = world["hosts"]["host01"]
+    base = sparse_file(shaped["images"] / "drops.img", 100 * MiB, pieces)
+    host, home = shaped["node"], shaped["home"]
     part = host.vm_dir / "7/images/.disk.0.part"
-    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    runner = Runner(home, accelerator=OpenSsh(min_bytes=0) if accelerated else False)
     drops: list[int] = []
     lock = threading.Lock()
 
@@ -103,14 +128,14 @@ def test_a_copy_dropped_three_times_resumes_at_the_right_extent(world, accelerat
 
     runner.bus.subscribe(drop)
     try:
-        result = runner.run(f"CLONE {world['fe']}:{base} host01:{host.vm_dir}/7/images/disk.0\n")
+        result = runner.run(f"CLONE {home.config.frontend_name}:{base} {host.name}:{host.vm_dir}/7/images/disk.0\n")
     finally:
         runner.close()
     assert len(drops) >= 2, drops
     assert result.ok, result
     copy = host.vm_dir / "7/images/disk.0"
     assert copy.stat().st_size == base.stat().st_size and sha(copy) == sha(base)
-    log = vm_log(world)
+    log = (home.logs / "vm-7.log").read_text()
     starts = [
         int(line.split("resuming at byte ")[1].split(",")[0]) for line in log.splitlines() if "resuming at" in line
     ]
@@ -164,38 +189,21 @@ def test_the_checksum_of_a_hole_is_computed_not_read(holes):
         assert combined.value() == halves.value()
 
 
-def test_a_sparse_clone_behind_a_shaped_link(tmp_path, monkeypatch):
-    """A host in its own network namespace behind a veth pair capped at 50 Mbit/s (tests/system/netns.py): the
-    copy is exact and only its data crossed the link."""
-    from engine.home import Home
-    from engine.transfers.hosts import Hosts
-    from tests.system.netns import Lab
-    from tests.system.sshd import keygen
-
-    user = tmp_path / "user"
-    (user / ".ssh").mkdir(parents=True, mode=0o700)
-    key = user / ".ssh/id_ed25519"
-    keygen(key)
-    with Lab(tmp_path, 1, 50, key.with_suffix(".pub")) as lab:
-        node = lab.members[0]
-        (user / ".ssh/known_hosts").write_text(node.host_key_line + "\n")
-        monkeypatch.setenv("HOME", str(user))
-        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-        home = Home(tmp_path / "home").ensure()
-        Hosts(home).create(node.record())
-        base = sparse_file(tmp_path / "disk.img", 64 * MiB, [(5 * MiB, MiB), (40 * MiB + 1, 2 * MiB)])
-        counters = f"/sys/class/net/hn{lab.tag}h/statistics/tx_bytes"
-        sent_before = int(Path(counters).read_text())
-        runner = Runner(home)
-        try:
-            assert runner.run(f"CLONE {home.config.frontend_name}:{base} {node.name}:{node.vm_dir}/7/disk.0\n").ok
-        finally:
-            runner.close()
-        sent = int(Path(counters).read_text()) - sent_before
-        copy = node.vm_dir / "7/disk.0"
-        assert sha(copy) == sha(base) and copy.stat().st_size == 64 * MiB
-        assert 3 * MiB < sent < 8 * MiB  # the data and ssh's overhead, not the 64 MiB of the file
-    assert f"hn{lab.tag}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+def test_a_sparse_clone_behind_a_shaped_link(shaped):
+    """Behind the capped link the copy is exact and only its data crossed it (the head's veth counters)."""
+    home, node, lab = shaped["home"], shaped["node"], shaped["lab"]
+    base = sparse_file(shaped["images"] / "disk.img", 64 * MiB, [(5 * MiB, MiB), (40 * MiB + 1, 2 * MiB)])
+    counters = Path(f"/sys/class/net/hn{lab.tag}h/statistics/tx_bytes")
+    sent_before = int(counters.read_text())
+    runner = Runner(home)
+    try:
+        assert runner.run(f"CLONE {home.config.frontend_name}:{base} {node.name}:{node.vm_dir}/7/disk.0\n").ok
+    finally:
+        runner.close()
+    sent = int(counters.read_text()) - sent_before
+    copy = node.vm_dir / "7/disk.0"
+    assert sha(copy) == sha(base) and copy.stat().st_size == 64 * MiB
+    assert 3 * MiB < sent < 8 * MiB  # the data and ssh's overhead, not the 64 MiB of the file
 
 
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
