@@ -9,18 +9,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from time import time
 from typing import Any
 
 Subscriber = Callable[[Any], None]
 
 
+class Level(StrEnum):
+    """How much a log line matters: the console marks each (I, W, E) and can show errors only."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 @dataclass(frozen=True)
 class LogEvent:
-    """A line for the engine's log: level is "info", "warning" or "error"."""
+    """A line for the engine's log."""
 
     message: str
-    level: str = "info"
+    level: Level = Level.INFO
     source: str = "engine"
     at: float = field(default_factory=time)
 
@@ -52,4 +61,4 @@ class EventBus:
                 subscriber(event)
             except Exception as exc:  # one broken listener must not stop the engine or the others
                 if not isinstance(event, LogEvent):
-                    self.publish(LogEvent(f"event subscriber failed: {exc!r}", "error"))
+                    self.publish(LogEvent(f"event subscriber failed: {exc!r}", Level.ERROR))

@@ -12,11 +12,11 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Log
 
-from engine.events import LogEvent
+from engine.events import Level, LogEvent
 from engine.presentation import clock_text
 from tui.screen import HeadnodeScreen
 
-LEVEL_MARK = {"info": "I", "warning": "W", "error": "E"}
+LEVEL_MARK = {Level.INFO: "I", Level.WARNING: "W", Level.ERROR: "E"}
 
 
 def format_log_event(event: LogEvent) -> str:
@@ -56,7 +56,7 @@ class LogScreen(HeadnodeScreen):
         self.call_after_refresh(self._render_all)  # again at the width the layout gave it
 
     def _shows(self, event: LogEvent) -> bool:
-        if self.errors_only and event.level != "error":
+        if self.errors_only and event.level is not Level.ERROR:
             return False
         return not self.filter_text or self.filter_text in format_log_event(event).lower()
 

@@ -23,9 +23,9 @@ from textual.signal import Signal
 from engine.core import Engine
 from engine.defaults import ensure_sample_image
 from engine.errors import HeadnodeError, InputError
-from engine.events import EventBus, LogEvent
+from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
-from engine.networks.manager import NetworkChanged
+from engine.networks.manager import NetworkChange, NetworkChanged
 from engine.service.audit import AuditEntry, AuditLog
 from engine.service.runs import TransferBoard, script_title
 from engine.vms.lifecycle import VmChanged
@@ -47,7 +47,12 @@ from tui.widgets.nav import SCREENS
 
 T = TypeVar("T")
 LOG_KEPT = 5000  # engine log lines the console keeps in memory
-NETWORK_AUDIT = {"created": "network create", "deleted": "network delete", "leased": "lease", "released": "release"}
+NETWORK_AUDIT = {
+    NetworkChange.CREATED: "network create",
+    NetworkChange.DELETED: "network delete",
+    NetworkChange.LEASED: "lease",
+    NetworkChange.RELEASED: "release",
+}
 
 
 @dataclass(frozen=True)
@@ -330,7 +335,7 @@ class HeadnodeApp(App[int]):
 
         def failed(exc: Exception) -> None:
             if isinstance(exc, InputError):
-                self.bus.publish(LogEvent(f"{what}: {describe_error(exc)}", "warning", "console"))
+                self.bus.publish(LogEvent(f"{what}: {describe_error(exc)}", Level.WARNING, "console"))
                 form.refuse([str(problem) for problem in exc.problems])
             else:
                 self.report_failure(what, exc)
@@ -341,7 +346,7 @@ class HeadnodeApp(App[int]):
     def report_failure(self, what: str, exc: BaseException) -> None:
         if not isinstance(exc, HeadnodeError):
             self._save_crash(traceback.format_exc())
-        self.bus.publish(LogEvent(f"{what}: {describe_error(exc)}", "error", "console"))
+        self.bus.publish(LogEvent(f"{what}: {describe_error(exc)}", Level.ERROR, "console"))
 
     def _save_crash(self, text: str) -> None:
         try:
@@ -366,7 +371,7 @@ class HeadnodeApp(App[int]):
             event = self._as_log(event)
         if isinstance(event, LogEvent):
             self.log_events.append(event)
-            if event.level == "error":
+            if event.level is Level.ERROR:
                 self.notify(event.message, severity="error", markup=False)
         elif self.transfers.apply(event):
             return  # the Transfers screen and the Dashboard redraw from the board on their own timers
@@ -385,7 +390,7 @@ class HeadnodeApp(App[int]):
     def _as_log(event: Any) -> LogEvent:
         """The service's audit entries show in the Log beside its log lines."""
         if isinstance(event, AuditEntry):
-            return LogEvent(event.text(), "info", "audit", event.at)
+            return LogEvent(event.text(), Level.INFO, "audit", event.at)
         return event
 
     # Another headnode (console or CLI) on the same home: a cheap stat of the home's top-level files.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import OperationError
-from engine.events import EventBus, LogEvent
+from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
 from engine.networks.manager import Networks
 from engine.service.client import ServiceClient, Stream
@@ -138,7 +138,7 @@ class ServiceEngine:
                 problem = f"engine service: {exc}"
             if self._closed.wait(RECONNECT_SECONDS):
                 return
-            self.bus.publish(LogEvent(f"{problem}; reconnecting", "warning", "console"))
+            self.bus.publish(LogEvent(f"{problem}; reconnecting", Level.WARNING, "console"))
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, VmOperationFinished):

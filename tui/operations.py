@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.events import LogEvent
+from engine.events import Level, LogEvent
 from engine.presentation import host_test_lines, host_test_summary
 from tui.widgets.confirm import ConfirmScreen
 
@@ -31,7 +31,9 @@ def test_hosts(app: Any, names: list[str], then: Callable[[], object], accept_ne
 
         def done(report: Any, name: str = name) -> None:
             app.host_reports[name] = report
-            app.bus.publish(LogEvent("; ".join(host_test_lines(report)), "info" if report.ok else "error", "host"))
+            app.bus.publish(
+                LogEvent("; ".join(host_test_lines(report)), Level.INFO if report.ok else Level.ERROR, "host")
+            )
             if report.ok:
                 app.notify(f"host {name}: {tested_text(report)}")
             elif report.key_unknown and not app.read_only:

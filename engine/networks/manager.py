@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,16 @@ if TYPE_CHECKING:
 
 NETWORKS = "networks"
 SEQUENCES = "sequences"
-CREATED, DELETED, LEASED, RELEASED, REPAIRED = "created", "deleted", "leased", "released", "repaired"
+
+
+class NetworkChange(StrEnum):
+    """What a change did to a network, as `NetworkChanged` reports it."""
+
+    CREATED = "created"
+    DELETED = "deleted"
+    LEASED = "leased"  # held too
+    RELEASED = "released"
+    REPAIRED = "repaired"
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,7 @@ class NetworkChanged:
     """Published on `Networks.events` after a change made through this object (other processes: see `stamp()`)."""
 
     network: str
-    change: str  # created, deleted, leased (held too), released, repaired
+    change: NetworkChange
     ips: tuple[str, ...] = ()
     at: float = field(default_factory=time.time)
 
@@ -82,7 +92,7 @@ class Networks:
             network = replace(network, id=last + 1, store_key=key)
             sequences.upsert(Document({"networks": last + 1}, doc_id=1))
             db.table(NETWORKS).insert(network.to_record())
-        self._announce(network.name, CREATED)
+        self._announce(network.name, NetworkChange.CREATED)
         return network
 
     def create_from_file(self, path: str | Path) -> Network:
@@ -117,7 +127,7 @@ class Networks:
         with self._lock:
             self._books.pop(network.id, None)
         book.file.close()
-        self._announce(network.name, DELETED)
+        self._announce(network.name, NetworkChange.DELETED)
         return network
 
     # -- leases ------------------------------------------------------------------------------------------------
@@ -125,24 +135,24 @@ class Networks:
     def lease(self, name: str, vm: int | None = None, ip: str | None = None, note: str = "") -> Lease:
         """Lease `ip`, or the next free address, to `vm`; without a VM the address is held."""
         lease = self._book(self.get(name)).lease(vm, ip, note)
-        self._announce(name, LEASED, [lease])
+        self._announce(name, NetworkChange.LEASED, [lease])
         return lease
 
     def lease_many(self, name: str, count: int, vm: int | None = None, note: str = "") -> builtins.list[Lease]:
         """Lease `count` addresses at once: all, or none and an OperationError."""
         leases = self._book(self.get(name)).lease_many(count, vm, None, note)
-        self._announce(name, LEASED, leases)
+        self._announce(name, NetworkChange.LEASED, leases)
         return leases
 
     def hold(self, name: str, ip: str, note: str = "") -> Lease:
         lease = self._book(self.get(name)).hold(ip, note)
-        self._announce(name, LEASED, [lease])
+        self._announce(name, NetworkChange.LEASED, [lease])
         return lease
 
     def release(self, name: str, ip: str, force: bool = False) -> Lease:
         """Free an address; one a VM holds needs `force`."""
         lease = self._book(self.get(name)).release(ip, force)
-        self._announce(name, RELEASED, [lease])
+        self._announce(name, NetworkChange.RELEASED, [lease])
         return lease
 
     def release_vm(self, vm: int) -> builtins.list[Lease]:
@@ -150,7 +160,7 @@ class Networks:
         released = []
         for network in self.list():
             leases = self._book(network).release_vm(vm)
-            self._announce(network.name, RELEASED, leases)
+            self._announce(network.name, NetworkChange.RELEASED, leases)
             released.extend(leases)
         return released
 
@@ -187,7 +197,7 @@ class Networks:
             vm_ids: set[int] = {doc["id"] for doc in db.table("vms").all() if doc.get("id") is not None}
         findings = examine([self._book(n) for n in self.list()], vm_ids, fix)
         for name in sorted({f.network for f in findings if f.fixed}):
-            self._announce(name, REPAIRED)
+            self._announce(name, NetworkChange.REPAIRED)
         return findings
 
     def book(self, name: str) -> LeaseBook:
@@ -200,7 +210,7 @@ class Networks:
                 book.file.close()
             self._books.clear()
 
-    def _announce(self, network: str, change: str, leases: builtins.list[Lease] | None = None) -> None:
+    def _announce(self, network: str, change: NetworkChange, leases: builtins.list[Lease] | None = None) -> None:
         if self.events is not None and (leases is None or leases):
             self.events.publish(NetworkChanged(network, change, tuple(x.ip for x in leases or ())))
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from engine.core import Engine
 from engine.errors import HeadnodeError, InputError, OperationError, Problem
-from engine.events import EventBus, LogEvent
+from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
 from engine.language.script import parse_script
 from engine.service.audit import AuditEntry, AuditLog
@@ -200,9 +200,9 @@ class Service:
             self.engine = Engine(self.home, self.bus, defer_sample_image=True)
             self.bus.subscribe(self._on_event)
             if self.history.problem:
-                self.bus.publish(LogEvent(self.history.problem, "error", "service"))
+                self.bus.publish(LogEvent(self.history.problem, Level.ERROR, "service"))
             self._listen()
-            self.bus.publish(LogEvent(f"service started (pid {self.pid})", "info", "service"))
+            self.bus.publish(LogEvent(f"service started (pid {self.pid})", Level.INFO, "service"))
             self._resume_interrupted()
             if ready is not None:
                 ready()
@@ -252,7 +252,7 @@ class Service:
                 if self._busy() or self._clients:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > self.idle_exit:
-                    self.bus.publish(LogEvent("service idle: stopping", "info", "service"))
+                    self.bus.publish(LogEvent("service idle: stopping", Level.INFO, "service"))
                     break
 
     def _admit(self, sock: socket.socket) -> None:
@@ -261,7 +261,7 @@ class Service:
             with contextlib.suppress(OSError):
                 sock.sendall(encode({"ok": False, "error": {"kind": "operation", "message": "not the owner"}}))
             sock.close()
-            self.bus.publish(LogEvent(f"refused a connection from uid {uid} (pid {pid})", "warning", "service"))
+            self.bus.publish(LogEvent(f"refused a connection from uid {uid} (pid {pid})", Level.WARNING, "service"))
             return
         client = _Client(self, sock, pid, uid)
         with self._clients_lock:
@@ -497,7 +497,7 @@ class Service:
                 self._resume(entry)
             except HeadnodeError as exc:
                 journal.finish(entry.run, JournalState.INTERRUPTED)
-                self.bus.publish(LogEvent(f"cannot resume run {entry.run}: {exc}", "error", "service"))
+                self.bus.publish(LogEvent(f"cannot resume run {entry.run}: {exc}", Level.ERROR, "service"))
 
     def _record_interrupted(self, entry: JournalEntry) -> None:
         texts = entry.script.splitlines()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import HeadnodeError, InputError, OperationError, Problem
-from engine.events import EventBus, LogEvent
+from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
 from engine.language.script import Delete, Location, Move, Script, Url, join_path
 from engine.language.template import Attribute, Template, Vector, format_template, load_template, parse_template
@@ -578,7 +578,7 @@ class Vms:
             if self.hosts.find(host) is not None:
                 actions.append(Delete(self._placement(host).images(vm.id)))
             elif force:
-                self._log(vm, f"host {host} no longer exists: its files there, if any, are left", "warning")
+                self._log(vm, f"host {host} no longer exists: its files there, if any, are left", Level.WARNING)
             else:
                 raise InputError(
                     Problem(
@@ -649,7 +649,7 @@ class Vms:
         if ok:
             self._log(done, f"{op} succeeded: {state.value}")
         else:
-            self._log(done, f"{op} failed at line {record.failed_line}: {record.error}", "error")
+            self._log(done, f"{op} failed at line {record.failed_line}: {record.error}", Level.ERROR)
             if state is not VmState.DONE:
                 raise OperationError(f"VM {vm.id}: {op} failed at line {record.failed_line}: {record.error}")
         return done
@@ -671,7 +671,7 @@ class Vms:
     def _publish(self, vm: Vm) -> None:
         self.bus.publish(VmChanged(vm.id, vm.state))
 
-    def _log(self, vm: Vm, message: str, level: str = "info") -> None:
+    def _log(self, vm: Vm, message: str, level: Level = Level.INFO) -> None:
         self.bus.publish(LogEvent(f"VM {vm.id} ({vm.name}): {message}", level, "vm"))
 
 

@@ -6,7 +6,7 @@ import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, Log
 
-from engine.events import LogEvent
+from engine.events import Level, LogEvent
 from engine.language.template import load_template
 from engine.networks.manager import Networks
 from screens.dashboard import DashboardScreen
@@ -86,7 +86,7 @@ async def test_engine_log_events_reach_the_log_screen_filtered(home) -> None:
     app = HeadnodeApp(home)
     async with app.run_test() as pilot:
         app.bus.publish(LogEvent("lease 10.0.0.1 taken", source="vnet", at=0.0))
-        app.bus.publish(LogEvent("copy failed", level="error", source="tm", at=1.0))
+        app.bus.publish(LogEvent("copy failed", level=Level.ERROR, source="tm", at=1.0))
         await pilot.press("6")
         log = app.screen.query_one(Log)
         assert log.lines == ["00:00:00 [I] vnet: lease 10.0.0.1 taken", "00:00:01 [E] tm: copy failed"]
@@ -175,7 +175,7 @@ async def test_long_log_lines_wrap_at_80_columns_and_rewrap_when_wider(home) -> 
     message = "deploy VM 3: " + " ".join(f"word{i}" for i in range(40))
     app = HeadnodeApp(home)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.bus.publish(LogEvent(message, level="error", source="console", at=0.0))
+        app.bus.publish(LogEvent(message, level=Level.ERROR, source="console", at=0.0))
         await pilot.press("6")
         log = app.screen.query_one(Log)
         await until(pilot, lambda: len(log.lines) > 3)

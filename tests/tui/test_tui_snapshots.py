@@ -8,7 +8,7 @@ from textual.widgets import Log
 
 from engine.core import Engine
 from engine.defaults import sample_templates
-from engine.events import LogEvent
+from engine.events import Level, LogEvent
 from engine.home import Home
 from tests.tui.conftest import SIZES
 from tests.tui.watch import until
@@ -38,7 +38,7 @@ def fixed_data(home: Home) -> None:
 
 def log_some(app: HeadnodeApp) -> None:
     app.bus.publish(LogEvent("network default created (254 addresses)", source="vnet", at=3600.0))
-    app.bus.publish(LogEvent("host local: VM directory not writable", level="warning", source="host", at=3661.0))
+    app.bus.publish(LogEvent("host local: VM directory not writable", level=Level.WARNING, source="host", at=3661.0))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
