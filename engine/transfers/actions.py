@@ -38,7 +38,6 @@ from engine.transfers.endpoints import (
     Endpoint,
     ExtentReader,
     LocalEndpoint,
-    Reader,
     RemoteEndpoint,
     confined,
 )
@@ -46,6 +45,7 @@ from engine.transfers.extents import data_bytes
 from engine.transfers.hosts import Host, Hosts, inside_vm_dir
 from engine.transfers.job import Job
 from engine.transfers.ssh import SshPool
+from engine.transfers.zero_runs import StreamExtents
 
 MIB = 1 << 20
 # Overwrite without asking, and quietly: mkfs's own flags differ by file system.
@@ -298,12 +298,12 @@ class _Builtin:
             if data_bytes(extents) == size:
                 return None
 
-            def open_source(offset: int) -> LocalExtents | ExtentReader | None:
+            def open_source(offset: int) -> LocalExtents | ExtentReader | StreamExtents | None:
                 return LocalExtents(path, size, extents, offset)
 
         else:
 
-            def open_source(offset: int) -> LocalExtents | ExtentReader | None:
+            def open_source(offset: int) -> LocalExtents | ExtentReader | StreamExtents | None:
                 return source.open_extent_reader(path, offset, self.checksum)
 
         return copy_extents(
@@ -315,16 +315,35 @@ class _Builtin:
             self.checksum,
             lambda: source.checksum(path, self.checksum),
             source.reset,
+            self.resume_partial,
         )
 
     def _fetch(self, url: str, dest: Endpoint, tmp: str, progress) -> Copied:
+        """An HTTP body, its zero runs left as holes (engine.transfers.zero_runs); a body of unknown length is
+        streamed as it comes."""
         from engine.transfers.http_source import HttpReader
 
-        def open_reader(offset: int) -> Reader:
-            return HttpReader(url, offset)
+        def open_source(offset: int) -> StreamExtents | None:
+            reader = HttpReader(url, offset)
+            if reader.total is None:
+                reader.close()
+                return None
+            return StreamExtents(reader)
 
+        copied = copy_extents(
+            self.job, open_source, dest, tmp, progress, self.checksum, lambda: None, resume_partial=self.resume_partial
+        )
+        if copied is not None:
+            return copied
         return copy_stream(
-            self.job, open_reader, dest, tmp, progress, self.checksum, lambda: None, resume_partial=self.resume_partial
+            self.job,
+            lambda offset: HttpReader(url, offset),
+            dest,
+            tmp,
+            progress,
+            self.checksum,
+            lambda: None,
+            resume_partial=self.resume_partial,
         )
 
     def clone(self, action: Clone | Link) -> ActionResult:

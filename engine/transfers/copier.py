@@ -26,6 +26,7 @@ from engine.transfers.checksums import Checksum, InProcessChecksum, hole_checksu
 from engine.transfers.endpoints import CHUNK, Endpoint, ExtentReader, ExtentWriter, LocalExtentWriter, Reader, Writer
 from engine.transfers.extents import Extent, data_bytes, data_extents, from_offset, merged
 from engine.transfers.job import Job
+from engine.transfers.zero_runs import StreamExtents
 
 T = TypeVar("T")
 Progress = Callable[[int, "int | None"], None]
@@ -66,7 +67,7 @@ class LocalExtents:
 
     def __init__(self, path: str, size: int, extents: list[Extent], offset: int) -> None:
         self.total, self.extents = size, extents
-        self._offset = offset
+        self.offset = offset
         try:
             self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as exc:
@@ -77,18 +78,18 @@ class LocalExtents:
         holes (as zeros) into `logical`."""
         fd, position = self._file.fileno(), 0
         for extent in self.extents:
-            if extent.offset >= self._offset:
+            if extent.offset >= self.offset:
                 break
             logical.zeros(extent.offset - position)
             for checksum in (sent, logical):
-                checksum.feed(fd, extent.offset, min(extent.end, self._offset) - extent.offset)
-            position = min(extent.end, self._offset)
-        logical.zeros(self._offset - position)
+                checksum.feed(fd, extent.offset, min(extent.end, self.offset) - extent.offset)
+            position = min(extent.end, self.offset)
+        logical.zeros(self.offset - position)
         return True
 
     def pieces(self) -> Iterator[Extent | bytes]:
         fd = self._file.fileno()
-        for extent in from_offset(self.extents, self._offset):
+        for extent in from_offset(self.extents, self.offset):
             yield extent
             position = extent.offset
             while position < extent.end:
@@ -104,33 +105,36 @@ class LocalExtents:
 
 def copy_extents(
     job: Job,
-    open_source: Callable[[int], LocalExtents | ExtentReader | None],
+    open_source: Callable[[int], LocalExtents | ExtentReader | StreamExtents | None],
     dest: Endpoint,
     tmp: str,
     progress: Progress,
     algorithm: str,
     source_checksum: Callable[[], str | None],
     reset_source: Callable[[], None] = lambda: None,
+    resume_partial: bool = False,
 ) -> Copied | None:
     """Copy a sparse file's data extents into `tmp` on dest, holes skipped, verified end to end: dest checksums
     the extents it stored, read back, against what was sent, and the copy's checksum is the file's logical
     content's (holes as zeros, computed without reading them). After a dropped connection it resumes from the
-    size the copy had reached; a resumed copy from a host, whose earlier extents are not known here, is then
-    checked whole against the source. None when the source cannot send extents or dest cannot take them."""
+    size the copy had reached (so does the first attempt with `resume_partial`: a run resumed after the service
+    stopped); a resumed copy from a host or a stream, whose earlier extents are not known here, is then checked
+    whole against the source. None when the source cannot send extents or dest cannot take them."""
 
     def once(attempt: int) -> Copied | None:
-        source: LocalExtents | ExtentReader | None = None
+        source: LocalExtents | ExtentReader | StreamExtents | None = None
         writer: ExtentWriter | LocalExtentWriter | None = None
         sent, logical = new_checksum(algorithm), hole_checksum(algorithm)
         try:
-            offset = dest.kind(tmp)[1] if attempt > 1 else 0
+            offset = dest.kind(tmp)[1] if (attempt > 1 or resume_partial) else 0
             source = open_source(offset)
             if source is not None:
+                offset = source.offset  # where the source could start (an HTTP server may not resume)
                 writer = dest.open_extent_writer(tmp, offset, source.total - offset, algorithm)
             if source is None or writer is None:
                 return None
             carriers = f"{source.carrier} to {writer.carrier}"
-            if attempt > 1:
+            if offset:
                 job.log(f"resuming at byte {offset}")
             whole = offset == 0 or (isinstance(source, LocalExtents) and source.head(sent, logical))
             position = offset
@@ -138,8 +142,10 @@ def copy_extents(
                 job.check_cancel()
                 if isinstance(piece, Extent):
                     logical.zeros(piece.offset - position)
-                    writer.extent(piece.offset, piece.length)
+                    if piece.length:  # an empty one only says how far a stream has come
+                        writer.extent(piece.offset, piece.length)
                     position = piece.offset
+                    progress(position, source.total)
                     continue
                 sent.update(piece)
                 logical.update(piece)

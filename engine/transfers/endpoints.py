@@ -228,6 +228,7 @@ class ExtentReader:
         self._inner = inner
         self._framed = new_checksum(algorithm)
         self.carrier = inner.carrier
+        self.offset = inner.offset
         self.total = inner.total or 0
         self.extents: list[Extent] = []
 
@@ -501,7 +502,7 @@ def create_exclusive(path: str) -> int:
 def open_for_resume(path: str) -> int:
     """The partial file at `path`, opened for writing only if it is a plain file with no other name (a symbolic
     or hard link planted in its place would lead the write elsewhere)."""
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)  # read too: a sparse copy reads back what it stored
     st = os.fstat(fd)
     problem = "not a plain file" if not stat.S_ISREG(st.st_mode) else "a hard link" if st.st_nlink != 1 else ""
     if problem:

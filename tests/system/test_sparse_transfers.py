@@ -39,6 +39,7 @@ SHAPES = {
     "trailing-hole": (12 * MiB + 1, [(0, 3 * MiB)]),
     "all-holes": (16 * MiB, []),
 }
+NO_HOLES = (5 * MiB + 3, [(0, 5 * MiB + 3)])
 
 
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
@@ -230,3 +231,53 @@ def test_hosts_send_only_their_data_too(world, shape, accelerated):
     carrier = "openssh" if accelerated else "paramiko"
     assert f"(extents, {carrier} to {carrier}" in log and f"(extents, {carrier} to local" in log
     assert log.count("(holes skipped)") == 2
+
+
+# Each way an HTTP body reaches a host: over SSH (both carriers), and to a host sharing the front end's files.
+HTTP_PATHS = {"paramiko": ("host01", False), "openssh": ("host01", True), "shared": ("nfs01", False)}
+
+
+@pytest.mark.parametrize("path", sorted(HTTP_PATHS))
+@pytest.mark.parametrize("shape", [*sorted(SHAPES), "no-holes"])
+def test_the_zeros_of_an_http_body_stay_holes_on_the_host(world, http_server, shape, path):
+    """The body's zero runs are found as it streams: only its data is sent on, and the copy has the body's
+    content, size and checksum (one pass: the logical content's, what `cksum` prints) and about its allocation."""
+    size, pieces = SHAPES.get(shape, NO_HOLES)
+    body = sparse_file(http_server["root"] / "disk.img", size, pieces)
+    name, accelerated = HTTP_PATHS[path]
+    vm_dir = world["shared"] if name == "nfs01" else world["hosts"][name].vm_dir
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    try:
+        result = runner.run(f"CLONE {http_server['url']}/disk.img {name}:{vm_dir}/7/images/disk.0\n")
+    finally:
+        runner.close()
+    assert result.ok, result
+    copy = vm_dir / "7/images/disk.0"
+    assert copy.stat().st_size == size and sha(copy) == sha(body)
+    data = sum(length for _, length in pieces)
+    assert allocated(copy) <= max(1.5 * data, 64 << 10)
+    log = vm_log(world)
+    assert f"checksum {cksum(body)}" in log
+    carrier = {"paramiko": "paramiko", "openssh": "openssh", "shared": "local"}[path]
+    assert f"(extents, http to {carrier}" in log
+    assert ("(holes skipped)" in log) == (shape != "no-holes")
+    assert runner.of("action_finished")[-1].bytes == size
+    assert leftovers(vm_dir) == []
+
+
+def test_an_http_body_behind_a_shaped_link_sends_only_its_data(shaped, http_server):
+    """The front end downloads every zero of the body, but only its data crosses the link to the host."""
+    home, node, lab = shaped["home"], shaped["node"], shaped["lab"]
+    body = sparse_file(http_server["root"] / "disk.img", 64 * MiB, [(5 * MiB + 9, MiB), (40 * MiB, 2 * MiB + 1)])
+    counters = Path(f"/sys/class/net/hn{lab.tag}h/statistics/tx_bytes")
+    sent_before = int(counters.read_text())
+    runner = Runner(home)
+    try:
+        result = runner.run(f"CLONE {http_server['url']}/disk.img {node.name}:{node.vm_dir}/7/disk.0\n")
+    finally:
+        runner.close()
+    assert result.ok, result
+    sent = int(counters.read_text()) - sent_before
+    copy = node.vm_dir / "7/disk.0"
+    assert sha(copy) == sha(body) and copy.stat().st_size == 64 * MiB
+    assert 3 * MiB < sent < 8 * MiB
