@@ -227,6 +227,8 @@ class ScriptRun:
             slots = self.executor.host_slots(self._hosts_of(line), cancel)
         except Cancelled:
             return self._finish_line(index, line, RunOutcome.CANCELLED, ActionResult(), started, "cancelled")
+        except InputError as exc:  # a host deleted since the script was checked
+            return self._finish_line(index, line, RunOutcome.FAILED, ActionResult(), started, str(exc))
         with slots:
             try:
                 job.check_cancel()
@@ -295,6 +297,33 @@ class ScriptRun:
         return outcome, error
 
 
+class _Slots:
+    """A host's transfer slots: at most `limit` held at once. The limit may change while slots are held; a lower
+    one admits no new transfer until enough of the running ones end (none is stopped)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._limit = 1
+        self._held = 0
+
+    def limit(self, limit: int) -> None:
+        with self._changed:
+            self._limit = limit
+            self._changed.notify_all()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._held < self._limit, timeout):
+                return False
+            self._held += 1
+            return True
+
+    def release(self) -> None:
+        with self._changed:
+            self._held -= 1
+            self._changed.notify_all()
+
+
 def configured_max_scripts(home: Home) -> int:
     """MAX_SCRIPTS of headnode.conf: how many scripts run at once (the others wait their turn)."""
     text = home.config.template.get("MAX_SCRIPTS") or str(MAX_SCRIPTS)
@@ -331,7 +360,7 @@ class Executor:
         self.journal = Journal(Store(home.db_path))
         self._scripts = threading.BoundedSemaphore(max_scripts or configured_max_scripts(home))
         self._slots_lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots: dict[str, _Slots] = {}
         self._threads: set[threading.Thread] = set()  # the workers still running (each forgets itself when done)
         self._runs_lock = threading.Lock()
         self._runs: dict[str, ScriptRun] = {}  # by id, so a console can cancel or retry a run it did not submit
@@ -399,11 +428,12 @@ class Executor:
         stack = ExitStack()
         try:
             for name in hosts:
+                # The host's record is read each time (a stat while it is unchanged): an edited MAX_TRANSFERS
+                # holds from the next transfer on, not from the next restart.
+                limit = self.transfers.hosts.resolve(name).max_transfers
                 with self._slots_lock:
-                    slot = self._slots.get(name)
-                    if slot is None:
-                        limit = self.transfers.hosts.resolve(name).max_transfers
-                        slot = self._slots[name] = threading.BoundedSemaphore(limit)
+                    slot = self._slots.setdefault(name, _Slots())
+                slot.limit(limit)
                 while not slot.acquire(timeout=0.1):
                     if cancel.is_set():
                         raise Cancelled("cancelled while waiting for a transfer slot on " + name)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
+from dataclasses import replace
 
 from engine.core import Engine
 from engine.events import EventBus
 from engine.home import Home
 from engine.language.script import parse_script
+from engine.transfers.hosts import Host, Hosts
+from tests.conftest import site_driver
 
 
 def test_finished_runs_leave_no_worker_thread_behind(home: Home) -> None:
@@ -31,3 +35,31 @@ def test_finished_runs_leave_no_worker_thread_behind(home: Home) -> None:
             del thread
         gc.collect()
         assert [ref() for ref in workers] == [None, None, None]
+
+
+def test_a_changed_max_transfers_holds_from_the_next_transfer(home: Home, tmp_path) -> None:
+    """Editing a host's MAX_TRANSFERS (the console's host form: Hosts.update) takes effect at once: the executor
+    kept the limit it first read until it restarted."""
+    gate = tmp_path / "gate"
+    program = f'#!/bin/sh\ntouch "{tmp_path}/started.$$"\nwhile [ ! -e "{gate}" ]; do sleep 0.02; done\n'
+    site_driver(home, "gated", programs={"MKSWAP": program})
+    hosts = Hosts(home)
+    hosts.create(Host("node1", "gated", str(tmp_path / "vms"), max_transfers=1))
+    swap = "MKSWAP 1 node1:{}/{}/images/disk.1\n".format
+    with Engine(home, EventBus()) as engine:
+        gate.touch()
+        first = engine.executor.submit(parse_script(swap(tmp_path / "vms", 0)), 0).wait(30)
+        assert first is not None and first.ok, first  # the limit of 1 is read
+        gate.unlink()
+        for started in tmp_path.glob("started.*"):
+            started.unlink()
+        hosts.update("node1", replace(hosts.get("node1"), max_transfers=3))
+        runs = [engine.executor.submit(parse_script(swap(tmp_path / "vms", vm)), vm) for vm in (1, 2, 3)]
+        try:
+            deadline = time.monotonic() + 10
+            while len(list(tmp_path.glob("started.*"))) < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(list(tmp_path.glob("started.*"))) == 3  # all three at once, as the new limit allows
+        finally:
+            gate.touch()
+        assert all(run.wait(30).ok for run in runs)
