@@ -6,7 +6,7 @@ from textual.app import App, ComposeResult
 
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import Field, FormScreen, PickScreen
-from tui.widgets.keyed_table import KeyedTable
+from tui.widgets.keyed_table import DATATABLE_INTERNALS, KeyedTable, widths_changed
 from tui.widgets.usage_bar import usage_text
 from tui.widgets.virtual_table import Column, VirtualTable
 
@@ -39,6 +39,10 @@ async def test_keyed_table_diffs_rows_and_keeps_the_cursor_on_its_row() -> None:
         # A new row arrives in the middle: the order follows the mapping.
         table.show({"a": ("a", "up"), "ab": ("ab", "new"), "b": ("b", "down"), "c": ("c", "down")})
         assert [table.get_row_at(i)[0] for i in range(table.row_count)] == ["a", "ab", "b", "c"]
+        assert table.selected_key == "b"  # the cursor moved with its row
+        table.show({"c": ("c", "down"), "b": ("b", "down"), "ab": ("ab", "new"), "a": ("a", "up")})
+        assert [table.get_row_at(i)[0] for i in range(table.row_count)] == ["c", "b", "ab", "a"]
+        assert table.selected_key == "b"
         table.show({"a": ("a", "up"), "c": ("c", "down")})
         assert table.row_count == 2
         table.filter_text = "DOWN"
@@ -63,6 +67,19 @@ async def test_keyed_table_paints_whole_cells_even_before_it_idles() -> None:
         assert table.ordered_columns[0].get_render_width(table) == len("Name") + 2
         table.show({})
         assert table.row_count == 0 and table.ordered_columns[1].get_render_width(table) == len("State") + 2
+
+
+async def test_the_datatable_internals_keyed_table_touches_are_there() -> None:
+    """KeyedTable sets two private attributes of Textual's DataTable (widths_changed): a Textual that renames them
+    would leave cells painted at their old widths without a word, so this fails first."""
+    app = TableApp()
+    async with app.run_test():
+        table = app.query_one(KeyedTable)
+        assert isinstance(table._update_count, int) and isinstance(table._require_update_dimensions, bool)
+        assert set(DATATABLE_INTERNALS) <= set(vars(table))
+        before = table._update_count
+        widths_changed(table)
+        assert table._update_count == before + 1 and table._require_update_dimensions
 
 
 async def test_virtual_table_holds_a_class_b_network_and_moves_anywhere() -> None:

@@ -14,10 +14,8 @@ from typing import Any
 
 from rich.cells import cell_len
 from rich.text import Text
-from textual._two_way_dict import TwoWayDict
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
 
 
 def _plain(cell: Any) -> str:
@@ -91,12 +89,32 @@ class KeyedTable(DataTable):
                 column.width = width
                 changed = True
         if changed:
-            self._update_count += 1  # cached cell renders carry the old widths
-            self._require_update_dimensions = True  # the virtual width, for horizontal scrolling
-            self.refresh()
+            widths_changed(self)
 
     def _reorder(self, order: list[str]) -> None:
-        # DataTable.sort's key sees only cell values, not row keys; the order is the caller's (textual is pinned).
-        self._row_locations = TwoWayDict({RowKey(key): index for index, key in enumerate(order)})
-        self._update_count += 1
-        self.refresh()
+        """Put the rows in `order` with DataTable's public calls: the rows from the first one out of place on are
+        removed and added again (DataTable.sort's key sees only cell values, never row keys), the cursor kept on
+        its row."""
+        current = list(self._rows)
+        first = next(i for i, (was, wanted) in enumerate(zip(current, order, strict=True)) if was != wanted)
+        selected = self.selected_key
+        for key in current[first:]:
+            self.remove_row(key)
+        for key in order[first:]:
+            self.add_row(*self._rows[key], key=key)
+        if selected is not None:
+            self.move_cursor(row=self.get_row_index(selected))
+
+
+# The DataTable internals this module touches, all in `widths_changed` (Textual has no public call for a column
+# width set by its owner); tests/tui/test_tui_widgets.py fails when a Textual upgrade renames them.
+DATATABLE_INTERNALS = ("_update_count", "_require_update_dimensions")
+
+
+def widths_changed(table: DataTable) -> None:
+    """Make `table` paint its columns at the widths just set on them: its cached cell renders carry the old
+    widths (their cache key holds `_update_count`), and its virtual width (horizontal scrolling) is recomputed
+    only when asked."""
+    table._update_count += 1
+    table._require_update_dimensions = True
+    table.refresh()
