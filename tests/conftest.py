@@ -29,7 +29,7 @@ HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
 BAD_HOST = {"name": "n1", "driver": "shared", "vm_dir": "relative/dir", "port": "22x", "max_transfers": "0"}
 BAD_HOST_PROBLEMS = [
     "--port must be a whole number, not '22x'",
-    "--vm-dir must be an absolute path without white space, not 'relative/dir'",
+    "--vm-dir must be an absolute path without control characters, not 'relative/dir'",
     "--max-transfers must be at least 1, not 0",
 ]
 

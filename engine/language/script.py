@@ -11,6 +11,11 @@
 A source is `host:path` (split at the first ':') or an http://, https:// or file:// URL. Paths are absolute,
 sizes positive whole MiB, action names case-insensitive, `#` starts a comment line. A script is validated whole:
 every problem is reported as `FILE:LINE: message` and nothing runs unless all lines are good.
+
+Arguments are separated by white space, as in OpenNebula. Unlike OpenNebula, an argument holding white space is
+written in double quotes (`"local:/home/ann/my cluster/vms/7/images/disk.0"`, `\"` and `\\` inside them), so a
+home or VM directory whose path holds a space works; outside quotes every character is literal, so OpenNebula's
+own scripts read unchanged. Programs get each argument whole (argv, never a shell).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)")
 # What a host may be called: in a script line and in a host record alike.
 HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 _FSTYPE = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")  # what no script line can carry
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,51 @@ Action = Clone | Link | MakeSwap | MakeImage | Context | Move | Delete
 
 
 def format_action(action: Action) -> str:
-    """The canonical line for an action: upper-case name, single spaces."""
-    return " ".join([action.name, *action.arguments()])
+    """The canonical line for an action: upper-case name, single spaces, an argument holding white space (or
+    starting with a quote) in double quotes."""
+    return " ".join([action.name, *map(quote_argument, action.arguments())])
+
+
+def quote_argument(argument: str) -> str:
+    """An argument as a script line carries it (see the module's docstring)."""
+    if argument and not argument.startswith('"') and not any(c.isspace() for c in argument):
+        return argument
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def split_arguments(text: str) -> list[str]:
+    """A line's words: split at white space, a word that starts with `"` running to its closing quote."""
+    words: list[str] = []
+    position, end = 0, len(text)
+    while position < end:
+        if text[position].isspace():
+            position += 1
+            continue
+        if text[position] != '"':
+            start = position
+            while position < end and not text[position].isspace():
+                position += 1
+            words.append(text[start:position])
+            continue
+        word: list[str] = []
+        position += 1
+        while True:
+            if position >= end:
+                raise _LineError(f"unclosed quote in {text!r}: an argument in quotes ends with a quote")
+            char = text[position]
+            if char == "\\" and position + 1 < end and text[position + 1] in '"\\':
+                word.append(text[position + 1])
+                position += 2
+            elif char == '"':
+                position += 1
+                break
+            else:
+                word.append(char)
+                position += 1
+        if position < end and not text[position].isspace():
+            raise _LineError(f"text right after a closing quote in {text!r}: put white space between arguments")
+        words.append("".join(word))
+    return words
 
 
 @dataclass(frozen=True)
@@ -210,7 +258,7 @@ def check_path(path: str, what: str) -> str:
     """A path the grammar can carry: absolute, no control characters. Returns it unchanged."""
     if not path:
         raise _LineError(f"empty path in {what}")
-    if _CONTROL.search(path):
+    if CONTROL_CHARACTER.search(path):
         raise _LineError(f"control character in path {path!r} of {what}")
     if not path.startswith("/"):
         raise _LineError(f"relative path {path!r} in {what}: paths must be absolute")
@@ -240,13 +288,13 @@ def parse_source(token: str, what: str) -> Source:
             check_path(rest, what)
         elif not rest or rest.startswith("/"):
             raise _LineError(f"URL {token} in {what} has no host")
-        if _CONTROL.search(token):
+        if CONTROL_CHARACTER.search(token):
             raise _LineError(f"control character in URL {token!r}")
         return Url(token)
     return parse_location(token, what)
 
 
-_WHITESPACE_HINT = " (a path holding white space splits into several arguments: image scripts cannot carry it)"
+_WHITESPACE_HINT = ' (a path holding white space splits into several arguments: put it in double quotes, "h:/a b")'
 
 
 def parse_size(token: str, what: str = "size") -> int:
@@ -325,7 +373,7 @@ ACTION_NAMES = tuple(_PARSERS)
 
 
 def _parse_line(text: str) -> Action:
-    name, *args = text.split()
+    name, *args = split_arguments(text)
     parser = _PARSERS.get(name.upper())
     if parser is None:
         raise _LineError(f"unknown action {name!r}: expected one of {', '.join(ACTION_NAMES)}")

@@ -18,7 +18,7 @@ from typing import Any
 from engine.errors import InputError, Problem
 from engine.home import Home
 from engine.language.numbers import whole_number
-from engine.language.script import HOST_NAME
+from engine.language.script import CONTROL_CHARACTER, HOST_NAME
 from engine.store.database import Store
 
 TABLE = "hosts"
@@ -121,8 +121,9 @@ def validate_host(host: Host, known_drivers: Sequence[str]) -> list[Problem]:
         problems.append(Problem(f"bad host name {host.name!r}: letters, digits, '.', '_' and '-' only"))
     if host.driver not in known_drivers:
         problems.append(Problem(f"unknown driver {host.driver!r}: expected one of {', '.join(known_drivers)}"))
-    if not host.vm_dir.startswith("/") or any(c.isspace() for c in host.vm_dir):
-        problems.append(Problem(f"--vm-dir must be an absolute path without white space, not {host.vm_dir!r}"))
+    if not host.vm_dir.startswith("/") or CONTROL_CHARACTER.search(host.vm_dir):
+        # White space is fine (a script line quotes it); a control character no script line can carry.
+        problems.append(Problem(f"--vm-dir must be an absolute path without control characters, not {host.vm_dir!r}"))
     elif normalize_dir(host.vm_dir) == "/":
         problems.append(Problem("--vm-dir must not be / (every file on the host would be at risk)"))
     if host.port is not None and not 0 < host.port < 65536:

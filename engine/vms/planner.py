@@ -222,8 +222,8 @@ def _plan_disk(attr: Attribute, index: int, vm_id: int, placement: Placement, pr
         what = "has neither SOURCE nor TYPE" if not kind else f"of TYPE {disk.get('TYPE')} has no SOURCE"
         problems.add(attr, f"{label}: {what}")
         return None
-    if any(ch.isspace() for ch in source):
-        problems.add(attr, f"{label}: SOURCE {source!r} holds white space, which an image script cannot carry")
+    if _URL.match(source) and any(ch.isspace() for ch in source):  # a path with white space is quoted
+        problems.add(attr, f"{label}: SOURCE {source!r} is a URL holding white space: write each space as %20")
         return None
     origin: Source
     if source.startswith("/"):  # a front-end path, even one holding ':' (/srv:/x is not host /srv)

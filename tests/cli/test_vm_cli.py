@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 from engine.defaults import sample_templates
+from engine.home import Home
+from tests.conftest import HEADNODE, ROOT
 
 TTYLINUX = str(sample_templates()["ttylinux.tmpl"])
 
@@ -74,3 +78,25 @@ def test_create_refuses_a_source_no_image_script_can_carry(headnode, tmp_path) -
         "control character in path '/images/a\\x1b[31mred.img' of source 'frontend:/images/a\\x1b[31mred.img'\n"
     )
     assert json.loads(headnode("vm", "list", "--json").stdout) == []
+
+
+def test_a_home_whose_path_holds_a_space_works_from_create_to_delete(tmp_path) -> None:
+    """A home such as "/home/ann/my cluster": its VM directory used to be refused on first use ("--vm-dir must be an
+    absolute path without white space"); its script lines quote the paths."""
+    home = Home(tmp_path / "my cluster").ensure()
+    env = {**os.environ, "HEADNODE_HOME": str(home.root)}
+
+    def headnode(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*HEADNODE, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+
+    r = headnode("host", "list")
+    assert r.returncode == 0 and f"{home.vms}" in r.stdout, r.stderr
+    assert headnode("vm", "create", TTYLINUX).stdout == "0\n"
+    r = headnode("vm", "deploy", "0", "local")
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "VM 0: running on local", r.stdout + r.stderr
+    assert f'MKSWAP 16 "local:{home.vms}/0/images/disk.1"' in r.stdout
+    assert sorted(p.name for p in (home.vms / "0" / "images").iterdir()) == ["disk.0", "disk.1", "disk.2"]
+    for op in (("stop", "0"), ("resume", "0", "local"), ("shutdown", "0")):
+        r = headnode("vm", *op)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert not (home.vms / "0" / "images").exists()

@@ -70,8 +70,9 @@ def test_urls_pass_verbatim_and_sources_never_hold_double_slashes() -> None:
         ("DISK=[SOURCE=/a,SAVE=1]\n", "t.tmpl:1: DISK 0: SAVE must be yes or no, not '1'"),
         ("DISK=[SOURCE=/a,SIZE=-1]\n", "t.tmpl:1: DISK 0: SIZE '-1' must be a positive whole number of MiB"),
         (
-            'DISK=[SOURCE="/my images/a.img"]\n',
-            "t.tmpl:1: DISK 0: SOURCE '/my images/a.img' holds white space, which an image script cannot carry",
+            'DISK=[SOURCE="http://example.org/my images/a.img"]\n',
+            "t.tmpl:1: DISK 0: SOURCE 'http://example.org/my images/a.img' is a URL holding white space: write each "
+            "space as %20",
         ),
         (
             "DISK=[SOURCE=images/a.img]\n",

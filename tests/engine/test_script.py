@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,9 +83,33 @@ def test_shell_metacharacters_are_carried_verbatim() -> None:
     assert format_action(parse_script(line).actions[0]) == line
 
 
-def test_whitespace_in_a_path_cannot_be_carried() -> None:
-    with pytest.raises(ScriptError, match=r"got 3 arguments \(a path holding white space"):
+def test_an_unquoted_path_holding_white_space_is_refused_with_the_way_to_write_it() -> None:
+    with pytest.raises(ScriptError, match=r'got 3 arguments \(a path holding white space.*double quotes, "h:/a b"'):
         parse_script("DELETE h:/a b c\n", "s")
+
+
+def test_an_argument_in_double_quotes_carries_white_space_and_quotes() -> None:
+    """A home such as "/home/ann/my cluster": its VM directory's paths are written in quotes, and read back whole."""
+    text = 'CLONE "fe:/home/ann/my cluster/images/a.img" "h:/v/my \\"x\\" \\\\1/images/disk.0" 4\nMV h:/a\\b h:/c\n'
+    script = parse_script(text)
+    clone, move = script.actions
+    assert clone.source == Location("fe", "/home/ann/my cluster/images/a.img") and clone.size_mb == 4
+    assert clone.dest == Location("h", '/v/my "x" \\1/images/disk.0')
+    assert move.source == Location("h", "/a\\b")  # outside quotes a backslash is itself, as in OpenNebula
+    assert script.format() == text and parse_script(script.format()) == script
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('DELETE "h:/a b', "unclosed quote in 'DELETE \"h:/a b'"),
+        ('DELETE "h:/a b"c', "text right after a closing quote"),
+        ('DELETE "h:/a\x1bb"', "control character"),
+    ],
+)
+def test_a_badly_quoted_argument_is_refused(line: str, message: str) -> None:
+    with pytest.raises(ScriptError, match=re.escape(message)):
+        parse_script(line + "\n", "s")
 
 
 def test_control_characters_are_refused() -> None:
