@@ -29,6 +29,8 @@ HOST_FIELDS = (
     ("user", "SSH user (blank: from ~/.ssh/config or you)", ("--user",)),
     ("identity", "Identity file (blank: ssh-agent and ~/.ssh)", ("--identity", "identity")),
     ("max_transfers", "Concurrent transfers at most", ("--max-transfers",)),
+    ("cache_dir", "Image cache directory (blank: .headnode-cache in the VM directory)", ("--cache-dir",)),
+    ("cache_max_mb", "Image cache budget in MiB (blank: the configuration's; 0: none)", ("--cache-max-mb",)),
 )
 
 

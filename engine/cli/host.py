@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     create.add_argument("--driver", required=True, help="transfer driver: shared, ssh, dummy or one in <home>/tm/")
     create.add_argument("--vm-dir", required=True, metavar="DIR", help="the host's VM directory (absolute)")
     create.add_argument("--max-transfers", metavar="N", help="concurrent transfers (default 4)")
+    create.add_argument(
+        "--cache-dir", metavar="DIR", help="the host's image cache (absolute; default: .headnode-cache in its VM dir)"
+    )
+    create.add_argument(
+        "--cache-max-mb", metavar="MB", help="the cache's budget (default: the configuration's; 0: no cache)"
+    )
     create.set_defaults(handler=run_create)
 
     listing = verbs.add_parser("list", parents=[common], help="list hosts")

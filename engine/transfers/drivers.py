@@ -2,8 +2,9 @@
 
 A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files are reached, and whose built-ins
 `builtin` means; ssh when missing, as in OpenNebula's own confs), `VERIFY_LOCAL_COPIES = yes|no` (see
-data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its copies are verified, engine.transfers.checksums), and one
-line per action:
+data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its copies are verified, engine.transfers.checksums), `CACHE = yes|no` (whether
+CLONEs from the front end or HTTP go through its hosts' image caches, engine.transfers.cache; yes by default for an
+ssh driver whose CLONE is the built-in), and one line per action:
 `CLONE = builtin` or `CLONE = "program"` (a relative program path is looked up next to the conf). Confs in
 `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
 
@@ -41,6 +42,7 @@ class Driver:
     source: str
     verify_local: bool = True  # checksum source and copy of a copy made by the kernel on this machine
     checksum: str = DEFAULT_ALGORITHM  # what verifies its copies (engine.transfers.checksums)
+    cache: bool = False  # its hosts keep an image cache that the built-in CLONE goes through
 
     def program(self, action: str) -> str | None:
         return dict(self.programs)[action]
@@ -83,9 +85,13 @@ def _parse_driver(name: str, path: Path) -> Driver:
     if checksum not in ALGORITHMS:
         attr = template.all("CHECKSUM")[0]
         problems.append(Problem(f"CHECKSUM must be {' or '.join(ALGORITHMS)}, not {checksum!r}", str(path), attr.line))
+    cache_text = (template.get("CACHE") or "").lower()
+    if cache_text not in ("", "yes", "no"):
+        attr = template.all("CACHE")[0]
+        problems.append(Problem(f"CACHE must be yes or no, not {cache_text!r}", str(path), attr.line))
     programs: list[tuple[str, str | None]] = []
     for attr in template:
-        if attr.name in ("BASE", "VERIFY_LOCAL_COPIES", "CHECKSUM"):
+        if attr.name in ("BASE", "VERIFY_LOCAL_COPIES", "CHECKSUM", "CACHE"):
             continue
         if attr.name not in ACTION_NAMES:
             problems.append(
@@ -106,7 +112,10 @@ def _parse_driver(name: str, path: Path) -> Driver:
         programs.append((attr.name, program))
     if problems:
         raise InputError(problems)
-    return Driver(name, base, tuple(programs), str(path), verify == "yes", checksum)
+    # Unsaid, a host reached over SSH caches (every byte of a CLONE crosses a link otherwise); a shared file system
+    # copies within itself already, and a site's own CLONE program is its own caching mechanism, as in the seed.
+    cache = cache_text == "yes" or (cache_text == "" and base == "ssh" and dict(programs).get("CLONE", "") is None)
+    return Driver(name, base, tuple(programs), str(path), verify == "yes", checksum, cache)
 
 
 def error_message(stderr: str) -> str:

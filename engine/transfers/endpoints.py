@@ -53,17 +53,17 @@ _ZEROS = bytes(CHUNK)
 # and exits 4. So a link planted under the VM directory (`7 -> /elsewhere`) never leads a write or a delete out of
 # it; the VM directory's own links are the admin's. `${2%/*}/` is $2's directory. One realpath, no dirname: each
 # process started costs a host under load a few milliseconds before the first byte lands.
-_INSIDE = (
+INSIDE = (
     'inside() { v=$1; shift; r=$(realpath -m --relative-base="$v" -- "$@") || exit 4; case "$r" in /*|*"\n"/*) '
     'echo "$* leads outside the VM directory $v (a symbolic link); refusing to write there" >&2; exit 4;; '
     "esac; }; "
 )
-_MAKEDIRS = _INSIDE + 'inside "$1" "$2" && mkdir -p -- "$2"'
-_RENAME = _INSIDE + 'inside "$1" "${2%/*}/" "${3%/*}/" && mv -T -- "$2" "$3"'
-_REMOVE = _INSIDE + 'inside "$1" "${2%/*}/" && rm -rf -- "$2"'
-_SYMLINK = _INSIDE + 'inside "$1" "${3%/*}/" && ln -sT -- "$2" "$3"'
+_MAKEDIRS = INSIDE + 'inside "$1" "$2" && mkdir -p -- "$2"'
+_RENAME = INSIDE + 'inside "$1" "${2%/*}/" "${3%/*}/" && mv -T -- "$2" "$3"'
+_REMOVE = INSIDE + 'inside "$1" "${2%/*}/" && rm -rf -- "$2"'
+_SYMLINK = INSIDE + 'inside "$1" "${3%/*}/" && ln -sT -- "$2" "$3"'
 # A file of $3 bytes with no data blocks at $2, created afresh (O_EXCL, never through a link).
-_SPARSE = _INSIDE + (
+_SPARSE = INSIDE + (
     'inside "$1" "${2%/*}/" && rm -f -- "$2" && dd if=/dev/null of="$2" bs=1 seek="$3" oflag=nofollow conv=excl '
     "status=none"
 )
@@ -71,7 +71,7 @@ _SPARSE = _INSIDE + (
 # print the file's size. From byte 0 the file is made afresh (a stale one removed, then O_EXCL); a resumed one is
 # cut at $3 by dd and must be a plain file with no other name; neither is ever opened through a link. Blocks of
 # the size of sshd's pipe to us: with larger blocks sshd stalls while dd writes (README, Benchmarks).
-_RECEIVE = _INSIDE + (
+_RECEIVE = INSIDE + (
     'set -e; d="${2%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; '
     'if [ "$3" = 0 ]; then if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; fi; new=,excl; '
     'elif [ -L "$2" ] || [ "$(stat -c %h -- "$2")" != 1 ]; then '
@@ -86,7 +86,7 @@ _RECEIVE = _INSIDE + (
 # cut the file), then the lines `OFFSET LENGTH` of every extent of the copy are read back from the stored file
 # into the checksum. Prints the size, then the checksum. Only data is read back: reading the holes too would cost
 # a host's cksum seconds for a large, mostly empty image. No write ever follows a link (dd oflag=nofollow).
-_RECEIVE_EXTENTS = _INSIDE + (
+_RECEIVE_EXTENTS = INSIDE + (
     'set -e; d="${2%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; '
     'if [ "$3" = 0 ]; then if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; fi; new=excl; '
     'elif [ -L "$2" ] || [ "$(stat -c %h -- "$2")" != 1 ]; then '
@@ -102,7 +102,7 @@ _RECEIVE_EXTENTS = _INSIDE + (
 # The scripts below that checksum call the shell function `checksum` (engine.transfers.checksums.SHELL_FUNCTIONS).
 # Publish a received copy: grow $2 to $4 bytes (a trailing hole), checksum it where it lies, and rename it to $3
 # only if the checksum is $5 (when given); print the checksum either way (exit 3 on a mismatch).
-_PUBLISH = _INSIDE + (
+_PUBLISH = INSIDE + (
     'set -e; inside "$1" "${2%/*}/" "${3%/*}/"; '
     'if [ -L "$2" ]; then echo "$2 is a symbolic link" >&2; exit 4; fi; '
     'truncate -s ">$4" -- "$2"; h=$(checksum < "$2"); h=${h%% *}; '
@@ -386,8 +386,111 @@ class Endpoint:
     def free_bytes(self, path: str) -> int:
         raise NotImplementedError
 
+    def execute(self, argv: Sequence[str], cancel: Callable[[], bool] = lambda: False) -> CommandResult:
+        """Run argv where the endpoint's files are (no sbin added); its status and output, whatever the status."""
+        raise NotImplementedError
+
+    def hold(self, argv: Sequence[str], cancel: Callable[[], bool]) -> Held:
+        """Start argv and wait until it prints its header (everything up to a NUL byte); it keeps running, holding
+        what it holds (a lock), until the Held is released or this process dies (its stdin closes)."""
+        raise NotImplementedError
+
     def reset(self) -> None:
         """Drop a broken connection so the next call reconnects."""
+
+
+class Held:
+    """A command that printed its header and now waits for its stdin to close (see Endpoint.hold)."""
+
+    header = ""
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _header_failure(status: int | None, err: bytes, argv: Sequence[str]) -> OperationError:
+    text = err.decode(errors="replace").strip().splitlines()[-3:]
+    return OperationError(f"{argv[0]} exited with status {status}" + (": " + " / ".join(text) if text else ""))
+
+
+class LocalHeld(Held):
+    def __init__(self, argv: Sequence[str], cancel: Callable[[], bool]) -> None:
+        import select
+
+        try:
+            self._proc = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise OperationError(f"cannot run {argv[0]}: {exc.strerror}") from None
+        out = bytearray()
+        fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
+        try:
+            while b"\0" not in out:
+                if cancel():
+                    raise Cancelled("cancelled")
+                if select.select([fd], [], [], 0.2)[0]:
+                    data = os.read(fd, 65536)
+                    if not data:
+                        self._proc.wait()
+                        raise _header_failure(self._proc.returncode, self._proc.stderr.read(), argv)  # type: ignore[union-attr]
+                    out += data
+        except BaseException:
+            self.release()
+            raise
+        self.header = out.split(b"\0", 1)[0].decode(errors="replace")
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self._proc.wait(ABORT_WAIT)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdout, self._proc.stderr):
+            stream.close()  # type: ignore[union-attr]
+
+
+class RemoteHeld(Held):
+    def __init__(self, transport: paramiko.Transport, argv: Sequence[str], cancel: Callable[[], bool]) -> None:
+        import select
+
+        self._channel = open_channel(transport, argv)
+        out = bytearray()
+        try:
+            while b"\0" not in out:
+                if cancel():
+                    raise Cancelled("cancelled")
+                select.select([self._channel], [], [], 0.2)
+                if self._channel.recv_ready():
+                    data = self._channel.recv(65536)
+                    out += data
+                    if data:
+                        continue
+                if self._channel.exit_status_ready() and not self._channel.recv_ready():
+                    raise _header_failure(self._channel.recv_exit_status(), drain_stderr(self._channel), argv)
+                if not transport.is_active():
+                    raise ConnectionLost("the connection dropped while waiting for a remote command")
+        except channel_errors() as exc:
+            self.release()
+            raise ConnectionLost(f"the connection dropped while waiting for a remote command: {exc}") from None
+        except BaseException:
+            self.release()
+            raise
+        self.header = out.split(b"\0", 1)[0].decode(errors="replace")
+
+    def release(self) -> None:
+        with contextlib.suppress(*channel_errors()):
+            self._channel.shutdown_write()
+            self._channel.status_event.wait(ABORT_WAIT)
+        self._channel.close()
 
 
 def failure_text(result: CommandResult, argv: Sequence[str]) -> str:
@@ -619,6 +722,12 @@ class LocalEndpoint(Endpoint):
         st = os.statvfs(path)
         return st.f_bavail * st.f_frsize
 
+    def execute(self, argv: Sequence[str], cancel: Callable[[], bool] = lambda: False) -> CommandResult:
+        return run_local(argv, cancel, lambda line: None)
+
+    def hold(self, argv: Sequence[str], cancel: Callable[[], bool]) -> Held:
+        return LocalHeld(argv, cancel)
+
 
 def drain_stderr(channel: paramiko.Channel) -> bytes:
     """What is left of a channel's stderr (as much as arrived, if the connection is gone)."""
@@ -773,7 +882,7 @@ class RemoteEndpoint(Endpoint):
         return tuple(result.stdout.split())
 
     def _write(self, script: str, *args: str) -> str:
-        """Run a script that writes (see `_INSIDE`), the VM directory as its first argument."""
+        """Run a script that writes (see `INSIDE`), the VM directory as its first argument."""
         return self._check(["sh", "-c", script, "sh", self.host.vm_dir, *args])
 
     def makedirs(self, path: str) -> None:
@@ -872,6 +981,12 @@ class RemoteEndpoint(Endpoint):
     def free_bytes(self, path: str) -> int:
         out = self._check(["df", "-P", "-B1", "--", path]).splitlines()
         return int(out[-1].split()[3])
+
+    def execute(self, argv: Sequence[str], cancel: Callable[[], bool] = lambda: False) -> CommandResult:
+        return self._run(argv, cancel)
+
+    def hold(self, argv: Sequence[str], cancel: Callable[[], bool]) -> Held:
+        return RemoteHeld(self.pool.transport(self.host), argv, cancel)
 
     def reset(self) -> None:
         self.pool.discard(self.host)

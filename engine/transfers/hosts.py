@@ -1,8 +1,9 @@
 """Hosts: where VMs run and how their files get there (table `hosts` of the home's database).
 
 A host has an address, port, user and identity file for SSH, a transfer driver (`shared`, `ssh`, `dummy` or one
-configured in a `tm/<driver>.conf`), its VM directory (every destination on the host must lie inside it), and a cap
-on concurrent transfers. The front end is the host named by the configuration's FRONTEND_NAME: a path on it is a
+configured in a `tm/<driver>.conf`), its VM directory (every destination on the host must lie inside it), a cap
+on concurrent transfers, and for its image cache (engine.transfers.cache) a directory (default `.headnode-cache/` in
+the VM directory) and a budget in MiB (default: the configuration's CACHE_MAX_MB or CACHE_FREE_PERCENT). The front end is the host named by the configuration's FRONTEND_NAME: a path on it is a
 local file whether or not it has a record; without one its VM directory is the home's `vms/`.
 """
 
@@ -23,7 +24,18 @@ from engine.store.database import Store
 
 TABLE = "hosts"
 DEFAULT_MAX_TRANSFERS = 4
-INPUT_FIELDS = ("name", "driver", "vm_dir", "address", "port", "user", "identity", "max_transfers")  # parse_host's
+INPUT_FIELDS = (  # parse_host's
+    "name",
+    "driver",
+    "vm_dir",
+    "address",
+    "port",
+    "user",
+    "identity",
+    "max_transfers",
+    "cache_dir",
+    "cache_max_mb",
+)
 # A host name or an IPv4/IPv6 address (with a zone): never a leading '-', which ssh would read as an option.
 _ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9_.:%-]*")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -41,6 +53,8 @@ class Host:
     user: str | None = None
     identity: str | None = None
     max_transfers: int = DEFAULT_MAX_TRANSFERS
+    cache_dir: str | None = None  # None: .headnode-cache/ in the VM directory
+    cache_max_mb: int | None = None  # None: the configuration's budget
     local: bool = False
 
     @property
@@ -64,6 +78,8 @@ class Host:
             data.get("user"),
             data.get("identity"),
             int(data.get("max_transfers") or DEFAULT_MAX_TRANSFERS),
+            data.get("cache_dir"),
+            data.get("cache_max_mb"),
         )
 
 
@@ -97,6 +113,7 @@ def parse_host(values: Mapping[str, str | None], known_drivers: Sequence[str]) -
 
     port = number("port", "--port")
     max_transfers = number("max_transfers", "--max-transfers")
+    cache_max_mb = number("cache_max_mb", "--cache-max-mb")
     identity = text("identity")
     host = Host(
         text("name") or "",
@@ -107,6 +124,8 @@ def parse_host(values: Mapping[str, str | None], known_drivers: Sequence[str]) -
         text("user"),
         None if identity is None else os.path.abspath(os.path.expanduser(identity)),
         DEFAULT_MAX_TRANSFERS if max_transfers is None else max_transfers,
+        text("cache_dir"),
+        cache_max_mb,
     )
     problems += validate_host(host, known_drivers)
     if problems:
@@ -126,6 +145,16 @@ def validate_host(host: Host, known_drivers: Sequence[str]) -> list[Problem]:
         problems.append(Problem(f"--vm-dir must be an absolute path without control characters, not {host.vm_dir!r}"))
     elif normalize_dir(host.vm_dir) == "/":
         problems.append(Problem("--vm-dir must not be / (every file on the host would be at risk)"))
+    if host.cache_dir is not None:
+        if not host.cache_dir.startswith("/") or any(c.isspace() for c in host.cache_dir):
+            problems.append(
+                Problem(f"--cache-dir must be an absolute path without white space, not {host.cache_dir!r}")
+            )
+        elif normalize_dir(host.cache_dir) == "/" or normalize_dir(host.cache_dir) == normalize_dir(host.vm_dir):
+            # Evicting removes what lies in the cache directory: never the host's root or its VMs' files.
+            problems.append(Problem("--cache-dir must be a directory of its own, not / or the VM directory"))
+    if host.cache_max_mb is not None and host.cache_max_mb < 0:
+        problems.append(Problem(f"--cache-max-mb must be 0 (no cache) or more, not {host.cache_max_mb}"))
     if host.port is not None and not 0 < host.port < 65536:
         problems.append(Problem(f"--port must be 1-65535, not {host.port}"))
     if host.max_transfers < 1:
@@ -175,6 +204,8 @@ class Hosts:
         from engine.transfers.drivers import driver_names
 
         host = replace(host, vm_dir=normalize_dir(host.vm_dir) if host.vm_dir.startswith("/") else host.vm_dir)
+        if host.cache_dir is not None and host.cache_dir.startswith("/"):
+            host = replace(host, cache_dir=normalize_dir(host.cache_dir))
         problems = validate_host(host, driver_names(self.home))
         if problems:
             raise InputError(problems)
