@@ -2,9 +2,9 @@
 
 A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files are reached, and whose built-ins
 `builtin` means; ssh when missing, as in OpenNebula's own confs), `VERIFY_LOCAL_COPIES = yes|no` (see
-data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its copies are verified, engine.transfers.checksums), `CACHE = yes|no` (whether
-CLONEs from the front end or HTTP go through its hosts' image caches, engine.transfers.cache; yes by default for an
-ssh driver whose CLONE is the built-in), and one line per action:
+data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its copies are verified, engine.transfers.checksums),
+`CACHE = yes|no` (whether CLONEs from the front end or HTTP go through its hosts' image caches,
+engine.transfers.cache; yes by default for an ssh driver whose CLONE is the built-in), and one line per action:
 `CLONE = builtin` or `CLONE = "program"` (a relative program path is looked up next to the conf). Confs in
 `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
 

@@ -1,10 +1,11 @@
 """Hosts: where VMs run and how their files get there (table `hosts` of the home's database).
 
 A host has an address, port, user and identity file for SSH, a transfer driver (`shared`, `ssh`, `dummy` or one
-configured in a `tm/<driver>.conf`), its VM directory (every destination on the host must lie inside it), a cap
-on concurrent transfers, and for its image cache (engine.transfers.cache) a directory (default `.headnode-cache/` in
-the VM directory) and a budget in MiB (default: the configuration's CACHE_MAX_MB or CACHE_FREE_PERCENT). The front end is the host named by the configuration's FRONTEND_NAME: a path on it is a
-local file whether or not it has a record; without one its VM directory is the home's `vms/`.
+configured in a `tm/<driver>.conf`), its VM directory (every destination on the host must lie inside it), a cap on
+concurrent transfers, and for its image cache (engine.transfers.cache) a directory (default `.headnode-cache/` in
+the VM directory) and a budget in MiB (default: the configuration's CACHE_MAX_MB or CACHE_FREE_PERCENT). The front
+end is the host named by the configuration's FRONTEND_NAME: a path on it is a local file whether or not it has a
+record; without one its VM directory is the home's `vms/`.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_a_published_entry_is_trusted_and_a_part_or_a_bad_one_is_not(cache_of, t
         with cache_of.lock(sidecar.key, LockMode.TRY_EXCLUSIVE) as other:
             assert not other.state.held  # an eviction skips an entry being written
         put(cache_of, paths.part, image.read_bytes()[: 1 << 20])  # a fetch cut short: wrong size
-        with pytest.raises(Exception, match="not cksum:.*not cached"):
+        with pytest.raises(Exception, match=r"not cksum:.*not cached"):
             cache_of.publish(os.path.basename(paths.part), sidecar)
         assert not [e for e in cache_of.listing(lambda free, used: 0).entries]
         put(cache_of, paths.part, image.read_bytes())
