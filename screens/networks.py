@@ -14,6 +14,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from engine.language.numbers import whole_number
+from engine.networks.exports import FORMATS as EXPORT_FORMATS
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import Field, FormScreen, PickScreen
@@ -21,7 +22,6 @@ from tui.widgets.keyed_table import KeyedTable
 from tui.widgets.usage_bar import usage_text
 from tui.widgets.virtual_table import Column, VirtualTable
 
-EXPORT_FORMATS = ("dnsmasq", "ethers", "hosts", "kea")
 CLIPBOARD = "clipboard"
 
 

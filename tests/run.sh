@@ -14,6 +14,12 @@ need genisoimage genisoimage
 need tmux tmux
 need pgrep procps
 need ip iproute2
+need dnsmasq dnsmasq-base
+need dhcp_release dnsmasq-utils
+need dhclient isc-dhcp-client
+need busybox busybox
+need kea-dhcp4 kea-dhcp4-server
+need kea-dhcp6 kea-dhcp6-server
 need tc iproute2
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

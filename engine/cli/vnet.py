@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from engine.networks.lease_book import Lease
     from engine.networks.manager import Networks
 
-EXPORT_FORMATS = ("dnsmasq", "ethers", "hosts", "kea")  # engine.networks.exports.FORMATS, without importing it here
+# engine.networks.exports.FORMATS, without importing it here
+EXPORT_FORMATS = ("dnsmasq", "dnsmasq-hostsfile", "ethers", "hosts", "kea")
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     v.add_argument("name")
     v.add_argument("ip")
     v.add_argument("--force", action="store_true", help="release even a lease a VM holds")
-    v = verb("export", run_export, "print leases for dnsmasq, /etc/ethers, /etc/hosts or Kea")
+    v = verb("export", run_export, "print leases for dnsmasq (conf or hostsfile), /etc/ethers, /etc/hosts or Kea")
     v.add_argument("name", nargs="?", help="one network (default: all)")
     v.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     v = verb("doctor", run_doctor, "check the leases against the rules (repair with --fix)")

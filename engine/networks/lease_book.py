@@ -1,8 +1,9 @@
 """The lease manager of one network: who holds which IP-MAC pair, and which address is handed out next.
 
 Only leased addresses have a document (as in OpenNebula): in the network's LeaseFile, table `a.b.c` (its /24)
-holds document `int(ip)` = {"ip", "mac", "vm", "state", "note", "created", "updated"}; table `_meta` document 1
-holds the next-fit cursor. Every change is one journaled transaction, so a batch of N leases is all or none.
+holds document `int(ip)` = {"ip", "mac", "vm", "state", "note", "created", "updated"} and "host", the name a VM's
+NIC is served under (absent for holds and bare leases); table `_meta` document 1 holds the next-fit cursor.
+Every change is one journaled transaction, so a batch of N leases is all or none.
 
 Policies:
 - `next-fit` (default; OpenNebula's rotating cursor, persisted here): start after the address handed out last,
@@ -41,6 +42,7 @@ class Lease:
     note: str
     created: float  # seconds since the epoch
     updated: float
+    host: str | None = None  # the DHCP/DNS host name given to a VM's NIC (see host_name)
     of: Network | None = field(default=None, compare=False, repr=False)  # gives the IPv6 addresses
 
     # The IPv6 addresses (OpenNebula's IP6_GLOBAL, IP6_ULA, IP6_LINK) are worked out when asked for: a table of
@@ -61,10 +63,18 @@ class Lease:
         link = self.of.ipv6_address("LINK", self.mac) if self.of is not None else None
         return link or mac_to_ipv6(self.mac, LINK_LOCAL_PREFIX)
 
+    @property
+    def host_name(self) -> str | None:
+        """The name the lease is served under (DHCP and DNS): its NIC's, else `one-<vm>` (OpenNebula's VM host
+        name); None for a held address."""
+        if self.vm is None:
+            return None
+        return self.host or f"one-{self.vm}"
+
     def to_json(self) -> dict[str, Any]:
         """The CLI's lease shape."""
         keys = ("network", "ip", "mac", "ip6_global", "ip6_ula", "ip6_link", "vm", "state", "note")
-        return {key: getattr(self, key) for key in keys}
+        return {**{key: getattr(self, key) for key in keys}, "host": self.host_name}
 
 
 @dataclass(frozen=True)
@@ -124,13 +134,18 @@ class LeaseBook:
 
     # -- changes -----------------------------------------------------------------------------------------------
 
-    def lease(self, vm: int | None = None, ip: str | None = None, note: str = "") -> Lease:
-        """Lease `ip`, or the next free address by the network's policy, to `vm` (a hold when vm is None)."""
-        return self.lease_many(1, vm, ip, note)[0]
+    def lease(self, vm: int | None = None, ip: str | None = None, note: str = "", host: str | None = None) -> Lease:
+        """Lease `ip`, or the next free address by the network's policy, to `vm` (a hold when vm is None), served
+        under the host name `host` (made unique in the network: `-<vm>` is added when another lease has it)."""
+        return self.lease_many(1, vm, ip, note, host)[0]
 
-    def lease_many(self, count: int, vm: int | None = None, ip: str | None = None, note: str = "") -> list[Lease]:
+    def lease_many(
+        self, count: int, vm: int | None = None, ip: str | None = None, note: str = "", host: str | None = None
+    ) -> list[Lease]:
         """Lease `count` addresses in one transaction: all of them, or none and an OperationError."""
         check_vm_id(vm)
+        if host is not None and (count != 1 or vm is None):
+            raise InputError(Problem("a host name is given to one lease of a VM"))
         if count < 1:
             raise InputError(Problem(f"the number of leases must be 1 or more, not {count}"))
         if ip is not None and count != 1:
@@ -152,6 +167,10 @@ class LeaseBook:
             now = round(time.time(), 3)
             state = USED if vm is not None else HOLD
             docs = [self._doc(number, vm, state, note, now, now) for number in picked]
+            if host is not None:
+                # Two VMs may share a NAME; their NICs may not share a host name (DNS would answer with either).
+                in_use = any(doc.get("host") == host for doc in _unordered_docs(self.file.all()))
+                docs[0]["host"] = f"{host}-{vm}" if in_use else host
             by_block: dict[int, dict[int, dict[str, Any]]] = {}
             for number, doc in zip(picked, docs, strict=True):
                 block = by_block.get(number >> 8)
@@ -293,6 +312,7 @@ class LeaseBook:
             d["created"],
             d["updated"],
         )
+        fields["host"] = d.get("host")
         fields["of"] = self.network
         return lease
 

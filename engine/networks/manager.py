@@ -132,9 +132,12 @@ class Networks:
 
     # -- leases ------------------------------------------------------------------------------------------------
 
-    def lease(self, name: str, vm: int | None = None, ip: str | None = None, note: str = "") -> Lease:
-        """Lease `ip`, or the next free address, to `vm`; without a VM the address is held."""
-        lease = self._book(self.get(name)).lease(vm, ip, note)
+    def lease(
+        self, name: str, vm: int | None = None, ip: str | None = None, note: str = "", host: str | None = None
+    ) -> Lease:
+        """Lease `ip`, or the next free address, to `vm`; without a VM the address is held. `host`: the name the
+        NIC is served under by DHCP and DNS (a VM's NAME or HOSTNAME, `-ethN` for its further NICs)."""
+        lease = self._book(self.get(name)).lease(vm, ip, note, host)
         self._announce(name, NetworkChange.LEASED, [lease])
         return lease
 

@@ -27,13 +27,14 @@ from engine.home import Home
 from engine.language.script import Delete, Location, Move, Script, Url, join_path
 from engine.language.template import Attribute, Template, Vector, format_template, load_template, parse_template
 from engine.networks.addresses import parse_ipv4
+from engine.networks.exports import nic_host_name
 from engine.networks.manager import Networks
 from engine.store.atomic import write_atomically
 from engine.store.database import Store
 from engine.transfers.executor import Executor, ScriptResult, ScriptRun
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import RunOutcome
-from engine.vms.context_vars import resolve_context
+from engine.vms.context_vars import resolve_context, resolve_context_unleased
 from engine.vms.planner import Operation, Placement, plan
 from engine.vms.states import OperationOutcome, VmState
 from engine.vms.vm_template import check_vm_template
@@ -245,9 +246,10 @@ class Vms:
         try:
             attributes = []
             nics = 0
+            host = _host_base(template, vm_id)
             for attr in template.attributes:
                 if attr.name == "NIC" and isinstance(attr.value, Vector) and attr.value.get("NETWORK"):
-                    nic, lease = self._lease_nic(attr, nics, vm_id, template.source)
+                    nic, lease = self._lease_nic(attr, nics, vm_id, template.source, nic_host_name(host, nics))
                     leased.append(lease)
                     attr = Attribute("NIC", nic, attr.line)
                 nics += attr.name == "NIC"
@@ -287,13 +289,13 @@ class Vms:
                 problems += [Problem(f"NIC {index}: {p.message}", template.source, attr.line) for p in exc.problems]
         return problems
 
-    def _lease_nic(self, attr: Attribute, index: int, vm_id: int, source: str) -> tuple[Vector, Any]:
+    def _lease_nic(self, attr: Attribute, index: int, vm_id: int, source: str, host: str | None) -> tuple[Vector, Any]:
         nic = attr.value
         assert isinstance(nic, Vector)
         name = nic.get("NETWORK") or ""
         try:
             network = self.networks.get(name)
-            lease = self.networks.lease(name, vm=vm_id, ip=nic.get("IP"))
+            lease = self.networks.lease(name, vm=vm_id, ip=nic.get("IP"), host=host)
         except InputError as exc:
             raise InputError([Problem(f"NIC {index}: {p.message}", source, attr.line) for p in exc.problems]) from None
         except OperationError as exc:  # a full network, a taken address
@@ -673,6 +675,17 @@ class Vms:
 
     def _log(self, vm: Vm, message: str, level: Level = Level.INFO) -> None:
         self.bus.publish(LogEvent(f"VM {vm.id} ({vm.name}): {message}", level, "vm"))
+
+
+def _host_base(template: Template, vm_id: int) -> str | None:
+    """The name a VM's NICs are served under: its CONTEXT HOSTNAME (unless that waits for a lease's value), else
+    its NAME."""
+    resolved, _ = resolve_context_unleased(template, vm_id)
+    for attr in resolved.all("CONTEXT"):
+        hostname = attr.value.get("HOSTNAME") if isinstance(attr.value, Vector) else None
+        if hostname and "$" not in hostname:
+            return hostname
+    return template.get("NAME")
 
 
 def _user() -> str:

@@ -83,6 +83,7 @@ def test_lease_json_shapes_and_full_network(created) -> None:
         "vm": 4,
         "state": "used",
         "note": "web",
+        "host": "one-4",
     }
     r = created("vnet", "lease", "tiny", "--count", "2", "--json")
     assert [(x["ip"], x["vm"], x["state"]) for x in json.loads(r.stdout)] == [
@@ -145,6 +146,7 @@ def test_show(created) -> None:
             "vm": 4,
             "state": "used",
             "note": "",
+            "host": "one-4",
         }
     ]
     text = created("vnet", "show", "Private LAN").stdout
@@ -181,7 +183,7 @@ def test_ipv6_is_shown_wherever_the_lease_is(headnode, tmp_path: Path) -> None:
         "dhcp-host=02:00:0a:06:00:09,10.6.0.9,[2001:db8:6::aff:fe06:9]\n"
     )
     assert exported["hosts"] == "10.6.0.1\tone-3\n2001:db8:6::aff:fe06:1\tone-3\n"
-    assert json.loads(exported["kea"])["reservations6"] == [
+    assert json.loads(exported["kea"])["subnet6"][0]["reservations"] == [
         {"hw-address": "02:00:0a:06:00:01", "ip-addresses": ["2001:db8:6::aff:fe06:1"], "hostname": "one-3"},
         {"hw-address": "02:00:0a:06:00:09", "ip-addresses": ["2001:db8:6::aff:fe06:9"]},
     ]

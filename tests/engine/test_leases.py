@@ -70,6 +70,7 @@ def test_a_lease_records_everything(nets: Networks, lan: str) -> None:
         "vm": 7,
         "state": "used",
         "note": "web",
+        "host": "one-7",
     }
     assert nets.leases(lan) == [lease]
 

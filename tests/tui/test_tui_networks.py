@@ -169,7 +169,7 @@ async def test_export_to_a_file_and_to_the_clipboard(home, tmp_path) -> None:
     async with app.run_test() as pilot:
         await pilot.press("4", "x")
         await pilot.pause()
-        await pilot.press("down", "enter")  # ethers
+        await pilot.press("down", "down", "enter")  # ethers
         await type_into(pilot, str(target))
         await pilot.press("enter")
         await app.workers.wait_for_complete()  # the export is written on a worker thread
