@@ -1,0 +1,110 @@
+"""The head's own connections to a fan-out's hosts: one OpenSSH ControlMaster per host, opened all at once.
+
+Every session of a fan-out (looking at a host, opening its link to the next host, a chain's stream, a probe after a
+drop) goes through its host's master, so it costs one round trip instead of a login; the masters reach each host
+exactly as the OpenSSH accelerator does (engine.transfers.openssh.ssh_argv: the host record and ~/.ssh/config
+resolved, `-F none`, StrictHostKeyChecking, BatchMode). A master forwards the agent the run chose
+(engine.fanout.agent), which only the link sessions ask for (`-A`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from engine.transfers.hosts import Host
+from engine.transfers.openssh import one_line, ssh_argv
+from engine.transfers.ssh import quote_argv
+
+PERSIST = 300  # seconds a master left by a head that died lives on, idle
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    out: str
+    err: str
+
+
+class HeadLinks:
+    """Masters to hosts, in a private directory; `close` ends them all."""
+
+    def __init__(self, agent_socket: str | None) -> None:
+        self._env = {**os.environ, **({"SSH_AUTH_SOCK": agent_socket} if agent_socket else {})}
+        self._dir = tempfile.mkdtemp(prefix="headnode-fanout-")  # mode 0700
+        self._sockets: dict[str, str] = {}
+        self._argv: dict[str, list[str]] = {}
+
+    def open(self, hosts: Sequence[Host]) -> dict[str, str]:
+        """Open a master to each host, in parallel; the hosts that could not be reached, with what ssh said."""
+        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+            results = list(pool.map(self._open, hosts, range(len(hosts))))
+        return {host.name: error for host, error in zip(hosts, results, strict=True) if error is not None}
+
+    def _open(self, host: Host, index: int) -> str | None:
+        argv = ssh_argv(host)
+        socket = os.path.join(self._dir, str(index))
+        self._argv[host.name] = argv
+        err_path = socket + ".err"
+        master = [*argv[:-2], "-A", "-M", "-S", socket, "-o", f"ControlPersist={PERSIST}", "-N", "-f", *argv[-2:]]
+        with open(err_path, "wb") as err:  # -f keeps its stderr: a pipe would stay open for the master's life
+            status = subprocess.call(
+                master, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+        with open(err_path, errors="replace") as err_text:
+            said = err_text.read()
+        os.unlink(err_path)
+        if status != 0:
+            return f"host {host.name}: ssh: {one_line(said) or f'status {status}'}"
+        self._sockets[host.name] = socket
+        return None
+
+    def session_argv(self, host: Host, remote: str, agent: bool = False) -> list[str]:
+        """`ssh` running `remote` (one shell command line) on the host through its master."""
+        argv = self._argv[host.name]
+        options = ["-S", self._sockets[host.name], "-o", "ControlMaster=no", *(["-A"] if agent else [])]
+        return [*argv[:-2], *options, *argv[-2:], remote]
+
+    def start(self, host: Host, remote: str, agent: bool = False, stdin: int | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.session_argv(host, remote, agent),
+            env=self._env,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
+
+    def run(self, host: Host, argv: Sequence[str], agent: bool = False, timeout: float = 60) -> Reply:
+        """Run argv (quoted) on the host; status 255 is ssh's own failure."""
+        process = self.start(host, quote_argv(argv), agent)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            return Reply(255, out.decode(errors="replace"), f"no answer within {timeout:g} s")
+        return Reply(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def connected(self, name: str) -> bool:
+        return name in self._sockets
+
+    def close(self) -> None:
+        for name, socket in self._sockets.items():
+            argv = self._argv[name]
+            with contextlib.suppress(OSError):
+                subprocess.call(
+                    [*argv[:-2], "-S", socket, "-O", "exit", *argv[-2:]],
+                    env=self._env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+        self._sockets.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)

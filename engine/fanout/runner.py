@@ -1,0 +1,500 @@
+"""Running a fan-out: one image from the head into many hosts' temporary entries, through chains of hosts.
+
+    result = fan_out(home, "/images/u.img", "cksum:123", targets, bus=bus)   # FanoutResult, one HostResult each
+
+In rounds. Each round: the head opens a master to every host left (engine.fanout.head_links), all at once; asks each
+whether it has the image or part of it (LOOK); plans the chains (engine.fanout.plan); has every host open its link
+to the next (LINK, all at once, the agent forwarded: engine.fanout.agent) and starts a chain of its own, fed by the
+head, at a host its neighbour cannot reach; then streams every pipeline at once, each paced to its BWLIMIT, while
+its hosts report progress, and each host checks its copy against the image's checksum and renames it into place.
+The head checksums what it streams too: a source that changed under the stream fails the run. Hosts left without
+the image are asked again how much they hold; those that answer are re-fed from the head in the next round, each
+resuming where the partial copy stopped (a host dropped out of a chain costs the hosts after it nothing but the
+wait); a host that does not answer has dropped out and fails, alone. At most ROUNDS rounds.
+
+Progress is reported as an image script's (engine.transfers.progress), a line per host: the CLI's bars and JSON
+lines and the console's Transfers screen show a fan-out as one run with a row per host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from engine.errors import Cancelled, OperationError
+from engine.events import EventBus
+from engine.fanout.agent import agent
+from engine.fanout.head_links import HeadLinks
+from engine.fanout.hop import SpecLine, hop_command, link_argv, look_argv, unlink_argv
+from engine.fanout.plan import CHAIN_HOSTS, FED_BY_HEAD, FanoutPlan, Limits, Pipeline, plan_fanout
+from engine.fanout.rates import load_rates, record_rates
+from engine.home import Home
+from engine.presentation import duration_text
+from engine.transfers.checksums import Checksum, new_checksum
+from engine.transfers.endpoints import CHUNK
+from engine.transfers.hosts import Host
+from engine.transfers.known_hosts import KnownHosts
+from engine.transfers.openssh import default_keys
+from engine.transfers.pipes import enlarge_pipe, write_all
+from engine.transfers.progress import (
+    ActionFinished,
+    ActionLog,
+    ActionProgress,
+    ActionStarted,
+    RunOutcome,
+    ScriptFinished,
+    ScriptStarted,
+)
+from engine.transfers.ssh import SshTarget, ssh_target
+
+ROUNDS = 3
+ACTION = "WARM"
+PACED_PIECE = 64 << 10  # a limited stream is written in small pieces, so its rate is even
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host to receive the image: its temporary entry and the name the verified copy is renamed to. Writes stay
+    inside `root` (the host's VM directory unless given)."""
+
+    host: Host
+    tmp: str
+    final: str
+    root: str | None = None
+
+
+@dataclass(frozen=True)
+class HostResult:
+    name: str
+    outcome: RunOutcome
+    size: int = 0
+    checksum: str | None = None
+    error: str | None = None
+    present: bool = False  # it had the image already: nothing was sent
+    fed_by: str = ""  # the head or the host before it in its chain
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    run: str
+    plan: FanoutPlan  # the first round's
+    hosts: dict[str, HostResult]
+    seconds: float
+    rounds: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(r.outcome is RunOutcome.DONE for r in self.hosts.values())
+
+    @property
+    def estimate(self) -> float | None:
+        return self.plan.estimate()
+
+
+@dataclass
+class _Host:
+    line: int
+    target: Target
+    ssh: SshTarget
+    started: float = field(default_factory=time.monotonic)
+    result: HostResult | None = None
+    offset: int = 0
+    error: str | None = None
+
+
+class FanOut:
+    """One fan-out run (fan_out is its front door)."""
+
+    def __init__(
+        self,
+        home: Home,
+        source: str,
+        checksum: str,
+        targets: Sequence[Target],
+        bus: EventBus | None = None,
+        cancel: threading.Event | None = None,
+        limits: Limits | None = None,
+        present: Sequence[str] = (),
+        run_id: str | None = None,
+        chain_hosts: int | None = None,
+        head_chains: int | None = None,
+    ) -> None:
+        self.home = home
+        self.source = source
+        self.checksum = checksum
+        self.algorithm, _, self.want = checksum.partition(":")
+        self.bus = bus or EventBus()
+        self.cancel = cancel or threading.Event()
+        self.limits = limits or Limits()
+        self.run = run_id or f"fanout-{uuid.uuid4().hex[:12]}"
+        self.chain_hosts = chain_hosts
+        self.head_chains = head_chains
+        self.hosts = {t.host.name: _Host(i + 1, t, ssh_target(t.host)) for i, t in enumerate(targets)}
+        self.present = set(present)
+        self.size = os.stat(source).st_size
+        self.notes: list[str] = []
+        self._links: dict[tuple[str, str], str] = {}  # (host, next host): its master's control socket
+        self._link_dirs: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._source_changed = False
+        self._streamed = False  # a host that has the image before anything was sent had it already
+
+    # -- reporting ------------------------------------------------------------------------------------------
+
+    def _publish(self, event: Any) -> None:
+        self.bus.publish(event)
+
+    def _log(self, message: str, line: int = 0, error: bool = False) -> None:
+        self._publish(ActionLog(self.run, None, line, message, error))
+        with self._lock:
+            self.notes.append(message)
+
+    def _finish(self, name: str, result: HostResult) -> None:
+        host = self.hosts[name]
+        with self._lock:
+            if host.result is not None:
+                return
+            host.result = result
+        detail = "already there" if result.present else f"fed by {result.fed_by}" if result.fed_by else ""
+        if result.resumed_from:
+            detail += f", resumed at byte {result.resumed_from}"
+        self._publish(
+            ActionFinished(
+                self.run,
+                None,
+                host.line,
+                ACTION,
+                result.outcome,
+                result.size,
+                time.monotonic() - host.started,
+                result.checksum,
+                result.error,
+                detail,
+            )
+        )
+
+    def _progress(self, name: str, done: int) -> None:
+        host = self.hosts.get(name)
+        if host is None or host.result is not None:
+            return
+        moved = done - host.offset
+        seconds = time.monotonic() - host.started
+        rate = moved / seconds if seconds > 0 else 0.0
+        eta = (self.size - done) / rate if rate > 0 else None
+        self._publish(ActionProgress(self.run, None, host.line, ACTION, done, self.size, rate, eta))
+
+    # -- the run --------------------------------------------------------------------------------------------
+
+    def run_all(self) -> FanoutResult:
+        started = time.monotonic()
+        self._publish(ScriptStarted(self.run, None, f"fan-out of {self.source}", len(self.hosts)))
+        for name, host in self.hosts.items():
+            text = f"{ACTION} {self.source} {name}:{host.target.final}"
+            self._publish(ActionStarted(self.run, None, host.line, ACTION, text, name, host.target.host.driver))
+        first_plan: FanoutPlan | None = None
+        rounds = 0
+        outcome, error = RunOutcome.DONE, None
+        identities = sorted({i for h in self.hosts.values() for i in h.ssh.identity_files} or set(default_keys()))
+        try:
+            with agent(identities) as socket:
+                links = HeadLinks(socket)
+                try:
+                    while rounds < ROUNDS and self._pending():
+                        rounds += 1
+                        plan = self._round(links, rounds)
+                        first_plan = first_plan or plan
+                finally:
+                    self._unlink(links)
+                    links.close()
+        except Cancelled:
+            outcome, error = RunOutcome.CANCELLED, "cancelled"
+        except OperationError as exc:
+            outcome, error = RunOutcome.FAILED, str(exc)
+        for name in self._pending():
+            why = error or self.hosts[name].error or f"not complete after {rounds} rounds"
+            self._finish(name, HostResult(name, outcome if error else RunOutcome.FAILED, error=why))
+        results = {name: host.result for name, host in self.hosts.items() if host.result is not None}
+        failed = [name for name, r in results.items() if r.outcome is not RunOutcome.DONE]
+        if outcome is RunOutcome.DONE and failed:
+            outcome, error = RunOutcome.FAILED, f"{len(failed)} of {len(results)} hosts failed: {', '.join(failed)}"
+        seconds = time.monotonic() - started
+        plan = first_plan or plan_fanout(self.source, self.size, [], present=sorted(self.present))
+        estimate = plan.estimate()
+        if rounds:
+            compared = f", estimated {duration_text(estimate)}" if estimate is not None else ", no estimate"
+            self._log(f"fan-out to {len(results)} hosts took {duration_text(seconds)}{compared}")
+        self._publish(ScriptFinished(self.run, None, outcome, None, error, seconds))
+        return FanoutResult(self.run, plan, results, seconds, rounds, tuple(self.notes))
+
+    def _pending(self) -> list[str]:
+        return [name for name, host in self.hosts.items() if host.result is None]
+
+    def _round(self, links: HeadLinks, number: int) -> FanoutPlan:
+        setup_started = time.monotonic()
+        pending = self._pending()
+        fresh = [self.hosts[n].target.host for n in pending if not links.connected(n)]
+        unreachable = links.open(fresh)
+        for name, why in unreachable.items():
+            self._finish(name, HostResult(name, RunOutcome.FAILED, error=f"not reachable from the head: {why}"))
+        self._look(links, [n for n in pending if n not in unreachable])
+        todo = self._pending()
+        measured = load_rates(self.home)
+        offsets = {n: self.hosts[n].offset for n in todo}
+        breaks: list[str] = []
+        notes: list[str] = []
+        while True:  # a host its neighbour cannot reach starts a chain of its own, whose links are then opened
+            plan = plan_fanout(
+                self.source,
+                self.size,
+                todo,
+                offsets=offsets,
+                limits=self.limits,
+                measured=measured,
+                chain_hosts=self.chain_hosts or CHAIN_HOSTS,
+                head_chains=self.head_chains,
+                breaks=breaks,
+                unreachable=unreachable,
+                notes=notes,
+            )
+            found = self._link(links, plan)
+            if not found:
+                break
+            breaks += [name for name, _ in found]
+            notes += [note for _, note in found]
+        plan = replace(plan, present=tuple(sorted(self.present)), setup=measured.setup)
+        for line in plan.text():
+            self._log(f"round {number}: {line}" if number > 1 else line)
+        setup = time.monotonic() - setup_started
+        self.cancel_check()
+        with ThreadPoolExecutor(max_workers=max(1, len(plan.pipelines))) as pool:
+            rates = list(pool.map(lambda p: self._stream(links, p), plan.pipelines))
+        if self._source_changed:
+            raise OperationError(f"{self.source} changed while it was sent: no host took it")
+        self._record(plan, rates, setup if number == 1 else None)
+        self._look(links, self._pending())  # what the hosts left without the image hold now
+        return plan
+
+    def cancel_check(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def _look(self, links: HeadLinks, names: Sequence[str]) -> None:
+        """Ask each host whether it has the image (done) or part of it (resume there); one that cannot answer has
+        dropped out."""
+
+        def look(name: str) -> None:
+            host = self.hosts[name]
+            reply = links.run(host.target.host, look_argv(host.target.tmp, host.target.final), timeout=30)
+            words = reply.out.split()
+            if reply.status != 0 or not words:
+                said = reply.err.strip().splitlines()
+                why = said[-1] if said else f"status {reply.status}"
+                self._finish(name, HostResult(name, RunOutcome.FAILED, error=f"dropped out: {why}"))
+            elif words[0] == "have":
+                if not self._streamed:
+                    self.present.add(name)
+                result = HostResult(name, RunOutcome.DONE, self.size, self.checksum, present=name in self.present)
+                self._finish(name, result)
+            elif words[0] == "partial" and len(words) > 1 and words[1].isdigit():
+                size = int(words[1])
+                host.offset = size if size < self.size else 0
+            else:
+                host.offset = 0
+
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            list(pool.map(look, names))
+
+    def _known_line(self, name: str) -> str:
+        """The known_hosts lines by which the host before `name` in a chain checks its key: the keys the head
+        trusts for it, under the name the neighbour connects to."""
+        ssh = self.hosts[name].ssh
+        keys = KnownHosts.load(ssh.known_hosts).trusted(ssh.key_name)
+        return "\n".join(f"{ssh.key_name} {key.get_name()} {key.get_base64()}" for key in keys)
+
+    def _link(self, links: HeadLinks, plan: FanoutPlan) -> list[tuple[str, str]]:
+        """Have every host open its link to the next one in its pipeline, all at once; the hosts their neighbour
+        could not reach (they then start a chain fed by the head)."""
+        pairs = [
+            (a, b)
+            for pipeline in plan.pipelines
+            for a, b in zip(pipeline.hosts, pipeline.hosts[1:], strict=False)
+            if (a, b) not in self._links
+        ]
+
+        def link(pair: tuple[str, str]) -> str | None:
+            a, b = pair
+            known = self._known_line(b)
+            if not known:
+                return f"{b} cannot be reached from {a}: the head knows no key of {b} to give it; fed from the head"
+            ssh = self.hosts[b].ssh
+            reply = links.run(self.hosts[a].target.host, link_argv(known, ssh.hostname, ssh.port, ssh.user), True)
+            lines = reply.out.splitlines()
+            directory = lines[0][4:] if lines and lines[0].startswith("dir ") else None
+            if directory:
+                with self._lock:
+                    self._link_dirs.setdefault(a, []).append(directory)
+            if reply.status == 0 and directory and lines[1:2] == ["linked"]:
+                with self._lock:
+                    self._links[pair] = f"{directory}/ctl"
+                return None
+            said = (lines[1][len("unlinked ") :] if len(lines) > 1 else reply.err).strip() or f"status {reply.status}"
+            return f"{b} cannot be reached from {a} ({said}); fed from the head"
+
+        with ThreadPoolExecutor(max_workers=max(1, len(pairs))) as pool:
+            found = list(pool.map(link, pairs))
+        breaks = []
+        for (_, b), note in zip(pairs, found, strict=True):
+            if note is not None:
+                self._log(note, self.hosts[b].line)
+                breaks.append((b, note))
+        return breaks
+
+    def _stream(self, links: HeadLinks, pipeline: Pipeline) -> float | None:
+        """Send the image down one pipeline; the rate it ran at (bytes per second), None if nothing was sent."""
+        names = pipeline.hosts
+        spec = []
+        for i, name in enumerate(names):
+            host = self.hosts[name]
+            after = names[i + 1] if i + 1 < len(names) else None
+            control = self._links.get((name, after), "-") if after else "-"
+            root = host.target.root or host.target.host.vm_dir
+            ssh = host.ssh
+            spec.append(
+                SpecLine(
+                    name,
+                    root,
+                    host.target.tmp,
+                    host.target.final,
+                    pipeline.offset,
+                    control,
+                    ssh.hostname,
+                    ssh.port,
+                    ssh.user,
+                )
+            )
+            host.offset = pipeline.offset
+            host.started = time.monotonic()
+        self._streamed = True
+        fed_by = {name: (names[i - 1] if i else FED_BY_HEAD) for i, name in enumerate(names)}
+        first = self.hosts[names[0]].target.host
+        process = links.start(first, hop_command(spec, self.algorithm, self.want), stdin=subprocess.PIPE)
+        said: list[str] = []
+        readers = [
+            threading.Thread(target=self._read_reports, args=(process, fed_by, pipeline.offset), daemon=True),
+            threading.Thread(target=self._read_progress, args=(process, said), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        sent, seconds = 0, 0.0
+        try:
+            sent, seconds = self._send(process, pipeline)
+        finally:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # type: ignore[union-attr]
+            if self.cancel.is_set():
+                process.kill()
+            process.wait()
+            for reader in readers:
+                reader.join()
+        for name in names:
+            if self.hosts[name].result is None and said:
+                self.hosts[name].error = said[-1]
+        return sent / seconds if sent and seconds > 0 else None
+
+    def _send(self, process: subprocess.Popen, pipeline: Pipeline) -> tuple[int, float]:
+        """Write the image from the pipeline's offset into the chain's first session, paced to its limit; the
+        head checksums a whole stream and compares it with the image's checksum. Bytes sent and the seconds."""
+        stdin = process.stdin.fileno()  # type: ignore[union-attr]
+        enlarge_pipe(stdin, CHUNK)
+        checksum: Checksum | None = new_checksum(self.algorithm) if pipeline.offset == 0 else None
+        piece = PACED_PIECE if pipeline.limit else CHUNK
+        sent = 0
+        started = time.monotonic()
+        try:
+            with open(self.source, "rb") as source:
+                source.seek(pipeline.offset)
+                while data := source.read(piece):
+                    self.cancel_check()
+                    if checksum is not None:
+                        checksum.update(data)
+                    if pipeline.limit:
+                        ahead = started + sent / pipeline.limit - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
+                    try:
+                        write_all(stdin, data)
+                    except BrokenPipeError:
+                        return sent, time.monotonic() - started  # the first host dropped out: the next round
+                    sent += len(data)
+            if checksum is not None and sent == self.size - pipeline.offset:
+                if checksum.value() != self.checksum:
+                    self._source_changed = True
+                checksum = None
+            return sent, time.monotonic() - started
+        finally:
+            if checksum is not None:
+                checksum.close()
+
+    def _read_reports(self, process: subprocess.Popen, fed_by: dict[str, str], offset: int) -> None:
+        for raw in process.stdout:  # type: ignore[union-attr]
+            words = raw.decode(errors="replace").split()
+            if len(words) == 4 and words[0] == "stored" and words[1] in fed_by and words[3] == self.want:
+                name = words[1]
+                result = HostResult(
+                    name, RunOutcome.DONE, int(words[2]), self.checksum, fed_by=fed_by[name], resumed_from=offset
+                )
+                self._finish(name, result)
+            elif len(words) == 3 and words[0] == "forward" and words[2] != "0" and words[1] in fed_by:
+                after = [n for n, f in fed_by.items() if f == words[1]]
+                self._log(
+                    f"{words[1]} could not pass the image on to {after[0] if after else 'the next host'} "
+                    f"(ssh exited with status {words[2]})",
+                    self.hosts[words[1]].line,
+                    error=True,
+                )
+
+    def _read_progress(self, process: subprocess.Popen, said: list[str]) -> None:
+        for raw in process.stderr:  # type: ignore[union-attr]
+            words = raw.decode(errors="replace").split()
+            if len(words) == 3 and words[0] == "progress" and words[2].isdigit():
+                self._progress(words[1], int(words[2]))
+            elif words:
+                said.append(" ".join(words))
+
+    def _record(self, plan: FanoutPlan, rates: Sequence[float | None], setup: float | None) -> None:
+        """Keep the rates of the pipelines no BWLIMIT held back, for the next estimate."""
+        measured: dict[str, float] = {}
+        free = [(p, r) for p, r in zip(plan.pipelines, rates, strict=True) if p.limit is None and r]
+        for pipeline, rate in free:
+            if all(self.hosts[n].result is not None and not self.hosts[n].result.error for n in pipeline.hosts):  # type: ignore[union-attr]
+                measured.update({name: rate for name in pipeline.hosts})
+        head = sum(r for _, r in free) if len(free) == len(plan.pipelines) and free else None
+        if measured or head or setup is not None:
+            record_rates(self.home, measured, head, setup)
+
+    def _unlink(self, links: HeadLinks) -> None:
+        """End every link the hosts opened, and remove their directories."""
+        jobs = [(name, d) for name, dirs in self._link_dirs.items() for d in dirs if links.connected(name)]
+
+        def unlink(job: tuple[str, str]) -> None:
+            links.run(self.hosts[job[0]].target.host, unlink_argv(job[1]), timeout=30)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+            list(pool.map(unlink, jobs))
+
+
+def fan_out(home: Home, source: str, checksum: str, targets: Sequence[Target], **options: Any) -> FanoutResult:
+    """Put the image `source` (this machine's file, of `checksum`, "ALGORITHM:VALUE") into every target; see
+    FanOut for the options (bus, cancel, limits, present, run_id, chain_hosts, head_chains)."""
+    return FanOut(home, source, checksum, targets, **options).run_all()

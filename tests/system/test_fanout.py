@@ -1,0 +1,204 @@
+"""Fan-out to real hosts: each a network namespace with its own sshd on one bridge (tests/system/netns.py), the
+image passed from host to host by the hosts' own ssh and tee. Every test is bounded in time and tears its lab down."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.events import EventBus
+from engine.fanout.plan import Limits
+from engine.fanout.runner import FanoutResult, Target, fan_out
+from engine.home import Home
+from engine.transfers.checksums import ChecksumProcess
+from engine.transfers.hosts import Hosts
+from engine.transfers.progress import ActionFinished, ActionProgress, RunOutcome
+from tests.system.netns import Lab
+from tests.system.sshd import SshHost, keygen
+
+pytestmark = pytest.mark.system
+MiB = 1 << 20
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cksum(path: Path) -> str:
+    checksum = ChecksumProcess("cksum")
+    checksum.update(path.read_bytes())
+    return checksum.value()
+
+
+@pytest.fixture
+def fanout_lab(tmp_path, monkeypatch):
+    """Make a lab: `hosts` sshd hosts (links capped at `mbit`, None: not capped), a home knowing them, an image of
+    `size` random bytes; yields a dict. No agent of the admin's: the run starts its own."""
+    labs = contextlib.ExitStack()
+    made: list[Lab] = []
+
+    def make(hosts: int, mbit: float | None, size: int) -> dict:
+        user = tmp_path / "user"
+        (user / ".ssh").mkdir(parents=True, mode=0o700)
+        key = user / ".ssh/id_ed25519"
+        keygen(key)
+        lab = labs.enter_context(Lab(tmp_path, hosts, mbit, key.with_suffix(".pub")))
+        made.append(lab)
+        (user / ".ssh/known_hosts").write_text("".join(h.host_key_line + "\n" for h in lab.members))
+        monkeypatch.setenv("HOME", str(user))
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        home = Home(tmp_path / "home").ensure()
+        for member in lab.members:
+            Hosts(home).create(member.record())
+        image = tmp_path / "image.img"
+        with open(image, "wb") as out:
+            for _ in range(size // MiB):
+                out.write(os.urandom(MiB))
+        return {"home": home, "lab": lab, "image": image, "checksum": cksum(image)}
+
+    yield make
+    labs.close()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(f"hn{lab.tag}" in listed for lab in made)
+
+
+def targets(world: dict, members: list[SshHost] | None = None) -> list[Target]:
+    hosts = Hosts(world["home"])
+    return [
+        Target(hosts.get(m.name), f"{m.vm_dir}/.cache/.image.tmp", f"{m.vm_dir}/.cache/image")
+        for m in (members or world["lab"].members)
+    ]
+
+
+def bounded(seconds: float, world: dict, cancel: threading.Event | None = None, **options) -> FanoutResult:
+    """fan_out in a thread, cancelled and failed if it takes longer than `seconds`."""
+    cancel = cancel or threading.Event()
+    found: list = []
+    worker = threading.Thread(
+        target=lambda: found.append(
+            fan_out(world["home"], str(world["image"]), world["checksum"], targets(world), cancel=cancel, **options)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        cancel.set()
+        worker.join(30)
+        pytest.fail(f"the fan-out took longer than {seconds} s")
+    return found[0]
+
+
+def masters_left(lab: Lab) -> list[str]:
+    """ssh ControlMasters a fan-out left to this lab's hosts."""
+    found = subprocess.run(["pgrep", "-af", "ControlPersist"], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if f"{lab.subnet}." in line]
+
+
+def kill_host(lab: Lab, index: int) -> None:
+    """The host dies: every process in its namespace (its sshd, its sessions, its hop and links) is killed."""
+    pids = subprocess.run(["ip", "netns", "pids", lab.namespaces[index + 1]], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_warm_to_eight_hosts_gives_each_an_identical_verified_copy(fanout_lab):
+    world = fanout_lab(8, 200, 16 * MiB)
+    bus = EventBus()
+    finished: list[ActionFinished] = []
+    bus.subscribe(lambda e: finished.append(e) if isinstance(e, ActionFinished) else None)
+    result = bounded(120, world, bus=bus)
+    assert result.ok, result.hosts
+    source = sha(world["image"])
+    for member in world["lab"].members:
+        assert sha(member.vm_dir / ".cache/image") == source
+        assert not (member.vm_dir / ".cache/.image.tmp").exists()
+    assert sorted(e.line for e in finished) == list(range(1, 9))
+    assert all(e.checksum == world["checksum"] and e.outcome is RunOutcome.DONE for e in finished)
+    assert [len(p.hosts) for p in result.plan.pipelines] == [8]  # one chain: the head sent it once
+    assert [r.fed_by for r in result.hosts.values()] == ["head"] + [m.name for m in world["lab"].members[:-1]]
+    assert masters_left(world["lab"]) == []
+
+    again = bounded(60, world)
+    assert again.ok and all(r.present for r in again.hosts.values())
+    assert again.plan.pipelines == ()
+
+
+def test_a_host_killed_mid_chain_does_not_fail_the_others(fanout_lab):
+    """node02 dies while 48 MiB flow at 100 Mbit/s (about 4 s): it alone fails; the hosts after it are re-fed
+    from the head, each resuming where its copy stopped, and their copies verify."""
+    world = fanout_lab(8, 100, 48 * MiB)
+    bus = EventBus()
+    killed = threading.Event()
+
+    def watch(event) -> None:
+        if isinstance(event, ActionProgress) and event.line == 3 and event.bytes_done > 8 * MiB and not killed.is_set():
+            killed.set()
+            kill_host(world["lab"], 2)
+
+    bus.subscribe(watch)
+    result = bounded(180, world, bus=bus)
+    assert killed.is_set()
+    hosts = result.hosts
+    assert hosts["node02"].outcome is RunOutcome.FAILED and "dropped out" in (hosts["node02"].error or "")
+    source = sha(world["image"])
+    for member in world["lab"].members:
+        if member.name != "node02":
+            assert hosts[member.name].outcome is RunOutcome.DONE, hosts[member.name]
+            assert sha(member.vm_dir / ".cache/image") == source
+    assert hosts["node03"].fed_by == "head"
+    assert all(hosts[f"node0{i}"].resumed_from > 0 for i in range(3, 8))  # resumed, not sent again from byte 0
+    assert hosts["node00"].resumed_from == hosts["node01"].resumed_from == 0
+    assert result.rounds == 2
+
+
+def test_a_host_its_neighbour_cannot_reach_is_fed_by_the_head(fanout_lab):
+    """node03's sshd refuses logins from node02: the links are opened before any byte flows, so the plan
+    starts a chain at node03 fed by the head, and says so."""
+    world = fanout_lab(5, None, 8 * MiB)
+    lab = world["lab"]
+    refusing, neighbour = lab.members[3], lab.members[2]
+    with open(refusing.dir / "sshd_config", "a") as config:
+        config.write(f"DenyUsers *@{neighbour.address}\n")
+    refusing.process.send_signal(signal.SIGHUP)  # sshd re-executes itself with the new configuration
+    time.sleep(1)
+    result = bounded(120, world)
+    assert result.ok, result.hosts
+    assert result.hosts["node03"].fed_by == "head"
+    assert result.hosts["node04"].fed_by == "node03"
+    assert [p.hosts for p in result.plan.pipelines] == [("node00", "node01", "node02"), ("node03", "node04")]
+    assert any("node03 cannot be reached from node02" in note and "fed from the head" in note for note in result.notes)
+    source = sha(world["image"])
+    assert all(sha(m.vm_dir / ".cache/image") == source for m in lab.members)
+
+
+def test_bandwidth_limits_hold_within_ten_percent(fanout_lab):
+    """A head limit of 6 MiB/s shared by two chains (3 MiB/s each) and a host limit of 2 MiB/s on node03, which
+    holds its whole chain to it: each host receives at its chain's limit, within 10%."""
+    world = fanout_lab(4, None, 16 * MiB)
+    limits = Limits(head=6 * MiB, hosts={"node03": 2 * MiB})
+    bus = EventBus()
+    progress: dict[int, list[tuple[float, int]]] = {}
+    bus.subscribe(
+        lambda e: (
+            progress.setdefault(e.line, []).append((e.at, e.bytes_done)) if isinstance(e, ActionProgress) else None
+        )
+    )
+    result = bounded(120, world, bus=bus, limits=limits, head_chains=2, chain_hosts=2)
+    assert result.ok, result.hosts
+    assert [p.hosts for p in result.plan.pipelines] == [("node00", "node01"), ("node02", "node03")]
+    assert [p.limit for p in result.plan.pipelines] == [3 * MiB, 2 * MiB]
+    for line, limit in ((1, 3 * MiB), (2, 3 * MiB), (3, 2 * MiB), (4, 2 * MiB)):
+        samples = progress[line]
+        (t0, b0), (t1, b1) = samples[0], samples[-1]
+        rate = (b1 - b0) / (t1 - t0)  # from the hosts' own reports of what they stored
+        assert abs(rate - limit) / limit < 0.10, (line, rate / MiB)
