@@ -1,18 +1,19 @@
 """The shell a chain runs on its hosts: POSIX sh, coreutils and the hosts' own OpenSSH, nothing installed.
 
 A chain is a pipeline of `ssh` sessions, as HDFS writes a block through a pipeline of data nodes: the head streams
-the image into the first host's HOP script, which appends it to its temporary entry with `tee -p` and forwards the
-same bytes to the next host's HOP through its own `ssh`, and so on. `tee -p` keeps writing the file when the pipe
+the image into the first host's HOP script, which appends it to its cache entry's part with `tee -p` and forwards
+the same bytes to the next host's HOP through its own `ssh`, and so on. `tee -p` keeps writing the file when the pipe
 to the next host breaks, so a host dropping out downstream costs its upstream nothing.
 
 The chain is a SPEC, one line per host from this one on, of whitespace-free words (SpecLine); each hop peels off
-its own line and hands the rest to the next host, base64 encoded, together with the script itself (base64 too): the
-remote command keeps one shape at every depth, `sh -c "$(echo S | base64 -d)" sh SPEC S WANT`, so nothing is quoted
-twice (shell quoting nested 16 deep grows past the kernel's limit on one argument).
+its own line and hands the rest to the next host, base64 encoded, together with the script itself (base64 too):
+the remote command keeps one shape at every depth, `sh -c "$(echo S | base64 -d)" sh SPEC S WANT KEY SIZE SIDECAR`,
+so nothing is quoted twice (shell quoting nested 16 deep grows past the kernel's limit on one argument).
 
 Each hop reports on stdout, which flows back through every upstream session to the head: `forward NAME STATUS`
 once the next host's ssh ended (255: that connection failed), then `stored NAME SIZE SUM` once its own copy
-checksums to WANT and is renamed into place, else `partial NAME SIZE SUM` (the temporary entry stays, to be resumed).
+checksums to WANT and is published, else `partial NAME SIZE SUM` (the part stays, to be resumed), or `have NAME`,
+`busy NAME`, `refused NAME` when it wrote nothing (see _HOP).
 Every second it says `progress NAME SIZE` on stderr (lines shorter than PIPE_BUF stay whole through the sessions).
 
 Connections between hosts are opened before any byte flows, all at once: LINK runs on every host, over a session
@@ -28,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.errors import OperationError
+from engine.transfers.cache.layout import entry_key
 from engine.transfers.checksums import SHELL_FUNCTIONS
-from engine.transfers.endpoints import INSIDE
 from engine.transfers.openssh import CIPHERS
 
 LINK_PERSIST = 300  # seconds an idle master lives on after the head is gone
@@ -38,14 +39,11 @@ LINK_DIR = "hn-fanout."  # mktemp's prefix, under the host's $TMPDIR or /tmp (Co
 
 @dataclass(frozen=True)
 class SpecLine:
-    """One host of a chain as its hop reads it. `root`: the directory every write must stay inside (the host's VM
-    directory); `control`: its master to the next host ("-" at the chain's end); `address`, `port`, `user`: how the
-    host before it reaches it."""
+    """One host of a chain as its hop reads it: `directory` is its cache directory; `control` its master to the
+    next host ("-" at the chain's end); `address`, `port`, `user` how the host before it reaches it."""
 
     name: str
-    root: str
-    tmp: str
-    final: str
+    directory: str
     offset: int
     control: str
     address: str
@@ -53,57 +51,79 @@ class SpecLine:
     user: str
 
     def words(self) -> list[str]:
-        words = [self.name, self.root, self.tmp, self.final, str(self.offset), self.control, self.address]
-        words += [str(self.port), self.user]
+        words = [self.name, self.directory, str(self.offset), self.control, self.address, str(self.port), self.user]
         for word in words:
             if not word or any(c.isspace() for c in word):
                 raise OperationError(f"host {self.name}: {word!r} cannot travel down a chain (white space)")
         return words
 
 
-# $1 the spec (base64), $2 this script (base64), $3 the checksum value every copy must have.
-_HOP = (
-    INSIDE
-    + r"""
-s=$2; want=$3; spec=$(printf %s "$1" | base64 -d) || exit 4
+# The hop writes into the cache as engine.transfers.cache.layout says a writer must: it holds `.KEY.lock`
+# (flock, exclusive; its open file checked to be the one named, as the cache's own lock does), writes `.KEY.part`,
+# and publishes only a part of the image's size and checksum: renamed to KEY, then the sidecar written under a
+# name of its own and renamed to KEY.json. A lock held by someone else (a CLONE fetching the same image) is not
+# waited for, which would stall the whole chain: that host only forwards, says `busy`, and is looked at again
+# after the round. A host whose entry is there already (`have`) only forwards too.
+# $1 the spec (base64), $2 this script (base64), $3 the checksum value, $4 KEY, $5 the size, $6 the sidecar (base64).
+_HOP = r"""
+s=$2; want=$3; key=$4; size=$5; side=$6; spec=$(printf %s "$1" | base64 -d) || exit 4
 rest=$(printf '%s\n' "$spec" | tail -n +2)
 set -- $(printf '%s\n' "$spec" | head -n 1)
-name=$1; root=$2; tmp=$3; final=$4; off=$5; ctl=$6
-inside "$root" "${tmp%/*}/" "${final%/*}/"
-mkdir -p -- "${tmp%/*}" "${final%/*}" || exit 4
-if [ "$off" = 0 ]; then
-  rm -f -- "$tmp" && (set -C; : > "$tmp") || exit 4
-elif [ -L "$tmp" ] || [ ! -f "$tmp" ] || [ "$(stat -c %h -- "$tmp")" != 1 ]; then
-  echo "$name: will not resume $tmp: not a plain file with one name" >&2; exit 4
-elif [ "$(stat -c %s -- "$tmp")" -lt "$off" ]; then
-  echo "$name: $tmp is shorter than $off bytes" >&2; exit 4
-else
-  truncate -s "$off" -- "$tmp" || exit 4
+name=$1; dir=$2; off=$3; ctl=$4
+mkdir -p -- "$dir" && cd -- "$dir" || exit 4
+part=".$key.part"; l=".$key.lock"; state=write
+while :; do
+  if [ -L "$l" ]; then echo "$name: $dir/$l is a symbolic link" >&2; state=refused; break; fi
+  exec 9>>"$l" || { state=refused; break; }
+  flock -xn 9 || { state=busy; break; }
+  [ "$(stat -L -c %i /dev/fd/9)" = "$(stat -c %i -- "$l" 2>/dev/null)" ] && break
+  exec 9>&-
+done
+if [ $state = write ] && [ -f "$key" ] && [ ! -L "$key" ] && [ -f "$key.json" ] && [ ! -L "$key.json" ]; then
+  state=have
 fi
-( while :; do sleep 1 </dev/null >/dev/null 2>&1; echo "progress $name $(stat -c %s -- "$tmp" 2>/dev/null)"; done \
-  ) >&2 &
-p=$!
+if [ $state != write ]; then :
+elif [ "$off" = 0 ]; then
+  { rm -f -- "$part" && (set -C; : > "$part"); } || state=refused
+elif [ -L "$part" ] || [ ! -f "$part" ] || [ "$(stat -c %h -- "$part")" != 1 ] \
+  || [ "$(stat -c %s -- "$part")" -lt "$off" ]; then
+  echo "$name: will not resume $dir/$part: not a plain file of $off bytes or more with one name" >&2; state=refused
+else
+  truncate -s "$off" -- "$part" || state=refused
+fi
+out=/dev/null; p=
+if [ $state = write ]; then
+  out=$part
+  ( while :; do sleep 1 </dev/null >/dev/null 2>&1; echo "progress $name $(stat -c %s -- "$part" 2>/dev/null)"; done \
+    ) >&2 &
+  p=$!
+fi
 if [ -n "$rest" ]; then
   set -- $(printf '%s\n' "$rest" | head -n 1)
   next=$(printf '%s\n' "$rest" | base64 -w0)
-  tee -p -a -- "$tmp" | ssh -F none -S "$ctl" -o ControlMaster=no -o BatchMode=yes -p "$8" -l "$9" -- "$7" \
-    "sh -c \"\$(echo $s | base64 -d)\" sh $next $s $want"
+  tee -p -a -- "$out" | ssh -F none -S "$ctl" -o ControlMaster=no -o BatchMode=yes -p "$6" -l "$7" -- "$5" \
+    "sh -c \"\$(echo $s | base64 -d)\" sh $next $s $want $key $size $side"
   echo "forward $name $?"
 else
-  cat >> "$tmp"
+  cat >> "$out"
 fi
-kill "$p" 2>/dev/null
-size=$(stat -c %s -- "$tmp"); h=$(checksum < "$tmp"); h=${h%% *}
-if [ "$h" = "$want" ] && mv -T -- "$tmp" "$final"; then echo "stored $name $size $h"
-else echo "partial $name $size $h"; fi
+[ -z "$p" ] || kill "$p" 2>/dev/null
+if [ $state != write ]; then echo "$state $name"; exit 0; fi
+got=$(stat -c %s -- "$part"); h=$(checksum < "$part"); h=${h%% *}; j=".$key.json.$$.part"
+if [ "$got" = "$size" ] && [ "$h" = "$want" ] && mv -T -- "$part" "$key" && rm -f -- "$j" \
+  && printf %s "$side" | base64 -d > "$j" && mv -T -- "$j" "$key.json"
+then echo "stored $name $got $h"
+else echo "partial $name $got $h"
+fi
 """
-)
 
-# $1 a temporary entry, $2 the final one: `have` when the final one is there, `partial SIZE` when a plain temporary
-# one is (an interrupted copy), else `none`.
+# $1 the cache directory, $2 KEY: `have SIZE` and the sidecar's text when the entry and its sidecar lie there (the
+# head then applies the cache's trust rule), `partial SIZE` when a plain part does (an interrupted copy), else `none`.
 _LOOK = (
-    'if [ -f "$2" ] && [ ! -L "$2" ]; then echo have; elif [ -f "$1" ] && [ ! -L "$1" ]; then '
-    'echo "partial $(stat -c %s -- "$1")"; else echo none; fi'
+    'cd -- "$1" 2>/dev/null || { echo none; exit 0; }; '
+    'if [ -f "$2" ] && [ ! -L "$2" ] && [ -f "$2.json" ] && [ ! -L "$2.json" ]; then '
+    'echo "have $(stat -c %s -- "$2")"; cat -- "$2.json"; '
+    'elif [ -f ".$2.part" ] && [ ! -L ".$2.part" ]; then echo "partial $(stat -c %s -- ".$2.part")"; else echo none; fi'
 )
 
 # $1 the next host's known_hosts line ("" at a chain's end), $2 its address, $3 port, $4 user. Prints `dir DIR`,
@@ -133,20 +153,23 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def hop_command(chain: Sequence[SpecLine], algorithm: str, want: str) -> str:
-    """The remote command that starts `chain` on its first host (for `ssh ... -- FIRST COMMAND`); `want` is the
-    checksum's value (without its `ALGORITHM:`)."""
+def hop_command(chain: Sequence[SpecLine], checksum: str, size: int, sidecar: str) -> str:
+    """The remote command that starts `chain` on its first host (for `ssh ... -- FIRST COMMAND`): the image of
+    `checksum` (ALGORITHM:VALUE) and `size` bytes, published with the `sidecar` text."""
+    algorithm, _, want = checksum.partition(":")
     script = _b64(SHELL_FUNCTIONS[algorithm] + _HOP)
     spec = _b64("".join(" ".join(line.words()) + "\n" for line in chain))
-    return f'sh -c "$(echo {script} | base64 -d)" sh {spec} {script} {want}'
+    return (
+        f'sh -c "$(echo {script} | base64 -d)" sh {spec} {script} {want} {entry_key(checksum)} {size} {_b64(sidecar)}'
+    )
 
 
 def link_argv(known_line: str, address: str, port: int, user: str) -> list[str]:
     return ["sh", "-c", _LINK, "sh", known_line, address, str(port), user]
 
 
-def look_argv(tmp: str, final: str) -> list[str]:
-    return ["sh", "-c", _LOOK, "sh", tmp, final]
+def look_argv(directory: str, key: str) -> list[str]:
+    return ["sh", "-c", _LOOK, "sh", directory, key]
 
 
 def unlink_argv(directory: str) -> list[str]:

@@ -38,6 +38,7 @@ from engine.fanout.plan import CHAIN_HOSTS, FED_BY_HEAD, FanoutPlan, Limits, Pip
 from engine.fanout.rates import load_rates, record_rates
 from engine.home import Home
 from engine.presentation import duration_text
+from engine.transfers.cache.layout import BadSidecar, Sidecar, cache_dir, entry_key
 from engine.transfers.checksums import Checksum, new_checksum
 from engine.transfers.endpoints import CHUNK
 from engine.transfers.hosts import Host
@@ -62,13 +63,14 @@ PACED_PIECE = 64 << 10  # a limited stream is written in small pieces, so its ra
 
 @dataclass(frozen=True)
 class Target:
-    """A host to receive the image: its temporary entry and the name the verified copy is renamed to. Writes stay
-    inside `root` (the host's VM directory unless given)."""
+    """A host to receive the image into its cache (`directory`: engine.transfers.cache.layout.cache_dir's)."""
 
     host: Host
-    tmp: str
-    final: str
-    root: str | None = None
+    directory: str
+
+    @classmethod
+    def of(cls, host: Host) -> Target:
+        return cls(host, cache_dir(host))
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,13 @@ class FanOut:
         run_id: str | None = None,
         chain_hosts: int | None = None,
         head_chains: int | None = None,
+        source_name: str | None = None,
     ) -> None:
         self.home = home
         self.source = source
+        self.source_name = source_name or source
         self.checksum = checksum
+        self.key = entry_key(checksum)
         self.algorithm, _, self.want = checksum.partition(":")
         self.bus = bus or EventBus()
         self.cancel = cancel or threading.Event()
@@ -143,6 +148,7 @@ class FanOut:
         self.hosts = {t.host.name: _Host(i + 1, t, ssh_target(t.host)) for i, t in enumerate(targets)}
         self.present = set(present)
         self.size = os.stat(source).st_size
+        self.sidecar = Sidecar.new(checksum, self.size, self.source_name).to_json()
         self.notes: list[str] = []
         self._links: dict[tuple[str, str], str] = {}  # (host, next host): its master's control socket
         self._link_dirs: dict[str, list[str]] = {}
@@ -200,7 +206,7 @@ class FanOut:
         started = time.monotonic()
         self._publish(ScriptStarted(self.run, None, f"fan-out of {self.source}", len(self.hosts)))
         for name, host in self.hosts.items():
-            text = f"{ACTION} {self.source} {name}:{host.target.final}"
+            text = f"{ACTION} {self.source_name} {name}:{host.target.directory}/{self.key}"
             self._publish(ActionStarted(self.run, None, host.line, ACTION, text, name, host.target.host.driver))
         first_plan: FanoutPlan | None = None
         rounds = 0
@@ -295,13 +301,23 @@ class FanOut:
 
         def look(name: str) -> None:
             host = self.hosts[name]
-            reply = links.run(host.target.host, look_argv(host.target.tmp, host.target.final), timeout=30)
-            words = reply.out.split()
+            reply = links.run(host.target.host, look_argv(host.target.directory, self.key), timeout=30)
+            first, _, sidecar = reply.out.partition("\n")
+            words = first.split()
             if reply.status != 0 or not words:
                 said = reply.err.strip().splitlines()
                 why = said[-1] if said else f"status {reply.status}"
                 self._finish(name, HostResult(name, RunOutcome.FAILED, error=f"dropped out: {why}"))
             elif words[0] == "have":
+                try:
+                    trusted = Sidecar.from_json(sidecar, self.key).size == self.size == int(words[1])
+                    problem = "" if trusted else "its size is not the image's"
+                except (BadSidecar, IndexError, ValueError) as exc:
+                    problem = str(exc)
+                if problem:  # damage is reported, never written over
+                    why = f"its cache holds a damaged entry {self.key} ({problem}): 'headnode cache evict' it"
+                    self._finish(name, HostResult(name, RunOutcome.FAILED, error=why))
+                    return
                 if not self._streamed:
                     self.present.add(name)
                 result = HostResult(name, RunOutcome.DONE, self.size, self.checksum, present=name in self.present)
@@ -368,30 +384,20 @@ class FanOut:
             host = self.hosts[name]
             after = names[i + 1] if i + 1 < len(names) else None
             control = self._links.get((name, after), "-") if after else "-"
-            root = host.target.root or host.target.host.vm_dir
             ssh = host.ssh
             spec.append(
-                SpecLine(
-                    name,
-                    root,
-                    host.target.tmp,
-                    host.target.final,
-                    pipeline.offset,
-                    control,
-                    ssh.hostname,
-                    ssh.port,
-                    ssh.user,
-                )
+                SpecLine(name, host.target.directory, pipeline.offset, control, ssh.hostname, ssh.port, ssh.user)
             )
             host.offset = pipeline.offset
             host.started = time.monotonic()
         self._streamed = True
         fed_by = {name: (names[i - 1] if i else FED_BY_HEAD) for i, name in enumerate(names)}
         first = self.hosts[names[0]].target.host
-        process = links.start(first, hop_command(spec, self.algorithm, self.want), stdin=subprocess.PIPE)
+        process = links.start(first, hop_command(spec, self.checksum, self.size, self.sidecar), stdin=subprocess.PIPE)
         said: list[str] = []
+        refused: list[str] = []
         readers = [
-            threading.Thread(target=self._read_reports, args=(process, fed_by, pipeline.offset), daemon=True),
+            threading.Thread(target=self._read_reports, args=(process, fed_by, pipeline.offset, refused), daemon=True),
             threading.Thread(target=self._read_progress, args=(process, said), daemon=True),
         ]
         for reader in readers:
@@ -407,6 +413,9 @@ class FanOut:
             process.wait()
             for reader in readers:
                 reader.join()
+        for name in refused:
+            why = [line for line in said if line.startswith(f"{name}: ")] or [f"{name}: refused to write its entry"]
+            self._finish(name, HostResult(name, RunOutcome.FAILED, error=why[-1]))
         for name in names:
             if self.hosts[name].result is None and said:
                 self.hosts[name].error = said[-1]
@@ -446,9 +455,13 @@ class FanOut:
             if checksum is not None:
                 checksum.close()
 
-    def _read_reports(self, process: subprocess.Popen, fed_by: dict[str, str], offset: int) -> None:
+    def _read_reports(self, process: subprocess.Popen, fed_by: dict[str, str], offset: int, refused: list[str]) -> None:
         for raw in process.stdout:  # type: ignore[union-attr]
             words = raw.decode(errors="replace").split()
+            if len(words) == 2 and words[0] == "refused" and words[1] in fed_by:
+                refused.append(words[1])
+            elif len(words) == 2 and words[0] == "busy" and words[1] in fed_by:
+                self._log(f"{words[1]}: another transfer is writing its entry {self.key}", self.hosts[words[1]].line)
             if len(words) == 4 and words[0] == "stored" and words[1] in fed_by and words[3] == self.want:
                 name = words[1]
                 result = HostResult(

@@ -18,6 +18,7 @@ from engine.events import EventBus
 from engine.fanout.plan import Limits
 from engine.fanout.runner import FanoutResult, Target, fan_out
 from engine.home import Home
+from engine.transfers.cache.layout import Sidecar, entry_key
 from engine.transfers.checksums import ChecksumProcess
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import ActionFinished, ActionProgress, RunOutcome
@@ -70,12 +71,12 @@ def fanout_lab(tmp_path, monkeypatch):
     assert not any(f"hn{lab.tag}" in listed for lab in made)
 
 
-def targets(world: dict, members: list[SshHost] | None = None) -> list[Target]:
-    hosts = Hosts(world["home"])
-    return [
-        Target(hosts.get(m.name), f"{m.vm_dir}/.cache/.image.tmp", f"{m.vm_dir}/.cache/image")
-        for m in (members or world["lab"].members)
-    ]
+def targets(world: dict) -> list[Target]:
+    return [Target.of(Hosts(world["home"]).get(m.name)) for m in world["lab"].members]
+
+
+def entry(world: dict, member: SshHost) -> Path:
+    return member.vm_dir / ".headnode-cache" / entry_key(world["checksum"])
 
 
 def bounded(seconds: float, world: dict, cancel: threading.Event | None = None, **options) -> FanoutResult:
@@ -84,7 +85,15 @@ def bounded(seconds: float, world: dict, cancel: threading.Event | None = None, 
     found: list = []
     worker = threading.Thread(
         target=lambda: found.append(
-            fan_out(world["home"], str(world["image"]), world["checksum"], targets(world), cancel=cancel, **options)
+            fan_out(
+                world["home"],
+                str(world["image"]),
+                world["checksum"],
+                targets(world),
+                cancel=cancel,
+                source_name=f"head:{world['image']}",
+                **options,
+            )
         ),
         daemon=True,
     )
@@ -120,8 +129,15 @@ def test_warm_to_eight_hosts_gives_each_an_identical_verified_copy(fanout_lab):
     assert result.ok, result.hosts
     source = sha(world["image"])
     for member in world["lab"].members:
-        assert sha(member.vm_dir / ".cache/image") == source
-        assert not (member.vm_dir / ".cache/.image.tmp").exists()
+        stored = entry(world, member)
+        assert sha(stored) == source
+        sidecar = Sidecar.from_json(stored.with_name(stored.name + ".json").read_text(), stored.name)
+        assert (sidecar.size, sidecar.checksum, sidecar.source) == (
+            16 * MiB,
+            world["checksum"],
+            f"head:{world['image']}",
+        )
+        assert sorted(os.listdir(stored.parent)) == [f".{stored.name}.lock", stored.name, f"{stored.name}.json"]
     assert sorted(e.line for e in finished) == list(range(1, 9))
     assert all(e.checksum == world["checksum"] and e.outcome is RunOutcome.DONE for e in finished)
     assert [len(p.hosts) for p in result.plan.pipelines] == [8]  # one chain: the head sent it once
@@ -154,7 +170,7 @@ def test_a_host_killed_mid_chain_does_not_fail_the_others(fanout_lab):
     for member in world["lab"].members:
         if member.name != "node02":
             assert hosts[member.name].outcome is RunOutcome.DONE, hosts[member.name]
-            assert sha(member.vm_dir / ".cache/image") == source
+            assert sha(entry(world, member)) == source
     assert hosts["node03"].fed_by == "head"
     assert all(hosts[f"node0{i}"].resumed_from > 0 for i in range(3, 8))  # resumed, not sent again from byte 0
     assert hosts["node00"].resumed_from == hosts["node01"].resumed_from == 0
@@ -178,7 +194,7 @@ def test_a_host_its_neighbour_cannot_reach_is_fed_by_the_head(fanout_lab):
     assert [p.hosts for p in result.plan.pipelines] == [("node00", "node01", "node02"), ("node03", "node04")]
     assert any("node03 cannot be reached from node02" in note and "fed from the head" in note for note in result.notes)
     source = sha(world["image"])
-    assert all(sha(m.vm_dir / ".cache/image") == source for m in lab.members)
+    assert all(sha(entry(world, m)) == source for m in lab.members)
 
 
 def test_bandwidth_limits_hold_within_ten_percent(fanout_lab):
