@@ -25,6 +25,13 @@ from tui.widgets.virtual_table import Column, VirtualTable
 CLIPBOARD = "clipboard"
 
 
+def show_damage(line: Static, warnings: list[str]) -> None:
+    """The damage found in lease files, as `vnet list` and `vnet show` say it (Usage.warnings), under the table;
+    hidden while there is none."""
+    line.update("\n".join(f"⚠ {warning}" for warning in warnings))
+    line.display = bool(warnings)
+
+
 def network_row(network: Any, usage: Any) -> tuple[Any, ...]:
     return (
         network.name,
@@ -112,6 +119,7 @@ class NetworksScreen(HeadnodeScreen):
             ],
             id="networks-table",
         )
+        yield Static("", id="networks-damage", classes="damage", markup=False)
 
     def main_widget(self) -> KeyedTable:
         return self.query_one(KeyedTable)
@@ -122,6 +130,7 @@ class NetworksScreen(HeadnodeScreen):
 
     def show(self, networks: list[tuple[Any, Any]]) -> None:
         self.main_widget().show({n.name: network_row(n, usage) for n, usage in networks})
+        show_damage(self.query_one("#networks-damage", Static), [w for n, u in networks for w in u.warnings(n.name)])
 
     def apply_filter(self, text: str) -> None:
         self.main_widget().filter_text = text
@@ -262,6 +271,7 @@ class LeasesScreen(HeadnodeScreen):
 
     def body(self) -> Iterable[Widget]:
         yield Static(f"Network {self.network}: loading…", id="leases-title", markup=False)
+        yield Static("", id="leases-damage", classes="damage", markup=False)
         yield VirtualTable(LEASE_COLUMNS, id="leases-table")
 
     def main_widget(self) -> VirtualTable:
@@ -282,6 +292,7 @@ class LeasesScreen(HeadnodeScreen):
         self.query_one("#leases-title", Static).update(
             f"Network {self.network}: {usage.used} used, {usage.held} held, {usage.free} free of {usage.size}"
         )
+        show_damage(self.query_one("#leases-damage", Static), usage.warnings(self.network))
         self._show()
         if self.first_action is not None:
             action, self.first_action = self.first_action, None

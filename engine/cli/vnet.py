@@ -1,10 +1,12 @@
 """`headnode vnet`: virtual networks and their leases, OpenNebula's onevnet verbs.
 
-With --json: a network in `list` is {"name", "type", "bridge", "size", "used", "free"} (used counts held addresses
-too, so used + free = size); `create` adds the template's "warnings" (also on stderr, one a line); `show` adds its
-attributes and a `leases` list; a lease is {"network", "ip", "mac", "ip6_global", "ip6_ula", "ip6_link", "vm",
-"state", "note"} (ip6_global and ip6_ula null without GLOBAL_PREFIX / ULA_PREFIX; tables show the IPv6 columns for
-networks with one). A full network, a taken address or a refused release exit 1.
+With --json: a network in `list` is {"name", "type", "bridge", "size", "used", "free", "damage"} (used counts held
+addresses too, so used + free = size; damage lists the parts of its lease files that did not load, each with its
+file and what was lost or kept, which every command showing a network also says on stderr); `create` adds the
+template's "warnings" (also on stderr, one a line); `show` adds its attributes and a `leases` list; a lease is
+{"network", "ip", "mac", "ip6_global", "ip6_ula", "ip6_link", "vm", "state", "note"} (ip6_global and ip6_ula null
+without GLOBAL_PREFIX / ULA_PREFIX; tables show the IPv6 columns for networks with one). A full network, a taken
+address or a refused release exit 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from engine.cli.context import CliContext, format_table
 
 if TYPE_CHECKING:
     from engine.networks.definition import Network
-    from engine.networks.lease_book import Lease
+    from engine.networks.lease_book import Lease, Usage
     from engine.networks.manager import Networks
 
 # engine.networks.exports.FORMATS, without importing it here
@@ -93,12 +95,19 @@ def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
     nets = networks(ctx)
     rows = [network_summary(nets, n) | {"id": n.id} for n in nets.list()]
     if ctx.json:
-        ctx.emit_json([{k: row[k] for k in ("name", "type", "bridge", "size", "used", "free")} for row in rows])
+        keys = ("name", "type", "bridge", "size", "used", "free", "damage")
+        ctx.emit_json([{k: row[k] for k in keys} for row in rows])
         return 0
     headers = ("ID", "NAME", "TYPE", "BRIDGE", "SIZE", "USED", "FREE")
     table = [[r["id"], r["name"], r["type"], r["bridge"], r["size"], r["used"], r["free"]] for r in rows]
     sys.stdout.write(format_table(headers, table, right=("ID", "SIZE", "USED", "FREE")))
     return 0
+
+
+def warn_of_damage(network: Network, usage: Usage) -> None:
+    """Each damaged lease file of a network shown, on stderr (the counts shown with it may be short)."""
+    for warning in usage.warnings(network.name):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -126,7 +135,7 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
         return 0
     print(f"VIRTUAL NETWORK {network.id} INFORMATION")
     for key, value in details.items():
-        if value is not None:
+        if value is not None and key != "damage":
             print(f"{key.upper().replace('_', ' '):<16}: {value}")
     print("\nTEMPLATE")
     for name, value in network.attributes:
@@ -231,7 +240,9 @@ def run_ip2mac(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def network_summary(nets: Networks, network: Network) -> dict[str, Any]:
+    """A network's counts (and, on stderr, any damage of its lease files that makes them short)."""
     usage = nets.usage(network.name)
+    warn_of_damage(network, usage)
     taken = usage.used + usage.held
     return {
         "name": network.name,
@@ -240,6 +251,7 @@ def network_summary(nets: Networks, network: Network) -> dict[str, Any]:
         "size": usage.size,
         "used": taken,
         "free": usage.free,
+        "damage": [str(damage) for damage in usage.damage],
     }
 
 

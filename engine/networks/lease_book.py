@@ -23,7 +23,7 @@ from typing import Any
 from engine.errors import InputError, OperationError, Problem
 from engine.networks.addresses import LINK_LOCAL_PREFIX, mac_to_ipv6, parse_ipv4
 from engine.networks.definition import FIRST_FREE, Network
-from engine.networks.lease_file import LeaseFile, Transaction
+from engine.networks.lease_file import Damage, LeaseFile, Transaction
 
 _new = object.__new__
 USED = "used"
@@ -82,10 +82,20 @@ class Usage:
     size: int
     used: int
     held: int
+    damage: tuple[Damage, ...] = ()  # what of the network's lease files did not load: the counts may be short
 
     @property
     def free(self) -> int:
         return max(self.size - self.used - self.held, 0)
+
+    def warnings(self, network: str) -> list[str]:
+        """What `vnet list`, `vnet show` and the console's Networks screen say of damaged lease files: each file
+        and line, what was lost or kept, and what happens until it is repaired."""
+        return [
+            f"network {network}: {damage}; it takes no new leases until repaired "
+            "(`headnode vnet doctor --fix` keeps what loaded and moves the damaged files aside)"
+            for damage in self.damage
+        ]
 
 
 def check_vm_id(vm: int | None) -> None:
@@ -130,7 +140,7 @@ class LeaseBook:
                 used += 1
             else:
                 held += 1
-        return Usage(self.network.size, used, held)
+        return Usage(self.network.size, used, held, tuple(self.file.damage))
 
     # -- changes -----------------------------------------------------------------------------------------------
 

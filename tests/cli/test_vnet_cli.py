@@ -61,8 +61,8 @@ def test_list_json_and_table(created) -> None:
     created("vnet", "lease", "tiny", "--vm", "3")
     r = created("vnet", "list", "--json")
     assert json.loads(r.stdout) == [
-        {"name": "Private LAN", "type": "RANGED", "bridge": "br0", "size": 254, "used": 0, "free": 254},
-        {"name": "tiny", "type": "RANGED", "bridge": "br1", "size": 2, "used": 1, "free": 1},
+        {"name": "Private LAN", "type": "RANGED", "bridge": "br0", "size": 254, "used": 0, "free": 254, "damage": []},
+        {"name": "tiny", "type": "RANGED", "bridge": "br1", "size": 2, "used": 1, "free": 1, "damage": []},
     ]
     assert created("vnet", "list").stdout == (
         "ID  NAME         TYPE    BRIDGE  SIZE  USED  FREE\n"
@@ -256,3 +256,44 @@ def test_an_emptied_database_is_never_reinitialised_over(created, home) -> None:
     (home.root / "headnode.db.bak").replace(home.db_path)
     listed = json.loads(created("vnet", "list", "--json").stdout)
     assert [n["name"] for n in listed] == ["Private LAN"]  # the backup is one change behind: before tiny's create
+
+
+def damage_a_journal_line(home, name: str) -> tuple[Path, int]:
+    """Garbage in the second line of network `name`'s lease journal (its first lease after the create's); the
+    journal's path and the damaged line's length."""
+    from engine.networks.manager import Networks
+
+    nets = Networks(home)
+    journal = nets.book(name).file.journal_path
+    nets.close()
+    lines = journal.read_bytes().split(b"\n")
+    lines[1] = b"\x00garbage" + b"x" * (len(lines[1]) - 8)
+    journal.write_bytes(b"\n".join(lines))
+    return journal, len(lines[1])
+
+
+def test_list_and_show_say_which_lease_file_is_damaged_and_what_was_lost(created, home) -> None:
+    """The doctor reported a damaged journal line; `vnet list` and `vnet show` showed the short counts without a
+    word."""
+    for _ in range(3):
+        assert created("vnet", "lease", "Private LAN").returncode == 0
+    journal, length = damage_a_journal_line(home, "Private LAN")
+    said = (
+        f"warning: network Private LAN: {journal}:2: journal line does not parse ({length} bytes): the lease "
+        "changes it held are lost, the other lines kept; it takes no new leases until repaired (`headnode vnet "
+        "doctor --fix` keeps what loaded and moves the damaged files aside)"
+    )
+    for args in (("vnet", "list"), ("vnet", "show", "Private LAN")):
+        r = created(*args)
+        assert r.returncode == 0 and r.stderr.splitlines() == [said], r.stderr
+        assert "tiny" not in r.stderr  # one damaged network says nothing of the others
+    listed = {n["name"]: n for n in json.loads(created("vnet", "list", "--json").stdout)}
+    assert listed["Private LAN"]["used"] == 2 and listed["Private LAN"]["damage"] == [
+        said.split("network Private LAN: ")[1].split(";")[0]
+    ]
+    assert listed["tiny"]["damage"] == []
+    shown = json.loads(created("vnet", "show", "Private LAN", "--json").stdout)
+    assert shown["damage"] == listed["Private LAN"]["damage"]
+    assert created("vnet", "doctor", "--fix").returncode == 0
+    r = created("vnet", "list")
+    assert r.returncode == 0 and r.stderr == ""

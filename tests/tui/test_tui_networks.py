@@ -249,3 +249,29 @@ async def test_a_second_headnode_is_seen_without_a_key_press(home, headnode) -> 
         r = headnode("vnet", "lease", "lan", "--vm", "9")
         assert r.returncode == 0, r.stderr
         await until(pilot, lambda: "1/254" in rows(table)[0][4])  # the home's next poll
+
+
+async def test_the_networks_screen_says_which_lease_file_is_damaged(home) -> None:
+    """The screen showed a damaged network's short counts without a word; it says what `vnet list` says."""
+    networks = make_lan(home)
+    for _ in range(3):
+        networks.lease("lan", note="t")
+    journal = networks.book("lan").file.journal_path
+    lines = journal.read_bytes().split(b"\n")
+    lines[1] = b"\x00garbage" + b"x" * (len(lines[1]) - 8)
+    journal.write_bytes(b"\n".join(lines))
+    (warning,) = Networks(home).usage("lan").warnings("lan")
+    assert warning.startswith(f"network lan: {journal}:2: journal line does not parse")
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        damage = app.screen.query_one("#networks-damage")
+        assert damage.display and str(damage.render()) == f"⚠ {warning}"
+        await open_leases(app, pilot)
+        assert str(app.screen.query_one("#leases-damage").render()) == f"⚠ {warning}"
+        await pilot.press("escape")
+        assert Networks(home).doctor(fix=True)  # another process repairs it: the screen sees it at its poll
+        await app.workers.wait_for_complete()
+        await until(pilot, lambda: not app.screen.query_one("#networks-damage").display)
