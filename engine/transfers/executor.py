@@ -28,7 +28,6 @@ from engine.home import Home
 from engine.language.numbers import whole_number
 from engine.language.script import Location, Script, ScriptLine, format_action
 from engine.presentation import outcome_text
-from engine.store.database import Store
 from engine.transfers.actions import ActionResult, Transfers, written_paths
 from engine.transfers.job import Job, RetryPolicy
 from engine.transfers.journal import Journal, JournalState
@@ -357,7 +356,7 @@ class Executor:
             accelerator = configured_accelerator(home) or OpenSsh()
         self.accelerator = accelerator or None
         self.transfers = Transfers(home, self.pool, self.accelerator)
-        self.journal = Journal(Store(home.db_path))
+        self.journal = Journal(home)
         self._scripts = threading.BoundedSemaphore(max_scripts or configured_max_scripts(home))
         self._slots_lock = threading.Lock()
         self._slots: dict[str, _Slots] = {}

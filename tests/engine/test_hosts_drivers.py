@@ -9,7 +9,6 @@ import pytest
 
 from engine.errors import InputError
 from engine.language.script import parse_script
-from engine.store.database import Store
 from engine.transfers.actions import action_host, part_name
 from engine.transfers.context_iso import iso_name
 from engine.transfers.drivers import driver_names, error_message, load_driver
@@ -131,7 +130,7 @@ def test_iso_names_are_unique_and_legal():
 
 
 def test_journal_finds_the_last_unfinished_run(home):
-    journal = Journal(Store(home.db_path))
+    journal = Journal(home)
     first = journal.start(3, "MKSWAP 1 h:/v/x\n")
     journal.action_started(first, 0, 4)
     journal.action_finished(first, 0, RunOutcome.DONE, 1 << 20, None, None)

@@ -17,7 +17,6 @@ import pytest
 from engine.errors import InputError, OperationError
 from engine.events import EventBus
 from engine.language.script import parse_script
-from engine.store.database import Store
 from engine.transfers.checksums import new_checksum
 from engine.transfers.endpoints import RemoteEndpoint
 from engine.transfers.executor import Executor, ScriptResult
@@ -491,7 +490,7 @@ def test_resume_continues_from_the_first_unfinished_line(world, runner):
     assert sha(d / "7/images/disk.0") == sha(src) and has_magic(d / "7/images/disk.2", EXT4_MAGIC)
     with pytest.raises(InputError, match="no unfinished run"):
         runner.run(text, resume=True)
-    first, second = Journal(Store(world["home"].db_path)).runs(7)[-2:]
+    first, second = Journal(world["home"]).runs(7)[-2:]
     assert first.state == "resumed" and [a["outcome"] for a in first.actions] == ["done", "failed"]
     assert second.state == "done" and [a["line"] for a in second.actions] == [2, 3] and second.done == (0, 1, 2)
     assert second.actions[0]["bytes"] == 1 << 20 and second.actions[0]["checksum"] == cksum(src)
