@@ -331,7 +331,7 @@ class _Builtin:
             return StreamExtents(reader)
 
         copied = copy_extents(
-            self.job, open_source, dest, tmp, progress, self.checksum, lambda: None, resume_partial=self.resume_partial
+            self.job, open_source, dest, tmp, progress, self.checksum, None, resume_partial=self.resume_partial
         )
         if copied is not None:
             return copied
@@ -342,7 +342,7 @@ class _Builtin:
             tmp,
             progress,
             self.checksum,
-            lambda: None,
+            None,
             resume_partial=self.resume_partial,
         )
 

@@ -3,9 +3,12 @@
 `copy_stream` moves bytes from a Reader to a Writer (any endpoints, HTTP included), checksumming them once on the
 way (engine.transfers.checksums: the driver's CHECKSUM); a remote source checksums what it sent, a host checksums the
 copy it stored, and all must agree. After a drop it reconnects with backoff and resumes from the size of the partial
-file (a Range request for HTTP); a resumed copy is then checked whole against the source. `kernel_copy` is the shared
-file system's fast path: a reflink, else copy_file_range over the source's data extents (holes stay holes), with
-a thread per side checksumming source and copy right behind it (unless the driver says VERIFY_LOCAL_COPIES = no).
+file, which its writer checks is still the file measured and holds locked while writing (engine.transfers.endpoints:
+a receiver a killed client left behind never writes it too); a resumed copy is then checked whole against the
+source (an HTTP source, which keeps no checksum, is read again from its first byte, only the rest written).
+`kernel_copy` is the shared file system's fast path: a reflink, else copy_file_range over the source's data
+extents (holes stay holes), with a thread per side checksumming source and copy right behind it (unless the
+driver says VERIFY_LOCAL_COPIES = no).
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def copy_extents(
     tmp: str,
     progress: Progress,
     algorithm: str,
-    source_checksum: Callable[[], str | None],
+    source_checksum: Callable[[], str | None] | None,
     reset_source: Callable[[], None] = lambda: None,
     resume_partial: bool = False,
 ) -> Copied | None:
@@ -119,40 +122,48 @@ def copy_extents(
     content's (holes as zeros, computed without reading them). After a dropped connection it resumes from the
     size the copy had reached (so does the first attempt with `resume_partial`: a run resumed after the service
     stopped); a resumed copy from a host or a stream, whose earlier extents are not known here, is then checked
-    whole against the source. None when the source cannot send extents or dest cannot take them."""
+    whole against the source (`source_checksum` None: it keeps none, so its head is read again, as copy_stream
+    does). None when the source cannot send extents or dest cannot take them."""
 
     def once(attempt: int) -> Copied | None:
         source: LocalExtents | ExtentReader | StreamExtents | None = None
         writer: ExtentWriter | LocalExtentWriter | None = None
         sent, logical = new_checksum(algorithm), hole_checksum(algorithm)
         try:
-            offset = dest.kind(tmp)[1] if (attempt > 1 or resume_partial) else 0
-            source = open_source(offset)
+            part = dest.partial(tmp) if (attempt > 1 or resume_partial) else None
+            offset = part.size if part else 0
+            source = open_source(offset if source_checksum is not None else 0)
             if source is not None:
-                offset = source.offset  # where the source could start (an HTTP server may not resume)
-                writer = dest.open_extent_writer(tmp, offset, source.total - offset, algorithm)
+                writer = dest.open_extent_writer(tmp, part if offset else None, source.total - offset, algorithm)
             if source is None or writer is None:
                 return None
             carriers = f"{source.carrier} to {writer.carrier}"
             if offset:
                 job.log(f"resuming at byte {offset}")
-            whole = offset == 0 or (isinstance(source, LocalExtents) and source.head(sent, logical))
-            position = offset
+            # What lies before `offset` is the partial file's: a local source feeds it to both checksums from the
+            # file; a source read from an earlier byte (a head read again; an HTTP server that would not resume)
+            # feeds it to `logical` as it passes, and only the rest is sent.
+            head = isinstance(source, LocalExtents) and source.head(sent, logical)
+            position = source.offset
             for piece in source.pieces():
                 job.check_cancel()
                 if isinstance(piece, Extent):
                     logical.zeros(piece.offset - position)
-                    if piece.length:  # an empty one only says how far a stream has come
-                        writer.extent(piece.offset, piece.length)
+                    if piece.length and piece.end > offset:  # an empty one only says how far a stream has come
+                        start = max(piece.offset, offset)
+                        writer.extent(start, piece.end - start)
                     position = piece.offset
-                    progress(position, source.total)
+                    progress(max(position, offset), source.total)
                     continue
-                sent.update(piece)
                 logical.update(piece)
-                writer.write(piece)
+                if position + len(piece) > offset:
+                    new = piece if position >= offset else piece[offset - position :]
+                    sent.update(new)
+                    writer.write(new)
                 position += len(piece)
-                progress(position, source.total)
+                progress(max(position, offset), source.total)
             logical.zeros(source.total - position)
+            whole = head or offset == 0
             checked = source.extents if whole else from_offset(source.extents, offset)
             stored, stored_sum = writer.finish(source.total, checked)
             writer = None
@@ -161,7 +172,11 @@ def copy_extents(
                 raise OperationError(f"size mismatch: stored {stored} bytes, copied {source.total}")
             if stored_sum != sent.value():
                 raise OperationError(f"checksum mismatch: sent {sent.value()}, stored {stored_sum}")
-            value = logical.value() if whole else _whole_checked(dest, tmp, algorithm, source_checksum)
+            if whole:
+                value = logical.value()
+            else:  # the head came from an earlier attempt: the whole copy against the whole source
+                whole_source = logical.value if source.offset == 0 or source_checksum is None else source_checksum
+                value = _whole_checked(dest, tmp, algorithm, whole_source)
             sent_data = data_bytes(source.extents)
             return Copied(
                 source.total,
@@ -211,31 +226,33 @@ def copy_stream(
     tmp: str,
     progress: Progress,
     algorithm: str,
-    source_checksum: Callable[[], str | None],
+    source_checksum: Callable[[], str | None] | None,
     reset_source: Callable[[], None] = lambda: None,
     resume_partial: bool = False,
 ) -> Copied:
     """Copy into `tmp` on dest, verified by an `algorithm` checksum; raise OperationError (or Cancelled) when it
-    cannot be done."""
+    cannot be done. `source_checksum` None: the source keeps no checksum (HTTP), so a resumed copy reads the
+    source's head again, into the checksum only, and the whole copy is checked against it."""
 
     def once(attempt: int) -> Copied:
         reader: Reader | None = None
         writer: Writer | None = None
         checksum: Checksum | None = None
         try:
-            offset = dest.kind(tmp)[1] if (attempt > 1 or resume_partial) else 0
-            reader = open_reader(offset)
-            offset = reader.offset
-            writer = dest.open_writer(tmp, offset, reader.total)
+            part = dest.partial(tmp) if (attempt > 1 or resume_partial) else None
+            offset = part.size if part else 0
+            reader = open_reader(offset if source_checksum is not None else 0)
+            writer = dest.open_writer(tmp, part if offset else None, reader.total)
             checksum = new_checksum(algorithm)
-            done = offset
-            progress(done, reader.total)
+            done = reader.offset  # bytes before `offset` (a head read again) are checksummed, not written
+            progress(max(done, offset), reader.total)
             for chunk in reader.chunks():
                 job.check_cancel()
                 checksum.update(chunk)
-                writer.write(chunk)
+                if done + len(chunk) > offset:
+                    writer.write(chunk if done >= offset else chunk[offset - done :])
                 done += len(chunk)
-                progress(done, reader.total)
+                progress(max(done, offset), reader.total)
             carriers = f"{reader.carrier} to {writer.carrier}"
             size, writer = writer.finish(), None
             passed = checksum.value()
@@ -269,10 +286,11 @@ def _verified(
     offset: int,
     dest: Endpoint,
     tmp: str,
-    source_checksum: Callable[[], str | None],
+    source_checksum: Callable[[], str | None] | None,
 ) -> Copied:
-    """Check the copy: sizes, what the source sent, and the whole file against the source's checksum. A host
-    checks the file it stored when it publishes it (`Copied.check_stored`), which also restores a trailing hole."""
+    """Check the copy: sizes, what the source sent, and the whole file against the source's checksum (`passed`,
+    when the source was read from its first byte). A host checks the file it stored when it publishes it
+    (`Copied.check_stored`), which also restores a trailing hole."""
     if reader.total is not None and done != reader.total:
         raise OperationError(f"the source changed while copying: read {done} of {reader.total} bytes")
     if reader.checksum is not None and reader.checksum != passed:
@@ -280,7 +298,7 @@ def _verified(
     if size > done or (size < done and not dest.checks_stored):
         raise OperationError(f"size mismatch: stored {size} bytes, copied {done}")
     # A resumed copy's head came from an earlier attempt, so then whole files are compared.
-    source = passed if offset == 0 else source_checksum()
+    source = passed if reader.offset == 0 or source_checksum is None else source_checksum()
     if dest.checks_stored:
         return Copied(done, source, resumed_from=offset, check_stored=True)
     whole = passed if offset == 0 else dest.checksum(tmp, algorithm)

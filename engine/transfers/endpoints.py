@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import stat
@@ -67,37 +68,50 @@ _SPARSE = INSIDE + (
     'inside "$1" "${2%/*}/" && rm -f -- "$2" && dd if=/dev/null of="$2" bs=1 seek="$3" oflag=nofollow conv=excl '
     "status=none"
 )
-# Receive a stream into $2 from byte $3 (its directory made), leaving holes where whole 64 KiB blocks are zero;
-# print the file's size. From byte 0 the file is made afresh (a stale one removed, then O_EXCL); a resumed one is
-# cut at $3 by dd and must be a plain file with no other name; neither is ever opened through a link. Blocks of
-# the size of sshd's pipe to us: with larger blocks sshd stalls while dd writes (README, Benchmarks).
-_RECEIVE = INSIDE + (
+# What a host's receiver checks is unchanged in a partial file before resuming it: size, mtime, ctime, inode.
+_STAT_FORMAT = "%s %.9Y %.9Z %i"
+# The start of both receivers: take the partial file $2 (inside the VM directory $1, its directory made) as fd 3,
+# locked with flock, so two receivers never write one file: another's lock held is exit 6, which the copier
+# retries after measuring the file again (a receiver a killed client started late could otherwise remove and make
+# again a file another had measured and was resuming, leaving its head a hole). $4 empty: from byte 0, a stale
+# file is removed (unless another receiver holds it) and made afresh (O_EXCL). Else resume at byte $3 a plain
+# file with no other name whose `_STAT_FORMAT` is still $4, the file measured. fd 3 must be the file named $2.
+# Nothing is ever opened for writing through a link (dd oflag=nofollow, conv=excl).
+_OPEN_PART = INSIDE + (
     'set -e; d="${2%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; '
-    'if [ "$3" = 0 ]; then if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; fi; new=,excl; '
-    'elif [ -L "$2" ] || [ "$(stat -c %h -- "$2")" != 1 ]; then '
-    'echo "will not resume $2: it is a symbolic or a hard link" >&2; exit 4; else new=; fi; '
-    'dd of="$2" bs=64K seek="$3" oflag=seek_bytes,nofollow conv="sparse$new" iflag=fullblock status=none; '
-    'stat -c %s -- "$2"'
+    'p=$2; busy() { echo "$p: $*; will not write it" >&2; exit 6; }; '
+    'lock() { flock -n 3 && return 0 || s=$?; [ "$s" = 1 ] && busy another copy is writing it; '
+    'echo "flock (util-linux) is needed on this host to write $p" >&2; exit 4; }; '
+    'if [ -z "$4" ]; then if [ -L "$2" ]; then rm -f -- "$2"; elif [ -e "$2" ]; then '
+    'command exec 3<"$2" || busy it vanished; lock; rm -f -- "$2"; exec 3<&-; fi; '
+    'dd if=/dev/null of="$2" oflag=nofollow conv=excl status=none || busy another copy made it first; '
+    'command exec 3<"$2" || busy it vanished; lock; '
+    'elif [ -L "$2" ] || [ ! -f "$2" ] || [ "$(stat -c %h -- "$2")" != 1 ]; then '
+    'echo "will not resume $2: it is a symbolic or a hard link" >&2; exit 4; '
+    f'else command exec 3<"$2" || busy it vanished; lock; [ "$(stat -L -c \'{_STAT_FORMAT}\' /dev/fd/3)" = "$4" ] || '
+    "busy it changed since it was measured; fi; "
+    '[ ! -L "$2" ] && [ "$(stat -c %i -- "$2")" = "$(stat -L -c %i /dev/fd/3)" ] || busy it was replaced; '
 )
-# Receive a sparse copy's extents into $2 (inside the VM directory $1, made afresh from byte $3 = 0 as _RECEIVE
-# makes it, else a plain file cut at $3, the size a dropped copy reached): each extent is a line `OFFSET LENGTH`
+# Receive a stream into $2 from byte $3 (see _OPEN_PART), leaving holes where whole 64 KiB blocks are zero; print
+# the file's size. Blocks of the size of sshd's pipe to us: with larger blocks sshd stalls while dd writes
+# (README, Benchmarks).
+_RECEIVE = _OPEN_PART + (
+    'dd of="$2" bs=64K seek="$3" oflag=seek_bytes,nofollow conv=sparse,notrunc iflag=fullblock status=none; '
+    "stat -L -c %s /dev/fd/3"
+)
+# Receive a sparse copy's extents into $2 from byte $3 (see _OPEN_PART): each extent is a line `OFFSET LENGTH`
 # and its bytes, written in place (zero blocks left as holes); a line `end SIZE` sets the file's size (a stream
 # that ends before it is a dropped copy: the script stops there, so a session that outlives its connection cannot
 # cut the file), then the lines `OFFSET LENGTH` of every extent of the copy are read back from the stored file
 # into the checksum. Prints the size, then the checksum. Only data is read back: reading the holes too would cost
-# a host's cksum seconds for a large, mostly empty image. No write ever follows a link (dd oflag=nofollow).
-_RECEIVE_EXTENTS = INSIDE + (
-    'set -e; d="${2%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; '
-    'if [ "$3" = 0 ]; then if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; fi; new=excl; '
-    'elif [ -L "$2" ] || [ "$(stat -c %h -- "$2")" != 1 ]; then '
-    'echo "will not resume $2: it is a symbolic or a hard link" >&2; exit 4; else new=nocreat; fi; '
-    'dd if=/dev/null of="$2" bs=1 seek="$3" oflag=nofollow conv="$new" status=none; '
+# a host's cksum seconds for a large, mostly empty image.
+_RECEIVE_EXTENTS = _OPEN_PART + (
     'while :; do read -r off len || exit 1; [ "$off" = end ] && break; '
     'dd of="$2" bs=64K seek="$off" oflag=seek_bytes,nofollow conv=sparse,notrunc iflag=fullblock,count_bytes '
     'count="$len" status=none; done; dd if=/dev/null of="$2" bs=1 seek="$len" oflag=nofollow status=none; '
-    'stat -c %s -- "$2"; '
-    'while read -r off len; do dd if="$2" bs=64K skip="$off" count="$len" iflag=skip_bytes,count_bytes status=none; '
-    "done | checksum"
+    "stat -L -c %s /dev/fd/3; "
+    'while read -r off len; do dd if=/dev/fd/3 bs=64K skip="$off" count="$len" iflag=skip_bytes,count_bytes '
+    "status=none; done | checksum"
 )
 # The scripts below that checksum call the shell function `checksum` (engine.transfers.checksums.SHELL_FUNCTIONS).
 # Publish a received copy: grow $2 to $4 bytes (a trailing hole), checksum it where it lies, and rename it to $3
@@ -148,7 +162,26 @@ _TREE = "cd -- \"$1\" && find . -mindepth 1 -printf '%y %s %P\\0'"
 
 
 # What changes when a file is written (size, mtime, ctime, inode); status 3: not a file.
-_IDENTITY = '[ -f "$1" ] || exit 3; exec stat -L -c "%s %.9Y %.9Z %i" -- "$1"'
+_IDENTITY = f'[ -f "$1" ] || exit 3; exec stat -L -c "{_STAT_FORMAT}" -- "$1"'
+# A partial file as `_OPEN_PART` checks it before resuming (nothing for a link or what is not a plain file).
+_PARTIAL = f'if [ -f "$1" ] && [ ! -L "$1" ]; then stat -c "{_STAT_FORMAT}" -- "$1"; fi'
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A partial copy as measured before it is resumed: its size, and what its receiver checks is unchanged (a
+    host's `_STAT_FORMAT`, or the same fields of os.stat here)."""
+
+    size: int
+    identity: str
+
+
+class PartChanged(ConnectionLost):
+    """Another receiver holds the partial file, or it is no longer the file measured: retried like a dropped
+    connection, the copy measures the file again."""
+
+
+RECEIVER_BUSY = 6  # the exit status of a host's receiver refusing a partial file (`_OPEN_PART`)
 
 
 @dataclass(frozen=True)
@@ -281,11 +314,11 @@ class LocalExtentWriter:
 
     carrier = "local"
 
-    def __init__(self, path: str, offset: int, algorithm: str) -> None:
-        self._writer = LocalWriter(path, offset)
+    def __init__(self, path: str, resume: Partial | None, algorithm: str) -> None:
+        self._writer = LocalWriter(path, resume)
         self._fd = self._writer.fd
         self._algorithm = algorithm
-        self._position = offset
+        self._position = resume.size if resume else 0
 
     def extent(self, offset: int, length: int) -> None:
         self._position = offset
@@ -326,6 +359,10 @@ class Endpoint:
         """What changes when the file at `path` is written: its size, mtime and ctime (nanoseconds), inode."""
         raise NotImplementedError
 
+    def partial(self, path: str) -> Partial | None:
+        """The partial copy at `path` to resume (None: there is none, or it is not a plain file)."""
+        raise NotImplementedError
+
     def makedirs(self, path: str) -> None:
         raise NotImplementedError
 
@@ -362,15 +399,16 @@ class Endpoint:
         return None
 
     def open_extent_writer(
-        self, path: str, offset: int, data: int, algorithm: str
+        self, path: str, resume: Partial | None, data: int, algorithm: str
     ) -> ExtentWriter | LocalExtentWriter | None:
         """A writer of a sparse copy's extents (`data` bytes of them still to send), where the endpoint takes
-        them (None: stream every byte)."""
+        them (None: stream every byte); from byte 0, or resuming as `open_writer` does."""
         return None
 
-    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
-        """Write from `offset` (`total`: the final size, when known); `finish` returns the file's size. A remote
-        writer also makes the file's directory."""
+    def open_writer(self, path: str, resume: Partial | None, total: int | None) -> Writer:
+        """Write a new file, or resume the partial file measured as `resume` from its end (PartChanged if it
+        changed since, or another writer holds it); `total`: the final size, when known. `finish` returns the
+        file's size. A remote writer also makes the file's directory."""
         raise NotImplementedError
 
     def publish(self, tmp: str, final: str, size: int, algorithm: str, expected: str | None) -> str | None:
@@ -562,18 +600,19 @@ class LocalReader(Reader):
 
 
 class LocalWriter(Writer):
-    """Writes a file here, leaving holes where whole chunks are zero. From offset 0 the file is created afresh
-    (a stale one removed first, never followed); a resumed one must be a plain file with no other name."""
+    """Writes a file here, leaving holes where whole chunks are zero, holding a lock on it as a host's receiver
+    does (`_OPEN_PART`). From byte 0 the file is created afresh (a stale one removed first, never followed); a
+    resumed one must be a plain file with no other name, still the one measured."""
 
-    def __init__(self, path: str, offset: int) -> None:
+    def __init__(self, path: str, resume: Partial | None) -> None:
         self.path = path
+        offset = resume.size if resume else 0
         try:
-            fd = create_exclusive(path) if offset == 0 else open_for_resume(path)
+            fd = _fresh_part(path) if resume is None else open_for_resume(path, resume)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise OperationError(f"will not resume {path}: it is a symbolic link") from None
             raise OperationError(f"cannot write {path}: {exc.strerror}") from None
-        os.ftruncate(fd, offset)
         self._fd = self.fd = fd
         self._position = offset
         os.lseek(fd, offset, os.SEEK_SET)
@@ -602,15 +641,44 @@ def create_exclusive(path: str) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
 
 
-def open_for_resume(path: str) -> int:
-    """The partial file at `path`, opened for writing only if it is a plain file with no other name (a symbolic
-    or hard link planted in its place would lead the write elsewhere)."""
+def _locked(fd: int, path: str) -> int:
+    """`fd`, locked as a host's receiver locks its file (PartChanged, the descriptor closed, if another holds it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PartChanged(f"{path}: another copy is writing it; will not write it") from None
+    return fd
+
+
+def _fresh_part(path: str) -> int:
+    """A new partial file at `path`, locked; a stale one is removed first unless another writer holds it."""
+    with contextlib.suppress(OSError):  # missing, or not a file: create_exclusive removes it
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.close(_locked(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), path))
+    try:
+        return _locked(create_exclusive(path), path)
+    except FileExistsError:
+        raise PartChanged(f"{path}: another copy made it first; will not write it") from None
+
+
+def _identity(st: os.stat_result) -> str:
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+
+
+def open_for_resume(path: str, resume: Partial) -> int:
+    """The partial file at `path`, opened for writing and locked only if it is a plain file with no other name
+    (a symbolic or hard link planted in its place would lead the write elsewhere) and still the file measured."""
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)  # read too: a sparse copy reads back what it stored
     st = os.fstat(fd)
     problem = "not a plain file" if not stat.S_ISREG(st.st_mode) else "a hard link" if st.st_nlink != 1 else ""
     if problem:
         os.close(fd)
         raise OperationError(f"will not resume {path}: it is {problem}")
+    _locked(fd, path)
+    if _identity(os.fstat(fd)) != resume.identity:
+        os.close(fd)
+        raise PartChanged(f"{path}: it changed since it was measured; will not write it")
     return fd
 
 
@@ -653,6 +721,13 @@ class LocalEndpoint(Endpoint):
         if st is None or not stat.S_ISREG(st.st_mode):
             raise OperationError(f"{path} is not a file")
         return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def partial(self, path: str) -> Partial | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return Partial(st.st_size, _identity(st)) if stat.S_ISREG(st.st_mode) else None
 
     def makedirs(self, path: str) -> None:
         os.makedirs(confined(self.host, path, whole=True), exist_ok=True)
@@ -703,11 +778,11 @@ class LocalEndpoint(Endpoint):
     def open_reader(self, path: str, offset: int, algorithm: str) -> Reader:
         return LocalReader(path, offset)
 
-    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
-        return LocalWriter(confined(self.host, path), offset)
+    def open_writer(self, path: str, resume: Partial | None, total: int | None) -> Writer:
+        return LocalWriter(confined(self.host, path), resume)
 
-    def open_extent_writer(self, path: str, offset: int, data: int, algorithm: str) -> LocalExtentWriter:
-        return LocalExtentWriter(confined(self.host, path), offset, algorithm)
+    def open_extent_writer(self, path: str, resume: Partial | None, data: int, algorithm: str) -> LocalExtentWriter:
+        return LocalExtentWriter(confined(self.host, path), resume, algorithm)
 
     def checksum(self, path: str, algorithm: str) -> str:
         checksum = new_checksum(algorithm)
@@ -811,7 +886,7 @@ class ChannelWriter(Writer):
     def _failure(self, what: str) -> OperationError:
         if self._transport.is_active() and self._channel.exit_status_ready():
             err = drain_stderr(self._channel).decode(errors="replace")
-            return OperationError(f"writing on the host failed: {err.strip() or what}")
+            return receiver_failure(self._channel.recv_exit_status(), err.strip() or what)
         return ConnectionLost(f"the connection dropped while writing: {what}")
 
     def write(self, data: bytes) -> None:
@@ -847,8 +922,15 @@ def parse_stored(out: str, status: int, channel: paramiko.Channel | None = None,
     if status != 0 or stored is None:
         if channel is not None:
             err = drain_stderr(channel).decode(errors="replace")
-        raise OperationError(f"writing on the host failed: {err.strip() or f'status {status}'}")
+        raise receiver_failure(status, err.strip() or f"status {status}")
     return stored
+
+
+def receiver_failure(status: int, said: str) -> OperationError:
+    """A host's receiver that failed (PartChanged when it refused a partial file another holds or that changed)."""
+    if status == RECEIVER_BUSY:
+        return PartChanged(f"host refused the partial copy: {said}")
+    return OperationError(f"writing on the host failed: {said}")
 
 
 class RemoteEndpoint(Endpoint):
@@ -880,6 +962,10 @@ class RemoteEndpoint(Endpoint):
         if result.status != 0:
             raise OperationError(f"host {self.host.name}: {failure_text(result, ['stat'])}")
         return tuple(result.stdout.split())
+
+    def partial(self, path: str) -> Partial | None:
+        identity = self._check(["sh", "-c", _PARTIAL, "sh", path]).strip()
+        return Partial(int(identity.split()[0]), identity) if identity else None
 
     def _write(self, script: str, *args: str) -> str:
         """Run a script that writes (see `INSIDE`), the VM directory as its first argument."""
@@ -945,9 +1031,14 @@ class RemoteEndpoint(Endpoint):
         argv = ["sh", "-c", checksum_script(_SEND_EXTENTS, algorithm), _EXTENTS_PERL, path, str(offset)]
         return ExtentReader(self._stream_reader(argv, offset, size, algorithm), algorithm)
 
-    def open_writer(self, path: str, offset: int, total: int | None) -> Writer:
-        argv = ["sh", "-c", _RECEIVE, "sh", self.host.vm_dir, path, str(offset)]
-        return self._stream_writer(argv, None if total is None else total - offset)
+    def _receiver(self, script: str, path: str, resume: Partial | None) -> list[str]:
+        """The argv of a receiver (`_OPEN_PART`) writing `path` afresh or resuming it."""
+        offset, identity = (resume.size, resume.identity) if resume else (0, "")
+        return ["sh", "-c", script, "sh", self.host.vm_dir, path, str(offset), identity]
+
+    def open_writer(self, path: str, resume: Partial | None, total: int | None) -> Writer:
+        remaining = None if total is None else total - (resume.size if resume else 0)
+        return self._stream_writer(self._receiver(_RECEIVE, path, resume), remaining)
 
     def _stream_writer(self, argv: Sequence[str], remaining: int | None) -> Writer:
         """A remote command fed a stream: through the accelerator for long streams (or of unknown length)."""
@@ -956,8 +1047,8 @@ class RemoteEndpoint(Endpoint):
         transport = self.pool.transport(self.host)
         return ChannelWriter(open_channel(transport, argv), transport)
 
-    def open_extent_writer(self, path: str, offset: int, data: int, algorithm: str) -> ExtentWriter:
-        argv = ["sh", "-c", checksum_script(_RECEIVE_EXTENTS, algorithm), "sh", self.host.vm_dir, path, str(offset)]
+    def open_extent_writer(self, path: str, resume: Partial | None, data: int, algorithm: str) -> ExtentWriter:
+        argv = self._receiver(checksum_script(_RECEIVE_EXTENTS, algorithm), path, resume)
         return ExtentWriter(self._stream_writer(argv, data), algorithm)
 
     def checksum(self, path: str, algorithm: str) -> str:

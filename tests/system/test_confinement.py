@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import OperationError
-from engine.transfers.endpoints import LocalEndpoint, RemoteEndpoint
+from engine.transfers.endpoints import LocalEndpoint, Partial, RemoteEndpoint
 from engine.transfers.hosts import Hosts
 from engine.transfers.openssh import OpenSsh
 from engine.transfers.ssh import SshPool
@@ -170,7 +170,7 @@ def test_a_resumed_part_that_is_a_link_is_refused(world, victim):
         os.link(victim, hard)
         for part in (soft, hard):
             with pytest.raises(OperationError, match="link"):
-                writer = endpoint.open_writer(str(part), 4, 1 << 30)
+                writer = endpoint.open_writer(str(part), Partial(4, str(os.lstat(part).st_ino)), 1 << 30)
                 writer.write(b"overwritten")
                 writer.finish()
             assert victim.read_bytes() == PRECIOUS, (carrier, part)

@@ -86,6 +86,6 @@ def test_a_published_entry_is_trusted_and_a_part_or_a_bad_one_is_not(cache_of, t
 def put(cache: HostCache, path: str, data: bytes) -> None:
     """Write a file into the host's cache directory as a fetch cut short or finished would leave it."""
     cache.endpoint.makedirs(os.path.dirname(path))
-    writer = cache.endpoint.open_writer(path, 0, len(data))
+    writer = cache.endpoint.open_writer(path, None, len(data))
     writer.write(data)
     writer.finish()

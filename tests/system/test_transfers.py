@@ -725,7 +725,7 @@ def test_writes_cut_short_by_signals_lose_nothing(world):
     pool = SshPool()
     previous = signal.signal(signal.SIGUSR1, lambda *_: None)
     try:
-        writer = RemoteEndpoint(host.record(), pool, OpenSsh(min_bytes=0)).open_writer(str(target), 0, len(data))
+        writer = RemoteEndpoint(host.record(), pool, OpenSsh(min_bytes=0)).open_writer(str(target), None, len(data))
         thread = threading.Thread(
             target=lambda: [writer.write(data[i : i + (1 << 20)]) for i in range(0, len(data), 1 << 20)]
         )
