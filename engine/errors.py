@@ -53,5 +53,13 @@ class ConnectionLost(OperationError):
     """The connection failed or dropped; worth retrying."""
 
 
+class GaveUp(OperationError):
+    """The connection kept dropping until the retries ran out: the pooled one may be dead without knowing it yet."""
+
+    @classmethod
+    def after(cls, lost: ConnectionLost, attempts: int) -> GaveUp:
+        return cls(f"{lost} (gave up after {attempts} attempts)")
+
+
 class Cancelled(OperationError):
     """Stopped because someone asked."""

@@ -17,7 +17,6 @@ fe:F/7/images host:D/7/images` puts it back. A destination directory that alread
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import posixpath
@@ -27,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ConnectionLost, HeadnodeError, InputError, OperationError
+from engine.errors import ConnectionLost, GaveUp, HeadnodeError, InputError, OperationError
 from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
 from engine.presentation import size_text
@@ -196,7 +195,7 @@ class Transfers:
                 return _Builtin(self, job, resume_partial, driver).run(action)
             except ConnectionLost as exc:
                 if attempt >= job.retry.attempts:
-                    raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
+                    raise GaveUp.after(exc, attempt) from None
                 for location in written_paths(action):
                     self.pool.discard(self.hosts.resolve(location.host))
                 job.wait_before_retry(attempt, str(exc))
@@ -240,8 +239,8 @@ class _Builtin:
                 outcome = dataclasses.replace(outcome, checksum=stored, check_stored=False)
             else:
                 dest.rename(tmp, final)
-        except BaseException:
-            _discard(dest, tmp)
+        except BaseException as exc:
+            _discard(dest, tmp, self.job, dropped=isinstance(exc, ConnectionLost | GaveUp))
             raise
         return outcome
 
@@ -514,8 +513,8 @@ class _Builtin:
                         dest.rename(part_name(target), target)
                     done += entry.size
             dest.rename(tmp, final)
-        except BaseException:
-            _discard(dest, tmp)
+        except BaseException as exc:
+            _discard(dest, tmp, self.job, dropped=isinstance(exc, ConnectionLost | GaveUp))
             raise
         self.job.progress(total, total)
         return ActionResult(total, detail=f"copied {len(entries)} entries")
@@ -543,8 +542,18 @@ def _relink(source: Endpoint, path: str, dest: Endpoint, tmp: str) -> ActionResu
     return ActionResult(detail="moved a symbolic link")
 
 
-def _discard(dest: Endpoint, tmp: str) -> None:
-    """Remove a temporary file or tree after a failure; the connection may be gone, and a `.part` name never
-    shadows a destination, so a failure to remove it is not worth reporting over the original error."""
-    with contextlib.suppress(Exception):
-        dest.remove(tmp)
+def _discard(dest: Endpoint, tmp: str, job: Job, dropped: bool) -> None:
+    """Remove a temporary file or tree after a failure. After a dropped connection the pooled one may be dead
+    without knowing it yet (a request on it waits out its timeout: a 160 MiB `.part` stayed on a host once in 9
+    runs), so the removal goes over a fresh connection of its own, as it does when the pooled one fails it (the
+    pool is left alone: other transfers may be using it). A `.part` never shadows a destination, so a removal
+    that fails is not the line's error, but the log says which file stays."""
+    try:
+        try:
+            (dest.remove_afresh if dropped else dest.remove)(tmp)
+        except ConnectionLost:
+            if dropped:
+                raise
+            dest.remove_afresh(tmp)
+    except Exception as exc:  # the connection, or the file system: said in the log either way
+        job.log(f"could not remove the partial copy {dest.host.name}:{tmp} ({exc}): remove it by hand", True)

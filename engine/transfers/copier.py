@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
-from engine.errors import ConnectionLost, OperationError
+from engine.errors import ConnectionLost, GaveUp, OperationError
 from engine.transfers.checksums import Checksum, InProcessChecksum, hole_checksum, new_checksum
 from engine.transfers.endpoints import CHUNK, Endpoint, ExtentReader, ExtentWriter, LocalExtentWriter, Reader, Writer
 from engine.transfers.extents import Extent, data_bytes, data_extents, from_offset, merged
@@ -204,7 +204,7 @@ def _retried(job: Job, dest: Endpoint, reset_source: Callable[[], None], once: C
             return once(attempt)
         except ConnectionLost as exc:
             if attempt >= job.retry.attempts:
-                raise OperationError(f"{exc} (gave up after {attempt} attempts)") from None
+                raise GaveUp.after(exc, attempt) from None
             dest.reset()
             reset_source()
             job.wait_before_retry(attempt, str(exc))

@@ -26,7 +26,7 @@ from engine.language.numbers import whole_number
 from engine.transfers.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
 from engine.transfers.extents import Extent
 from engine.transfers.pipes import write_all
-from engine.transfers.ssh import CommandResult, open_channel, run_remote, with_sbin
+from engine.transfers.ssh import CommandResult, connect, open_channel, run_remote, ssh_target, with_sbin
 
 if TYPE_CHECKING:
     import paramiko
@@ -372,6 +372,10 @@ class Endpoint:
     def remove(self, path: str) -> None:
         """Remove a file or a whole tree; a missing path is fine."""
         raise NotImplementedError
+
+    def remove_afresh(self, path: str) -> None:
+        """`remove` over a connection of its own, not the pooled one (which may be dead without knowing it yet)."""
+        self.remove(path)
 
     def symlink(self, target: str, path: str) -> None:
         raise NotImplementedError
@@ -945,8 +949,8 @@ class RemoteEndpoint(Endpoint):
     def _run(self, argv: Sequence[str], cancel=lambda: False, on_line=lambda line: None) -> CommandResult:
         return run_remote(self.pool.transport(self.host), argv, cancel, on_line)
 
-    def _check(self, argv: Sequence[str]) -> str:
-        result = self._run(argv)
+    def _check(self, argv: Sequence[str], transport: paramiko.Transport | None = None) -> str:
+        result = run_remote(transport, argv) if transport is not None else self._run(argv)
         if result.status != 0:
             raise OperationError(f"host {self.host.name}: {failure_text(result, argv)}")
         return result.stdout
@@ -979,6 +983,13 @@ class RemoteEndpoint(Endpoint):
 
     def remove(self, path: str) -> None:
         self._write(_REMOVE, path)
+
+    def remove_afresh(self, path: str) -> None:
+        client = connect(ssh_target(self.host))
+        try:
+            self._check(["sh", "-c", _REMOVE, "sh", self.host.vm_dir, path], client.get_transport())
+        finally:
+            client.close()
 
     def symlink(self, target: str, path: str) -> None:
         self._write(_SYMLINK, target, path)

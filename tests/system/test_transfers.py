@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -26,6 +28,7 @@ from engine.transfers.journal import Journal
 from engine.transfers.openssh import OpenSsh
 from engine.transfers.ssh import SshPool
 from tests.conftest import site_driver
+from tests.system.sshd import SshHost, start_sshd
 
 FAST_RETRY = RetryPolicy(attempts=4, first_delay=0.05)
 
@@ -287,6 +290,100 @@ def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     assert f"(stream, local to {'openssh' if accelerated else 'paramiko'}" in log  # which path ran
     assert leftovers(host.vm_dir) == []
     runner.close()
+
+
+@pytest.fixture
+def drop01(world, ssh_home, own_user, tmp_path):
+    """A host of this test's own (its sshd may be stopped or frozen), known to ~/.ssh/known_hosts."""
+    host = start_sshd(tmp_path, "drop01", ssh_home["user_home"].parent / "authorized_keys")
+    yield host
+    for pid in [*host.sessions(), host.process.pid]:  # frozen ones too
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+    host.process.wait(5)
+
+
+def connection_pids(host: SshHost, client_port: int) -> list[int]:
+    """The sshd processes serving the connection from this machine's port `client_port` (ss shows who holds it)."""
+    out = subprocess.run(["ss", "-tnpH", f"( sport = :{host.port} )"], capture_output=True, text=True).stdout
+    return [
+        int(pid) for line in out.splitlines() if f":{client_port} " in line for pid in re.findall(r"pid=(\d+)", line)
+    ]
+
+
+def copy_dropped_twice(world, host: SshHost, own_user: Path, last_drop) -> tuple[Runner, ScriptResult]:
+    """CLONE 6 MiB to `host` over the OpenSSH accelerator, two attempts at most: the first dropped mid-stream
+    (every session killed), the second ended by `last_drop(runner)` once it has written bytes."""
+    with open(own_user / ".ssh" / "known_hosts", "a") as known:
+        known.write(host.host_key_line + "\n")
+    Hosts(world["home"]).create(host.record())
+    runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0))
+    runner.executor.retry = RetryPolicy(attempts=2, first_delay=0.05)
+    part = host.vm_dir / "7/images/.disk.0.part"
+    drops: list[int] = []
+
+    def drop(event) -> None:
+        if getattr(event, "kind", "") != "action_progress" or not event.bytes_done or len(drops) == 2:
+            return
+        if len(drops) != len(runner.of("action_retry")):  # once per attempt
+            return
+        if not drops:
+            wait_for_bytes(part)
+            drops.append(host.drop_connections())
+            return
+        deadline = time.monotonic() + 10  # the stream's ssh is connecting: its session beside the pooled one
+        while len(host.sessions()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        drops.append(last_drop(runner))
+
+    runner.bus.subscribe(drop)
+    base = image(world["images"], size=6 << 20)
+    result = runner.run(f"CLONE {world['fe']}:{base} drop01:{host.vm_dir}/7/images/disk.0\n")
+    assert len(drops) == 2 and result.outcome == "failed" and "gave up after 2 attempts" in result.error, result
+    return runner, result
+
+
+def test_a_copy_that_gives_up_removes_its_part_over_a_fresh_connection(world, drop01, own_user):
+    """The last drop leaves the pooled connection dead but not yet seen so (here: its sshd frozen, the stream's
+    session killed): the cleanup on it waited out its timeout and the partial file stayed on the host."""
+
+    def freeze_the_pooled_connection(runner: Runner) -> int:
+        pooled = runner.executor.pool.transport(drop01.record()).sock.getsockname()[1]
+        frozen = connection_pids(drop01, pooled)
+        assert frozen, "no sshd holds the pooled connection"
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        for pid in drop01.sessions():
+            if pid not in frozen:
+                os.kill(pid, signal.SIGKILL)
+        return len(frozen)
+
+    runner, _ = copy_dropped_twice(world, drop01, own_user, freeze_the_pooled_connection)
+    try:
+        assert leftovers(drop01.vm_dir) == [] and not (drop01.vm_dir / "7/images/disk.0").exists()
+        assert "could not remove" not in vm_log(world)
+    finally:
+        runner.close()
+
+
+def test_a_part_that_cannot_be_removed_is_named_in_the_log(world, drop01, own_user):
+    """The host is gone after the last drop: the partial file stays, and the VM's log says which it is."""
+
+    def stop_the_host(runner: Runner) -> int:
+        killed = drop01.drop_connections()
+        drop01.process.terminate()  # the listener: no new connection
+        drop01.process.wait(5)
+        return killed
+
+    runner, _ = copy_dropped_twice(world, drop01, own_user, stop_the_host)
+    try:
+        assert leftovers(drop01.vm_dir) == [".disk.0.part"]
+        part = f"drop01:{drop01.vm_dir}/7/images/.disk.0.part"
+        assert f"could not remove the partial copy {part} (" in vm_log(world)
+        assert "): remove it by hand" in vm_log(world)
+    finally:
+        runner.close()
 
 
 def test_cancel_script_mid_copy_leaves_nothing(world, runner):
