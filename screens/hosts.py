@@ -31,6 +31,7 @@ HOST_FIELDS = (
     ("max_transfers", "Concurrent transfers at most", ("--max-transfers",)),
     ("cache_dir", "Image cache directory (blank: .headnode-cache in the VM directory)", ("--cache-dir",)),
     ("cache_max_mb", "Image cache budget in MiB (blank: the configuration's; 0: none)", ("--cache-max-mb",)),
+    ("compress", "Compress its link: zstd or no (blank: the driver's)", ("--compress",)),
 )
 
 

@@ -26,11 +26,19 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
 
 # A host the CLI and the console both refuse, with the same reasons (the engine parses both front ends' input).
-BAD_HOST = {"name": "n1", "driver": "shared", "vm_dir": "relative/dir", "port": "22x", "max_transfers": "0"}
+BAD_HOST = {
+    "name": "n1",
+    "driver": "shared",
+    "vm_dir": "relative/dir",
+    "port": "22x",
+    "max_transfers": "0",
+    "compress": "gzip",
+}
 BAD_HOST_PROBLEMS = [
     "--port must be a whole number, not '22x'",
     "--vm-dir must be an absolute path without control characters, not 'relative/dir'",
     "--max-transfers must be at least 1, not 0",
+    "--compress must be zstd or no, not 'gzip'",
 ]
 
 

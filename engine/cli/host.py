@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     create.add_argument(
         "--cache-max-mb", metavar="MB", help="the cache's budget (default: the configuration's; 0: no cache)"
     )
+    create.add_argument("--compress", metavar="zstd|no", help="compress streams on its link (default: the driver's)")
     create.set_defaults(handler=run_create)
 
     listing = verbs.add_parser("list", parents=[common], help="list hosts")

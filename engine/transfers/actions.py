@@ -167,13 +167,15 @@ class Transfers:
             return 0
         return size if kind == "f" else 0
 
-    def endpoint(self, name: str) -> Endpoint:
+    def endpoint(self, name: str, log: Callable[[str], None] = lambda line: None) -> Endpoint:
+        """The files of host `name`; `log` hears what a copy there should say (a compression it cannot use)."""
         host = self.hosts.resolve(name)
         base = self._base(host)
         if base == "shared":
             return LocalEndpoint(host)
         if base == "ssh":
-            return RemoteEndpoint(host, self.pool, self.accelerator)
+            compress = host.compress == "zstd" if host.compress else self.driver(host).compress
+            return RemoteEndpoint(host, self.pool, self.accelerator, compress, log)
         raise OperationError(f"host {host.name} uses the dummy driver: it holds no files to read or write")
 
     def run(self, action: Action, job: Job, vm_id: int | None, resume_partial: bool = False) -> ActionResult:
@@ -211,6 +213,9 @@ class _Builtin:
         self.resume_partial = resume_partial
         self.checksum = driver.checksum
         self.verify_local = driver.verify_local
+
+    def endpoint(self, name: str) -> Endpoint:
+        return self.t.endpoint(name, self.job.log)
 
     def run(self, action: Action) -> ActionResult:
         handlers: dict[type, Callable[[Any], ActionResult]] = {
@@ -346,7 +351,7 @@ class _Builtin:
         )
 
     def clone(self, action: Clone | Link) -> ActionResult:
-        dest = self.t.endpoint(action.dest.host)
+        dest = self.endpoint(action.dest.host)
         progress = self.job.progress
 
         def make(tmp: str) -> ActionResult:
@@ -354,19 +359,19 @@ class _Builtin:
             if isinstance(source, Url) and source.scheme != "file":
                 copied = self._fetch(source.url, dest, tmp, progress)
             elif isinstance(source, Url):
-                frontend = self.t.endpoint(self.t.hosts.frontend_name)
+                frontend = self.endpoint(self.t.hosts.frontend_name)
                 copied = self._copy_file(frontend, source.url.removeprefix("file://"), dest, tmp, progress)
             else:
-                origin = self.t.endpoint(source.host)
+                origin = self.endpoint(source.host)
                 copied = self._copy_file(origin, source.path, dest, tmp, progress)
             return copied_result(copied)
 
         return self._placed(dest, action.dest.path, make, streamed=True)
 
     def link(self, action: Link) -> ActionResult:
-        dest = self.t.endpoint(action.dest.host)
+        dest = self.endpoint(action.dest.host)
         source = action.source
-        if isinstance(source, Location) and dest.local and self.t.endpoint(source.host).local:
+        if isinstance(source, Location) and dest.local and self.endpoint(source.host).local:
 
             def make(tmp: str) -> ActionResult:
                 dest.remove(tmp)  # a stale temporary from an earlier attempt
@@ -378,7 +383,7 @@ class _Builtin:
         return self.clone(action)
 
     def _formatted(self, dest_location: Location, size_mb: int, command: list[str]) -> ActionResult:
-        dest = self.t.endpoint(dest_location.host)
+        dest = self.endpoint(dest_location.host)
 
         def make(tmp: str) -> ActionResult:
             dest.sparse_file(tmp, size_mb * MIB)
@@ -400,8 +405,8 @@ class _Builtin:
     def context(self, action: Context) -> ActionResult:
         from engine.transfers.context_iso import build_context_iso
 
-        dest = self.t.endpoint(action.dest.host)
-        frontend = self.t.endpoint(self.t.hosts.frontend_name)
+        dest = self.endpoint(action.dest.host)
+        frontend = self.endpoint(self.t.hosts.frontend_name)
 
         def fetch(url: str, path: str) -> None:
             # Into the ISO builder's own scratch directory, the only place it may write.
@@ -426,12 +431,12 @@ class _Builtin:
         return self._placed(dest, action.dest.path, make, streamed=True)
 
     def delete(self, action: Delete) -> ActionResult:
-        self.t.endpoint(action.dest.host).remove(action.dest.path)
+        self.endpoint(action.dest.host).remove(action.dest.path)
         return ActionResult(detail="removed")
 
     def move(self, action: Move) -> ActionResult:
-        source = self.t.endpoint(action.source.host)
-        dest = self.t.endpoint(action.dest.host)
+        source = self.endpoint(action.source.host)
+        dest = self.endpoint(action.dest.host)
         kind, _ = source.kind(action.source.path)
         if kind is None:
             raise OperationError(f"MV: {action.source} does not exist")

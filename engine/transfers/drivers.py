@@ -4,7 +4,9 @@ A conf is a template: `BASE = shared|ssh|dummy` (how the driver's hosts' files a
 `builtin` means; ssh when missing, as in OpenNebula's own confs), `VERIFY_LOCAL_COPIES = yes|no` (see
 data/tm/shared.conf), `CHECKSUM = cksum|sha256` (how its copies are verified, engine.transfers.checksums),
 `CACHE = yes|no` (whether CLONEs from the front end or HTTP go through its hosts' image caches,
-engine.transfers.cache; yes by default for an ssh driver whose CLONE is the built-in), and one line per action:
+engine.transfers.cache; yes by default for an ssh driver whose CLONE is the built-in), `COMPRESS = zstd|no`
+(whether streams on its hosts' links are compressed, engine.transfers.compression; no when missing, and a
+host's own setting wins), and one line per action:
 `CLONE = builtin` or `CLONE = "program"` (a relative program path is looked up next to the conf). Confs in
 `<home>/tm/` add drivers or replace the shipped ones in `data/tm/`.
 
@@ -25,6 +27,7 @@ from engine.home import Home, shipped
 from engine.language.script import ACTION_NAMES
 from engine.language.template import load_template
 from engine.transfers.checksums import ALGORITHMS, DEFAULT_ALGORITHM
+from engine.transfers.hosts import COMPRESS_CHOICES
 from engine.transfers.job import Job
 
 BASES = ("shared", "ssh", "dummy")
@@ -43,6 +46,7 @@ class Driver:
     verify_local: bool = True  # checksum source and copy of a copy made by the kernel on this machine
     checksum: str = DEFAULT_ALGORITHM  # what verifies its copies (engine.transfers.checksums)
     cache: bool = False  # its hosts keep an image cache that the built-in CLONE goes through
+    compress: bool = False  # zstd on its hosts' links (engine.transfers.compression)
 
     def program(self, action: str) -> str | None:
         return dict(self.programs)[action]
@@ -89,9 +93,15 @@ def _parse_driver(name: str, path: Path) -> Driver:
     if cache_text not in ("", "yes", "no"):
         attr = template.all("CACHE")[0]
         problems.append(Problem(f"CACHE must be yes or no, not {cache_text!r}", str(path), attr.line))
+    compress = (template.get("COMPRESS") or "no").lower()
+    if compress not in COMPRESS_CHOICES:
+        attr = template.all("COMPRESS")[0]
+        problems.append(
+            Problem(f"COMPRESS must be {' or '.join(COMPRESS_CHOICES)}, not {compress!r}", str(path), attr.line)
+        )
     programs: list[tuple[str, str | None]] = []
     for attr in template:
-        if attr.name in ("BASE", "VERIFY_LOCAL_COPIES", "CHECKSUM", "CACHE"):
+        if attr.name in ("BASE", "VERIFY_LOCAL_COPIES", "CHECKSUM", "CACHE", "COMPRESS"):
             continue
         if attr.name not in ACTION_NAMES:
             problems.append(
@@ -115,7 +125,7 @@ def _parse_driver(name: str, path: Path) -> Driver:
     # Unsaid, a host reached over SSH caches (every byte of a CLONE crosses a link otherwise); a shared file system
     # copies within itself already, and a site's own CLONE program is its own caching mechanism, as in the seed.
     cache = cache_text == "yes" or (cache_text == "" and base == "ssh" and dict(programs).get("CLONE", "") is None)
-    return Driver(name, base, tuple(programs), str(path), verify == "yes", checksum, cache)
+    return Driver(name, base, tuple(programs), str(path), verify == "yes", checksum, cache, compress == "zstd")
 
 
 def error_message(stderr: str) -> str:

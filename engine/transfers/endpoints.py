@@ -940,11 +940,20 @@ def receiver_failure(status: int, said: str) -> OperationError:
 class RemoteEndpoint(Endpoint):
     checks_stored = True
 
-    def __init__(self, host: Host, pool: SshPool, accelerator: Accelerator | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        pool: SshPool,
+        accelerator: Accelerator | None = None,
+        compress: bool = False,
+        log: Callable[[str], None] = lambda line: None,
+    ) -> None:
         self.host = host
         self.pool = pool
         self.accelerator = accelerator
         self._no_perl = False  # the host has no perl to find its files' extents
+        self._compress: bool | None = None if compress else False  # None: asked for, not yet known to be possible
+        self._log = log
 
     def _run(self, argv: Sequence[str], cancel=lambda: False, on_line=lambda line: None) -> CommandResult:
         return run_remote(self.pool.transport(self.host), argv, cancel, on_line)
@@ -1021,8 +1030,29 @@ class RemoteEndpoint(Endpoint):
         argv = ["sh", "-c", checksum_script(_SEND, algorithm), "sh", path, str(offset)]
         return self._stream_reader(argv, offset, size, algorithm)
 
+    def _compressed(self) -> bool:
+        """Whether this host's streams are compressed (engine.transfers.compression): asked for, and zstd found on
+        both ends (asked once; where it is missing the copy says so and goes uncompressed)."""
+        if self._compress is None:
+            from engine.transfers.compression import zstd_here
+
+            missing = None if zstd_here() else "the front end"
+            if missing is None and self._run(["sh", "-c", "command -v zstd"]).status != 0:
+                missing = f"host {self.host.name}"
+            if missing is not None:
+                self._log(f"COMPRESS = zstd, but {missing} has no zstd: copying uncompressed")
+            self._compress = missing is None
+        return self._compress
+
     def _stream_reader(self, argv: Sequence[str], offset: int, size: int, algorithm: str) -> Reader:
-        """A remote command's stdout: through the accelerator for long streams."""
+        """A remote command's stdout: compressed where asked for, through the accelerator for long streams."""
+        if self._compressed():
+            from engine.transfers.compression import DecompressedReader, compressing
+
+            return DecompressedReader(self._carried_reader(compressing(argv), offset, size, algorithm))
+        return self._carried_reader(argv, offset, size, algorithm)
+
+    def _carried_reader(self, argv: Sequence[str], offset: int, size: int, algorithm: str) -> Reader:
         if self.accelerator is not None and size - offset >= self.accelerator.min_bytes:
             return self.accelerator.reader(self.host, argv, offset, size, algorithm)
         transport = self.pool.transport(self.host)
@@ -1052,7 +1082,15 @@ class RemoteEndpoint(Endpoint):
         return self._stream_writer(self._receiver(_RECEIVE, path, resume), remaining)
 
     def _stream_writer(self, argv: Sequence[str], remaining: int | None) -> Writer:
-        """A remote command fed a stream: through the accelerator for long streams (or of unknown length)."""
+        """A remote command fed a stream: compressed where asked for, through the accelerator for long streams (or
+        of unknown length)."""
+        if self._compressed():
+            from engine.transfers.compression import CompressedWriter, decompressing
+
+            return CompressedWriter(self._carried_writer(decompressing(argv), remaining))
+        return self._carried_writer(argv, remaining)
+
+    def _carried_writer(self, argv: Sequence[str], remaining: int | None) -> Writer:
         if self.accelerator is not None and (remaining is None or remaining >= self.accelerator.min_bytes):
             return self.accelerator.writer(self.host, argv)
         transport = self.pool.transport(self.host)

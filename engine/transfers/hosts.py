@@ -2,10 +2,11 @@
 
 A host has an address, port, user and identity file for SSH, a transfer driver (`shared`, `ssh`, `dummy` or one
 configured in a `tm/<driver>.conf`), its VM directory (every destination on the host must lie inside it), a cap on
-concurrent transfers, and for its image cache (engine.transfers.cache) a directory (default `.headnode-cache/` in
-the VM directory) and a budget in MiB (default: the configuration's CACHE_MAX_MB or CACHE_FREE_PERCENT). The front
-end is the host named by the configuration's FRONTEND_NAME: a path on it is a local file whether or not it has a
-record; without one its VM directory is the home's `vms/`.
+concurrent transfers, for its image cache (engine.transfers.cache) a directory (default `.headnode-cache/` in
+the VM directory) and a budget in MiB (default: the configuration's CACHE_MAX_MB or CACHE_FREE_PERCENT), and
+whether streams on its link are compressed (`zstd` or `no`; unset, its driver's COMPRESS says:
+engine.transfers.compression). The front end is the host named by the configuration's FRONTEND_NAME: a path
+on it is a local file whether or not it has a record; without one its VM directory is the home's `vms/`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from engine.store.database import Store
 
 TABLE = "hosts"
 DEFAULT_MAX_TRANSFERS = 4
+COMPRESS_CHOICES = ("zstd", "no")
 INPUT_FIELDS = (  # parse_host's
     "name",
     "driver",
@@ -36,6 +38,7 @@ INPUT_FIELDS = (  # parse_host's
     "max_transfers",
     "cache_dir",
     "cache_max_mb",
+    "compress",
 )
 # A host name or an IPv4/IPv6 address (with a zone): never a leading '-', which ssh would read as an option.
 _ADDRESS = re.compile(r"[A-Za-z0-9:][A-Za-z0-9_.:%-]*")
@@ -56,6 +59,7 @@ class Host:
     max_transfers: int = DEFAULT_MAX_TRANSFERS
     cache_dir: str | None = None  # None: .headnode-cache/ in the VM directory
     cache_max_mb: int | None = None  # None: the configuration's budget
+    compress: str | None = None  # one of COMPRESS_CHOICES; None: the driver's COMPRESS
     local: bool = False
 
     @property
@@ -81,6 +85,7 @@ class Host:
             int(data.get("max_transfers") or DEFAULT_MAX_TRANSFERS),
             data.get("cache_dir"),
             data.get("cache_max_mb"),
+            data.get("compress"),
         )
 
 
@@ -115,7 +120,7 @@ def parse_host(values: Mapping[str, str | None], known_drivers: Sequence[str]) -
     port = number("port", "--port")
     max_transfers = number("max_transfers", "--max-transfers")
     cache_max_mb = number("cache_max_mb", "--cache-max-mb")
-    identity = text("identity")
+    identity, compress = text("identity"), text("compress")
     host = Host(
         text("name") or "",
         text("driver") or "",
@@ -127,6 +132,7 @@ def parse_host(values: Mapping[str, str | None], known_drivers: Sequence[str]) -
         DEFAULT_MAX_TRANSFERS if max_transfers is None else max_transfers,
         text("cache_dir"),
         cache_max_mb,
+        None if compress is None else compress.lower(),
     )
     problems += validate_host(host, known_drivers)
     if problems:
@@ -160,6 +166,9 @@ def validate_host(host: Host, known_drivers: Sequence[str]) -> list[Problem]:
         problems.append(Problem(f"--port must be 1-65535, not {host.port}"))
     if host.max_transfers < 1:
         problems.append(Problem(f"--max-transfers must be at least 1, not {host.max_transfers}"))
+    if host.compress is not None and host.compress not in COMPRESS_CHOICES:
+        choices = " or ".join(COMPRESS_CHOICES)
+        problems.append(Problem(f"--compress must be {choices}, not {host.compress!r}"))
     if host.address is not None and not _ADDRESS.fullmatch(host.address):
         problems.append(
             Problem(

@@ -19,13 +19,14 @@ def test_create_refuses_what_the_console_refuses_every_problem_at_once(headnode)
 
 
 def test_create_takes_the_same_text_the_form_does(headnode, tmp_path) -> None:
-    good = {**BAD_HOST, "vm_dir": "/srv/n1", "port": "0022", "max_transfers": "2"}
+    good = {**BAD_HOST, "vm_dir": "/srv/n1", "port": "0022", "max_transfers": "2", "compress": "ZSTD"}
     key = tmp_path / "id_test"  # an identity file must exist (issue 12)
     key.write_text("key\n")
     r = headnode("host", "create", *options(good), f"--identity={key}", "--json")
     assert r.returncode == 0, r.stderr
     created = json.loads(r.stdout)
     assert (created["port"], created["max_transfers"], created["vm_dir"]) == (22, 2, "/srv/n1")
+    assert created["compress"] == "zstd"
     assert created["identity"] == str(key)
     r = headnode("host", "create", "n2", "--driver=shared", "--vm-dir=/srv/n2", "--json")
-    assert json.loads(r.stdout)["max_transfers"] == 4
+    assert json.loads(r.stdout)["max_transfers"] == 4 and json.loads(r.stdout)["compress"] is None

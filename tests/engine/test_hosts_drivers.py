@@ -83,7 +83,8 @@ def test_shipped_drivers_map_every_action_to_a_builtin(home):
 def test_driver_conf_errors_name_file_and_line(home):
     tm = home.root / "tm"
     tm.mkdir()
-    (tm / "odd.conf").write_text('BASE = ftp\nCLONE = builtin\nFROB = builtin\nMV = "nothere.sh"\nCHECKSUM = md5\n')
+    conf_text = 'BASE = ftp\nCLONE = builtin\nFROB = builtin\nMV = "nothere.sh"\nCHECKSUM = md5\nCOMPRESS = gzip\n'
+    (tm / "odd.conf").write_text(conf_text)
     with pytest.raises(InputError) as caught:
         load_driver(home, "odd")
     lines = str(caught.value).splitlines()
@@ -92,6 +93,7 @@ def test_driver_conf_errors_name_file_and_line(home):
     assert f"{conf}:3: unknown action FROB" in str(caught.value)
     assert f"{conf}:4: MV: {tm}/nothere.sh is not an executable program" in str(caught.value)
     assert f"{conf}:5: CHECKSUM must be cksum or sha256, not 'md5'" in str(caught.value)
+    assert f"{conf}:6: COMPRESS must be zstd or no, not 'gzip'" in str(caught.value)
     assert "odd" in driver_names(home)
 
 

@@ -22,6 +22,7 @@ import pytest
 from engine.home import Home
 from engine.transfers.hosts import Host, Hosts
 from tests.conftest import serving
+from tests.system.netns import Lab
 from tests.system.sshd import SSHD, keygen, start_sshd
 
 
@@ -165,3 +166,22 @@ def https_server(tmp_path):
     tls.load_cert_chain(cert, key)
     with range_server(tmp_path / "www-tls", tls) as url:
         yield {"root": tmp_path / "www-tls", "url": url, "cert": cert}
+
+
+@pytest.fixture
+def shaped(tmp_path, monkeypatch):
+    """A home and one sshd host in its own network namespace behind a veth pair capped at 100 Mbit/s both ways
+    (tests/system/netns.py), so a copy takes its time whatever the machine's speed; torn down after."""
+    user = tmp_path / "user"
+    (user / ".ssh").mkdir(parents=True, mode=0o700)
+    key = user / ".ssh/id_ed25519"
+    keygen(key)
+    with Lab(tmp_path, 1, 100, key.with_suffix(".pub")) as lab:
+        node = lab.members[0]
+        (user / ".ssh/known_hosts").write_text(node.host_key_line + "\n")
+        monkeypatch.setenv("HOME", str(user))
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        home = Home(tmp_path / "home").ensure()
+        Hosts(home).create(node.record())
+        yield {"home": home, "node": node, "lab": lab, "images": tmp_path}
+    assert f"hn{lab.tag}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -73,10 +73,10 @@ class SshHost:
 
 
 def start_sshd(
-    root: Path, name: str, authorized: Path, address: str = "127.0.0.1", netns: str | None = None
+    root: Path, name: str, authorized: Path, address: str = "127.0.0.1", netns: str | None = None, extra: str = ""
 ) -> SshHost:
     """Start sshd `name` with its files under root/name, accepting the keys in `authorized`; on loopback at a
-    free port, or in network namespace `netns` on `address`, port 22."""
+    free port, or in network namespace `netns` on `address`, port 22; `extra` lines end its configuration."""
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
     d = root / name
@@ -86,7 +86,7 @@ def start_sshd(
     vm_dir.mkdir()
     for _ in range(5):
         port = 22 if netns else free_port()
-        config = SSHD_CONFIG.format(port=port, address=address, dir=d, authorized=authorized)
+        config = SSHD_CONFIG.format(port=port, address=address, dir=d, authorized=authorized) + extra
         (d / "sshd_config").write_text(config)
         log = open(d / "sshd.log", "wb")  # noqa: SIM115 - kept open for the process's lifetime
         inside = ["ip", "netns", "exec", netns] if netns else []  # it execs sshd: the pid is sshd's

@@ -4,7 +4,6 @@ checksum and about its allocation, and a copy dropped several times resumes at t
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -77,30 +76,6 @@ def test_a_file_without_holes_is_streamed_as_before(world, accelerated):
         runner.close()
     assert sha(host.vm_dir / "7/images/disk.0") == sha(base)
     assert "(stream, local to " in vm_log(world)
-
-
-@pytest.fixture
-def shaped(tmp_path, monkeypatch):
-    """A home and one sshd host in its own network namespace behind a veth pair capped at 100 Mbit/s both ways
-    (tests/system/netns.py), so a copy takes its time whatever the machine's speed; torn down after."""
-    from engine.home import Home
-    from engine.transfers.hosts import Hosts
-    from tests.system.netns import Lab
-    from tests.system.sshd import keygen
-
-    user = tmp_path / "user"
-    (user / ".ssh").mkdir(parents=True, mode=0o700)
-    key = user / ".ssh/id_ed25519"
-    keygen(key)
-    with Lab(tmp_path, 1, 100, key.with_suffix(".pub")) as lab:
-        node = lab.members[0]
-        (user / ".ssh/known_hosts").write_text(node.host_key_line + "\n")
-        monkeypatch.setenv("HOME", str(user))
-        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-        home = Home(tmp_path / "home").ensure()
-        Hosts(home).create(node.record())
-        yield {"home": home, "node": node, "lab": lab, "images": tmp_path}
-    assert f"hn{lab.tag}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])

@@ -362,16 +362,17 @@ async def test_host_form_refuses_what_host_create_refuses(home) -> None:
         await settle(app, pilot)
         assert app.screen is form
         assert sorted(form.errors().values()) == sorted(BAD_HOST_PROBLEMS)
-        assert set(form.errors()) == {"port", "vm_dir", "max_transfers"}
+        assert set(form.errors()) == {"port", "vm_dir", "max_transfers", "compress"}
         assert not any("internal error" in n for n in notifications(app))
         assert [h.name for h in app.hosts.list()] == ["local"]
         form.query_one("#field-port").value = "22"
         form.query_one("#field-vm_dir").value = "/srv/n1"
         form.query_one("#field-max_transfers").value = ""  # blank: the default, as in the CLI
+        form.query_one("#field-compress").value = "zstd"
         await pilot.press("enter")
         await settle(app, pilot)
         added = app.hosts.get("n1")
-        assert (added.port, added.vm_dir, added.max_transfers) == (22, "/srv/n1", 4)
+        assert (added.port, added.vm_dir, added.max_transfers, added.compress) == (22, "/srv/n1", 4, "zstd")
 
 
 async def test_dashboard_shows_hosts_networks_vms_and_transfers(held) -> None:
