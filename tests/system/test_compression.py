@@ -18,7 +18,7 @@ from engine.transfers.openssh import OpenSsh
 from tests.conftest import site_driver
 from tests.system.sshd import start_sshd
 from tests.system.test_sparse_transfers import SHAPES, sparse_file
-from tests.system.test_transfers import Runner, cksum, leftovers, sha, vm_log
+from tests.system.test_transfers import Runner, cksum, leftovers, sha, vm_log, wait_for_bytes
 
 MiB = 1 << 20
 
@@ -151,3 +151,39 @@ def test_an_end_without_zstd_copies_uncompressed_and_says_so(world, own_user, tm
     finally:
         bare.process.terminate()
         bare.process.wait(5)
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
+@pytest.mark.parametrize("kind", ["stream", "extents"])
+def test_a_compressed_copy_dropped_mid_stream_resumes_and_verifies(shaped, kind, accelerated):
+    """Random data (it does not compress: 24 MiB take about 2 s at the cap) whose connection drops a third of the
+    way: the copy resumes from what the host stored of the decompressed stream, and the result verifies."""
+    home, node = shaped["home"], shaped["node"]
+    hosts = Hosts(home)
+    hosts.update(node.name, dataclasses.replace(hosts.get(node.name), compress="zstd"))
+    if kind == "stream":
+        source = shaped["images"] / "full.img"
+        source.write_bytes(os.urandom(24 * MiB))
+    else:
+        source = sparse_file(shaped["images"] / "sparse.img", 64 * MiB, [(i * 8 * MiB + 1, 3 * MiB) for i in range(8)])
+    part = node.vm_dir / "7/.disk.0.part"
+    runner = Runner(home, accelerator=OpenSsh(min_bytes=0) if accelerated else False)
+    drops: list[int] = []
+
+    def drop(event) -> None:
+        if event.kind == "action_progress" and not drops and event.bytes_done >= (event.bytes_total or 1 << 40) // 3:
+            wait_for_bytes(part)
+            drops.append(node.drop_connections())
+
+    runner.bus.subscribe(drop)
+    try:
+        result = runner.run(f"CLONE {home.config.frontend_name}:{source} {node.name}:{node.vm_dir}/7/disk.0\n")
+    finally:
+        runner.close()
+    assert drops and drops[0] >= 1
+    assert result.ok, result
+    assert sha(node.vm_dir / "7/disk.0") == sha(source)
+    log = (home.logs / "vm-7.log").read_text()
+    carrier = "openssh" if accelerated else "paramiko"
+    assert f"({kind}, local to {carrier}+zstd, resumed at byte" in log
+    assert f"checksum {cksum(source)}" in log and leftovers(node.vm_dir) == []

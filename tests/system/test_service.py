@@ -22,14 +22,19 @@ from tests.conftest import HEADNODE, ROOT, site_driver, stop_service
 from tests.engine.test_vms import FLAKY, TTYLINUX
 from tests.tui.terminal import Terminal, headnode_argv
 
+MiB = 1 << 20
+
 
 def _env(world) -> dict[str, str]:
     return {**os.environ, "HEADNODE_HOME": str(world["home"].root)}
 
 
-def slow_clone(world, http_server, tmp_path: Path, size: int) -> tuple[Path, Path, bytes]:
-    """A script cloning `size` random bytes from the slow HTTP path (about 1 MB/s) to host01."""
+def slow_clone(world, http_server, tmp_path: Path, size: int, holes: bool = False) -> tuple[Path, Path, bytes]:
+    """A script cloning `size` random bytes from the slow HTTP path (about 1 MB/s) to host01; with `holes`, every
+    other MiB is zeros."""
     data = os.urandom(size)
+    if holes:
+        data = b"".join(data[i : i + MiB] if i % (2 * MiB) else bytes(MiB) for i in range(0, size, MiB))
     (http_server["root"] / "big.img").write_bytes(data)
     d = world["hosts"]["host01"].vm_dir
     script = tmp_path / "job.script"
@@ -126,10 +131,14 @@ def test_daemon_stop_refuses_while_runs_are_active_unless_forced(service, http_s
     assert service_pid(service) != pid
 
 
-def test_service_killed_mid_copy_is_restarted_and_finishes_the_run(service, http_server, headnode, tmp_path):
-    script, dest, data = slow_clone(service, http_server, tmp_path, 6 << 20)
+@pytest.mark.parametrize("holes", [False, True], ids=["data", "holes"])
+def test_service_killed_mid_copy_is_restarted_and_finishes_the_run(service, http_server, headnode, tmp_path, holes):
+    """Killed mid-copy, the service's successor resumes the run from the size the partial copy reached (a body
+    with holes too: only its data went to the host, before and after)."""
+    script, dest, data = slow_clone(service, http_server, tmp_path, 6 << 20, holes)
     run_id = json.loads(headnode("run", str(script), "--vm", "9", "--detach", "--json").stdout)["run"]
-    wait_for(lambda: copied(headnode, run_id) >= 1 << 20, what="a MiB copied")
+    # With holes, past the first extent (a MiB of data after a MiB of zeros) and the hole after it.
+    wait_for(lambda: copied(headnode, run_id) >= (7 << 19 if holes else 1 << 20), what="a MiB of data copied")
     pid = service_pid(service)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: lock_holder(ServicePaths(service["home"])) is None, what="the service to die")
@@ -143,7 +152,10 @@ def test_service_killed_mid_copy_is_restarted_and_finishes_the_run(service, http
     assert old["state"] == "interrupted" and old["resumed_by"] == new["run"]
     assert new["state"] == "done" and new["vm"] == 9
     assert dest.read_bytes() == data
-    assert "resumed at byte" in (service["home"].logs / "vm-9.log").read_text()
+    log = (service["home"].logs / "vm-9.log").read_text()
+    assert "resumed at byte" in log and "(extents, http to " in log
+    if holes:
+        assert dest.stat().st_blocks * 512 <= 4 * MiB  # the 3 MiB of data, not the 6 MiB of the file
     audit = json.loads(headnode("log", "--json").stdout)
     assert ("resume", f"run {run_id}", "service") in [(e["action"], e["target"], e["client"]) for e in audit]
 
