@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,17 +41,14 @@ class HeadLinks:
         self._dir = tempfile.mkdtemp(prefix="headnode-fanout-")  # mode 0700
         self._sockets: dict[str, str] = {}
         self._argv: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
 
-    def open(self, hosts: Sequence[Host]) -> dict[str, str]:
-        """Open a master to each host, in parallel; the hosts that could not be reached, with what ssh said."""
-        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-            results = list(pool.map(self._open, hosts, range(len(hosts))))
-        return {host.name: error for host, error in zip(hosts, results, strict=True) if error is not None}
-
-    def _open(self, host: Host, index: int) -> str | None:
+    def open(self, host: Host) -> str | None:
+        """Open a master to the host; None, or what ssh said when it could not."""
         argv = ssh_argv(host)
-        socket = os.path.join(self._dir, str(index))
-        self._argv[host.name] = argv
+        with self._lock:
+            socket = os.path.join(self._dir, str(len(self._argv)))
+            self._argv[host.name] = argv
         err_path = socket + ".err"
         master = [*argv[:-2], "-A", "-M", "-S", socket, "-o", f"ControlPersist={PERSIST}", "-N", "-f", *argv[-2:]]
         with open(err_path, "wb") as err:  # -f keeps its stderr: a pipe would stay open for the master's life
@@ -62,7 +60,8 @@ class HeadLinks:
         os.unlink(err_path)
         if status != 0:
             return f"host {host.name}: ssh: {one_line(said) or f'status {status}'}"
-        self._sockets[host.name] = socket
+        with self._lock:
+            self._sockets[host.name] = socket
         return None
 
     def session_argv(self, host: Host, remote: str, agent: bool = False) -> list[str]:
@@ -96,15 +95,20 @@ class HeadLinks:
         return name in self._sockets
 
     def close(self) -> None:
-        for name, socket in self._sockets.items():
+        """End every master, all at once."""
+
+        def end(name: str) -> None:
             argv = self._argv[name]
             with contextlib.suppress(OSError):
                 subprocess.call(
-                    [*argv[:-2], "-S", socket, "-O", "exit", *argv[-2:]],
+                    [*argv[:-2], "-S", self._sockets[name], "-O", "exit", *argv[-2:]],
                     env=self._env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self._sockets))) as pool:
+            list(pool.map(end, list(self._sockets)))
         self._sockets.clear()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,76 +1,89 @@
 """The shell a chain runs on its hosts: POSIX sh, coreutils and the hosts' own OpenSSH, nothing installed.
 
-A chain is a pipeline of `ssh` sessions, as HDFS writes a block through a pipeline of data nodes: the head streams
-the image into the first host's HOP script, which appends it to its cache entry's part with `tee -p` and forwards
-the same bytes to the next host's HOP through its own `ssh`, and so on. `tee -p` keeps writing the file when the pipe
-to the next host breaks, so a host dropping out downstream costs its upstream nothing.
+A chain is a pipeline of hosts, as HDFS writes a block through a pipeline of data nodes: the head streams the image
+into the first host, which appends it to its cache entry's part with `tee -p` and forwards the same bytes to the
+next host through its own `ssh`, and so on. `tee -p` keeps writing the file when the pipe to the next host breaks,
+so a host dropping out downstream costs its upstream nothing.
 
-The chain is a SPEC, one line per host from this one on, of whitespace-free words (SpecLine); each hop peels off
-its own line and hands the rest to the next host, base64 encoded, together with the script itself (base64 too):
-the remote command keeps one shape at every depth, `sh -c "$(echo S | base64 -d)" sh SPEC S WANT KEY SIZE SIDECAR`,
-so nothing is quoted twice (shell quoting nested 16 deep grows past the kernel's limit on one argument).
+Everything a chain needs is opened on all hosts at once before a byte flows, so a chain starts in the time of one
+host, not of each in turn (every session pays its login shell's start-up, ~/.bashrc included):
 
-Each hop reports on stdout, which flows back through every upstream session to the head: `forward NAME STATUS`
-once the next host's ssh ended (255: that connection failed), then `stored NAME SIZE SUM` once its own copy
-checksums to WANT and is published, else `partial NAME SIZE SUM` (the part stays, to be resumed), or `have NAME`,
-`busy NAME`, `refused NAME` when it wrote nothing (see _HOP).
-Every second it says `progress NAME SIZE` on stderr (lines shorter than PIPE_BUF stay whole through the sessions).
+- LINK, over a session that forwards the head's agent, makes the host's run directory (a private `mktemp -d`) with
+  a FIFO `in` that its upstream neighbour will write into, and opens an OpenSSH ControlMaster to the next host
+  (the next host's keys alone in a known_hosts of its own, StrictHostKeyChecking on). ControlPersist ends a master
+  left behind by a head that died.
+- STAGE, one session per host from the head, all started at once: it takes the cache entry's lock, reads the
+  image from its session's stdin (the first host of a chain, fed by the head) or from its FIFO, appends it to the
+  part, and forwards it through the master into the next host's FIFO (`cat > DIR/in` there). It reports straight
+  to the head on its own stdout, so the head knows at once which host did what:
 
-Connections between hosts are opened before any byte flows, all at once: LINK runs on every host, over a session
-that forwards the head's agent, and leaves an OpenSSH ControlMaster to the next host in a private directory (the
-next host's key alone in its known_hosts, StrictHostKeyChecking on); the hops then open their sessions through it
-in one round trip. ControlPersist ends a master left behind by a head that died.
+      progress NAME SIZE        every second, what the part holds
+      stored NAME SIZE SUM      its copy checksummed to the image's and was published
+      partial NAME SIZE SUM     it was not (the part stays, to be resumed)
+      have|busy|refused NAME    it wrote nothing (see _STAGE); it forwarded all the same
+      forward NAME STATUS       its ssh to the next host ended (255: that connection failed)
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Sequence
+import re
 from dataclasses import dataclass
 
 from engine.errors import OperationError
-from engine.transfers.cache.layout import entry_key
 from engine.transfers.checksums import SHELL_FUNCTIONS
 from engine.transfers.openssh import CIPHERS
 
 LINK_PERSIST = 300  # seconds an idle master lives on after the head is gone
 LINK_DIR = "hn-fanout."  # mktemp's prefix, under the host's $TMPDIR or /tmp (ControlPath must stay short)
+# What a run directory may look like, as it goes unquoted into the remote command `cat > DIR/in`.
+RUN_DIR = re.compile(r"/[A-Za-z0-9._/-]+")
 
+# $1 the cache directory, $2 KEY: `have SIZE` and the sidecar's text when the entry and its sidecar lie there (the
+# head then applies the cache's trust rule), `partial SIZE` when a plain part does (an interrupted copy), else `none`.
+_LOOK = (
+    'cd -- "$1" 2>/dev/null || { echo none; exit 0; }; '
+    'if [ -f "$2" ] && [ ! -L "$2" ] && [ -f "$2.json" ] && [ ! -L "$2.json" ]; then '
+    'echo "have $(stat -c %s -- "$2")"; cat -- "$2.json"; '
+    'elif [ -f ".$2.part" ] && [ ! -L ".$2.part" ]; then echo "partial $(stat -c %s -- ".$2.part")"; else echo none; fi'
+)
 
-@dataclass(frozen=True)
-class SpecLine:
-    """One host of a chain as its hop reads it: `directory` is its cache directory; `control` its master to the
-    next host ("-" at the chain's end); `address`, `port`, `user` how the host before it reaches it."""
+# $1 the cache directory, $2 KEY, $3 the host's run directory, or `run` to make one; $4 the next host's known_hosts
+# lines ("": no next host), $5 its address, $6 port, $7 user, $8 the master's socket name in the run directory.
+# Prints `dir DIR` (a new run directory), then `linked` or `unlinked WHAT SSH SAID` (with a next host), then what
+# LOOK says: all in one session.
+_LINK = rf"""
+if [ "$3" = run ]; then
+  d=$(mktemp -d "${{TMPDIR:-/tmp}}/{LINK_DIR}XXXXXX") && mkfifo -m 600 "$d/in" || exit 4
+  echo "dir $d"
+else d=$3
+fi
+if [ -n "$4" ]; then
+  printf '%s\n' "$4" > "$d/known.$8"
+  if ssh -F none -M -S "$d/$8" -o ControlPersist={LINK_PERSIST} -N -f -o BatchMode=yes -o StrictHostKeyChecking=yes \
+    -o UserKnownHostsFile="$d/known.$8" -o GlobalKnownHostsFile=/dev/null -o Ciphers={CIPHERS} -o Compression=no \
+    -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -p "$6" -l "$7" -- "$5" \
+    </dev/null >/dev/null 2>"$d/err.$8"
+  then echo linked
+  else echo "unlinked $(tr '\r\n' '  ' < "$d/err.$8")"
+  fi
+fi
+"""
 
-    name: str
-    directory: str
-    offset: int
-    control: str
-    address: str
-    port: int
-    user: str
-
-    def words(self) -> list[str]:
-        words = [self.name, self.directory, str(self.offset), self.control, self.address, str(self.port), self.user]
-        for word in words:
-            if not word or any(c.isspace() for c in word):
-                raise OperationError(f"host {self.name}: {word!r} cannot travel down a chain (white space)")
-        return words
-
-
-# The hop writes into the cache as engine.transfers.cache.layout says a writer must: it holds `.KEY.lock`
+# The stage writes into the cache as engine.transfers.cache.layout says a writer must: it holds `.KEY.lock`
 # (flock, exclusive; its open file checked to be the one named, as the cache's own lock does), writes `.KEY.part`,
 # and publishes only a part of the image's size and checksum: renamed to KEY, then the sidecar written under a
 # name of its own and renamed to KEY.json. A lock held by someone else (a CLONE fetching the same image) is not
 # waited for, which would stall the whole chain: that host only forwards, says `busy`, and is looked at again
-# after the round. A host whose entry is there already (`have`) only forwards too.
-# $1 the spec (base64), $2 this script (base64), $3 the checksum value, $4 KEY, $5 the size, $6 the sidecar (base64).
-_HOP = r"""
-s=$2; want=$3; key=$4; size=$5; side=$6; spec=$(printf %s "$1" | base64 -d) || exit 4
-rest=$(printf '%s\n' "$spec" | tail -n +2)
-set -- $(printf '%s\n' "$spec" | head -n 1)
-name=$1; dir=$2; off=$3; ctl=$4
-mkdir -p -- "$dir" && cd -- "$dir" || exit 4
+# after the round; so does a host whose entry is there already (`have`). The FIFO is opened first, before anything
+# can fail, so an upstream host is never left writing into a FIFO nobody reads.
+# $1 NAME, $2 the cache directory, $3 KEY, $4 the size, $5 the checksum value, $6 the offset to resume at, $7 the
+# sidecar's text, $8 the run directory (reading its FIFO) or "-" (reading stdin), then with a next host: $9 the
+# master's socket, $10 its address, $11 port, $12 user, $13 its run directory.
+_STAGE = r"""
+name=$1; dir=$2; key=$3; size=$4; want=$5; off=$6; side=$7
+[ "$8" = - ] || exec 0< "$8/in"
+exec 3>&1
+mkdir -p -- "$dir" && cd -- "$dir" || { echo "$name: cannot enter $dir" >&2; cat >/dev/null; exit 4; }
 part=".$key.part"; l=".$key.lock"; state=write
 while :; do
   if [ -L "$l" ]; then echo "$name: $dir/$l is a symbolic link" >&2; state=refused; break; fi
@@ -84,7 +97,7 @@ if [ $state = write ] && [ -f "$key" ] && [ ! -L "$key" ] && [ -f "$key.json" ] 
 fi
 if [ $state != write ]; then :
 elif [ "$off" = 0 ]; then
-  { rm -f -- "$part" && (set -C; : > "$part"); } || state=refused
+  rm -f -- "$part"; set -C; : > "$part" || state=refused; set +C
 elif [ -L "$part" ] || [ ! -f "$part" ] || [ "$(stat -c %h -- "$part")" != 1 ] \
   || [ "$(stat -c %s -- "$part")" -lt "$off" ]; then
   echo "$name: will not resume $dir/$part: not a plain file of $off bytes or more with one name" >&2; state=refused
@@ -95,81 +108,95 @@ out=/dev/null; p=
 if [ $state = write ]; then
   out=$part
   ( while :; do sleep 1 </dev/null >/dev/null 2>&1; echo "progress $name $(stat -c %s -- "$part" 2>/dev/null)"; done \
-    ) >&2 &
+    ) &
   p=$!
 fi
-if [ -n "$rest" ]; then
-  set -- $(printf '%s\n' "$rest" | head -n 1)
-  next=$(printf '%s\n' "$rest" | base64 -w0)
-  tee -p -a -- "$out" | ssh -F none -S "$ctl" -o ControlMaster=no -o BatchMode=yes -p "$6" -l "$7" -- "$5" \
-    "sh -c \"\$(echo $s | base64 -d)\" sh $next $s $want $key $size $side"
+verify() {
+  [ -z "$p" ] || kill "$p" 2>/dev/null
+  if [ $state != write ]; then echo "$state $name"; return; fi
+  got=$(stat -c %s -- "$part"); h=$(checksum < "$part"); h=${h%% *}; j=".$key.json.$$.part"
+  if [ "$got" = "$size" ] && [ "$h" = "$want" ] && mv -T -- "$part" "$key" && rm -f -- "$j" \
+    && printf '%s' "$side" > "$j" && mv -T -- "$j" "$key.json"
+  then echo "stored $name $got $h"
+  else echo "partial $name $got $h"
+  fi
+}
+if [ -n "$9" ]; then
+  { tee -p -a -- "$out"; exec >&-; verify >&3; } \
+    | ssh -F none -S "$9" -o ControlMaster=no -o BatchMode=yes -p "${11}" -l "${12}" -- "${10}" "cat > ${13}/in"
   echo "forward $name $?"
 else
-  cat >> "$out"
-fi
-[ -z "$p" ] || kill "$p" 2>/dev/null
-if [ $state != write ]; then echo "$state $name"; exit 0; fi
-got=$(stat -c %s -- "$part"); h=$(checksum < "$part"); h=${h%% *}; j=".$key.json.$$.part"
-if [ "$got" = "$size" ] && [ "$h" = "$want" ] && mv -T -- "$part" "$key" && rm -f -- "$j" \
-  && printf %s "$side" | base64 -d > "$j" && mv -T -- "$j" "$key.json"
-then echo "stored $name $got $h"
-else echo "partial $name $got $h"
+  cat >> "$out"; verify
 fi
 """
 
-# $1 the cache directory, $2 KEY: `have SIZE` and the sidecar's text when the entry and its sidecar lie there (the
-# head then applies the cache's trust rule), `partial SIZE` when a plain part does (an interrupted copy), else `none`.
-_LOOK = (
-    'cd -- "$1" 2>/dev/null || { echo none; exit 0; }; '
-    'if [ -f "$2" ] && [ ! -L "$2" ] && [ -f "$2.json" ] && [ ! -L "$2.json" ]; then '
-    'echo "have $(stat -c %s -- "$2")"; cat -- "$2.json"; '
-    'elif [ -f ".$2.part" ] && [ ! -L ".$2.part" ]; then echo "partial $(stat -c %s -- ".$2.part")"; else echo none; fi'
-)
-
-# $1 the next host's known_hosts line ("" at a chain's end), $2 its address, $3 port, $4 user. Prints `dir DIR`,
-# then `linked` or `unlinked WHAT SSH SAID`.
-_LINK = rf"""
-d=$(mktemp -d "${{TMPDIR:-/tmp}}/{LINK_DIR}XXXXXX") || exit 4
-echo "dir $d"
-[ -n "$1" ] || exit 0
-printf '%s\n' "$1" > "$d/known"
-if ssh -F none -M -S "$d/ctl" -o ControlPersist={LINK_PERSIST} -N -f -o BatchMode=yes -o StrictHostKeyChecking=yes \
-  -o UserKnownHostsFile="$d/known" -o GlobalKnownHostsFile=/dev/null -o Ciphers={CIPHERS} -o Compression=no \
-  -o ConnectTimeout=10 -o ServerAliveInterval=15 -p "$3" -l "$4" -- "$2" </dev/null >/dev/null 2>"$d/err"
-then echo linked
-else echo "unlinked $(tr '\n' ' ' < "$d/err")"
-fi
-"""
-
-# $1 a directory LINK made: its master is told to exit, the directory removed.
+# $1 a run directory: its master is told to exit, the directory removed.
 _UNLINK = rf"""
 case $1 in "${{TMPDIR:-/tmp}}/{LINK_DIR}"*) ;; *) exit 4;; esac
-[ -S "$1/ctl" ] && ssh -F none -S "$1/ctl" -O exit -- link >/dev/null 2>&1
+for c in "$1"/c*; do [ -S "$c" ] && ssh -F none -S "$c" -O exit -- link >/dev/null 2>&1; done
 rm -rf -- "$1"
 """
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+@dataclass(frozen=True)
+class Next:
+    """How a stage reaches the next host of its chain: its master's socket, the next host's address, port and user
+    (as the master was opened), and the next host's run directory (whose FIFO it writes into)."""
+
+    control: str
+    address: str
+    port: int
+    user: str
+    run_dir: str
 
 
-def hop_command(chain: Sequence[SpecLine], checksum: str, size: int, sidecar: str) -> str:
-    """The remote command that starts `chain` on its first host (for `ssh ... -- FIRST COMMAND`): the image of
-    `checksum` (ALGORITHM:VALUE) and `size` bytes, published with the `sidecar` text."""
-    algorithm, _, want = checksum.partition(":")
-    script = _b64(SHELL_FUNCTIONS[algorithm] + _HOP)
-    spec = _b64("".join(" ".join(line.words()) + "\n" for line in chain))
-    return (
-        f'sh -c "$(echo {script} | base64 -d)" sh {spec} {script} {want} {entry_key(checksum)} {size} {_b64(sidecar)}'
-    )
-
-
-def link_argv(known_line: str, address: str, port: int, user: str) -> list[str]:
-    return ["sh", "-c", _LINK, "sh", known_line, address, str(port), user]
+def link_argv(
+    directory: str,
+    key: str,
+    run_dir: str | None,
+    known: str = "",
+    address: str = "",
+    port: int = 22,
+    user: str = "",
+    control: str = "",
+) -> list[str]:
+    """LINK (a new run directory when `run_dir` is None; a master named `control` in it to the next host when
+    `known` is given), then LOOK."""
+    argv = ["sh", "-c", _LINK + _LOOK, "sh", directory, key, run_dir or "run", known, address, str(port), user]
+    return [*argv, control]
 
 
 def look_argv(directory: str, key: str) -> list[str]:
     return ["sh", "-c", _LOOK, "sh", directory, key]
+
+
+def stage_argv(
+    name: str,
+    directory: str,
+    checksum: str,
+    key: str,
+    size: int,
+    offset: int,
+    sidecar: str,
+    run_dir: str | None,
+    after: Next | None,
+) -> list[str]:
+    """STAGE for one host of a chain: the image of `checksum` (ALGORITHM:VALUE), read from the head's stream
+    (`run_dir` None) or from the FIFO in `run_dir`, forwarded to `after` if given."""
+    algorithm, _, want = checksum.partition(":")
+    script = SHELL_FUNCTIONS[algorithm] + _STAGE
+    argv = ["sh", "-c", script, "sh", name, directory, key, str(size), want, str(offset), sidecar, run_dir or "-"]
+    if after is not None:
+        if not RUN_DIR.fullmatch(after.run_dir):
+            raise OperationError(f"the next host's run directory {after.run_dir!r} cannot be named in a command")
+        argv += [after.control, after.address, str(after.port), after.user, after.run_dir]
+    return argv
+
+
+def unblock_argv(run_dir: str) -> list[str]:
+    """Give a stage waiting on its FIFO an end of file (its upstream will never write): opening a FIFO to write
+    without blocking fails at once when nobody reads it."""
+    return ["dd", "if=/dev/null", f"of={run_dir}/in", "oflag=nonblock", "status=none"]
 
 
 def unlink_argv(directory: str) -> list[str]:

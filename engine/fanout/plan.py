@@ -75,6 +75,10 @@ class FanoutPlan:
     setup: float = DEFAULT_SETUP
 
     @property
+    def hosts(self) -> list[str]:
+        return [name for pipeline in self.pipelines for name in pipeline.hosts]
+
+    @property
     def chains(self) -> list[Chain]:
         return sorted((c for p in self.pipelines for c in p.chains), key=lambda c: c.number)
 

@@ -19,6 +19,7 @@ lines and the console's Transfers screen show a fan-out as one run with a row pe
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import threading
@@ -32,8 +33,8 @@ from typing import Any
 from engine.errors import Cancelled, OperationError
 from engine.events import EventBus
 from engine.fanout.agent import agent
-from engine.fanout.head_links import HeadLinks
-from engine.fanout.hop import SpecLine, hop_command, link_argv, look_argv, unlink_argv
+from engine.fanout.head_links import HeadLinks, Reply
+from engine.fanout.hop import Next, link_argv, look_argv, stage_argv, unblock_argv, unlink_argv
 from engine.fanout.plan import CHAIN_HOSTS, FED_BY_HEAD, FanoutPlan, Limits, Pipeline, plan_fanout
 from engine.fanout.rates import load_rates, record_rates
 from engine.home import Home
@@ -54,7 +55,7 @@ from engine.transfers.progress import (
     ScriptFinished,
     ScriptStarted,
 )
-from engine.transfers.ssh import SshTarget, ssh_target
+from engine.transfers.ssh import SshTarget, quote_argv, ssh_target
 
 ROUNDS = 3
 ACTION = "WARM"
@@ -151,9 +152,10 @@ class FanOut:
         self.sidecar = Sidecar.new(checksum, self.size, self.source_name).to_json()
         self.notes: list[str] = []
         self._links: dict[tuple[str, str], str] = {}  # (host, next host): its master's control socket
-        self._link_dirs: dict[str, list[str]] = {}
+        self._run_dirs: dict[str, str] = {}  # host: the run directory LINK made there (its FIFO, its masters)
         self._lock = threading.Lock()
         self._source_changed = False
+        self.setup: float | None = None  # seconds before the first round's bytes flowed
         self._streamed = False  # a host that has the image before anything was sent had it already
 
     # -- reporting ------------------------------------------------------------------------------------------
@@ -248,23 +250,19 @@ class FanOut:
 
     def _round(self, links: HeadLinks, number: int) -> FanoutPlan:
         setup_started = time.monotonic()
-        pending = self._pending()
-        fresh = [self.hosts[n].target.host for n in pending if not links.connected(n)]
-        unreachable = links.open(fresh)
-        for name, why in unreachable.items():
-            self._finish(name, HostResult(name, RunOutcome.FAILED, error=f"not reachable from the head: {why}"))
-        self._look(links, [n for n in pending if n not in unreachable])
-        todo = self._pending()
         measured = load_rates(self.home)
-        offsets = {n: self.hosts[n].offset for n in todo}
+        unreachable: dict[str, str] = {}
         breaks: list[str] = []
         notes: list[str] = []
-        while True:  # a host its neighbour cannot reach starts a chain of its own, whose links are then opened
+        looked = set(self._pending()) if number > 1 else set()  # the last round looked at them as it ended
+        while True:
+            # Planned as if every host needed all of it; what the hosts say (they have it, part of it, the next
+            # host is out of their reach) re-plans, and only the links then missing are opened.
             plan = plan_fanout(
                 self.source,
                 self.size,
-                todo,
-                offsets=offsets,
+                self._pending(),
+                offsets={n: self.hosts[n].offset for n in self._pending()},
                 limits=self.limits,
                 measured=measured,
                 chain_hosts=self.chain_hosts or CHAIN_HOSTS,
@@ -273,21 +271,18 @@ class FanOut:
                 unreachable=unreachable,
                 notes=notes,
             )
-            found = self._link(links, plan)
-            if not found:
+            if not self._prepare(links, plan, looked, unreachable, breaks, notes):
                 break
-            breaks += [name for name, _ in found]
-            notes += [note for _, note in found]
         plan = replace(plan, present=tuple(sorted(self.present)), setup=measured.setup)
         for line in plan.text():
             self._log(f"round {number}: {line}" if number > 1 else line)
-        setup = time.monotonic() - setup_started
+        self.setup = time.monotonic() - setup_started
         self.cancel_check()
         with ThreadPoolExecutor(max_workers=max(1, len(plan.pipelines))) as pool:
             rates = list(pool.map(lambda p: self._stream(links, p), plan.pipelines))
         if self._source_changed:
             raise OperationError(f"{self.source} changed while it was sent: no host took it")
-        self._record(plan, rates, setup if number == 1 else None)
+        self._record(plan, rates, self.setup if number == 1 else None)
         self._look(links, self._pending())  # what the hosts left without the image hold now
         return plan
 
@@ -295,41 +290,129 @@ class FanOut:
         if self.cancel.is_set():
             raise Cancelled("cancelled")
 
+    def _prepare(
+        self,
+        links: HeadLinks,
+        plan: FanoutPlan,
+        looked: set[str],
+        unreachable: dict[str, str],
+        breaks: list[str],
+        notes: list[str],
+    ) -> bool:
+        """For every host of the plan at once, no host waiting for another: open the head's master to it, then in
+        one session open its link to the next host and look at what it holds. Whether anything found changes the
+        plan (a host unreachable, one that has the image or part of it, a neighbour that cannot reach the next)."""
+        following = {a: b for p in plan.pipelines for a, b in itertools.pairwise(p.hosts)}
+        jobs = [
+            name
+            for name in plan.hosts
+            if not links.connected(name)
+            or name not in looked
+            or name not in self._run_dirs
+            or (name in following and (name, following[name]) not in self._links)
+        ]
+        changed = threading.Event()
+
+        def prepare(name: str) -> None:
+            host = self.hosts[name]
+            if not links.connected(name):
+                why = links.open(host.target.host)
+                if why is not None:
+                    unreachable[name] = why
+                    self._finish(name, HostResult(name, RunOutcome.FAILED, error=f"not reachable from the head: {why}"))
+                    changed.set()
+                    return
+            after = following.get(name)
+            linking = after is not None and (name, after) not in self._links
+            known = self._known_line(after) if linking and after is not None else ""
+            if linking and not known:
+                note = f"{after} cannot be reached from {name}: the head knows no key of it to give; fed from the head"
+                self._break(after, note, breaks, notes)  # type: ignore[arg-type]
+                changed.set()
+            nxt = self.hosts[after] if known and after is not None else None
+            control = f"c{nxt.line}" if nxt else ""
+            argv = link_argv(
+                host.target.directory,
+                self.key,
+                self._run_dirs.get(name),
+                known,
+                nxt.ssh.hostname if nxt else "",
+                nxt.ssh.port if nxt else 22,
+                nxt.ssh.user if nxt else "",
+                control,
+            )
+            reply = links.run(host.target.host, argv, agent=nxt is not None, timeout=60)
+            lines = reply.out.split("\n")
+            if lines and lines[0].startswith("dir "):
+                with self._lock:
+                    self._run_dirs[name] = lines.pop(0)[4:]
+            if nxt is not None and after is not None:
+                status = lines.pop(0) if lines and lines[0].split(" ", 1)[0] in ("linked", "unlinked") else ""
+                if status == "linked" and name in self._run_dirs:
+                    with self._lock:
+                        self._links[(name, after)] = f"{self._run_dirs[name]}/{control}"
+                elif reply.status != 255:
+                    said = status[len("unlinked ") :].strip() or reply.err.strip() or f"status {reply.status}"
+                    note = f"{after} cannot be reached from {name} ({said}); fed from the head"
+                    self._break(after, note, breaks, notes)
+                    changed.set()
+            looked.add(name)
+            if self._take_look(name, reply, lines):
+                changed.set()
+
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+            list(pool.map(prepare, jobs))
+        return changed.is_set()
+
+    def _break(self, name: str, note: str, breaks: list[str], notes: list[str]) -> None:
+        with self._lock:
+            breaks.append(name)
+            notes.append(note)
+        self._log(note, self.hosts[name].line)
+
     def _look(self, links: HeadLinks, names: Sequence[str]) -> None:
-        """Ask each host whether it has the image (done) or part of it (resume there); one that cannot answer has
-        dropped out."""
+        """Ask each host again what it holds (after a round, for those left without the image)."""
 
         def look(name: str) -> None:
             host = self.hosts[name]
             reply = links.run(host.target.host, look_argv(host.target.directory, self.key), timeout=30)
-            first, _, sidecar = reply.out.partition("\n")
-            words = first.split()
-            if reply.status != 0 or not words:
-                said = reply.err.strip().splitlines()
-                why = said[-1] if said else f"status {reply.status}"
-                self._finish(name, HostResult(name, RunOutcome.FAILED, error=f"dropped out: {why}"))
-            elif words[0] == "have":
-                try:
-                    trusted = Sidecar.from_json(sidecar, self.key).size == self.size == int(words[1])
-                    problem = "" if trusted else "its size is not the image's"
-                except (BadSidecar, IndexError, ValueError) as exc:
-                    problem = str(exc)
-                if problem:  # damage is reported, never written over
-                    why = f"its cache holds a damaged entry {self.key} ({problem}): 'headnode cache evict' it"
-                    self._finish(name, HostResult(name, RunOutcome.FAILED, error=why))
-                    return
-                if not self._streamed:
-                    self.present.add(name)
-                result = HostResult(name, RunOutcome.DONE, self.size, self.checksum, present=name in self.present)
-                self._finish(name, result)
-            elif words[0] == "partial" and len(words) > 1 and words[1].isdigit():
-                size = int(words[1])
-                host.offset = size if size < self.size else 0
-            else:
-                host.offset = 0
+            self._take_look(name, reply, reply.out.split("\n"))
 
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             list(pool.map(look, names))
+
+    def _take_look(self, name: str, reply: Reply, lines: list[str]) -> bool:
+        """What LOOK said of a host: it has the image (done), part of it (resume there), or nothing; a host that
+        cannot answer has dropped out. Whether that changes the plan."""
+        host = self.hosts[name]
+        words = lines[0].split() if lines else []
+        if reply.status != 0 or not words:
+            said = reply.err.strip().splitlines()
+            self._finish(
+                name, HostResult(name, RunOutcome.FAILED, error=f"dropped out: {said[-1] if said else reply.status}")
+            )
+            return True
+        if words[0] == "have":
+            try:
+                trusted = Sidecar.from_json("\n".join(lines[1:]), self.key).size == self.size == int(words[1])
+                problem = "" if trusted else "its size is not the image's"
+            except (BadSidecar, IndexError, ValueError) as exc:
+                problem = str(exc)
+            if problem:  # damage is reported, never written over
+                why = f"its cache holds a damaged entry {self.key} ({problem}): 'headnode cache evict' it"
+                self._finish(name, HostResult(name, RunOutcome.FAILED, error=why))
+                return True
+            if not self._streamed:
+                self.present.add(name)
+            self._finish(
+                name, HostResult(name, RunOutcome.DONE, self.size, self.checksum, present=name in self.present)
+            )
+            return True
+        offset = int(words[1]) if words[0] == "partial" and len(words) > 1 and words[1].isdigit() else 0
+        offset = offset if offset < self.size else 0
+        changed = offset != host.offset
+        host.offset = offset
+        return changed
 
     def _known_line(self, name: str) -> str:
         """The known_hosts lines by which the host before `name` in a chain checks its key: the keys the head
@@ -338,88 +421,80 @@ class FanOut:
         keys = KnownHosts.load(ssh.known_hosts).trusted(ssh.key_name)
         return "\n".join(f"{ssh.key_name} {key.get_name()} {key.get_base64()}" for key in keys)
 
-    def _link(self, links: HeadLinks, plan: FanoutPlan) -> list[tuple[str, str]]:
-        """Have every host open its link to the next one in its pipeline, all at once; the hosts their neighbour
-        could not reach (they then start a chain fed by the head)."""
-        pairs = [
-            (a, b)
-            for pipeline in plan.pipelines
-            for a, b in zip(pipeline.hosts, pipeline.hosts[1:], strict=False)
-            if (a, b) not in self._links
-        ]
-
-        def link(pair: tuple[str, str]) -> str | None:
-            a, b = pair
-            known = self._known_line(b)
-            if not known:
-                return f"{b} cannot be reached from {a}: the head knows no key of {b} to give it; fed from the head"
-            ssh = self.hosts[b].ssh
-            reply = links.run(self.hosts[a].target.host, link_argv(known, ssh.hostname, ssh.port, ssh.user), True)
-            lines = reply.out.splitlines()
-            directory = lines[0][4:] if lines and lines[0].startswith("dir ") else None
-            if directory:
-                with self._lock:
-                    self._link_dirs.setdefault(a, []).append(directory)
-            if reply.status == 0 and directory and lines[1:2] == ["linked"]:
-                with self._lock:
-                    self._links[pair] = f"{directory}/ctl"
-                return None
-            said = (lines[1][len("unlinked ") :] if len(lines) > 1 else reply.err).strip() or f"status {reply.status}"
-            return f"{b} cannot be reached from {a} ({said}); fed from the head"
-
-        with ThreadPoolExecutor(max_workers=max(1, len(pairs))) as pool:
-            found = list(pool.map(link, pairs))
-        breaks = []
-        for (_, b), note in zip(pairs, found, strict=True):
-            if note is not None:
-                self._log(note, self.hosts[b].line)
-                breaks.append((b, note))
-        return breaks
-
     def _stream(self, links: HeadLinks, pipeline: Pipeline) -> float | None:
-        """Send the image down one pipeline; the rate it ran at (bytes per second), None if nothing was sent."""
+        """Start every host's stage of one pipeline at once, then send the image into the first; the rate it ran
+        at (bytes per second), None if nothing was sent."""
         names = pipeline.hosts
-        spec = []
+        fed_by = {name: (names[i - 1] if i else FED_BY_HEAD) for i, name in enumerate(names)}
+        stages: list[tuple[str, subprocess.Popen]] = []
         for i, name in enumerate(names):
             host = self.hosts[name]
             after = names[i + 1] if i + 1 < len(names) else None
-            control = self._links.get((name, after), "-") if after else "-"
-            ssh = host.ssh
-            spec.append(
-                SpecLine(name, host.target.directory, pipeline.offset, control, ssh.hostname, ssh.port, ssh.user)
+            forward = None
+            if after is not None:
+                nxt = self.hosts[after].ssh
+                control = self._links.get((name, after), "-")
+                forward = Next(control, nxt.hostname, nxt.port, nxt.user, self._run_dirs.get(after, "-"))
+            argv = stage_argv(
+                name,
+                host.target.directory,
+                self.checksum,
+                self.key,
+                self.size,
+                pipeline.offset,
+                self.sidecar,
+                self._run_dirs[name] if i else None,
+                forward,
             )
             host.offset = pipeline.offset
             host.started = time.monotonic()
+            stages.append(
+                (name, links.start(host.target.host, quote_argv(argv), stdin=subprocess.PIPE if i == 0 else None))
+            )
         self._streamed = True
-        fed_by = {name: (names[i - 1] if i else FED_BY_HEAD) for i, name in enumerate(names)}
-        first = self.hosts[names[0]].target.host
-        process = links.start(first, hop_command(spec, self.checksum, self.size, self.sidecar), stdin=subprocess.PIPE)
-        said: list[str] = []
-        refused: list[str] = []
-        readers = [
-            threading.Thread(target=self._read_reports, args=(process, fed_by, pipeline.offset, refused), daemon=True),
-            threading.Thread(target=self._read_progress, args=(process, said), daemon=True),
+        watchers = [
+            threading.Thread(target=self._watch, args=(links, name, process, fed_by, pipeline), daemon=True)
+            for name, process in stages
         ]
-        for reader in readers:
-            reader.start()
+        for watcher in watchers:
+            watcher.start()
+        first = stages[0][1]
         sent, seconds = 0, 0.0
         try:
-            sent, seconds = self._send(process, pipeline)
+            sent, seconds = self._send(first, pipeline)
         finally:
             with contextlib.suppress(OSError):
-                process.stdin.close()  # type: ignore[union-attr]
+                first.stdin.close()  # type: ignore[union-attr]
             if self.cancel.is_set():
-                process.kill()
-            process.wait()
-            for reader in readers:
-                reader.join()
-        for name in refused:
-            why = [line for line in said if line.startswith(f"{name}: ")] or [f"{name}: refused to write its entry"]
-            self._finish(name, HostResult(name, RunOutcome.FAILED, error=why[-1]))
-        for name in names:
-            if self.hosts[name].result is None and said:
-                self.hosts[name].error = said[-1]
+                for _, process in stages:
+                    process.kill()
+            for watcher in watchers:
+                watcher.join()
         return sent / seconds if sent and seconds > 0 else None
+
+    def _watch(
+        self, links: HeadLinks, name: str, process: subprocess.Popen, fed_by: dict[str, str], pipeline: Pipeline
+    ) -> None:
+        """Read one stage's reports until it ends. A stage that ended without forwarding leaves the next host's
+        stage waiting on its FIFO: it gets an end of file, and ends with a partial copy (resumed next round)."""
+        said: list[str] = []
+        forwarded = threading.Event()
+        errors = threading.Thread(target=lambda: said.extend(_lines(process.stderr)), daemon=True)
+        errors.start()
+        for raw in process.stdout:  # type: ignore[union-attr]
+            self._report(raw.decode(errors="replace").split(), fed_by, pipeline.offset, forwarded)
+        process.wait()
+        errors.join()
+        host = self.hosts[name]
+        own = [line for line in said if line.startswith(f"{name}: ")]  # what its stage said of itself
+        if host.result is None and (own or said):
+            host.error = (own or said)[-1]
+        if host.result is None and own and process.returncode == 4:
+            self._finish(name, HostResult(name, RunOutcome.FAILED, error=own[-1]))
+        after = [n for n, f in fed_by.items() if f == name]
+        if after and not forwarded.is_set() and after[0] in self._run_dirs:
+            nxt = self.hosts[after[0]]
+            links.run(nxt.target.host, unblock_argv(self._run_dirs[after[0]]), timeout=30)
 
     def _send(self, process: subprocess.Popen, pipeline: Pipeline) -> tuple[int, float]:
         """Write the image from the pipeline's offset into the chain's first session, paced to its limit; the
@@ -455,35 +530,33 @@ class FanOut:
             if checksum is not None:
                 checksum.close()
 
-    def _read_reports(self, process: subprocess.Popen, fed_by: dict[str, str], offset: int, refused: list[str]) -> None:
-        for raw in process.stdout:  # type: ignore[union-attr]
-            words = raw.decode(errors="replace").split()
-            if len(words) == 2 and words[0] == "refused" and words[1] in fed_by:
-                refused.append(words[1])
-            elif len(words) == 2 and words[0] == "busy" and words[1] in fed_by:
-                self._log(f"{words[1]}: another transfer is writing its entry {self.key}", self.hosts[words[1]].line)
-            if len(words) == 4 and words[0] == "stored" and words[1] in fed_by and words[3] == self.want:
-                name = words[1]
-                result = HostResult(
-                    name, RunOutcome.DONE, int(words[2]), self.checksum, fed_by=fed_by[name], resumed_from=offset
-                )
-                self._finish(name, result)
-            elif len(words) == 3 and words[0] == "forward" and words[2] != "0" and words[1] in fed_by:
-                after = [n for n, f in fed_by.items() if f == words[1]]
+    def _report(self, words: list[str], fed_by: dict[str, str], offset: int, forwarded: threading.Event) -> None:
+        """One line a stage reported (engine.fanout.hop)."""
+        if len(words) < 2 or words[1] not in fed_by:
+            return
+        name = words[1]
+        if len(words) == 3 and words[0] == "progress" and words[2].isdigit():
+            self._progress(name, int(words[2]))
+        elif len(words) == 4 and words[0] == "stored" and words[3] == self.want:
+            result = HostResult(
+                name, RunOutcome.DONE, int(words[2]), self.checksum, fed_by=fed_by[name], resumed_from=offset
+            )
+            self._finish(name, result)
+        elif len(words) == 2 and words[0] == "refused":
+            host = self.hosts[name]
+            self._finish(name, HostResult(name, RunOutcome.FAILED, error=host.error or f"{name}: it refused to write"))
+        elif len(words) == 2 and words[0] == "busy":
+            self._log(f"{name}: another transfer is writing its entry {self.key}", self.hosts[name].line)
+        elif len(words) == 3 and words[0] == "forward":
+            forwarded.set()
+            if words[2] != "0":
+                after = [n for n, f in fed_by.items() if f == name]
                 self._log(
-                    f"{words[1]} could not pass the image on to {after[0] if after else 'the next host'} "
+                    f"{name} could not pass the image on to {after[0] if after else 'the next host'} "
                     f"(ssh exited with status {words[2]})",
-                    self.hosts[words[1]].line,
+                    self.hosts[name].line,
                     error=True,
                 )
-
-    def _read_progress(self, process: subprocess.Popen, said: list[str]) -> None:
-        for raw in process.stderr:  # type: ignore[union-attr]
-            words = raw.decode(errors="replace").split()
-            if len(words) == 3 and words[0] == "progress" and words[2].isdigit():
-                self._progress(words[1], int(words[2]))
-            elif words:
-                said.append(" ".join(words))
 
     def _record(self, plan: FanoutPlan, rates: Sequence[float | None], setup: float | None) -> None:
         """Keep the rates of the pipelines no BWLIMIT held back, for the next estimate."""
@@ -497,14 +570,19 @@ class FanOut:
             record_rates(self.home, measured, head, setup)
 
     def _unlink(self, links: HeadLinks) -> None:
-        """End every link the hosts opened, and remove their directories."""
-        jobs = [(name, d) for name, dirs in self._link_dirs.items() for d in dirs if links.connected(name)]
+        """End every link the hosts opened, and remove their run directories."""
+        jobs = [(name, d) for name, d in self._run_dirs.items() if links.connected(name)]
 
         def unlink(job: tuple[str, str]) -> None:
             links.run(self.hosts[job[0]].target.host, unlink_argv(job[1]), timeout=30)
 
         with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
             list(pool.map(unlink, jobs))
+
+
+def _lines(stream: Any) -> list[str]:
+    """The lines of a process's pipe, as they come (a generator would hold the pipe open in a finished thread)."""
+    return [raw.decode(errors="replace").rstrip("\n") for raw in stream]
 
 
 def fan_out(home: Home, source: str, checksum: str, targets: Sequence[Target], **options: Any) -> FanoutResult:
