@@ -3,7 +3,7 @@
 Builds a lab (tests/system/netns.py; needs root): `--hosts` sshd hosts, each a network namespace on one bridge, the
 head joined the same way, every veth capped at `--link-mbit` both ways with `tc tbf`. Makes a random image of
 `--size-mib`, then in alternation for `--rounds` rounds: one `scp` of it to the first host, and a fan-out
-(engine.fanout) into every host's cache, the caches emptied before each. Reports best and median times, their
+(engine.transfers.fanout) into every host's cache, the caches emptied before each. Reports best and median times, their
 ratio to scp's (goal: at most 1.5x, aim 1.2x), and the fan-out's own estimate beside what it took (the first round
 has none on a fresh home: it measures the rates the next estimate uses). Then, with the caches warm, a CLONE of
 the image to each host through the engine's executor, with the bytes each sent over its link (a cache hit sends
@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_transfer import timed  # noqa: E402
 from engine.events import EventBus  # noqa: E402
-from engine.fanout.runner import FanoutResult, Target, fan_out  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.language.script import parse_script  # noqa: E402
 from engine.transfers.cache.layout import CACHE_DIR_NAME  # noqa: E402
 from engine.transfers.checksums import ChecksumProcess  # noqa: E402
 from engine.transfers.executor import Executor  # noqa: E402
+from engine.transfers.fanout.runner import FanoutResult, Target, fan_out  # noqa: E402
 from engine.transfers.hosts import Hosts  # noqa: E402
 from engine.transfers.progress import ActionFinished  # noqa: E402
 from tests.system.netns import Lab  # noqa: E402

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from engine.events import EventBus
-from engine.fanout.plan import Limits
-from engine.fanout.runner import FanoutResult, Target, fan_out
 from engine.home import Home
 from engine.transfers.cache.layout import Sidecar, entry_key
 from engine.transfers.checksums import ChecksumProcess
+from engine.transfers.fanout.plan import Limits
+from engine.transfers.fanout.runner import FanoutResult, Target, fan_out
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import ActionFinished, ActionProgress, RunOutcome
 from tests.system.netns import Lab

@@ -36,7 +36,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Measured:
-    """Rates in bytes per second from earlier fan-outs (engine.fanout.rates), and the setup time they took."""
+    """Rates in bytes per second from earlier fan-outs (engine.transfers.fanout.rates), and the setup time they took."""
 
     hosts: Mapping[str, float] = field(default_factory=dict)
     head: float | None = None

@@ -4,7 +4,7 @@ Every session of a fan-out (looking at a host, opening its link to the next host
 drop) goes through its host's master, so it costs one round trip instead of a login; the masters reach each host
 exactly as the OpenSSH accelerator does (engine.transfers.openssh.ssh_argv: the host record and ~/.ssh/config
 resolved, `-F none`, StrictHostKeyChecking, BatchMode). A master forwards the agent the run chose
-(engine.fanout.agent), which only the link sessions ask for (`-A`).
+(engine.transfers.fanout.agent), which only the link sessions ask for (`-A`).
 """
 
 from __future__ import annotations
@@ -43,26 +43,29 @@ class HeadLinks:
         self._argv: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
-    def open(self, host: Host) -> str | None:
-        """Open a master to the host; None, or what ssh said when it could not."""
-        argv = ssh_argv(host)
+    def open(self, host: Host, argv: Sequence[str], agent: bool = False, timeout: float = 60) -> Reply:
+        """Open a master to the host that runs argv (quoted) as its first session, then stays in the background
+        (ControlPersist), so the first command costs no round trip of its own. Status 255: ssh could not connect,
+        and `err` says why in one line."""
+        ssh = ssh_argv(host)
         with self._lock:
             socket = os.path.join(self._dir, str(len(self._argv)))
-            self._argv[host.name] = argv
-        err_path = socket + ".err"
-        master = [*argv[:-2], "-A", "-M", "-S", socket, "-o", f"ControlPersist={PERSIST}", "-N", "-f", *argv[-2:]]
-        with open(err_path, "wb") as err:  # -f keeps its stderr: a pipe would stay open for the master's life
-            status = subprocess.call(
-                master, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-            )
-        with open(err_path, errors="replace") as err_text:
-            said = err_text.read()
-        os.unlink(err_path)
-        if status != 0:
-            return f"host {host.name}: ssh: {one_line(said) or f'status {status}'}"
+            self._argv[host.name] = ssh
+        options = ["-M", "-S", socket, "-o", f"ControlPersist={PERSIST}", *(["-A"] if agent else [])]
+        # Once the first session ends the master detaches, its standard streams on /dev/null: ours reach the end.
+        process = subprocess.Popen(
+            [*ssh[:-2], *options, *ssh[-2:], quote_argv(argv)],
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        reply = _communicate(process, timeout)
+        if reply.status == 255 and not os.path.exists(socket):
+            return Reply(255, reply.out, f"host {host.name}: ssh: {one_line(reply.err) or 'status 255'}")
         with self._lock:
             self._sockets[host.name] = socket
-        return None
+        return reply
 
     def session_argv(self, host: Host, remote: str, agent: bool = False) -> list[str]:
         """`ssh` running `remote` (one shell command line) on the host through its master."""
@@ -82,14 +85,7 @@ class HeadLinks:
 
     def run(self, host: Host, argv: Sequence[str], agent: bool = False, timeout: float = 60) -> Reply:
         """Run argv (quoted) on the host; status 255 is ssh's own failure."""
-        process = self.start(host, quote_argv(argv), agent)
-        try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-            return Reply(255, out.decode(errors="replace"), f"no answer within {timeout:g} s")
-        return Reply(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        return _communicate(self.start(host, quote_argv(argv), agent), timeout)
 
     def connected(self, name: str) -> bool:
         return name in self._sockets
@@ -112,3 +108,13 @@ class HeadLinks:
             list(pool.map(end, list(self._sockets)))
         self._sockets.clear()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _communicate(process: subprocess.Popen, timeout: float) -> Reply:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        return Reply(255, out.decode(errors="replace"), f"no answer within {timeout:g} s")
+    return Reply(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))

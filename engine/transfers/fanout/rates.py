@@ -12,9 +12,9 @@ import time
 from collections.abc import Mapping
 
 from engine.errors import OperationError
-from engine.fanout.plan import DEFAULT_SETUP, Measured
 from engine.home import Home
 from engine.store.atomic import write_atomically
+from engine.transfers.fanout.plan import DEFAULT_SETUP, Measured
 
 NAME = "fanout-rates.json"
 

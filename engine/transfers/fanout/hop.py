@@ -69,23 +69,33 @@ if [ -n "$4" ]; then
 fi
 """
 
+# $1 a run directory: its masters are told to exit, the directory removed.
+_UNLINK_SCRIPT = rf"""
+case $1 in "${{TMPDIR:-/tmp}}/{LINK_DIR}"*) ;; *) exit 4;; esac
+for c in "$1"/c*; do [ -S "$c" ] && ssh -F none -S "$c" -O exit -- link >/dev/null 2>&1; done
+rm -rf -- "$1"
+"""
+
 # The stage writes into the cache as engine.transfers.cache.layout says a writer must: it holds `.KEY.lock`
 # (flock, exclusive; its open file checked to be the one named, as the cache's own lock does), writes `.KEY.part`,
 # and publishes only a part of the image's size and checksum: renamed to KEY, then the sidecar written under a
 # name of its own and renamed to KEY.json. A lock held by someone else (a CLONE fetching the same image) is not
 # waited for, which would stall the whole chain: that host only forwards, says `busy`, and is looked at again
-# after the round; so does a host whose entry is there already (`have`). The FIFO is opened first, before anything
-# can fail, so an upstream host is never left writing into a FIFO nobody reads.
+# after the round; so does a host whose entry is there already (`have`). Nothing stops a stage before it opens its
+# FIFO, so an upstream host is never left writing into a FIFO nobody reads; and the FIFO is opened (which waits for
+# the upstream's forwarder) only once this stage has started its own forwarder, so the stages of a chain come up
+# side by side rather than one after another.
 # $1 NAME, $2 the cache directory, $3 KEY, $4 the size, $5 the checksum value, $6 the offset to resume at, $7 the
-# sidecar's text, $8 the run directory (reading its FIFO) or "-" (reading stdin), then with a next host: $9 the
-# master's socket, $10 its address, $11 port, $12 user, $13 its run directory.
+# sidecar's text, $8 `fifo` (read the run directory's FIFO) or `stdin`, $9 the run directory, then with a next host:
+# $10 the master's socket, $11 its address, $12 port, $13 user, $14 its run directory. At the end it ends its masters
+# and removes its run directory (a next round links afresh).
 _STAGE = r"""
-name=$1; dir=$2; key=$3; size=$4; want=$5; off=$6; side=$7
-[ "$8" = - ] || exec 0< "$8/in"
+name=$1; dir=$2; key=$3; size=$4; want=$5; off=$6; side=$7; in=-; run=$9
+[ "$8" = fifo ] && in=$run
 exec 3>&1
-mkdir -p -- "$dir" && cd -- "$dir" || { echo "$name: cannot enter $dir" >&2; cat >/dev/null; exit 4; }
 part=".$key.part"; l=".$key.lock"; state=write
-while :; do
+mkdir -p -- "$dir" && cd -- "$dir" || { echo "$name: cannot enter $dir" >&2; state=refused; }
+while [ $state = write ]; do
   if [ -L "$l" ]; then echo "$name: $dir/$l is a symbolic link" >&2; state=refused; break; fi
   exec 9>>"$l" || { state=refused; break; }
   flock -xn 9 || { state=busy; break; }
@@ -121,21 +131,15 @@ verify() {
   else echo "partial $name $got $h"
   fi
 }
-if [ -n "$9" ]; then
-  { tee -p -a -- "$out"; exec >&-; verify >&3; } \
-    | ssh -F none -S "$9" -o ControlMaster=no -o BatchMode=yes -p "${11}" -l "${12}" -- "${10}" "cat > ${13}/in"
+if [ -n "${10}" ]; then
+  { [ "$in" = - ] || exec 0< "$in/in"; tee -p -a -- "$out"; exec >&-; verify >&3; } \
+    | ssh -F none -S "${10}" -o ControlMaster=no -o BatchMode=yes -p "${12}" -l "${13}" -- "${11}" "cat > ${14}/in"
   echo "forward $name $?"
 else
+  [ "$in" = - ] || exec 0< "$in/in"
   cat >> "$out"; verify
 fi
-"""
-
-# $1 a run directory: its master is told to exit, the directory removed.
-_UNLINK = rf"""
-case $1 in "${{TMPDIR:-/tmp}}/{LINK_DIR}"*) ;; *) exit 4;; esac
-for c in "$1"/c*; do [ -S "$c" ] && ssh -F none -S "$c" -O exit -- link >/dev/null 2>&1; done
-rm -rf -- "$1"
-"""
+""" + _UNLINK_SCRIPT.replace("$1", "$run")
 
 
 @dataclass(frozen=True)
@@ -178,14 +182,16 @@ def stage_argv(
     size: int,
     offset: int,
     sidecar: str,
-    run_dir: str | None,
+    run_dir: str,
+    from_fifo: bool,
     after: Next | None,
 ) -> list[str]:
-    """STAGE for one host of a chain: the image of `checksum` (ALGORITHM:VALUE), read from the head's stream
-    (`run_dir` None) or from the FIFO in `run_dir`, forwarded to `after` if given."""
+    """STAGE for one host of a chain: the image of `checksum` (ALGORITHM:VALUE), read from the head's stream or
+    (`from_fifo`) from the FIFO in the host's `run_dir`, forwarded to `after` if given."""
     algorithm, _, want = checksum.partition(":")
     script = SHELL_FUNCTIONS[algorithm] + _STAGE
-    argv = ["sh", "-c", script, "sh", name, directory, key, str(size), want, str(offset), sidecar, run_dir or "-"]
+    source = "fifo" if from_fifo else "stdin"
+    argv = ["sh", "-c", script, "sh", name, directory, key, str(size), want, str(offset), sidecar, source, run_dir]
     if after is not None:
         if not RUN_DIR.fullmatch(after.run_dir):
             raise OperationError(f"the next host's run directory {after.run_dir!r} cannot be named in a command")
@@ -196,8 +202,8 @@ def stage_argv(
 def unblock_argv(run_dir: str) -> list[str]:
     """Give a stage waiting on its FIFO an end of file (its upstream will never write): opening a FIFO to write
     without blocking fails at once when nobody reads it."""
-    return ["dd", "if=/dev/null", f"of={run_dir}/in", "oflag=nonblock", "status=none"]
+    return ["dd", "if=/dev/null", f"of={run_dir}/in", "oflag=nonblock", "conv=nocreat", "status=none"]
 
 
 def unlink_argv(directory: str) -> list[str]:
-    return ["sh", "-c", _UNLINK, "sh", directory]
+    return ["sh", "-c", _UNLINK_SCRIPT, "sh", directory]

@@ -1,8 +1,8 @@
 """The agent whose keys let one host log in to the next: no private key is ever copied to a host.
 
 A chain's hosts log in to their neighbours with the admin's identity through a forwarded agent, and only while the
-links are opened (engine.fanout.hop's LINK; the hops then reuse those connections). The admin's own agent serves
-when it holds keys; otherwise a private `ssh-agent` is started for the run, in a 0700 directory of its own, loaded
+links are opened (hop.py's LINK; the stages then reuse those connections). The admin's own agent serves when it
+holds keys; otherwise a private `ssh-agent` is started for the run, in a 0700 directory of its own, loaded
 with the identities the head itself uses for these hosts (their records' identity files, else ~/.ssh's default
 keys), and killed after. A key with a passphrase cannot be loaded without a prompt: the error says to load it
 into the admin's agent.

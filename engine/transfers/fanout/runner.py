@@ -1,16 +1,17 @@
-"""Running a fan-out: one image from the head into many hosts' temporary entries, through chains of hosts.
+"""Running a fan-out: one image from the head into many hosts' caches, through chains of hosts.
 
     result = fan_out(home, "/images/u.img", "cksum:123", targets, bus=bus)   # FanoutResult, one HostResult each
 
-In rounds. Each round: the head opens a master to every host left (engine.fanout.head_links), all at once; asks each
-whether it has the image or part of it (LOOK); plans the chains (engine.fanout.plan); has every host open its link
-to the next (LINK, all at once, the agent forwarded: engine.fanout.agent) and starts a chain of its own, fed by the
-head, at a host its neighbour cannot reach; then streams every pipeline at once, each paced to its BWLIMIT, while
-its hosts report progress, and each host checks its copy against the image's checksum and renames it into place.
-The head checksums what it streams too: a source that changed under the stream fails the run. Hosts left without
-the image are asked again how much they hold; those that answer are re-fed from the head in the next round, each
-resuming where the partial copy stopped (a host dropped out of a chain costs the hosts after it nothing but the
-wait); a host that does not answer has dropped out and fails, alone. At most ROUNDS rounds.
+In rounds. Each round plans the chains (plan.py) for the hosts left; then for every host at once, none waiting for
+another: the head's master to it opens (head_links.py) with one session that makes its run directory, opens its
+link to the next host (the agent forwarded: agent.py) and looks at what it holds (hop.py's LINK and LOOK). A host
+that has the image is done, one that holds part of it resumes there, one its neighbour cannot reach starts a chain
+fed by the head (the plan says so): the plan is made again and only the links then missing are opened. Then every
+host's stage starts at once and the head streams each pipeline, paced to its BWLIMIT; each host checks its copy
+against the image's checksum and publishes it. The head checksums what it streams too: a source that changed
+under the stream fails the run. Hosts left without the image are asked how much they hold: those that answer are
+re-fed from the head in the next round, each resuming where its copy stopped (a host dropped out of a chain costs
+the hosts after it only the wait); one that does not answer has dropped out and fails, alone. At most ROUNDS rounds.
 
 Progress is reported as an image script's (engine.transfers.progress), a line per host: the CLI's bars and JSON
 lines and the console's Transfers screen show a fan-out as one run with a row per host.
@@ -32,16 +33,16 @@ from typing import Any
 
 from engine.errors import Cancelled, OperationError
 from engine.events import EventBus
-from engine.fanout.agent import agent
-from engine.fanout.head_links import HeadLinks, Reply
-from engine.fanout.hop import Next, link_argv, look_argv, stage_argv, unblock_argv, unlink_argv
-from engine.fanout.plan import CHAIN_HOSTS, FED_BY_HEAD, FanoutPlan, Limits, Pipeline, plan_fanout
-from engine.fanout.rates import load_rates, record_rates
 from engine.home import Home
 from engine.presentation import duration_text
 from engine.transfers.cache.layout import BadSidecar, Sidecar, cache_dir, entry_key
 from engine.transfers.checksums import Checksum, new_checksum
 from engine.transfers.endpoints import CHUNK
+from engine.transfers.fanout.agent import agent
+from engine.transfers.fanout.head_links import HeadLinks, Reply
+from engine.transfers.fanout.hop import Next, link_argv, look_argv, stage_argv, unblock_argv, unlink_argv
+from engine.transfers.fanout.plan import CHAIN_HOSTS, FED_BY_HEAD, FanoutPlan, Limits, Pipeline, plan_fanout
+from engine.transfers.fanout.rates import load_rates, record_rates
 from engine.transfers.hosts import Host
 from engine.transfers.known_hosts import KnownHosts
 from engine.transfers.openssh import default_keys
@@ -315,13 +316,6 @@ class FanOut:
 
         def prepare(name: str) -> None:
             host = self.hosts[name]
-            if not links.connected(name):
-                why = links.open(host.target.host)
-                if why is not None:
-                    unreachable[name] = why
-                    self._finish(name, HostResult(name, RunOutcome.FAILED, error=f"not reachable from the head: {why}"))
-                    changed.set()
-                    return
             after = following.get(name)
             linking = after is not None and (name, after) not in self._links
             known = self._known_line(after) if linking and after is not None else ""
@@ -341,7 +335,17 @@ class FanOut:
                 nxt.ssh.user if nxt else "",
                 control,
             )
-            reply = links.run(host.target.host, argv, agent=nxt is not None, timeout=60)
+            if links.connected(name):
+                reply = links.run(host.target.host, argv, agent=nxt is not None, timeout=60)
+            else:  # the head's master to it opens with this first session
+                reply = links.open(host.target.host, argv, agent=nxt is not None, timeout=60)
+                if not links.connected(name):
+                    unreachable[name] = reply.err
+                    self._finish(
+                        name, HostResult(name, RunOutcome.FAILED, error=f"not reachable from the head: {reply.err}")
+                    )
+                    changed.set()
+                    return
             lines = reply.out.split("\n")
             if lines and lines[0].startswith("dir "):
                 with self._lock:
@@ -443,7 +447,8 @@ class FanOut:
                 self.size,
                 pipeline.offset,
                 self.sidecar,
-                self._run_dirs[name] if i else None,
+                self._run_dirs[name],
+                i > 0,
                 forward,
             )
             host.offset = pipeline.offset
@@ -485,6 +490,11 @@ class FanOut:
             self._report(raw.decode(errors="replace").split(), fed_by, pipeline.offset, forwarded)
         process.wait()
         errors.join()
+        if process.returncode == 0:  # the stage ended its links and removed its run directory
+            with self._lock:
+                self._run_dirs.pop(name, None)
+                for pair in [pair for pair in self._links if pair[0] == name]:
+                    del self._links[pair]
         host = self.hosts[name]
         own = [line for line in said if line.startswith(f"{name}: ")]  # what its stage said of itself
         if host.result is None and (own or said):
@@ -531,7 +541,7 @@ class FanOut:
                 checksum.close()
 
     def _report(self, words: list[str], fed_by: dict[str, str], offset: int, forwarded: threading.Event) -> None:
-        """One line a stage reported (engine.fanout.hop)."""
+        """One line a stage reported (engine.transfers.fanout.hop)."""
         if len(words) < 2 or words[1] not in fed_by:
             return
         name = words[1]
