@@ -108,8 +108,8 @@ class HostsScreen(HeadnodeScreen):
                 self.notify(f"host {host.name} added")
                 self.happ.home_changed()
 
-            hosts = self.happ.hosts
-            self.happ.run_form(form, "add host", lambda: hosts.create(hosts.parse(values)), then=added)
+            happ = self.happ
+            self.happ.run_form(form, "add host", happ.changes.create_host, happ.hosts, values, then=added)
 
         self.app.push_screen(self._host_form("Add a host", None, save))
 
@@ -124,10 +124,8 @@ class HostsScreen(HeadnodeScreen):
                     self.notify(f"host {name} saved")
                     self.happ.home_changed()
 
-                hosts = self.happ.hosts
-                self.happ.run_form(
-                    form, f"edit host {name}", lambda: hosts.update(name, hosts.parse(values)), then=saved
-                )
+                happ = self.happ
+                happ.run_form(form, f"edit host {name}", happ.changes.update_host, happ.hosts, name, values, then=saved)
 
             self.app.push_screen(self._host_form(f"Edit host {name}", host, save))
 
@@ -150,7 +148,8 @@ class HostsScreen(HeadnodeScreen):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self.happ.run_engine(f"delete host {name}", self.happ.vms.delete_host, name, then=deleted)
+                happ = self.happ
+                happ.run_engine(f"delete host {name}", happ.changes.delete_host, happ.vms, name, then=deleted)
 
         self.app.push_screen(
             ConfirmScreen(

@@ -154,7 +154,8 @@ class NetworksScreen(HeadnodeScreen):
                 self.happ.home_changed()
 
             path = Path(values["path"].strip()).expanduser()
-            self.happ.run_form(form, "create network", self.happ.networks.create_from_file, path, then=created)
+            happ = self.happ
+            happ.run_form(form, "create network", happ.changes.create_network, happ.networks, path, then=created)
 
         self.app.push_screen(
             FormScreen(
@@ -183,9 +184,14 @@ class NetworksScreen(HeadnodeScreen):
 
             def answer(yes: bool | None) -> None:
                 if yes:
-                    networks = self.happ.networks
-                    self.happ.run_engine(
-                        f"delete network {name}", networks.delete, name, force=bool(in_use), then=deleted
+                    happ = self.happ
+                    happ.run_engine(
+                        f"delete network {name}",
+                        happ.changes.delete_network,
+                        happ.networks,
+                        name,
+                        force=bool(in_use),
+                        then=deleted,
                     )
 
             self.app.push_screen(ConfirmScreen(f"Delete network {name}?", details, "Delete"), answer)
@@ -210,7 +216,7 @@ class NetworksScreen(HeadnodeScreen):
             self.notify(f"doctor fixed {len(findings)} finding(s)")
             self.happ.home_changed()
 
-        self.happ.run_engine("doctor --fix", self.happ.networks.doctor, fix=True, then=fixed)
+        self.happ.run_engine("doctor --fix", self.happ.changes.repair, self.happ.networks, then=fixed)
 
 
 def finding_text(finding: Any) -> str:
@@ -318,7 +324,8 @@ class LeasesScreen(HeadnodeScreen):
             self.happ.run_form(
                 form,
                 f"lease in {self.network}",
-                self.happ.networks.lease,
+                self.happ.changes.lease,
+                self.happ.networks,
                 self.network,
                 vm=number if number is not None else (vm or None),
                 ip=values["ip"].strip() or None,
@@ -344,7 +351,8 @@ class LeasesScreen(HeadnodeScreen):
             self.happ.run_form(
                 form,
                 f"hold in {self.network}",
-                self.happ.networks.hold,
+                self.happ.changes.hold,
+                self.happ.networks,
                 self.network,
                 values["ip"].strip(),
                 note=values["note"],
@@ -374,7 +382,8 @@ class LeasesScreen(HeadnodeScreen):
             if yes:
                 self.happ.run_engine(
                     f"release {ip}",
-                    self.happ.networks.release,
+                    self.happ.changes.release,
+                    self.happ.networks,
                     self.network,
                     ip,
                     force=bool(vm),

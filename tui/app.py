@@ -25,8 +25,8 @@ from engine.defaults import ensure_sample_image
 from engine.errors import HeadnodeError, InputError
 from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
-from engine.networks.manager import NetworkChange, NetworkChanged
-from engine.service.audit import AuditEntry, AuditLog
+from engine.service.audit import AuditEntry
+from engine.service.changes import Changes, client_name
 from engine.service.runs import TransferBoard, script_title
 from engine.vms.lifecycle import VmChanged
 from screens.dashboard import DashboardScreen
@@ -47,12 +47,6 @@ from tui.widgets.nav import SCREENS
 
 T = TypeVar("T")
 LOG_KEPT = 5000  # engine log lines the console keeps in memory
-NETWORK_AUDIT = {
-    NetworkChange.CREATED: "network create",
-    NetworkChange.DELETED: "network delete",
-    NetworkChange.LEASED: "lease",
-    NetworkChange.RELEASED: "release",
-}
 
 
 @dataclass(frozen=True)
@@ -128,6 +122,7 @@ class HeadnodeApp(App[int]):
         self.networks = self.engine.networks
         self.hosts = self.engine.hosts
         self.vms = self.engine.vms
+        self.changes = Changes(home, client_name("console"))  # every change this console makes, audited
         self.executor = self.engine.executor
         self.log_events: deque[LogEvent] = deque(maxlen=LOG_KEPT)
         self.host_reports: dict[str, Any] = {}  # host name -> its last test this session (HostReport or a word)
@@ -365,8 +360,6 @@ class HeadnodeApp(App[int]):
             self.log_events.extend(entry for entry in map(self._as_log, event.log) if entry not in known)
             self._reload_screen()
             return
-        if isinstance(event, NetworkChanged):  # made through this console's own Networks
-            self._audit_network(event)
         if isinstance(event, AuditEntry):
             event = self._as_log(event)
         if isinstance(event, LogEvent):
@@ -378,13 +371,6 @@ class HeadnodeApp(App[int]):
         elif isinstance(event, VmChanged):
             self._reload_screen()  # a VM this process operates changed state: show it now, not at the next poll
         self.engine_signal.publish(event)
-
-    def _audit_network(self, event: NetworkChanged) -> None:
-        action = NETWORK_AUDIT.get(event.change, event.change)
-        target = " ".join([event.network, *event.ips[:3]]) + (
-            f" and {len(event.ips) - 3} more" if len(event.ips) > 3 else ""
-        )
-        self.attempt("record the change", AuditLog(self.home).record, action, target, f"console {os.getpid()}")
 
     @staticmethod
     def _as_log(event: Any) -> LogEvent:

@@ -8,11 +8,14 @@ import sys
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import HeadnodeError, InputError, Problem
 from engine.home import Home
 from engine.presentation import time_text
+
+if TYPE_CHECKING:
+    from engine.service.changes import Changes
 
 
 class CliContext:
@@ -50,13 +53,12 @@ class CliContext:
         for problem in problems:
             print(problem if problem.file else f"headnode: {problem.message}", file=sys.stderr)
 
-    def audit(self, action: str, target: str, detail: str = "") -> None:
-        """Record a change this command made in the home's audit history (`headnode log`)."""
-        import os
+    @property
+    def changes(self) -> Changes:
+        """Where this command makes its changes to the home's records, each recorded in the audit history."""
+        from engine.service.changes import Changes, client_name
 
-        from engine.service.audit import AuditLog
-
-        AuditLog(self.home).record(action, target, f"cli {os.getpid()}", detail)
+        return Changes(self.home, client_name("cli"))
 
     def save_crash(self, text: str) -> str | None:
         try:

@@ -61,9 +61,7 @@ def _hosts(ctx: CliContext):
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.transfers.hosts import INPUT_FIELDS
 
-    hosts = _hosts(ctx)
-    created = hosts.create(hosts.parse({field: getattr(args, field) for field in INPUT_FIELDS}))
-    ctx.audit("host create", created.name, f"driver {created.driver}")
+    created = ctx.changes.create_host(_hosts(ctx), {field: getattr(args, field) for field in INPUT_FIELDS})
     if ctx.json:
         ctx.emit_json(created.record())
     else:
@@ -97,8 +95,7 @@ def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.core import Engine
 
     with Engine(ctx.home) as engine:
-        engine.vms.delete_host(args.name, force=args.force)
-    ctx.audit("host delete", args.name)
+        ctx.changes.delete_host(engine.vms, args.name, force=args.force)
     if not ctx.json:
         print(f"host {args.name} deleted")
     else:

@@ -60,8 +60,7 @@ def _engine(ctx: CliContext) -> Any:
 
 
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
-    vm = _engine(ctx).vms.create(args.template)
-    ctx.audit("vm create", f"VM {vm.id}", vm.name)
+    vm = ctx.changes.create_vm(_engine(ctx).vms, args.template)
     if ctx.json:
         ctx.emit_json(vm.to_json())
     else:

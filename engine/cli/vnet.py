@@ -80,8 +80,7 @@ def networks(ctx: CliContext) -> Networks:
 
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
     nets = networks(ctx)
-    network = nets.create_from_file(args.template)
-    ctx.audit("network create", network.name, network.range_text)
+    network = ctx.changes.create_network(nets, args.template)
     for warning in network.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if ctx.json:
@@ -147,8 +146,7 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_delete(args: argparse.Namespace, ctx: CliContext) -> int:
-    network = networks(ctx).delete(args.name, force=args.force)
-    ctx.audit("network delete", network.name, "--force" if args.force else "")
+    network = ctx.changes.delete_network(networks(ctx), args.name, force=args.force)
     if ctx.json:
         ctx.emit_json({"name": network.name, "deleted": True})
     else:
@@ -163,31 +161,26 @@ def run_lease(args: argparse.Namespace, ctx: CliContext) -> int:
             from engine.errors import InputError
 
             raise InputError("give either --ip or --count, not both")
-        leases = nets.lease_many(args.name, args.count, vm=args.vm, note=args.note)
-        owner = f" for VM {args.vm}" if args.vm is not None else " held"
-        ctx.audit("lease", args.name, f"{len(leases)} addresses{owner}")
+        leases = ctx.changes.lease_many(nets, args.name, args.count, vm=args.vm, note=args.note)
         if ctx.json:
             ctx.emit_json([x.to_json() for x in leases])
         else:
             sys.stdout.write(lease_table(leases, nets.get(args.name)))
         return 0
-    lease = nets.lease(args.name, vm=args.vm, ip=args.ip, note=args.note)
-    ctx.audit("lease", f"{args.name} {lease.ip}", f"for VM {args.vm}" if args.vm is not None else "held")
+    lease = ctx.changes.lease(nets, args.name, vm=args.vm, ip=args.ip, note=args.note)
     print_lease(ctx, nets, lease)
     return 0
 
 
 def run_hold(args: argparse.Namespace, ctx: CliContext) -> int:
     nets = networks(ctx)
-    lease = nets.hold(args.name, args.ip, note=args.note)
-    ctx.audit("hold", f"{args.name} {lease.ip}", args.note)
+    lease = ctx.changes.hold(nets, args.name, args.ip, note=args.note)
     print_lease(ctx, nets, lease)
     return 0
 
 
 def run_release(args: argparse.Namespace, ctx: CliContext) -> int:
-    lease = networks(ctx).release(args.name, args.ip, force=args.force)
-    ctx.audit("release", f"{args.name} {lease.ip}", "--force" if args.force else "")
+    lease = ctx.changes.release(networks(ctx), args.name, args.ip, force=args.force)
     if ctx.json:
         ctx.emit_json(lease.to_json())
     else:
@@ -205,7 +198,8 @@ def run_export(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_doctor(args: argparse.Namespace, ctx: CliContext) -> int:
-    findings = networks(ctx).doctor(fix=args.fix)
+    nets = networks(ctx)
+    findings = ctx.changes.repair(nets) if args.fix else nets.doctor()
     if ctx.json:
         ctx.emit_json([f.to_json() for f in findings])
     else:

@@ -1,8 +1,9 @@
 """The audit history: who changed what on this head node (`<home>/logs/audit.jsonl`, one JSON object a line).
 
-Every process that changes the home appends its own lines (the CLI's lease or host commands, the service's VM
-operations, the console), each in one O_APPEND write so lines from different processes never mix; the service
-watches the file and streams new lines to its clients, so the Log screen shows changes made anywhere.
+Every process that changes the home appends its own lines (what a CLI command or the console changes itself goes
+through engine.service.changes; the service records VM operations and runs), each in one O_APPEND write so
+lines from different processes never mix; the service watches the file and streams new lines to its clients,
+so the Log screen shows changes made anywhere.
 
     audit = AuditLog(home)
     audit.record("lease", "default 192.168.122.5", client="cli")
