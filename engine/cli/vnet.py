@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     v = verb("export", run_export, "print leases for dnsmasq (conf or hostsfile), /etc/ethers, /etc/hosts or Kea")
     v.add_argument("name", nargs="?", help="one network (default: all)")
     v.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    v = verb("dhcp", run_dhcp, "serve a network's leases with dnsmasq on an interface (--stop: no more)")
+    v.add_argument("name")
+    v.add_argument("--interface", metavar="IF", help="the interface to serve on (default: the network's BRIDGE)")
+    v.add_argument("--no-dns", dest="dns", action="store_false", help="DHCP only: no DNS for the leases' names")
+    v.add_argument("--stop", action="store_true", help="stop serving it")
     v = verb("doctor", run_doctor, "check the leases against the rules (repair with --fix)")
     v.add_argument("--fix", action="store_true", help="repair what is found")
     verb("mac2ip", run_mac2ip, "print the IPv4 address a MAC carries").add_argument("mac")
@@ -87,6 +92,14 @@ def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
         ctx.emit_json(network_summary(nets, network) | {"warnings": [str(w) for w in network.warnings]})
     else:
         print(f"created network {network.name!r} (id {network.id}): {network.size} addresses, {network.range_text}")
+    if network.dhcp is not None:  # DHCP = yes: the service serves it from now on
+        from engine.service.client import ServiceClient
+
+        served = ServiceClient(ctx.home, "cli").call(
+            "dhcp", network=network.name, interface=network.dhcp.interface, dns=network.dhcp.dns
+        )
+        if not ctx.json:
+            print(f"dnsmasq serving it on {served['interface']}, pid {served['pid']}")
     return 0
 
 
@@ -128,10 +141,16 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
         "policy": network.policy,
         "global_prefix": network.global_prefix,
         "ula_prefix": network.ula_prefix,
+        "dns": " ".join(network.dns_servers) or None,
+        "domain": network.domain,
     }
+    dhcp = dhcp_status(nets, network)
     if ctx.json:
-        ctx.emit_json({**details, "attributes": attributes(network), "leases": [x.to_json() for x in leases]})
+        ctx.emit_json(
+            {**details, "dhcp": dhcp, "attributes": attributes(network), "leases": [x.to_json() for x in leases]}
+        )
         return 0
+    details["dhcp"] = dhcp_text(dhcp)
     print(f"VIRTUAL NETWORK {network.id} INFORMATION")
     for key, value in details.items():
         if value is not None and key != "damage":
@@ -195,6 +214,62 @@ def run_export(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def run_dhcp(args: argparse.Namespace, ctx: CliContext) -> int:
+    from engine.service.client import ServiceClient
+
+    network = networks(ctx).get(args.name)
+    if args.stop:
+        if args.interface is not None or not args.dns:
+            from engine.errors import InputError
+
+            raise InputError("--stop takes no --interface or --no-dns")
+        request: dict[str, Any] = {"network": network.name, "stop": True}
+    else:
+        request = {"network": network.name, "interface": args.interface or network.bridge, "dns": args.dns}
+    result = ServiceClient(ctx.home, "cli").call("dhcp", **request)
+    if ctx.json:
+        ctx.emit_json(result)
+    elif args.stop:
+        print(f"network {network.name!r}: DHCP stopped")
+    else:
+        dns = "" if result["dns"] else " (no DNS)"
+        print(f"network {network.name!r}: dnsmasq serving on {result['interface']}{dns}, pid {result['pid']}")
+    return 0
+
+
+def dhcp_status(nets: Networks, network: Network) -> dict[str, Any] | None:
+    """How the network is served, from its files (no service asked): None when it is not."""
+    if network.dhcp is None:
+        return None
+    files = nets.served_files(network)
+    state = files.state()
+    pid = files.pid()
+    recorded = state.get("state")
+    if pid is None and recorded in (None, "serving"):
+        recorded = "down"  # no dnsmasq runs for it: no service runs, or it was killed a moment ago
+    return {
+        "interface": network.dhcp.interface,
+        "dns": network.dhcp.dns,
+        "state": "serving" if pid is not None else recorded,
+        "pid": pid,
+        "restarts": state.get("restarts", 0),
+        "error": state.get("error"),
+    }
+
+
+def dhcp_text(status: dict[str, Any] | None) -> str:
+    if status is None:
+        return "off"
+    text = f"{status['state']} on {status['interface']}" + ("" if status["dns"] else " (no DNS)")
+    if status["pid"] is not None:
+        text += f", dnsmasq pid {status['pid']}"
+    if status["restarts"]:
+        text += f", {status['restarts']} restart(s)"
+    if status["error"] and status["pid"] is None:
+        text += f": {status['error']}"
+    return text
 
 
 def run_doctor(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -14,6 +14,10 @@ A template, OpenNebula 1.x compatible (names case-insensitive):
     GATEWAY = 10.0.0.1                  # optional: never leased (a range starting or ending on it is narrowed)
     GLOBAL_PREFIX = 2001:db8::          # optional /64 prefixes for IPv6 (EUI-64 from the MAC)
     ULA_PREFIX = fd00::
+    DNS = "10.0.0.1 9.9.9.9"            # optional: name servers the DHCP server hands out (and forwards to)
+    DOMAIN = lab.example                # optional: the domain the DHCP server hands out
+    DHCP = yes                          # optional: the engine service serves the leases with dnsmasq
+    DHCP_INTERFACE = br0                # on this interface (default: BRIDGE)
 
     TYPE = FIXED
     LEASES = [ IP = 130.10.0.1, MAC = 50:20:20:20:20:20 ]
@@ -27,6 +31,7 @@ than 65,534 addresses (a /16; a class A without IP_START/IP_END) is refused.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -62,6 +67,32 @@ DEFAULT_HOST_BITS = 8  # OpenNebula's NETWORK_SIZE default of 254 hosts: a class
 # mistake (a /8 with `--count 1000000` made every later lease cost 6 s and 950 MB); IP_START/IP_END narrow a
 # larger prefix to a range this size.
 MAX_ADDRESSES = 65534
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_INTERFACE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")  # a Linux interface name (IFNAMSIZ - 1), never an option
+YES, NO = ("yes", "true", "1", "on"), ("no", "false", "0", "off")
+
+
+@dataclass(frozen=True)
+class DhcpService:
+    """How the engine service serves a network's leases: dnsmasq on `interface`, answering DNS for the leases'
+    names there too unless `dns` is off."""
+
+    interface: str
+    dns: bool = True
+
+    def to_record(self) -> dict[str, Any]:
+        return {"interface": self.interface, "dns": self.dns}
+
+    @classmethod
+    def from_record(cls, doc: dict[str, Any] | None) -> DhcpService | None:
+        return cls(doc["interface"], bool(doc.get("dns", True))) if doc else None
+
+
+def check_interface(name: str) -> str:
+    """An interface name as Linux allows one (InputError otherwise): dnsmasq gets it as an option's value."""
+    if not _INTERFACE.fullmatch(name) or name.startswith("-"):
+        raise InputError(Problem(f"{name!r} is not an interface name (up to 15 letters, digits and ._:@-)"))
+    return name
 
 
 @dataclass(frozen=True)
@@ -82,6 +113,9 @@ class Network:
     global_prefix: str | None = None
     ula_prefix: str | None = None
     gateway: int | None = None  # never leased; a RANGED network's range may hold it, as a hole
+    dns_servers: tuple[str, ...] = ()  # DNS: handed out by the DHCP server
+    domain: str | None = None  # DOMAIN
+    dhcp: DhcpService | None = None  # served by the engine service's dnsmasq (DHCP = yes, or `vnet dhcp`)
     attributes: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # the template, for display
     store_key: str = ""  # names the network's lease files; unique forever, so no network inherits stale leases
     warnings: tuple[Problem, ...] = field(default=(), compare=False)  # from reading its template; not stored
@@ -196,6 +230,9 @@ class Network:
             "global_prefix": self.global_prefix,
             "ula_prefix": self.ula_prefix,
             "gateway": self.gateway,
+            "dns_servers": list(self.dns_servers),
+            "domain": self.domain,
+            "dhcp": self.dhcp.to_record() if self.dhcp else None,
             "attributes": [list(pair) for pair in self.attributes],
             "store_key": self.store_key,
         }
@@ -217,6 +254,9 @@ class Network:
             global_prefix=doc["global_prefix"],
             ula_prefix=doc["ula_prefix"],
             gateway=doc.get("gateway"),  # absent in networks stored before GATEWAY was read
+            dns_servers=tuple(doc.get("dns_servers") or ()),  # these three: absent before DHCP was served
+            domain=doc.get("domain"),
+            dhcp=DhcpService.from_record(doc.get("dhcp")),
             attributes=tuple((name, value) for name, value in doc["attributes"]),
             store_key=doc["store_key"],
         )
@@ -299,6 +339,7 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
             _range(r, gateway)
         if r.template.all("LEASES"):
             _fixed_leases(r, mac_prefix, gateway)
+    dns_servers, domain, dhcp = _dhcp(r, bridge)
     if len(fixed) > MAX_ADDRESSES:
         r.problem(f"{len(fixed)} LEASES: a network leases at most {MAX_ADDRESSES} addresses")
     if r.problems:
@@ -314,12 +355,49 @@ def network_from_template(template: Template, default_mac_prefix: str) -> Networ
         global_prefix=prefixes["GLOBAL_PREFIX"],
         ula_prefix=prefixes["ULA_PREFIX"],
         gateway=gateway,
+        dns_servers=dns_servers,
+        domain=domain,
+        dhcp=dhcp,
         attributes=tuple(
             (a.name, a.value.as_dict() if isinstance(a.value, Vector) else a.value) for a in template.attributes
         ),
         warnings=tuple(r.warnings),
         **ranged,
     )
+
+
+def _dhcp(r: _Reader, bridge: str) -> tuple[tuple[str, ...], str | None, DhcpService | None]:
+    """DNS, DOMAIN, DHCP and DHCP_INTERFACE: what the DHCP server hands out, and whether it serves the network."""
+    servers: list[str] = []
+    dns_attr = r.single("DNS")
+    if dns_attr is not None:
+        for text in str(dns_attr.value).replace(",", " ").split():
+            number = r.address(dns_attr, text, "DNS")
+            if number is not None:
+                servers.append(format_ipv4(number))
+    domain_attr = r.single("DOMAIN")
+    domain = str(domain_attr.value).lower().rstrip(".") if domain_attr else None
+    if domain_attr is not None and not _DOMAIN.fullmatch(domain or ""):
+        r.problem(f"DOMAIN {domain_attr.value!r} is not a domain name (labels of letters, digits and -)", domain_attr)
+    dhcp_attr = r.single("DHCP")
+    served = False
+    if dhcp_attr is not None:
+        text = str(dhcp_attr.value).lower()
+        if text not in YES + NO:
+            r.problem(f"DHCP {dhcp_attr.value!r} is not yes or no", dhcp_attr)
+        served = text in YES
+    interface_attr = r.single("DHCP_INTERFACE")
+    interface = str(interface_attr.value) if interface_attr else bridge
+    if interface_attr is not None:
+        try:
+            check_interface(interface)
+        except InputError as exc:
+            r.problem(f"DHCP_INTERFACE: {exc.problems[0].message}", interface_attr)
+    elif served and interface and not _INTERFACE.fullmatch(interface):
+        r.problem(
+            f"DHCP = yes serves on BRIDGE {interface!r}, which is no interface name: set DHCP_INTERFACE", dhcp_attr
+        )
+    return tuple(servers), domain, DhcpService(interface) if served and interface else None
 
 
 def _mac_prefix(r: _Reader, default: str) -> str:

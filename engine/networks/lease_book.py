@@ -104,12 +104,20 @@ def check_vm_id(vm: int | None) -> None:
 
 
 class LeaseBook:
-    """Leases of one network. `guard` runs inside every write transaction (e.g. to see the network still exists)."""
+    """Leases of one network. `guard` runs inside every write transaction (e.g. to see the network still exists),
+    `committed` after each is journaled, before its lock is let go."""
 
-    def __init__(self, network: Network, file: LeaseFile, guard: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        network: Network,
+        file: LeaseFile,
+        guard: Callable[[], None] | None = None,
+        committed: Callable[[LeaseBook, Transaction], None] | None = None,
+    ) -> None:
         self.network = network
         self.file = file
         self.guard = guard
+        self.committed = committed  # after each change is journaled, under its lock (a dnsmasq that serves it)
         self._shards: dict[int, str] = {}
         self._low = 0  # first-free: every pool index below this is taken (a hint, valid while no one else wrote)
         self._loads_seen = -1
@@ -119,14 +127,14 @@ class LeaseBook:
     def leases(self) -> list[Lease]:
         """Every lease of the network, by IP."""
         with self.file.read() as data:
-            return [self._lease(doc) for doc in self._docs(data)]
+            return [self.lease_of(doc) for doc in self._docs(data)]
 
     def get(self, ip: str) -> Lease | None:
         number = parse_ipv4(ip)
         shard = self.shard(number)
         with self.file.read([shard]) as data:
             doc = data.get(shard, {}).get(str(number))
-            return self._lease(doc) if doc else None
+            return self.lease_of(doc) if doc else None
 
     def usage(self) -> Usage:
         with self.file.read() as data:
@@ -191,7 +199,7 @@ class LeaseBook:
                 tx.insert_many(self.shard(block_number << 8), block_docs)
             if wanted is None and self.network.policy != FIRST_FREE:
                 tx.put(META, CURSOR_DOC, {"cursor": self._index(picked[-1]) + 1})
-            return [self._lease(doc) for doc in docs]
+            return [self.lease_of(doc) for doc in docs]
 
     def hold(self, ip: str, note: str = "") -> Lease:
         return self.lease(None, ip, note)
@@ -207,7 +215,7 @@ class LeaseBook:
                 raise OperationError(f"{ip} is not leased in {self.network.name!r}")
             if doc["vm"] is not None and not force:
                 raise OperationError(f"{ip} in {self.network.name!r} is leased to VM {doc['vm']}: use --force")
-            lease = self._lease(doc)
+            lease = self.lease_of(doc)
             tx.delete(shard, number)
             self._released(number)
             return lease
@@ -221,7 +229,7 @@ class LeaseBook:
                 number = parse_ipv4(doc["ip"])
                 tx.delete(self.shard(number), number)
                 self._released(number)
-            return [self._lease(doc) for doc in mine]
+            return [self.lease_of(doc) for doc in mine]
 
     def rewrite(self, number: int, doc: dict[str, Any] | None) -> None:
         """Replace (or with None remove) the document of an address as it is; for repairs (doctor --fix)."""
@@ -237,7 +245,9 @@ class LeaseBook:
 
     @contextmanager
     def _transaction(self) -> Iterator[Transaction]:
-        with self.file.write() as tx:
+        committed = self.committed
+        after = (lambda tx: committed(self, tx)) if committed is not None else None
+        with self.file.write(committed=after) as tx:
             if self.guard is not None:
                 self.guard()
             if self._loads_seen != self.file.loads:  # another process changed leases: the hint is stale
@@ -310,7 +320,8 @@ class LeaseBook:
             "updated": updated,
         }
 
-    def _lease(self, d: dict[str, Any]) -> Lease:
+    def lease_of(self, d: dict[str, Any]) -> Lease:
+        """The Lease of a stored document."""
         # A frozen dataclass's __init__ sets each field through object.__setattr__, 5x the cost of filling the
         # instance's __dict__, which makes the same object; this runs once per lease loaded or made (65,534).
         lease = _new(Lease)

@@ -45,7 +45,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +78,7 @@ class Transaction:
     def __init__(self, file: LeaseFile) -> None:
         self.file = file
         self.touched: dict[str, dict[str, None]] = {}  # table -> the ids changed (an ordered set)
+        self.replaced: dict[str, set[str]] = {}  # table -> the ids of documents that were there before the change
 
     def get(self, table: str, doc_id: int) -> dict[str, Any] | None:
         stored = self.file.table(table)
@@ -85,7 +86,10 @@ class Transaction:
 
     def put(self, table: str, doc_id: int, doc: dict[str, Any]) -> None:
         """Store `doc` as document `doc_id` of `table`, replacing what was there."""
-        self._changing(table)[str(doc_id)] = dict(doc)
+        stored = self._changing(table)
+        if str(doc_id) in stored:
+            self.replaced.setdefault(table, set()).add(str(doc_id))
+        stored[str(doc_id)] = dict(doc)
         self.touched.setdefault(table, {})[str(doc_id)] = None
 
     def insert_many(self, table: str, docs: dict[int, dict[str, Any]]) -> None:
@@ -100,7 +104,8 @@ class Transaction:
         self.touched.setdefault(table, {}).update(dict.fromkeys(keyed))
 
     def delete(self, table: str, doc_id: int) -> None:
-        self._changing(table).pop(str(doc_id), None)
+        if self._changing(table).pop(str(doc_id), None) is not None:
+            self.replaced.setdefault(table, set()).add(str(doc_id))
         self.touched.setdefault(table, {})[str(doc_id)] = None
 
     def delta(self) -> dict[str, dict[str, Any]]:
@@ -143,9 +148,12 @@ class LeaseFile:
         self._snapshot_bytes = 0
 
     @contextmanager
-    def write(self, despite_damage: bool = False) -> Iterator[Transaction]:
-        """An exclusive transaction: what it changed is appended to the journal when the block ends. Refused while
-        the file is damaged, unless `despite_damage` (deleting the network)."""
+    def write(
+        self, despite_damage: bool = False, committed: Callable[[Transaction], None] | None = None
+    ) -> Iterator[Transaction]:
+        """An exclusive transaction: what it changed is appended to the journal when the block ends, then
+        `committed` sees it, still under the lock. Refused while the file is damaged, unless `despite_damage`
+        (deleting the network)."""
         with self._locked(fcntl.LOCK_EX):
             self._refresh()
             self._sweep()
@@ -167,6 +175,8 @@ class LeaseFile:
                 raise
             finally:
                 self._refusing_damage = False
+            if tx.touched and committed is not None:
+                committed(tx)
             if self._offset > max(COMPACT_MIN_BYTES, self._snapshot_bytes) and not self.damage:
                 self._compact()
 

@@ -13,6 +13,7 @@ costs the same at 1 or 65,000 leases. Lock order, to never deadlock: a network's
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import threading
 import time
@@ -25,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from tinydb.table import Document
 
 from engine.errors import InputError, OperationError, Problem
-from engine.events import EventBus
+from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
 from engine.language.template import Template, load_template
-from engine.networks.definition import Network, conflicts, network_from_template
-from engine.networks.lease_book import Lease, LeaseBook, Usage
-from engine.networks.lease_file import LeaseFile
+from engine.networks.definition import DhcpService, Network, conflicts, network_from_template
+from engine.networks.dnsmasq import ServedFiles
+from engine.networks.lease_book import META, Lease, LeaseBook, Usage
+from engine.networks.lease_file import LeaseFile, Transaction
 from engine.store.database import Store
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class NetworkChange(StrEnum):
     LEASED = "leased"  # held too
     RELEASED = "released"
     REPAIRED = "repaired"
+    SERVED = "served"  # its DHCP setting changed (`vnet dhcp`)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Networks:
             with self.store.write() as db:
                 db.table(NETWORKS).remove(lambda doc: doc["id"] == network.id)
             book.file.remove_files()
+            self.served_files(network).forget()  # its dnsmasq's grants die with it (the service stops it)
         with self._lock:
             self._books.pop(network.id, None)
         book.file.close()
@@ -222,8 +226,35 @@ class Networks:
             book = self._books.get(network.id)
             if book is None:
                 file = LeaseFile(self.lease_dir, network.store_key, sync=self.sync)
-                book = self._books[network.id] = LeaseBook(network, file, guard=lambda: self._require(network))
+                served = self.served_files(network)
+
+                def committed(book: LeaseBook, tx: Transaction) -> None:
+                    served.committed(book, tx, META, lambda text: self._warn(network, text))
+
+                book = self._books[network.id] = LeaseBook(
+                    network, file, guard=lambda: self._require(network), committed=committed
+                )
             return book
+
+    def served_files(self, network: Network) -> ServedFiles:
+        """Where the dnsmasq serving `network` runs from (engine.networks.dnsmasq)."""
+        return ServedFiles(self.home, network.store_key)
+
+    def set_dhcp(self, name: str, dhcp: DhcpService | None) -> Network:
+        """Record how `name` is served (None: not); the engine service starts or stops its dnsmasq."""
+        network = self.get(name)
+        with self.store.write() as db:
+            db.table(NETWORKS).update({"dhcp": dhcp.to_record() if dhcp else None}, lambda doc: doc["id"] == network.id)
+        self._announce(network.name, NetworkChange.SERVED)
+        return replace(network, dhcp=dhcp)
+
+    def _warn(self, network: Network, text: str) -> None:
+        """A lease stood but its dnsmasq was not told: said in its log (and to subscribers)."""
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} headnode (pid {os.getpid()}): {text}\n"
+        with contextlib.suppress(OSError), open(self.served_files(network).log, "a") as log:
+            log.write(line)
+        if self.events is not None:
+            self.events.publish(LogEvent(f"network {network.name!r}: {text}", Level.WARNING, "networks"))
 
     def _require(self, network: Network) -> None:
         """Inside a lease transaction: the network was not deleted meanwhile by another process."""

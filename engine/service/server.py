@@ -36,6 +36,7 @@ from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
 from engine.language.script import parse_script
 from engine.service.audit import AuditEntry, AuditLog
+from engine.service.dhcp import DhcpSupervisor
 from engine.service.history import HISTORY_KEPT, History
 from engine.service.protocol import (
     LineReader,
@@ -189,6 +190,7 @@ class Service:
         self._listener: socket.socket | None = None
         self._socket_inode: int | None = None
         self.engine: Engine
+        self.dhcp: DhcpSupervisor | None = None
 
     # -- life ---------------------------------------------------------------------------------------------------
 
@@ -199,6 +201,7 @@ class Service:
             # mkfs would hold up the service's start.
             self.engine = Engine(self.home, self.bus, defer_sample_image=True)
             self.bus.subscribe(self._on_event)
+            self.dhcp = DhcpSupervisor(self.engine.networks, self.bus)
             if self.history.problem:
                 self.bus.publish(LogEvent(self.history.problem, Level.ERROR, "service"))
             self._listen()
@@ -248,6 +251,8 @@ class Service:
             entries, audit_offset = self.audit.read_from(audit_offset)
             for entry in entries:
                 self.bus.publish(entry)
+            if self.dhcp is not None:
+                self.dhcp.reconcile()
             if self.idle_exit is not None:
                 if self._busy() or self._clients:
                     idle_since = time.monotonic()
@@ -273,7 +278,8 @@ class Service:
             self._clients.discard(client)
 
     def _busy(self) -> bool:
-        return bool(self.engine.executor.active() or self._live_operations())
+        serving = self.dhcp is not None and self.dhcp.serving()
+        return bool(self.engine.executor.active() or self._live_operations() or serving)
 
     def _live_operations(self) -> list[threading.Thread]:
         return [t for t in list(self._operations) if t.is_alive()]
@@ -295,6 +301,8 @@ class Service:
             deadline = time.monotonic() + STOP_WAIT_SECONDS
             for thread in self._live_operations():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        if self.dhcp is not None:
+            self.dhcp.stop_all()
         if self._listener is not None:
             self._listener.close()
             with contextlib.suppress(FileNotFoundError):
@@ -369,6 +377,7 @@ class Service:
             "runs_active": len(active),
             "operations_active": len(self._live_operations()),
             "clients": len(self._clients),
+            "dhcp": self.dhcp.status() if self.dhcp is not None else [],
         }
 
     def _op_subscribe(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
@@ -469,6 +478,19 @@ class Service:
             what = self._describe(r) + ("" if line is None else f" line {line}")
             self.audit.record("cancel", f"run {r.id}", client.name, what, client.user)
         return {"cancelled": [r.id for r in runs]}
+
+    def _op_dhcp(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        """Serve a network's leases with dnsmasq on `interface` (`dns`: answer for their names too), or `stop`."""
+        assert self.dhcp is not None
+        name = str(request["network"])
+        if request.get("stop"):
+            result = self.dhcp.stop(name)
+            self.audit.record("dhcp stop", name, client.name, "", client.user)
+            return result
+        result = self.dhcp.serve(name, str(request["interface"]), bool(request.get("dns", True)))
+        detail = f"on {result['interface']}" + ("" if result["dns"] else ", no DNS")
+        self.audit.record("dhcp", name, client.name, detail, client.user)
+        return result
 
     def _op_stop(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
         self.request_stop(bool(request.get("force")))

@@ -77,6 +77,7 @@ def test_every_command_honours_json(headnode, home, tmp_path: Path) -> None:
         ("vnet", "release", "lab", "10.7.0.9"),
         ("vnet", "export", "lab", "--format", "hosts"),
         ("vnet", "doctor"),
+        ("vnet", "dhcp", "lab", "--stop"),  # serving needs an interface: tests/system/test_dhcp.py
         ("vnet", "mac2ip", "02:00:0a:07:00:01"),
         ("vnet", "ip2mac", "10.7.0.1"),
         ("vm", "create", str(template)),

@@ -101,3 +101,50 @@ class Lab:
         for netns in reversed(self.namespaces):
             with contextlib.suppress(subprocess.CalledProcessError):
                 ip("netns", "del", netns)
+
+
+@dataclass
+class Wire:
+    """Two namespaces joined by one veth pair: `server`, whose end `srv0` has `<subnet>.1/24` (and
+    `<prefix>1/64` when given), and `client`, whose end `cl0` has no address until a DHCP client or SLAAC gives it
+    one. Removed on exit."""
+
+    ipv6_prefix: str | None = None
+    tag: str = field(default_factory=lambda: f"{random.randrange(16**6):06x}")
+    subnet: str = ""
+
+    @property
+    def server(self) -> str:
+        return f"hn{self.tag}dhs"
+
+    @property
+    def client(self) -> str:
+        return f"hn{self.tag}dhc"
+
+    def __enter__(self) -> Wire:
+        self.subnet = free_subnet()
+        try:
+            ip("netns", "add", self.server)
+            ip("netns", "add", self.client)
+            ip("-n", self.server, "link", "add", "srv0", "type", "veth", "peer", "name", "cl0", "netns", self.client)
+            ip("-n", self.server, "addr", "add", f"{self.subnet}.1/24", "dev", "srv0")
+            if self.ipv6_prefix:
+                ip("-n", self.server, "addr", "add", f"{self.ipv6_prefix}1/64", "dev", "srv0", "nodad")
+            for netns, device in ((self.server, "srv0"), (self.client, "cl0")):
+                ip("-n", netns, "link", "set", "lo", "up")
+                ip("-n", netns, "link", "set", device, "up")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def set_client_mac(self, mac: str) -> None:
+        """The client's NIC takes `mac` (down and up again, so SLAAC starts over with it)."""
+        ip("-n", self.client, "link", "set", "cl0", "down")
+        ip("-n", self.client, "link", "set", "cl0", "address", mac)
+        ip("-n", self.client, "link", "set", "cl0", "up")
+
+    def __exit__(self, *exc: object) -> None:
+        for netns in (self.client, self.server):
+            with contextlib.suppress(subprocess.CalledProcessError):
+                ip("netns", "del", netns)
