@@ -32,7 +32,8 @@ def show_damage(line: Static, warnings: list[str]) -> None:
     line.display = bool(warnings)
 
 
-def network_row(network: Any, usage: Any) -> tuple[Any, ...]:
+def network_row(network: Any, usage: Any, dhcp: Any = None) -> tuple[Any, ...]:
+    """A network's cells; DHCP: its dnsmasq's state and interface ("serving srv0"), or "-" when not served."""
     return (
         network.name,
         network.type,
@@ -40,6 +41,7 @@ def network_row(network: Any, usage: Any) -> tuple[Any, ...]:
         network.range_text,
         usage_text(usage.used + usage.held, usage.size),
         str(usage.free),
+        f"{dhcp.state} {dhcp.interface}" if dhcp is not None else "-",
     )
 
 
@@ -116,6 +118,7 @@ class NetworksScreen(HeadnodeScreen):
                 ("Range", "range"),
                 ("Used", "usage"),
                 ("Free", "free"),
+                ("DHCP", "dhcp"),
             ],
             id="networks-table",
         )
@@ -124,13 +127,14 @@ class NetworksScreen(HeadnodeScreen):
     def main_widget(self) -> KeyedTable:
         return self.query_one(KeyedTable)
 
-    def load(self) -> list[tuple[Any, Any]]:
+    def load(self) -> list[tuple[Any, Any, Any]]:
         networks = self.happ.networks
-        return [(n, networks.usage(n.name)) for n in networks.list()]
+        return [(n, networks.usage(n.name), networks.dhcp_status(n)) for n in networks.list()]
 
-    def show(self, networks: list[tuple[Any, Any]]) -> None:
-        self.main_widget().show({n.name: network_row(n, usage) for n, usage in networks})
-        show_damage(self.query_one("#networks-damage", Static), [w for n, u in networks for w in u.warnings(n.name)])
+    def show(self, networks: list[tuple[Any, Any, Any]]) -> None:
+        self.main_widget().show({n.name: network_row(n, usage, dhcp) for n, usage, dhcp in networks})
+        damage = [w for n, u, _ in networks for w in u.warnings(n.name)]
+        show_damage(self.query_one("#networks-damage", Static), damage)
 
     def apply_filter(self, text: str) -> None:
         self.main_widget().filter_text = text
@@ -283,13 +287,14 @@ class LeasesScreen(HeadnodeScreen):
     def main_widget(self) -> VirtualTable:
         return self.query_one(VirtualTable)
 
-    def load(self) -> tuple[Any, list[tuple[str, ...]]]:
+    def load(self) -> tuple[Any, Any, list[tuple[str, ...]]]:
         networks = self.happ.networks
-        ipv6 = networks.get(self.network).has_ipv6_prefix
-        return networks.usage(self.network), [lease_row(lease, ipv6) for lease in networks.leases(self.network)]
+        network = networks.get(self.network)
+        rows = [lease_row(lease, network.has_ipv6_prefix) for lease in networks.leases(self.network)]
+        return networks.usage(self.network), networks.dhcp_status(network), rows
 
-    def show(self, loaded: tuple[Any, list[tuple[str, ...]]]) -> None:
-        usage, self.leases = loaded
+    def show(self, loaded: tuple[Any, Any, list[tuple[str, ...]]]) -> None:
+        usage, dhcp, self.leases = loaded
         if self.leases and len(self.leases[0]) > len(LEASE_COLUMNS):
             width = max(len(row[-1]) for row in self.leases)
             self.lease_columns = [*LEASE_COLUMNS, Column("IPv6", max(width, 4))]
@@ -297,6 +302,7 @@ class LeasesScreen(HeadnodeScreen):
             self.lease_columns = LEASE_COLUMNS
         self.query_one("#leases-title", Static).update(
             f"Network {self.network}: {usage.used} used, {usage.held} held, {usage.free} free of {usage.size}"
+            + (f"; DHCP {dhcp.text}" if dhcp is not None else "")
         )
         show_damage(self.query_one("#leases-damage", Static), usage.warnings(self.network))
         self._show()

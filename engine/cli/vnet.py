@@ -144,13 +144,14 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
         "dns": " ".join(network.dns_servers) or None,
         "domain": network.domain,
     }
-    dhcp = dhcp_status(nets, network)
+    dhcp = nets.dhcp_status(network)
     if ctx.json:
+        served = dhcp.to_json() if dhcp is not None else None
         ctx.emit_json(
-            {**details, "dhcp": dhcp, "attributes": attributes(network), "leases": [x.to_json() for x in leases]}
+            {**details, "dhcp": served, "attributes": attributes(network), "leases": [x.to_json() for x in leases]}
         )
         return 0
-    details["dhcp"] = dhcp_text(dhcp)
+    details["dhcp"] = dhcp.text if dhcp is not None else "off"
     print(f"VIRTUAL NETWORK {network.id} INFORMATION")
     for key, value in details.items():
         if value is not None and key != "damage":
@@ -237,39 +238,6 @@ def run_dhcp(args: argparse.Namespace, ctx: CliContext) -> int:
         dns = "" if result["dns"] else " (no DNS)"
         print(f"network {network.name!r}: dnsmasq serving on {result['interface']}{dns}, pid {result['pid']}")
     return 0
-
-
-def dhcp_status(nets: Networks, network: Network) -> dict[str, Any] | None:
-    """How the network is served, from its files (no service asked): None when it is not."""
-    if network.dhcp is None:
-        return None
-    files = nets.served_files(network)
-    state = files.state()
-    pid = files.pid()
-    recorded = state.get("state")
-    if pid is None and recorded in (None, "serving"):
-        recorded = "down"  # no dnsmasq runs for it: no service runs, or it was killed a moment ago
-    return {
-        "interface": network.dhcp.interface,
-        "dns": network.dhcp.dns,
-        "state": "serving" if pid is not None else recorded,
-        "pid": pid,
-        "restarts": state.get("restarts", 0),
-        "error": state.get("error"),
-    }
-
-
-def dhcp_text(status: dict[str, Any] | None) -> str:
-    if status is None:
-        return "off"
-    text = f"{status['state']} on {status['interface']}" + ("" if status["dns"] else " (no DNS)")
-    if status["pid"] is not None:
-        text += f", dnsmasq pid {status['pid']}"
-    if status["restarts"]:
-        text += f", {status['restarts']} restart(s)"
-    if status["error"] and status["pid"] is None:
-        text += f": {status['error']}"
-    return text
 
 
 def run_doctor(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -236,6 +236,45 @@ class ServedFiles:
         os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class DhcpStatus:
+    """How a served network's dnsmasq is, read from its files (no service asked): for `vnet show` and the
+    console."""
+
+    interface: str
+    dns: bool
+    state: str  # serving, restarting (it died or cannot start), stopped, or down (no service runs it now)
+    pid: int | None
+    restarts: int
+    error: str | None
+
+    @classmethod
+    def of(cls, files: ServedFiles, interface: str, dns: bool) -> DhcpStatus:
+        recorded = files.state()
+        pid = files.pid()
+        state = recorded.get("state")
+        if pid is not None:
+            state = "serving"
+        elif state in (None, "serving"):
+            state = "down"
+        return cls(interface, dns, state, pid, int(recorded.get("restarts") or 0), recorded.get("error"))
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("interface", "dns", "state", "pid", "restarts", "error")
+        return {key: getattr(self, key) for key in keys}
+
+    @property
+    def text(self) -> str:
+        text = f"{self.state} on {self.interface}" + ("" if self.dns else " (no DNS)")
+        if self.pid is not None:
+            text += f", dnsmasq pid {self.pid}"
+        if self.restarts:
+            text += f", {self.restarts} restart(s)"
+        if self.error and self.pid is None:
+            text += f": {self.error}"
+        return text
+
+
 def release_grant(pid: int, interface: str, ip: str, mac: str) -> None:
     """Make dnsmasq (`pid`) forget its grant of `ip` to `mac` at once: a DHCPRELEASE sent by `dhcp_release` from
     `interface`, in dnsmasq's network namespace (entered with nsenter when it is not this process's)."""

@@ -30,7 +30,7 @@ from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
 from engine.language.template import Template, load_template
 from engine.networks.definition import DhcpService, Network, conflicts, network_from_template
-from engine.networks.dnsmasq import ServedFiles
+from engine.networks.dnsmasq import DhcpStatus, ServedFiles
 from engine.networks.lease_book import META, Lease, LeaseBook, Usage
 from engine.networks.lease_file import LeaseFile, Transaction
 from engine.store.database import Store
@@ -239,6 +239,12 @@ class Networks:
     def served_files(self, network: Network) -> ServedFiles:
         """Where the dnsmasq serving `network` runs from (engine.networks.dnsmasq)."""
         return ServedFiles(self.home, network.store_key)
+
+    def dhcp_status(self, network: Network) -> DhcpStatus | None:
+        """How `network`'s dnsmasq is (None: not served)."""
+        if network.dhcp is None:
+            return None
+        return DhcpStatus.of(self.served_files(network), network.dhcp.interface, network.dhcp.dns)
 
     def set_dhcp(self, name: str, dhcp: DhcpService | None) -> Network:
         """Record how `name` is served (None: not); the engine service starts or stops its dnsmasq."""

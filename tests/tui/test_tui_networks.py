@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.home import Home
+from engine.networks.definition import DhcpService
 from engine.networks.manager import Networks
 from screens.networks import DoctorScreen, LeasesScreen, NetworksScreen
 from tests.tui.conftest import SIZES
@@ -46,7 +47,9 @@ def rows(table: KeyedTable) -> list[list[str]]:
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_networks_list_with_usage_and_create_from_a_template(home, tmp_path, size) -> None:
-    make_lan(home).lease("lan", vm=3)
+    nets = make_lan(home)
+    nets.lease("lan", vm=3)
+    nets.set_dhcp("lan", DhcpService("br0"))  # served, but no service runs its dnsmasq: shown as down
     other = tmp_path / "dmz.net"
     other.write_text("NAME = dmz\nTYPE = FIXED\nBRIDGE = br1\nLEASES = [ IP = 10.9.0.5 ]\n")
     app = HeadnodeApp(home)
@@ -55,8 +58,8 @@ async def test_networks_list_with_usage_and_create_from_a_template(home, tmp_pat
         table = app.screen.query_one(KeyedTable)
         # lan, then the embedded default every fresh home gets
         assert rows(table) == [
-            ["lan", "RANGED", "br0", "10.1.0.1-10.1.0.254", "█░░░░░░░░░░░ 1/254", "253"],
-            ["default", "RANGED", "virbr0", "192.168.122.2-192.168.122.254", "░░░░░░░░░░░░ 0/253", "253"],
+            ["lan", "RANGED", "br0", "10.1.0.1-10.1.0.254", "█░░░░░░░░░░░ 1/254", "253", "down br0"],
+            ["default", "RANGED", "virbr0", "192.168.122.2-192.168.122.254", "░░░░░░░░░░░░ 0/253", "253", "-"],
         ]
         await pilot.press("n")
         await type_into(pilot, str(other))
