@@ -63,6 +63,17 @@ def eta_text(eta: float | None) -> str:
     return "" if eta is None else duration_text(max(eta, 0.0), whole=True)
 
 
+def age_text(at: float | None, now: float | None = None) -> str:
+    """How long ago a moment was, in its largest whole unit: `42 s ago`, `5 min ago`, `3 h ago`, `2 d ago`."""
+    if not at:
+        return "-"
+    seconds = max(0, int((time.time() if now is None else now) - at))
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            return f"{seconds // length} {unit} ago"
+    return f"{seconds} s ago"
+
+
 def time_text(at: float | None) -> str:
     """A moment, in local time: `2026-12-01 21:58:15`; `-` for none."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"

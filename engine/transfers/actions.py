@@ -9,6 +9,9 @@ inside its host's VM directory after `..` is resolved. A file is made under a te
 (`.NAME.part`) and renamed into place only when complete and verified, so a failed or cancelled action leaves
 nothing at the destination.
 
+A CLONE (or an LN across machines) from the front end or an HTTP source to a host whose driver caches goes through
+the host's image cache (engine.transfers.cache): a hit is copied on the host, a miss fetched into the cache once.
+
 MV follows `scp -r` where that keeps OpenNebula's stop/resume round trip whole: a file moved onto an existing
 directory goes inside it; a directory keeps its name, so it lands at DST when DST ends in that name and inside DST
 (created when missing) otherwise. Thus stop `MV host:D/7/images fe:F/7` makes `F/7/images` and resume `MV
@@ -30,6 +33,11 @@ from engine.errors import ConnectionLost, GaveUp, HeadnodeError, InputError, Ope
 from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
 from engine.presentation import size_text
+from engine.transfers.cache.cached_clone import CacheSource, Fetched, clone_through_cache
+from engine.transfers.cache.eviction import budget_rule, evict_to_budget
+from engine.transfers.cache.host_cache import HostCache
+from engine.transfers.cache.layout import Validators, cache_dir
+from engine.transfers.cache.memo import ChecksumMemo
 from engine.transfers.copier import Copied, LocalExtents, copy_extents, copy_stream, kernel_copy, local_extents
 from engine.transfers.drivers import Driver, load_driver, run_program
 from engine.transfers.endpoints import (
@@ -106,6 +114,7 @@ class Transfers:
         self.accelerator = accelerator
         self._drivers: dict[str, Driver] = {}
         self._drivers_lock = threading.Lock()
+        self.memo = ChecksumMemo(home)
 
     def driver(self, host: Host) -> Driver:
         with self._drivers_lock:
@@ -169,7 +178,9 @@ class Transfers:
 
     def endpoint(self, name: str, log: Callable[[str], None] = lambda line: None) -> Endpoint:
         """The files of host `name`; `log` hears what a copy there should say (a compression it cannot use)."""
-        host = self.hosts.resolve(name)
+        return self._endpoint(self.hosts.resolve(name), log)
+
+    def _endpoint(self, host: Host, log: Callable[[str], None] = lambda line: None) -> Endpoint:
         base = self._base(host)
         if base == "shared":
             return LocalEndpoint(host)
@@ -177,6 +188,47 @@ class Transfers:
             compress = host.compress == "zstd" if host.compress else self.driver(host).compress
             return RemoteEndpoint(host, self.pool, self.accelerator, compress, log)
         raise OperationError(f"host {host.name} uses the dummy driver: it holds no files to read or write")
+
+    def caches(self, host: Host) -> bool:
+        """Whether the host keeps an image cache: its driver's CACHE, unless its budget is 0; never the front end."""
+        return not host.local and host.cache_max_mb != 0 and self.driver(host).cache
+
+    def host_cache(self, name: str) -> HostCache:
+        """The image cache of host `name` (whether or not its driver uses one)."""
+        host = self.hosts.resolve(name)
+        return HostCache(self._endpoint(host), cache_dir(host))
+
+    def cache_writer(self, cache: HostCache) -> Endpoint:
+        """An endpoint that writes into the cache's directory only (its scripts confine writes to it)."""
+        return self._endpoint(dataclasses.replace(cache.host, vm_dir=cache.directory))
+
+    def cached_clone(self, action: Action) -> HostCache | None:
+        """The cache a CLONE goes through: the destination's, for a source on the front end or an HTTP one."""
+        if not isinstance(action, Clone | Link):
+            return None
+        host = self.hosts.resolve(action.dest.host)
+        if not self.caches(host):
+            return None
+        source = action.source
+        if isinstance(source, Location) and self._base(self.hosts.resolve(source.host)) != "shared":
+            return None  # host to host: the image is on a host already
+        return HostCache(self._endpoint(host), cache_dir(host))
+
+    def cache_source(self, source: Location | Url, algorithm: str) -> CacheSource:
+        """What the cache knows of a source before fetching it: a front-end file's checksum (from the memo, else
+        read once now), an HTTP source's when its server's validators are remembered."""
+        if isinstance(source, Url) and source.scheme != "file":
+            from engine.transfers.http_source import head_validators
+
+            validators = head_validators(source.url)
+            known = self.memo.url_checksum(source.url, validators, algorithm)
+            return CacheSource(source.url, known, validators.content_length, validators)
+        path = source.url.removeprefix("file://") if isinstance(source, Url) else source.path
+        checksum, size = self.memo.file_checksum(path, algorithm)
+        return CacheSource(str(source), checksum, size)
+
+    def evict(self, cache: HostCache, log: Callable[[str], None], spare: str | None = None) -> None:
+        evict_to_budget(cache, budget_rule(self.home, cache.host), log, spare)
 
     def run(self, action: Action, job: Job, vm_id: int | None, resume_partial: bool = False) -> ActionResult:
         problems = self.check(action)
@@ -322,13 +374,19 @@ class _Builtin:
             self.resume_partial,
         )
 
-    def _fetch(self, url: str, dest: Endpoint, tmp: str, progress) -> Copied:
+    def _fetch(self, url: str, dest: Endpoint, tmp: str, progress, seen: list[Validators] | None = None) -> Copied:
         """An HTTP body, its zero runs left as holes (engine.transfers.zero_runs); a body of unknown length is
-        streamed as it comes."""
+        streamed as it comes. `seen` gets the validators of the first response the copy read."""
         from engine.transfers.http_source import HttpReader
 
-        def open_source(offset: int) -> StreamExtents | None:
+        def opened(offset: int) -> HttpReader:
             reader = HttpReader(url, offset)
+            if seen is not None and not seen:
+                seen.append(reader.validators)
+            return reader
+
+        def open_source(offset: int) -> StreamExtents | None:
+            reader = opened(offset)
             if reader.total is None:
                 reader.close()
                 return None
@@ -340,33 +398,58 @@ class _Builtin:
         if copied is not None:
             return copied
         return copy_stream(
-            self.job,
-            lambda offset: HttpReader(url, offset),
-            dest,
-            tmp,
-            progress,
-            self.checksum,
-            None,
-            resume_partial=self.resume_partial,
+            self.job, opened, dest, tmp, progress, self.checksum, None, resume_partial=self.resume_partial
         )
+
+    def _copy_source(
+        self, source: Location | Url, dest: Endpoint, tmp: str, seen: list[Validators] | None = None
+    ) -> Copied:
+        progress = self.job.progress
+        if isinstance(source, Url) and source.scheme != "file":
+            return self._fetch(source.url, dest, tmp, progress, seen)
+        if isinstance(source, Url):
+            frontend = self.endpoint(self.t.hosts.frontend_name)
+            return self._copy_file(frontend, source.url.removeprefix("file://"), dest, tmp, progress)
+        return self._copy_file(self.endpoint(source.host), source.path, dest, tmp, progress)
 
     def clone(self, action: Clone | Link) -> ActionResult:
         dest = self.endpoint(action.dest.host)
-        progress = self.job.progress
+        cache = self.t.cached_clone(action)
 
         def make(tmp: str) -> ActionResult:
-            source = action.source
-            if isinstance(source, Url) and source.scheme != "file":
-                copied = self._fetch(source.url, dest, tmp, progress)
-            elif isinstance(source, Url):
-                frontend = self.endpoint(self.t.hosts.frontend_name)
-                copied = self._copy_file(frontend, source.url.removeprefix("file://"), dest, tmp, progress)
-            else:
-                origin = self.endpoint(source.host)
-                copied = self._copy_file(origin, source.path, dest, tmp, progress)
-            return copied_result(copied)
+            done = self._through_cache(action, cache, tmp) if cache is not None else None
+            return done or copied_result(self._copy_source(action.source, dest, tmp))
 
         return self._placed(dest, action.dest.path, make, streamed=True)
+
+    def _through_cache(self, action: Clone | Link, cache: HostCache, tmp: str) -> ActionResult | None:
+        """The CLONE through the host's cache (engine.transfers.cache.cached_clone); None: not cached."""
+        source = self.t.cache_source(action.source, self.checksum)
+        writer = self.t.cache_writer(cache)
+
+        def fetch(part: str) -> Fetched:
+            seen: list[Validators] = []
+            copied = self._copy_source(action.source, writer, part, seen)
+            checksum = copied.checksum or writer.checksum(part, self.checksum)  # a reflink is not checksummed
+            sent = copied.size if copied.data_sent is None else copied.data_sent
+            validators = seen[0] if seen else None
+            if isinstance(action.source, Url) and validators is not None:
+                self.t.memo.remember_url(action.source.url, validators, checksum)
+            return Fetched(copied.size, checksum, sent, copied_result(copied).detail, validators)
+
+        rule = budget_rule(self.t.home, cache.host)
+        done = clone_through_cache(
+            cache,
+            source,
+            tmp,
+            fetch,
+            self.job,
+            lambda usage: rule(usage.free, usage.used),
+            lambda key: self.t.evict(cache, self.job.log, key),
+        )
+        if done is None:
+            return None
+        return ActionResult(done.size, done.checksum, done.detail)
 
     def link(self, action: Link) -> ActionResult:
         dest = self.endpoint(action.dest.host)

@@ -2,6 +2,7 @@
 
 A body shorter than its Content-Length is a dropped connection (retried from where it stopped), never a
 silent truncation. A server that ignores Range answers 200 with the whole body; the copy then starts over.
+What identifies the body (ETag, Last-Modified, its length) is kept as Validators, for the host image cache.
 """
 
 from __future__ import annotations
@@ -15,15 +16,31 @@ from collections.abc import Iterator
 
 from engine.errors import ConnectionLost, OperationError
 from engine.language.numbers import whole_number
+from engine.transfers.cache.layout import Validators
 from engine.transfers.endpoints import CHUNK, Reader
 
 TIMEOUT = 30.0
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
 
-def _open(url: str, offset: int):
+def head_validators(url: str) -> Validators:
+    """What the server says identifies `url`'s body now, from a HEAD request (nothing known when it will not
+    answer one)."""
+    try:
+        response = _open(url, 0, "HEAD")
+    except OperationError:
+        return Validators()
+    with response:
+        return _validators(response.headers, whole_number(response.headers.get("Content-Length") or ""))
+
+
+def _validators(headers, length: int | None) -> Validators:
+    return Validators(headers.get("ETag"), headers.get("Last-Modified"), length)
+
+
+def _open(url: str, offset: int, method: str = "GET"):
     """The response to a GET from `offset`, or None when the server cannot serve that range (416)."""
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {}, method=method)
     try:
         return urllib.request.urlopen(request, timeout=TIMEOUT)
     except urllib.error.HTTPError as exc:
@@ -66,6 +83,7 @@ class HttpReader(Reader):
             self.offset = 0
             self.total = body
         self._expected = body
+        self.validators = _validators(self._response.headers, self.total)
 
     def chunks(self) -> Iterator[bytes]:
         received = 0

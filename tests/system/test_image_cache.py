@@ -89,3 +89,37 @@ def put(cache: HostCache, path: str, data: bytes) -> None:
     writer = cache.endpoint.open_writer(path, None, len(data))
     writer.write(data)
     writer.finish()
+
+
+from tests.system.test_transfers import runner  # noqa: E402,F401  (the fixture)
+
+
+def entries(world, host: str = "host01") -> list:
+    from engine.transfers.actions import Transfers
+
+    transfers = Transfers(world["home"], SshPool())
+    try:
+        return transfers.host_cache(host).listing(lambda free, used: 0).entries
+    finally:
+        transfers.pool.close()
+
+
+def vm_log(world, vm: int) -> str:
+    return (world["home"].logs / f"vm-{vm}.log").read_text()
+
+
+def test_a_second_clone_to_a_host_is_a_hit_that_crosses_no_link(world, runner, tmp_path) -> None:
+    source = world["images"] / "base.img"
+    source.write_bytes(os.urandom(3 << 20))
+    host = world["hosts"]["host01"]
+    first = runner.run(f"CLONE {world['fe']}:{source} host01:{host.vm_dir}/7/images/disk.0")
+    assert first.ok, first.error
+    [entry] = entries(world)
+    assert entry.sidecar.checksum == cksum(source) and entry.sidecar.source == f"{world['fe']}:{source}"
+    assert "cache miss" in vm_log(world, 7) and "3.0 MiB over the link" in vm_log(world, 7)
+    second = runner.run(f"CLONE {world['fe']}:{source} host01:{host.vm_dir}/8/images/disk.0", vm=8)
+    assert second.ok, second.error
+    assert "cache hit" in vm_log(world, 8) and "0 B over the link" in vm_log(world, 8)
+    for vm in (7, 8):
+        assert cksum(host.vm_dir / f"{vm}" / "images" / "disk.0") == cksum(source)
+    assert [e.key for e in entries(world)] == [entry.key]

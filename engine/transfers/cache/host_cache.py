@@ -12,13 +12,25 @@ by the waiter (its open file is no longer the one named), which then locks the n
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from engine.errors import OperationError
-from engine.transfers.cache.layout import LOCK_SUFFIX, BadSidecar, Entry, Listing, Sidecar, is_fetch_key, is_key
+from engine.transfers.cache.layout import (
+    LOCK_SUFFIX,
+    BadSidecar,
+    Entry,
+    EntryPaths,
+    Listing,
+    Sidecar,
+    is_fetch_key,
+    is_key,
+    key_checksum,
+)
 from engine.transfers.checksums import SHELL_FUNCTIONS, from_tool_output
 from engine.transfers.endpoints import INSIDE, Endpoint, Held, failure_text
 
@@ -29,49 +41,88 @@ class LockMode(Enum):
     TRY_EXCLUSIVE = "-xn"  # an eviction: an entry in use is skipped, never waited for
 
 
-# $1 the cache directory, $2 the lock's key, $3 the flock mode. Header: `busy` (a TRY that failed), else `locked`
-# and, when the entry KEY exists, its size and its sidecar's text. Then it holds the lock until stdin closes.
-_LOCK = (
-    'set -e; [ -d "$1" ] || mkdir -p -- "$1"; cd -- "$1"; l=".$2.lock"; '
-    'while :; do if [ -L "$l" ]; then echo "$1/$l is a symbolic link" >&2; exit 4; fi; exec 9>>"$l"; '
-    "if ! flock \"$3\" 9; then printf 'busy\\0'; exit 0; fi; "
+# Take the lock of key $3 in the cache directory $2 (made if missing) with flock mode $4, as fd 9; a lock file
+# removed meanwhile (an eviction) is noticed and the new one locked. Prints `busy` and exits where a TRY fails.
+_TAKE = (
+    '[ -d "$2" ] || mkdir -p -- "$2" || exit 1; cd -- "$2" || exit 1; l=".$3.lock"; '
+    'while :; do if [ -L "$l" ]; then echo "$2/$l is a symbolic link" >&2; exit 4; fi; exec 9>>"$l"; '
+    "if ! flock \"$4\" 9; then printf 'busy\\0'; exit 0; fi; "
     '[ "$(stat -L -c %i /dev/fd/9)" = "$(stat -c %i -- "$l" 2>/dev/null)" ] && break; exec 9>&-; done; '
-    "printf 'locked\\n'; "
-    'if [ -f "$2" ] && [ ! -L "$2" ] && [ -f "$2.json" ] && [ ! -L "$2.json" ]; then stat -c %s -- "$2"; '
-    "cat -- \"$2.json\"; fi; printf '\\0'; exec cat >/dev/null"
 )
-# Publish (the caller holds KEY's lock): $1 the cache directory, $2 the part's name, $3 KEY, $4 the size, $5 the
-# checksum's value, $6 the sidecar's text. The part is grown to its size (a trailing hole), checksummed where it
-# lies, renamed to KEY only if both match (exit 3 and the checksum found otherwise), then the sidecar is written
-# under a name of its own and renamed. Prints the checksum.
-_PUBLISH = (
-    'set -e; cd -- "$1"; if [ -L "$2" ] || [ ! -f "$2" ]; then echo "$1/$2 is not a file" >&2; exit 4; fi; '
-    'truncate -s ">$4" -- "$2"; s=$(stat -c %s -- "$2"); if [ "$s" != "$4" ]; then echo "size $s"; exit 3; fi; '
-    'h=$(checksum < "$2"); h=${h%% *}; if [ "$h" != "$5" ]; then echo "$h"; exit 3; fi; mv -T -- "$2" "$3"; '
-    'j=".$3.json.$$.part"; rm -f -- "$j"; printf %s "$6" > "$j"; mv -T -- "$j" "$3.json"; echo "$h"'
+# Whether the entry $3 lies whole in the current (cache) directory: its image and its sidecar, plain files.
+_WHOLE = '[ -f "$3" ] && [ ! -L "$3" ] && [ -f "$3.json" ] && [ ! -L "$3.json" ]'
+# copyout VM_DIR ENTRY DEST VALUE: copy an entry to DEST (a temporary name in the VM directory): a reflink where
+# the file system has it, else a copy keeping holes (cp finds the data extents and writes zero blocks as holes);
+# then the copy the VM will get is checksummed where it lies (just written, it is read from memory; a reflink
+# shares the entry's blocks, so this reads the entry). Prints `copied SIZE CHECKSUM`, or `mismatch CHECKSUM`
+# after removing a copy that is not VALUE. used KEY TIME: record the entry's last use in its sidecar.
+_FUNCTIONS = INSIDE + (
+    'copyout() { d="${3%/*}/"; inside "$1" "$d"; { [ -d "$d" ] || mkdir -p -- "$d"; } || exit 1; '
+    'if [ -L "$2" ] || [ ! -f "$2" ]; then echo "$2 is not a file" >&2; exit 4; fi; '
+    'if [ -e "$3" ] || [ -L "$3" ]; then rm -f -- "$3" || exit 1; fi; '
+    'cp --reflink=auto --sparse=always -- "$2" "$3" || exit 1; h=$(checksum < "$3") || exit 1; h=${h%% *}; '
+    'if [ "$h" != "$4" ]; then rm -f -- "$3"; echo "mismatch $h"; else echo "copied $(stat -c %s -- "$3") $h"; fi; '
+    "}; "
+    'used() { j=".$1.json.$$.part"; sed -E "s/\\"last_used\\": [0-9.eE+-]+/\\"last_used\\": $2/" -- "$1.json" > "$j" '
+    '&& mv -T -- "$j" "$1.json"; }; '
 )
-# Rewrite an entry's sidecar (pin, unpin, last use): $1 the cache directory, $2 KEY, $3 the text.
+# What the cache holds, for its budget: a line with the free bytes of its file system (df's fourth column), a line
+# with the size of every whole entry.
+_USAGE = (
+    "df -P -B1 -- . | tail -n 1; "
+    'for f in cksum-* sha256-*; do if [ -f "$f" ] && [ -f "$f.json" ]; then printf "%s " "$(stat -c %s -- "$f")"; '
+    "fi; done; echo; "
+)
+# A hit, in one command: $1 the VM directory, $2 the cache directory, $3 KEY, $4 the destination, $5 KEY's value,
+# $6 the time now. Locks KEY shared; prints the usage, then `miss`, or copyout's line, the sidecar's text (and
+# records the use) when the entry lies whole.
+_HIT = (
+    _FUNCTIONS
+    + _TAKE.replace('"$4" 9', "-s 9")
+    + _USAGE
+    + "if "
+    + _WHOLE
+    + '; then r=$(copyout "$1" "$2/$3" "$4" "$5"); echo "$r"; '
+    + 'case "$r" in copied*) cat -- "$3.json"; used "$3" "$6" || :;; esac; else echo miss; fi'
+)
+# Hold a lock: $1 unused, $2 the cache directory, $3 the key, $4 the mode. Header: `busy` (a TRY that failed),
+# else `locked`, the usage and, when the entry KEY lies whole, its size and its sidecar's text. Then it holds the
+# lock until its stdin closes.
+_LOCK = (
+    _TAKE
+    + "printf 'locked\\n'; "
+    + _USAGE
+    + "if "
+    + _WHOLE
+    + '; then stat -c %s -- "$3"; cat -- "$3.json"; fi; printf \'\\0\'; exec cat >/dev/null'
+)
+# Publish (the caller holds KEY's lock): $1 the VM directory, $2 the cache directory, $3 the part's name, $4 KEY,
+# $5 the size, $6 the checksum's value, $7 the sidecar's text, $8 where to copy the entry out to (empty: nowhere).
+# The part is grown to its size (a trailing hole), checksummed where it lies, renamed to KEY only if both match
+# (else `mismatch` and what was found, exit 3), then the sidecar is written under a name of its own and renamed;
+# prints `published CHECKSUM` and, with $8, copyout's line.
+_PUBLISH = _FUNCTIONS + (
+    'cd -- "$2" || exit 1; if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$2/$3 is not a file" >&2; exit 4; fi; '
+    'truncate -s ">$5" -- "$3" || exit 1; s=$(stat -c %s -- "$3"); '
+    'if [ "$s" != "$5" ]; then echo "mismatch size $s"; exit 3; fi; '
+    'h=$(checksum < "$3") || exit 1; h=${h%% *}; if [ "$h" != "$6" ]; then echo "mismatch $h"; exit 3; fi; '
+    'mv -T -- "$3" "$4" || exit 1; j=".$4.json.$$.part"; rm -f -- "$j"; printf %s "$7" > "$j" && '
+    'mv -T -- "$j" "$4.json" || exit 1; echo "published $h"; if [ -n "$8" ]; then copyout "$1" "$2/$4" "$8" "$6"; fi'
+)
+# Copy an entry out (the caller holds its lock): $1 the VM directory, $2 the cache directory, $3 KEY, $4 the
+# destination, $5 KEY's value, $6 the time now.
+_COPY_OUT = _FUNCTIONS + (
+    'cd -- "$2" || exit 1; r=$(copyout "$1" "$2/$3" "$4" "$5"); echo "$r"; '
+    'case "$r" in copied*) used "$3" "$6" || :;; esac'
+)
+# Rewrite an entry's sidecar (pin, unpin): $1 the cache directory, $2 KEY, $3 the text.
 _SIDECAR = (
     'set -e; cd -- "$1"; if [ ! -f "$2" ]; then echo "no entry $2" >&2; exit 3; fi; j=".$2.json.$$.part"; '
     'rm -f -- "$j"; printf %s "$3" > "$j"; mv -T -- "$j" "$2.json"'
 )
 # Remove an entry (the caller holds its lock): the sidecar first, so what is left is never trusted; its lock file
-# last (a waiter notices, see the module's doc).
-_REMOVE = 'cd -- "$1" && rm -f -- "$2.json" "$2" ".$2.part" && rm -f -- ".$2.lock"'
-# Copy an entry out to a VM's file (the caller holds its lock, shared): $1 the VM directory, $2 the cache
-# directory, $3 KEY, $4 the destination (a temporary name), $5 the checksum's value, $6 the sidecar's new text (its
-# last use). A reflink where the file system has it, else a copy keeping holes (cp finds the data extents and
-# writes zero blocks as holes); then the copy the VM will get is checksummed where it lies (just written, it is
-# read from memory; a reflink shares the entry's blocks, so this reads the entry). A mismatch removes the copy,
-# prints the checksum found and exits 3. Prints the size and the checksum.
-_COPY_OUT = INSIDE + (
-    'set -e; d="${4%/*}/"; inside "$1" "$d"; [ -d "$d" ] || mkdir -p -- "$d"; e="$2/$3"; '
-    'if [ -L "$e" ] || [ ! -f "$e" ]; then echo "$e is not a file" >&2; exit 4; fi; '
-    'if [ -e "$4" ] || [ -L "$4" ]; then rm -f -- "$4"; fi; cp --reflink=auto --sparse=always -- "$e" "$4"; '
-    'h=$(checksum < "$4"); h=${h%% *}; if [ "$h" != "$5" ]; then rm -f -- "$4"; echo "$h"; exit 3; fi; '
-    'j="$2/.$3.json.$$.part"; rm -f -- "$j"; printf %s "$6" > "$j"; mv -T -- "$j" "$e.json"; '
-    'stat -c %s -- "$4"; echo "$h"'
-)
+# last (a waiter notices, see _TAKE), unless the caller keeps it ($3 = keep: a damaged entry fetched again).
+_REMOVE = 'cd -- "$1" && rm -f -- "$2.json" "$2" ".$2.part" && if [ "$3" != keep ]; then rm -f -- ".$2.lock"; fi'
 # List the cache directory $1 as NUL-separated fields: `df` and df's last line; `F`, `TYPE SIZE` and the name of
 # every entry in it; `J`, the name and the text of every sidecar; `B` and the name of every lock held now. Nothing
 # when the directory does not exist.
@@ -86,12 +137,42 @@ _LIST = (
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What a host's cache holds and what its file system has free, in bytes."""
+
+    free: int
+    used: int
+
+
+def _usage(lines: list[str]) -> Usage:
+    """The usage from _USAGE's two lines."""
+    words = lines[0].split() if lines else []
+    free = int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
+    sizes = lines[1].split() if len(lines) > 1 else []
+    return Usage(free, sum(int(size) for size in sizes if size.isdigit()))
+
+
+def _trusted(size_text: str, text: str, key: str) -> tuple[Sidecar | None, str | None]:
+    """The entry's sidecar if the entry can be trusted (its sidecar parses, names it, and gives its size), else
+    why not."""
+    try:
+        sidecar = Sidecar.from_json(text, key)
+    except BadSidecar as exc:
+        return None, f"its sidecar is damaged: {exc}"
+    if not size_text.isdigit() or int(size_text) != sidecar.size:
+        return None, f"it holds {size_text} bytes, its sidecar says {sidecar.size}"
+    return sidecar, None
+
+
+@dataclass(frozen=True)
 class LockState:
-    """What a lock's holder found: whether it holds the lock, and the entry as it lies (None: no trusted entry)."""
+    """What a lock's holder found: whether it holds the lock, the entry as it lies (None: no trusted entry), and
+    the cache's usage."""
 
     held: bool
     entry: Sidecar | None = None
     problem: str | None = None  # why an entry that lies there is not trusted
+    usage: Usage = Usage(0, 0)
 
 
 class CacheLock:
@@ -99,24 +180,16 @@ class CacheLock:
 
     def __init__(self, held: Held, key: str) -> None:
         self._held = held
-        header = held.header
-        if header == "busy":
+        if held.header == "busy":
             self.state = LockState(False)
             return
-        lines = header.removeprefix("locked\n")
-        size_text, _, text = lines.partition("\n")
-        if not size_text:
-            self.state = LockState(True)
+        lines = held.header.removeprefix("locked\n").split("\n", 3)
+        usage = _usage(lines[:2])
+        if len(lines) < 3 or not lines[2]:
+            self.state = LockState(True, usage=usage)
             return
-        try:
-            sidecar = Sidecar.from_json(text, key)
-        except BadSidecar as exc:
-            self.state = LockState(True, None, f"its sidecar is damaged: {exc}")
-            return
-        if not size_text.isdigit() or int(size_text) != sidecar.size:
-            self.state = LockState(True, None, f"it holds {size_text} bytes, its sidecar says {sidecar.size}")
-            return
-        self.state = LockState(True, sidecar)
+        sidecar, problem = _trusted(lines[2], lines[3] if len(lines) > 3 else "", key)
+        self.state = LockState(True, sidecar, problem, usage)
 
     def release(self) -> None:
         self._held.release()
@@ -138,6 +211,17 @@ class CopiedOut:
     checksum: str
 
 
+@dataclass(frozen=True)
+class HitOutcome:
+    """What a try at a hit found: the entry copied out (`copied`), or why not (`problem`), and the usage."""
+
+    usage: Usage
+    entry: Sidecar | None = None
+    copied: CopiedOut | None = None
+    damaged: bool = False  # the entry's copy did not checksum as its key: drop it, fetch again
+    problem: str | None = None
+
+
 class HostCache:
     """The cache of one host at `directory`, reached through `endpoint` (the host's own endpoint: the cache's
     scripts confine themselves to the cache directory, the copy out to the VM directory)."""
@@ -146,6 +230,9 @@ class HostCache:
         self.endpoint = endpoint
         self.directory = directory
         self.host = endpoint.host
+
+    def paths(self, key: str) -> EntryPaths:
+        return EntryPaths(self.directory, key)
 
     def _run(self, script: str, *args: str, algorithm: str | None = None) -> tuple[int, str]:
         text = (SHELL_FUNCTIONS[algorithm] if algorithm else "") + script
@@ -156,29 +243,75 @@ class HostCache:
 
     def lock(self, key: str, mode: LockMode, cancel: Callable[[], bool] = lambda: False) -> CacheLock:
         """Take the lock of `key` (an entry's key, or a fetch's: engine.transfers.cache.layout)."""
-        held = self.endpoint.hold(["sh", "-c", _LOCK, "sh", self.directory, key, mode.value], cancel)
-        return CacheLock(held, key)
+        argv = ["sh", "-c", _LOCK, "sh", "", self.directory, key, mode.value]
+        return CacheLock(self.endpoint.hold(argv, cancel), key)
 
-    def publish(self, part: str, sidecar: Sidecar) -> None:
+    def hit(self, key: str, dest: str) -> HitOutcome:
+        """Copy the entry `key` out to `dest` (a temporary name in the VM directory) if it lies whole, in one
+        command holding its lock shared; the copy is checksummed where it lies and its use recorded."""
+        algorithm = key_checksum(key).partition(":")[0]
+        value = key_checksum(key).partition(":")[2]
+        _, out = self._run(
+            _HIT, self.host.vm_dir, self.directory, key, dest, value, f"{time.time():.3f}", algorithm=algorithm
+        )
+        lines = out.split("\n", 3)
+        usage = _usage(lines[:2])
+        result = lines[2].split() if len(lines) > 2 else []
+        if not result or result[0] == "miss":
+            return HitOutcome(usage)
+        if result[0] == "mismatch":
+            return HitOutcome(usage, damaged=True, problem=f"a copy of it reads as {algorithm}:{result[-1]}")
+        copied = _copied_line(result, algorithm, self.host.name)
+        sidecar, problem = _trusted(str(copied.size), lines[3] if len(lines) > 3 else "", key)
+        if sidecar is None:  # the bytes are right, its record is not: rewrite it when fetched again
+            with contextlib.suppress(Exception):
+                self.remove_name(dest, self.host.vm_dir)
+            return HitOutcome(usage, damaged=True, problem=problem)
+        return HitOutcome(usage, sidecar, copied)
+
+    def publish(self, part: str, sidecar: Sidecar, copy_to: str | None = None) -> CopiedOut | None:
         """Make the file `part` (a name in the cache directory) the entry `sidecar` describes: verified where it
-        lies, renamed, then the sidecar written. The caller holds the entry's lock, exclusive. OperationError if
-        the part is not the entry's size and checksum (the part is left for the caller to remove)."""
+        lies, renamed, then the sidecar written; and, with `copy_to`, copy the entry out there (as copy_out) in the
+        same command. The caller holds the entry's lock, exclusive. OperationError if the part is not the entry's
+        size and checksum (the part is left for the caller to remove); CopyMismatch if the copy out is not."""
         status, out = self._run(
             _PUBLISH,
+            self.host.vm_dir,
             self.directory,
             part,
             sidecar.key,
             str(sidecar.size),
             sidecar.checksum.partition(":")[2],
             sidecar.to_json(),
+            copy_to or "",
             algorithm=sidecar.algorithm,
         )
+        lines = out.splitlines()
         if status == 3:
-            found = out.strip()
+            found = lines[0].removeprefix("mismatch ") if lines else "?"
             raise OperationError(
                 f"host {self.host.name}: the fetched image is not {sidecar.checksum} of {sidecar.size} bytes "
                 f"({found if found.startswith('size') else f'{sidecar.algorithm}:{found}'}); not cached"
             )
+        if copy_to is None:
+            return None
+        return self._copied(lines[1].split() if len(lines) > 1 else [], sidecar)
+
+    def _copied(self, words: list[str], sidecar: Sidecar) -> CopiedOut:
+        if words and words[0] == "mismatch":
+            found = f"{sidecar.algorithm}:{words[-1]}"
+            raise CopyMismatch(f"host {self.host.name}: cache entry {sidecar.key} reads back as {found}")
+        return _copied_line(words, sidecar.algorithm, self.host.name)
+
+    def copy_out(self, sidecar: Sidecar, dest: str) -> CopiedOut:
+        """Copy the entry to `dest` (a temporary name in the VM directory), checksummed where it lies; its last use
+        is recorded. CopyMismatch when the copy is not the entry's checksum (the copy is removed). The caller
+        holds the entry's lock (shared or exclusive)."""
+        value = sidecar.checksum.partition(":")[2]
+        when = f"{time.time():.3f}"
+        args = (self.host.vm_dir, self.directory, sidecar.key, dest, value, when)
+        _, out = self._run(_COPY_OUT, *args, algorithm=sidecar.algorithm)
+        return self._copied(out.split(), sidecar)
 
     def write_sidecar(self, sidecar: Sidecar) -> None:
         """Rewrite an entry's sidecar (the caller holds its lock, exclusive)."""
@@ -186,40 +319,16 @@ class HostCache:
         if status == 3:
             raise OperationError(f"host {self.host.name}: no cache entry {sidecar.key}")
 
-    def remove(self, key: str) -> None:
-        """Remove an entry and what lies beside it (the caller holds its lock, exclusive)."""
+    def remove(self, key: str, keep_lock: bool = False) -> None:
+        """Remove an entry and what lies beside it (the caller holds its lock, exclusive); with `keep_lock` its
+        lock file stays (a damaged entry about to be fetched again under that lock)."""
         if not is_key(key) and not is_fetch_key(key):
             raise ValueError(f"not a cache key: {key!r}")
-        self._run(_REMOVE, self.directory, key)
+        self._run(_REMOVE, self.directory, key, "keep" if keep_lock else "")
 
-    def remove_name(self, name: str) -> None:
-        """Remove one file of the cache directory by name (a left-over part)."""
-        self._run('cd -- "$1" && rm -f -- "$2"', self.directory, posixpath.basename(name))
-
-    def copy_out(self, sidecar: Sidecar, dest: str) -> CopiedOut:
-        """Copy the entry to `dest` (a temporary name in the VM directory), checksummed where it lies; its last use
-        is recorded. CopyMismatch when the copy is not the entry's checksum (the copy is removed). The caller
-        holds the entry's lock (shared or exclusive)."""
-        used = sidecar.used()
-        value = sidecar.checksum.partition(":")[2]
-        status, out = self._run(
-            _COPY_OUT,
-            self.endpoint.host.vm_dir,
-            self.directory,
-            sidecar.key,
-            dest,
-            value,
-            used.to_json(),
-            algorithm=sidecar.algorithm,
-        )
-        lines = out.split()
-        if status == 3:
-            found = from_tool_output(sidecar.algorithm, lines[0] if lines else "")
-            raise CopyMismatch(f"host {self.host.name}: cache entry {sidecar.key} reads back as {found}")
-        checksum = from_tool_output(sidecar.algorithm, lines[1] if len(lines) > 1 else "")
-        if checksum is None or not lines[0].isdigit():
-            raise OperationError(f"host {self.host.name}: the copy out of the cache printed {out!r}")
-        return CopiedOut(int(lines[0]), checksum)
+    def remove_name(self, name: str, directory: str | None = None) -> None:
+        """Remove one file by name from the cache directory (a left-over part), or from `directory`."""
+        self._run('cd -- "$1" && rm -f -- "$2"', directory or self.directory, posixpath.basename(name))
 
     def listing(self, budget: Callable[[int, int], int]) -> Listing:
         """The host's entries as they lie, and what else is there; `budget(free, usage)` gives its budget."""
@@ -268,6 +377,14 @@ class HostCache:
         untrusted = sorted(n for n in files if n not in trusted_names and not _lock_file(n))
         usage = sum(e.sidecar.size for e in entries)
         return Listing(self.host.name, self.directory, entries, untrusted, budget(free, usage), free)
+
+
+def _copied_line(words: list[str], algorithm: str, host: str) -> CopiedOut:
+    """copyout's `copied SIZE VALUE`."""
+    checksum = from_tool_output(algorithm, words[2] if len(words) > 2 else "")
+    if len(words) < 3 or words[0] != "copied" or not words[1].isdigit() or checksum is None:
+        raise OperationError(f"host {host}: the copy out of the cache printed {' '.join(words)!r}")
+    return CopiedOut(int(words[1]), checksum)
 
 
 def _lock_file(name: str) -> bool:

@@ -1,0 +1,171 @@
+"""A CLONE through the destination host's image cache: a hit copies on the host, a miss fetches once.
+
+Hit: the entry is locked shared and copied out to the VM's file on the host (HostCache.copy_out); nothing crosses
+the link. A copy that does not checksum as its entry drops the entry (logged) and goes on as a miss. Miss: the key
+is locked exclusive (a second deploy of the image to the host waits here, then finds the entry: one fetch), the
+image is fetched into the part (the CLONE's own copy machinery, verified end to end), published (verified where it
+lies, renamed, sidecar written) and copied out under the same lock. Then the host's cache is evicted down to its
+budget. An image known to be larger than the budget is not cached: the CLONE copies it as without a cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from engine.errors import OperationError
+from engine.presentation import size_text
+from engine.transfers.cache.host_cache import CopiedOut, CopyMismatch, HostCache, LockMode, Usage
+from engine.transfers.cache.layout import Sidecar, Validators, entry_key, fetch_key
+from engine.transfers.job import Job
+
+
+class CacheUse(Enum):
+    HIT = "hit"  # copied on the host from its cache
+    WAITED = "waited"  # another deploy fetched it meanwhile: a hit after waiting for it
+    MISS = "miss"  # fetched into the cache, then copied on the host
+    REFETCHED = "refetched"  # the entry was damaged: dropped, fetched again
+
+
+@dataclass(frozen=True)
+class CacheSource:
+    """An image as the cache knows it before fetching: its name (as the image script wrote it) and, when known,
+    its checksum and size (a front-end file's from the memo; an HTTP source's when its validators are known)."""
+
+    name: str
+    checksum: str | None
+    size: int | None
+    validators: Validators | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetch into the cache copied: the size, its checksum, what crossed the link, how."""
+
+    size: int
+    checksum: str
+    sent: int
+    detail: str
+    validators: Validators | None = None
+
+
+@dataclass(frozen=True)
+class CachedClone:
+    use: CacheUse
+    size: int
+    checksum: str
+    sent: int  # bytes that crossed the link
+    detail: str
+
+
+def clone_through_cache(
+    cache: HostCache,
+    source: CacheSource,
+    tmp: str,
+    fetch: Callable[[str], Fetched],
+    job: Job,
+    budget: Callable[[Usage], int],
+    evict: Callable[[str], None],
+) -> CachedClone | None:
+    """Make `tmp` (a temporary name in the host's VM directory) a copy of the source, through the cache; None
+    when the image is not to be cached (larger than the budget). `fetch(path)` copies the source to `path` in the
+    cache directory; `budget(usage)` is the cache's in bytes; `evict(key)` brings the cache down to its budget
+    after a fetch, sparing the entry `key`."""
+    key = entry_key(source.checksum) if source.checksum else None
+    damaged = False
+    if key is not None:
+        job.progress(0, source.size)
+        tried = cache.hit(key, tmp)
+        if tried.copied is not None and tried.entry is not None:
+            return _done(cache, tried.entry.key, tried.copied, CacheUse.HIT, 0, job)
+        if tried.problem:
+            job.log(
+                f"cache: entry {key} on {cache.host.name} is not trusted ({tried.problem}): fetching it again", True
+            )
+        damaged = tried.damaged
+        if source.size is not None and source.size > (allowed := budget(tried.usage)):
+            job.log(
+                f"cache: {source.name} ({size_text(source.size)}) is larger than the budget of "
+                f"{cache.host.name}'s cache ({size_text(allowed)}): not cached"
+            )
+            return None
+    made = _fetched_through(cache, source, key, damaged, tmp, fetch, job)
+    evict(made.key)
+    return made.clone
+
+
+@dataclass(frozen=True)
+class _Made:
+    key: str
+    clone: CachedClone
+
+
+def _fetched_through(
+    cache: HostCache,
+    source: CacheSource,
+    key: str | None,
+    damaged: bool,
+    tmp: str,
+    fetch: Callable[[str], Fetched],
+    job: Job,
+) -> _Made:
+    """A miss: under the key's lock (exclusive), fetch, publish and copy out; a deploy that waited for another's
+    fetch of the same image finds the entry and copies it out."""
+    with cache.lock(key or fetch_key(source.name), LockMode.EXCLUSIVE, job.cancelled) as lock:
+        if key is not None and lock.state.entry is not None and not damaged:
+            copied = cache.copy_out(lock.state.entry, tmp)
+            return _Made(key, _done(cache, key, copied, CacheUse.WAITED, 0, job))
+        if key is not None and (damaged or lock.state.problem):
+            cache.remove(key, keep_lock=True)
+        part = cache.paths(key or fetch_key(source.name)).part
+        try:
+            fetched = fetch(part)
+        except BaseException:
+            _discard(cache, part)
+            raise
+        if source.checksum is not None and fetched.checksum != source.checksum:
+            _discard(cache, part)
+            raise OperationError(
+                f"{source.name} changed since its checksum was taken ({source.checksum} remembered, "
+                f"{fetched.checksum} read): deploy it again"
+            )
+        sidecar = Sidecar.new(fetched.checksum, fetched.size, source.name, fetched.validators or source.validators)
+        use = CacheUse.REFETCHED if damaged else CacheUse.MISS
+        if key is not None:
+            return _Made(key, _published(cache, part, sidecar, tmp, use, fetched, job))
+        with cache.lock(sidecar.key, LockMode.EXCLUSIVE, job.cancelled) as entry_lock:
+            if entry_lock.state.entry is not None:  # the same bytes fetched under another name, cached already
+                _discard(cache, part)
+                copied = cache.copy_out(entry_lock.state.entry, tmp)
+                return _Made(sidecar.key, _done(cache, sidecar.key, copied, use, fetched.sent, job))
+            return _Made(sidecar.key, _published(cache, part, sidecar, tmp, use, fetched, job))
+
+
+def _published(
+    cache: HostCache, part: str, sidecar: Sidecar, tmp: str, use: CacheUse, fetched: Fetched, job: Job
+) -> CachedClone:
+    try:
+        copied = cache.publish(posixpath.basename(part), sidecar, tmp)
+    except BaseException:
+        _discard(cache, part)
+        raise
+    job.log(f"cache: {sidecar.key} ({size_text(sidecar.size)}) stored on {cache.host.name} ({fetched.detail})")
+    assert copied is not None
+    return _done(cache, sidecar.key, copied, use, fetched.sent, job)
+
+
+def _done(cache: HostCache, key: str, copied: CopiedOut, use: CacheUse, sent: int, job: Job) -> CachedClone:
+    job.progress(copied.size, copied.size)
+    detail = (
+        f"cache {use.value}: {key} copied from {cache.directory} on the host (reflink or local copy), "
+        f"{size_text(sent)} over the link"
+    )
+    return CachedClone(use, copied.size, copied.checksum, sent, detail)
+
+
+def _discard(cache: HostCache, part: str) -> None:
+    with contextlib.suppress(Exception):  # the connection may be gone: a part is never trusted, a fetch replaces it
+        cache.remove_name(part)
