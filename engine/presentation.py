@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from engine.transfers.cache.inventory import CacheReport
     from engine.transfers.host_check import HostReport
     from engine.vms.lifecycle import OperationRecord, Vm
 
@@ -61,6 +62,22 @@ def duration_text(seconds: float, whole: bool = False) -> str:
 def eta_text(eta: float | None) -> str:
     """Time left, in whole seconds (a guess shows no false precision); empty when not known."""
     return "" if eta is None else duration_text(max(eta, 0.0), whole=True)
+
+
+def cache_summary(report: CacheReport) -> str:
+    """One host's cache in a line: `host01: 3 entries, 1.2 GiB of 25.0 GiB (25% of free space), 40.1 GiB free
+    (/srv/vms/.headnode-cache)`; or why it could not be read."""
+    listing = report.listing
+    off = "" if report.caches else " (not used: the host's driver or budget turns it off)"
+    if listing is None:
+        return f"{report.host}: cannot read its cache: {report.error}"
+    count = len(listing.entries)
+    return (
+        f"{report.host}: {count} {'entry' if count == 1 else 'entries'}, {size_text(listing.usage)} of "
+        f"{size_text(listing.budget)} ({report.budget_rule}), {size_text(listing.free)} free ({listing.directory})"
+        + (f", {len(listing.untrusted)} untrusted file(s)" if listing.untrusted else "")
+        + off
+    )
 
 
 def age_text(at: float | None, now: float | None = None) -> str:

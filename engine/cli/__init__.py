@@ -19,7 +19,7 @@ from engine.errors import HeadnodeError
 from engine.home import default_home
 
 # Each module registers its sub-commands with `register(subparsers, common)`; they import heavy modules lazily.
-COMMAND_MODULES = ("plan", "script", "vnet", "host", "run", "vm", "service")
+COMMAND_MODULES = ("plan", "script", "vnet", "host", "cache", "run", "vm", "service")
 
 ConsoleRunner = Callable[[CliContext], int]
 

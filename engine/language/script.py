@@ -294,6 +294,15 @@ def parse_source(token: str, what: str) -> Source:
     return parse_location(token, what)
 
 
+def source_argument(token: str, frontend: str, what: str = "SOURCE") -> Source:
+    """An image named on a command line or in a form: host:path, a URL, or an absolute path on the front end
+    (`frontend`); InputError saying what is wrong."""
+    try:
+        return parse_source(f"{frontend}:{token}" if token.startswith("/") else token, what)
+    except _LineError as exc:
+        raise InputError(Problem(exc.message)) from None
+
+
 _WHITESPACE_HINT = ' (a path holding white space splits into several arguments: put it in double quotes, "h:/a b")'
 
 

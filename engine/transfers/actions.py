@@ -33,7 +33,7 @@ from engine.errors import ConnectionLost, GaveUp, HeadnodeError, InputError, Ope
 from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
 from engine.presentation import size_text
-from engine.transfers.cache.cached_clone import CacheSource, Fetched, clone_through_cache
+from engine.transfers.cache.cached_clone import CacheSource, CacheUse, Fetched, clone_through_cache
 from engine.transfers.cache.eviction import budget_rule, evict_to_budget
 from engine.transfers.cache.host_cache import HostCache
 from engine.transfers.cache.layout import Validators, cache_dir
@@ -73,6 +73,8 @@ class ActionResult:
     checksum: str | None = None
     detail: str = ""
     check_stored: bool = False  # a copy the destination still has to checksum before it is renamed into place
+    sent: int | None = None  # bytes that crossed a link, when a cache told (a hit sends none)
+    cache: CacheUse | None = None  # how the host's image cache served it, when it did
 
 
 def copied_result(copied: Copied, detail: str = "") -> ActionResult:
@@ -229,6 +231,14 @@ class Transfers:
 
     def evict(self, cache: HostCache, log: Callable[[str], None], spare: str | None = None) -> None:
         evict_to_budget(cache, budget_rule(self.home, cache.host), log, spare)
+
+    def fill_cache(self, source: Location | Url, name: str, job: Job) -> ActionResult | None:
+        """Put `source` into host `name`'s cache, fetching it only if it is not there (a warm); None when the host
+        keeps no cache or the image is larger than its budget."""
+        host = self.hosts.resolve(name)
+        if not self.caches(host):
+            return None
+        return _Builtin(self, job, False, self.driver(host)).through_cache(source, self.host_cache(name), None)
 
     def run(self, action: Action, job: Job, vm_id: int | None, resume_partial: bool = False) -> ActionResult:
         problems = self.check(action)
@@ -417,30 +427,30 @@ class _Builtin:
         cache = self.t.cached_clone(action)
 
         def make(tmp: str) -> ActionResult:
-            done = self._through_cache(action, cache, tmp) if cache is not None else None
+            done = self.through_cache(action.source, cache, tmp) if cache is not None else None
             return done or copied_result(self._copy_source(action.source, dest, tmp))
 
         return self._placed(dest, action.dest.path, make, streamed=True)
 
-    def _through_cache(self, action: Clone | Link, cache: HostCache, tmp: str) -> ActionResult | None:
-        """The CLONE through the host's cache (engine.transfers.cache.cached_clone); None: not cached."""
-        source = self.t.cache_source(action.source, self.checksum)
+    def through_cache(self, source: Location | Url, cache: HostCache, tmp: str | None) -> ActionResult | None:
+        """A CLONE through the host's cache into `tmp` (engine.transfers.cache.cached_clone), or with no `tmp` only
+        into the cache (a warm); None: not cached (larger than the budget)."""
         writer = self.t.cache_writer(cache)
 
         def fetch(part: str) -> Fetched:
             seen: list[Validators] = []
-            copied = self._copy_source(action.source, writer, part, seen)
+            copied = self._copy_source(source, writer, part, seen)
             checksum = copied.checksum or writer.checksum(part, self.checksum)  # a reflink is not checksummed
             sent = copied.size if copied.data_sent is None else copied.data_sent
             validators = seen[0] if seen else None
-            if isinstance(action.source, Url) and validators is not None:
-                self.t.memo.remember_url(action.source.url, validators, checksum)
+            if isinstance(source, Url) and validators is not None:
+                self.t.memo.remember_url(source.url, validators, checksum)
             return Fetched(copied.size, checksum, sent, copied_result(copied).detail, validators)
 
         rule = budget_rule(self.t.home, cache.host)
         done = clone_through_cache(
             cache,
-            source,
+            lambda: self.t.cache_source(source, self.checksum),
             tmp,
             fetch,
             self.job,
@@ -449,7 +459,7 @@ class _Builtin:
         )
         if done is None:
             return None
-        return ActionResult(done.size, done.checksum, done.detail)
+        return ActionResult(done.size, done.checksum, done.detail, sent=done.sent, cache=done.use)
 
     def link(self, action: Link) -> ActionResult:
         dest = self.endpoint(action.dest.host)

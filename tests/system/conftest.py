@@ -8,6 +8,7 @@ whose ~/.ssh holds the client key and a known_hosts with every test host's key, 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import http.server
 import os
 import shutil
@@ -97,6 +98,22 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up: fine
             self._get()
 
+    def do_HEAD(self) -> None:
+        path = Path(self.server.root) / self.path.strip("/").split("/")[-1]  # type: ignore[attr-defined]
+        if not path.is_file():
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self._validators(path)
+        self.end_headers()
+
+    def _validators(self, path: Path) -> None:
+        """An ETag and a Last-Modified from the file's mtime and size, as nginx makes them."""
+        st = path.stat()
+        self.send_header("ETag", f'"{st.st_mtime_ns:x}-{st.st_size:x}"')
+        self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+
     def _get(self) -> None:
         parts = self.path.strip("/").split("/")
         mode, name = (parts[0], parts[1]) if len(parts) == 2 else ("plain", parts[0])
@@ -119,6 +136,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        self._validators(path)
         self.end_headers()
         if mode == "slow":  # about 1 MB/s, for tests that interrupt a copy
             for start in range(0, len(body), 1 << 16):

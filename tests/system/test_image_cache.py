@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from engine.language.script import parse_script
+from engine.transfers.actions import Transfers
 from engine.transfers.cache.host_cache import HostCache, LockMode
 from engine.transfers.cache.layout import (
     CACHE_DIR_NAME,
@@ -21,6 +28,11 @@ from engine.transfers.cache.layout import (
 from engine.transfers.endpoints import LocalEndpoint, RemoteEndpoint
 from engine.transfers.hosts import Host, Hosts
 from engine.transfers.ssh import SshPool
+from tests.system import test_sparse_transfers, test_transfers
+
+shaped = test_sparse_transfers.shaped  # the fixture: one host behind a 100 Mbit/s link
+runner = test_transfers.runner  # the fixture: an executor on the world's home
+Runner = test_transfers.Runner
 
 
 def cksum(path) -> str:
@@ -91,12 +103,7 @@ def put(cache: HostCache, path: str, data: bytes) -> None:
     writer.finish()
 
 
-from tests.system.test_transfers import runner  # noqa: E402,F401  (the fixture)
-
-
 def entries(world, host: str = "host01") -> list:
-    from engine.transfers.actions import Transfers
-
     transfers = Transfers(world["home"], SshPool())
     try:
         return transfers.host_cache(host).listing(lambda free, used: 0).entries
@@ -123,3 +130,209 @@ def test_a_second_clone_to_a_host_is_a_hit_that_crosses_no_link(world, runner, t
     for vm in (7, 8):
         assert cksum(host.vm_dir / f"{vm}" / "images" / "disk.0") == cksum(source)
     assert [e.key for e in entries(world)] == [entry.key]
+
+
+def host_file(world, vm: int, host: str = "host01"):
+    return world["hosts"][host].vm_dir / f"{vm}" / "images" / "disk.0"
+
+
+def clone(world, runner, source, vm: int, host: str = "host01"):
+    target = f"{host}:{world['hosts'][host].vm_dir}/{vm}/images/disk.0"
+    result = runner.run(f"CLONE {source} {target}", vm=vm)
+    assert result.ok, result.error
+    return vm_log(world, vm)
+
+
+def test_a_corrupted_entry_is_detected_on_copy_out_dropped_and_fetched_again(world, runner) -> None:
+    source = world["images"] / "base.img"
+    source.write_bytes(os.urandom(2 << 20))
+    clone(world, runner, f"{world['fe']}:{source}", 7)
+    [entry] = entries(world)
+    with open(entry.path, "r+b") as f:  # one byte rots on the host's disk; size and sidecar unchanged
+        f.seek(12345)
+        byte = f.read(1)
+        f.seek(12345)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    log = clone(world, runner, f"{world['fe']}:{source}", 8)
+    assert f"cache: entry {entry.key} on host01 is not trusted (a copy of it reads as cksum:" in log
+    assert "cache refetched" in log and "2.0 MiB over the link" in log
+    assert cksum(host_file(world, 8)) == cksum(source) == cksum(entry.path)
+
+
+def test_a_source_changed_in_place_with_its_mtime_put_back_is_never_served_stale(world, runner) -> None:
+    """Same size, same mtime (os.utime restores it to the nanosecond), new content: the memo sees the ctime."""
+    source = world["images"] / "base.img"
+    source.write_bytes(os.urandom(2 << 20))
+    clone(world, runner, f"{world['fe']}:{source}", 7)
+    before = source.stat()
+    with open(source, "r+b") as f:
+        f.write(os.urandom(4096))
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = source.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    log = clone(world, runner, f"{world['fe']}:{source}", 8)
+    assert "cache miss" in log
+    assert cksum(host_file(world, 8)) == cksum(source) != cksum(host_file(world, 7))
+    assert len(entries(world)) == 2
+
+
+def test_an_http_source_is_fetched_once_until_its_etag_changes(world, runner, http_server) -> None:
+    root = http_server["root"]
+    (root / "net.img").write_bytes(os.urandom(2 << 20))
+    url = f"{http_server['url']}/net.img"
+    assert "cache miss" in clone(world, runner, url, 7)
+    assert "cache hit" in clone(world, runner, url, 8)
+    old = cksum(root / "net.img")
+    (root / "net.img").write_bytes(os.urandom(2 << 20))  # same size, new body: the server sends a new ETag
+    log = clone(world, runner, url, 9)
+    assert "cache miss" in log and "2.0 MiB over the link" in log
+    assert cksum(host_file(world, 9)) == cksum(root / "net.img") != old
+    [first, second] = sorted(entries(world), key=lambda e: e.sidecar.fetched)
+    assert first.sidecar.checksum == old and second.sidecar.validators.etag != first.sidecar.validators.etag
+
+
+def head_sent(lab) -> int:
+    """Bytes the head has sent into the lab (its veth's counter)."""
+    return int(Path(f"/sys/class/net/hn{lab.tag}h/statistics/tx_bytes").read_text())
+
+
+def test_two_deploys_of_one_image_to_one_host_at_once_fetch_it_once(shaped) -> None:
+    """Behind a 100 Mbit/s link (24 MiB: about 2 s each way), two scripts CLONE one image to one host at once: the
+    head sends it once (its veth's counter), one deploy fetches, the other waits for it and copies on the host."""
+    home, node, lab = shaped["home"], shaped["node"], shaped["lab"]
+    image = shaped["images"] / "twice.img"
+    image.write_bytes(os.urandom(24 << 20))
+    head = Runner(home)
+    before = head_sent(lab)
+    try:
+        runs = [
+            head.executor.submit(
+                parse_script(f"CLONE {home.config.frontend_name}:{image} {node.name}:{node.vm_dir}/{vm}/disk.0\n"), vm
+            )
+            for vm in (7, 8)
+        ]
+        results = [run.wait(120) for run in runs]
+    finally:
+        head.close()
+    assert all(r is not None and r.ok for r in results), results
+    sent = head_sent(lab) - before
+    assert sent < 1.25 * (24 << 20), f"the head sent {sent} bytes for one 24 MiB image"
+    logs = [(home.logs / f"vm-{vm}.log").read_text() for vm in (7, 8)]
+    assert sorted("cache miss" in log for log in logs) == [False, True]
+    assert any("cache waited" in log or "cache hit" in log for log in logs)
+    for vm in (7, 8):
+        assert cksum(node.vm_dir / f"{vm}" / "disk.0") == cksum(image)
+
+
+KILLED_HEAD = """
+import sys
+from engine.events import EventBus
+from engine.home import Home
+from engine.language.script import parse_script
+from engine.transfers.executor import Executor
+Executor(Home(sys.argv[1]), EventBus()).submit(parse_script(sys.argv[2]), 7).wait(300)
+"""
+
+
+def test_a_head_killed_mid_fetch_leaves_no_entry_that_a_later_clone_trusts(shaped) -> None:
+    """kill -9 of the process fetching into a host's cache (64 MiB at 100 Mbit/s): its lock goes with its
+    connection, what it left is a part no listing or CLONE trusts, and the next CLONE fetches it whole."""
+    home, node = shaped["home"], shaped["node"]
+    image = shaped["images"] / "killed.img"
+    image.write_bytes(os.urandom(64 << 20))
+    script = f"CLONE {home.config.frontend_name}:{image} {node.name}:{node.vm_dir}/7/disk.0\n"
+    cache = node.vm_dir / CACHE_DIR_NAME
+    head = subprocess.Popen([sys.executable, "-c", KILLED_HEAD, str(home.root), script])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.endswith(".part") and p.stat().st_size > (8 << 20) for p in _files(cache)):
+            assert time.monotonic() < deadline and head.poll() is None, "the fetch never got going"
+            time.sleep(0.05)
+        head.kill()
+        head.wait()
+    finally:
+        if head.poll() is None:
+            head.kill()
+    transfers = Transfers(home, SshPool())
+    try:
+        listing = transfers.host_cache(node.name).listing(lambda free, used: 0)
+    finally:
+        transfers.pool.close()
+    assert listing.entries == [] and any(name.endswith(".part") for name in listing.untrusted)
+    assert not (node.vm_dir / "7" / "disk.0").exists()
+    again = Runner(home)
+    try:
+        result = again.run(script.replace("/7/", "/8/"), vm=8)
+    finally:
+        again.close()
+    assert result.ok, result.error
+    assert "cache miss" in (home.logs / "vm-8.log").read_text()
+    assert cksum(node.vm_dir / "8" / "disk.0") == cksum(image)
+    assert not [p for p in _files(cache) if p.name.endswith(".part")]
+
+
+def _files(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+def images_of(world, count: int, mib: int = 3) -> list[Path]:
+    paths = []
+    for index in range(count):
+        path = world["images"] / f"img{index}.img"
+        path.write_bytes(os.urandom(mib << 20))
+        paths.append(path)
+    return paths
+
+
+def test_cache_warm_list_pin_and_evict_from_the_cli(world, headnode) -> None:
+    a, b = images_of(world, 2)
+    r = headnode("cache", "warm", str(a), "host01", "host02", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [(o["host"], o["state"], o["sent"]) for o in json.loads(r.stdout)] == [
+        ("host01", "fetched", 3 << 20),
+        ("host02", "fetched", 3 << 20),
+    ]
+    again = json.loads(headnode("cache", "warm", f"{world['fe']}:{a}", "host01", "--json").stdout)
+    assert [(o["state"], o["sent"]) for o in again] == [("hit", 0)]
+    assert headnode("cache", "warm", str(b), "host01").returncode == 0
+    listed = json.loads(headnode("cache", "list", "host01", "--json").stdout)
+    got = {e["source"]: e for e in listed["entries"]}
+    assert set(got) == {f"{world['fe']}:{a}", f"{world['fe']}:{b}"}
+    for entry in got.values():
+        assert {"host", "source", "size", "checksum", "path", "last_used", "pinned"} <= set(entry)
+        assert entry["host"] == "host01" and entry["size"] == 3 << 20 and os.path.isfile(entry["path"])
+    assert got[f"{world['fe']}:{a}"]["checksum"] == cksum(a)
+    assert listed["hosts"][0]["usage"] == 6 << 20 and listed["hosts"][0]["budget"] > 0
+    assert "host01: 2 entries, 6.0 MiB of" in headnode("cache", "list").stdout
+
+    assert headnode("cache", "pin", "host01", cksum(a)).returncode == 0
+    before_dry = json.loads(headnode("cache", "list", "host01", "--json").stdout)
+    files_before = sorted(os.listdir(world["hosts"]["host01"].vm_dir / CACHE_DIR_NAME))
+    dry = json.loads(headnode("cache", "evict", "host01", "--dry-run", "--json").stdout)
+    assert [e["source"] for e in dry["evicted"]] == [f"{world['fe']}:{b}"]
+    assert [(e["source"], e["why"]) for e in dry["kept"]] == [(f"{world['fe']}:{a}", "pinned")]
+    after_dry = json.loads(headnode("cache", "list", "host01", "--json").stdout)
+    assert after_dry["entries"] == before_dry["entries"]  # nothing changed, not even a last use
+    assert sorted(os.listdir(world["hosts"]["host01"].vm_dir / CACHE_DIR_NAME)) == files_before
+    r = headnode("cache", "evict", "host01")
+    assert r.returncode == 0 and "evicted 1 entries" in r.stdout
+    assert [e["source"] for e in json.loads(headnode("cache", "list", "host01", "--json").stdout)["entries"]] == [
+        f"{world['fe']}:{a}"
+    ]
+    missing = headnode("cache", "evict", "host01", "cksum:1")
+    assert missing.returncode == 1
+    assert missing.stderr == "headnode: host host01 has no cache entry cksum:1 (see 'headnode cache list host01')\n"
+    assert headnode("cache", "warm", "relative.img", "host01").returncode == 2
+    assert headnode("cache", "list", "nohost").returncode == 2
+
+
+def test_eviction_under_a_budget_keeps_pinned_entries_and_logs_what_went(world, runner, headnode) -> None:
+    Hosts(world["home"]).update("host01", replace(Hosts(world["home"]).get("host01"), cache_max_mb=7))
+    a, b, c = images_of(world, 3)
+    clone(world, runner, f"{world['fe']}:{a}", 7)
+    assert headnode("cache", "pin", "host01", str(a)).returncode == 0
+    clone(world, runner, f"{world['fe']}:{b}", 8)
+    log = clone(world, runner, f"{world['fe']}:{c}", 9)  # 9 MiB > 7: b is the least recently used unpinned
+    assert f"cache: evicted {entry_key(cksum(b))} ({world['fe']}:{b}, 3.0 MiB, last used" in log
+    assert sorted(e.sidecar.source for e in entries(world)) == sorted([f"{world['fe']}:{a}", f"{world['fe']}:{c}"])
+    assert not (world["hosts"]["host01"].vm_dir / CACHE_DIR_NAME / entry_key(cksum(b))).exists()

@@ -18,7 +18,7 @@ from enum import Enum
 
 from engine.errors import OperationError
 from engine.presentation import size_text
-from engine.transfers.cache.host_cache import CopiedOut, CopyMismatch, HostCache, LockMode, Usage
+from engine.transfers.cache.host_cache import CopiedOut, HostCache, LockMode, Usage
 from engine.transfers.cache.layout import Sidecar, Validators, entry_key, fetch_key
 from engine.transfers.job import Job
 
@@ -63,24 +63,27 @@ class CachedClone:
 
 def clone_through_cache(
     cache: HostCache,
-    source: CacheSource,
-    tmp: str,
+    resolve: Callable[[], CacheSource],
+    tmp: str | None,
     fetch: Callable[[str], Fetched],
     job: Job,
     budget: Callable[[Usage], int],
     evict: Callable[[str], None],
 ) -> CachedClone | None:
     """Make `tmp` (a temporary name in the host's VM directory) a copy of the source, through the cache; None
-    when the image is not to be cached (larger than the budget). `fetch(path)` copies the source to `path` in the
-    cache directory; `budget(usage)` is the cache's in bytes; `evict(key)` brings the cache down to its budget
-    after a fetch, sparing the entry `key`."""
+    when the image is not to be cached (larger than the budget). `resolve()` says what is known of the source
+    (asked again after waiting for another's fetch of a source whose checksum was not known). `fetch(path)`
+    copies the source to `path` in the cache directory; `budget(usage)` is the cache's in bytes; `evict(key)`
+    brings the cache down to its budget after a fetch, sparing the entry `key`. With no `tmp` the image is only put
+    into the cache (a warm)."""
+    source = resolve()
     key = entry_key(source.checksum) if source.checksum else None
     damaged = False
     if key is not None:
         job.progress(0, source.size)
         tried = cache.hit(key, tmp)
         if tried.copied is not None and tried.entry is not None:
-            return _done(cache, tried.entry.key, tried.copied, CacheUse.HIT, 0, job)
+            return _done(cache, tried.entry.key, tried.copied, CacheUse.HIT, job, tmp)
         if tried.problem:
             job.log(
                 f"cache: entry {key} on {cache.host.name} is not trusted ({tried.problem}): fetching it again", True
@@ -92,7 +95,7 @@ def clone_through_cache(
                 f"{cache.host.name}'s cache ({size_text(allowed)}): not cached"
             )
             return None
-    made = _fetched_through(cache, source, key, damaged, tmp, fetch, job)
+    made = _fetched_through(cache, source, resolve, key, damaged, tmp, fetch, job)
     evict(made.key)
     return made.clone
 
@@ -106,9 +109,10 @@ class _Made:
 def _fetched_through(
     cache: HostCache,
     source: CacheSource,
+    resolve: Callable[[], CacheSource],
     key: str | None,
     damaged: bool,
-    tmp: str,
+    tmp: str | None,
     fetch: Callable[[str], Fetched],
     job: Job,
 ) -> _Made:
@@ -116,8 +120,13 @@ def _fetched_through(
     fetch of the same image finds the entry and copies it out."""
     with cache.lock(key or fetch_key(source.name), LockMode.EXCLUSIVE, job.cancelled) as lock:
         if key is not None and lock.state.entry is not None and not damaged:
-            copied = cache.copy_out(lock.state.entry, tmp)
-            return _Made(key, _done(cache, key, copied, CacheUse.WAITED, 0, job))
+            copied = _out(cache, lock.state.entry, tmp)
+            return _Made(key, _done(cache, key, copied, CacheUse.WAITED, job, tmp))
+        if key is None and (known := resolve().checksum) is not None:
+            # Another deploy of the source fetched it while this one waited: its checksum is known now.
+            tried = cache.hit(entry_key(known), tmp)
+            if tried.copied is not None:
+                return _Made(entry_key(known), _done(cache, entry_key(known), tried.copied, CacheUse.WAITED, job, tmp))
         if key is not None and (damaged or lock.state.problem):
             cache.remove(key, keep_lock=True)
         part = cache.paths(key or fetch_key(source.name)).part
@@ -139,30 +148,43 @@ def _fetched_through(
         with cache.lock(sidecar.key, LockMode.EXCLUSIVE, job.cancelled) as entry_lock:
             if entry_lock.state.entry is not None:  # the same bytes fetched under another name, cached already
                 _discard(cache, part)
-                copied = cache.copy_out(entry_lock.state.entry, tmp)
-                return _Made(sidecar.key, _done(cache, sidecar.key, copied, use, fetched.sent, job))
+                copied = _out(cache, entry_lock.state.entry, tmp)
+                return _Made(sidecar.key, _done(cache, sidecar.key, copied, use, job, tmp, fetched))
             return _Made(sidecar.key, _published(cache, part, sidecar, tmp, use, fetched, job))
 
 
+def _out(cache: HostCache, entry: Sidecar, tmp: str | None) -> CopiedOut:
+    """Copy an entry out to `tmp`; with none (a warm), the entry as it is."""
+    return cache.copy_out(entry, tmp) if tmp is not None else CopiedOut(entry.size, entry.checksum)
+
+
 def _published(
-    cache: HostCache, part: str, sidecar: Sidecar, tmp: str, use: CacheUse, fetched: Fetched, job: Job
+    cache: HostCache, part: str, sidecar: Sidecar, tmp: str | None, use: CacheUse, fetched: Fetched, job: Job
 ) -> CachedClone:
     try:
-        copied = cache.publish(posixpath.basename(part), sidecar, tmp)
+        copied = cache.publish(posixpath.basename(part), sidecar, tmp) or CopiedOut(sidecar.size, sidecar.checksum)
     except BaseException:
         _discard(cache, part)
         raise
     job.log(f"cache: {sidecar.key} ({size_text(sidecar.size)}) stored on {cache.host.name} ({fetched.detail})")
-    assert copied is not None
-    return _done(cache, sidecar.key, copied, use, fetched.sent, job)
+    return _done(cache, sidecar.key, copied, use, job, tmp, fetched)
 
 
-def _done(cache: HostCache, key: str, copied: CopiedOut, use: CacheUse, sent: int, job: Job) -> CachedClone:
+def _done(
+    cache: HostCache,
+    key: str,
+    copied: CopiedOut,
+    use: CacheUse,
+    job: Job,
+    tmp: str | None,
+    fetched: Fetched | None = None,
+) -> CachedClone:
     job.progress(copied.size, copied.size)
-    detail = (
-        f"cache {use.value}: {key} copied from {cache.directory} on the host (reflink or local copy), "
-        f"{size_text(sent)} over the link"
-    )
+    sent = fetched.sent if fetched is not None else 0
+    how = f"fetched by {fetched.detail}" if fetched is not None else ""
+    if tmp is not None:
+        how += f"{', then ' if how else ''}copied from {cache.directory} on the host (reflink or local copy)"
+    detail = f"cache {use.value}: {key}, {how or 'in ' + cache.directory}, {size_text(sent)} over the link"
     return CachedClone(use, copied.size, copied.checksum, sent, detail)
 
 

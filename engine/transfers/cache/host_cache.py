@@ -74,16 +74,16 @@ _USAGE = (
     "fi; done; echo; "
 )
 # A hit, in one command: $1 the VM directory, $2 the cache directory, $3 KEY, $4 the destination, $5 KEY's value,
-# $6 the time now. Locks KEY shared; prints the usage, then `miss`, or copyout's line, the sidecar's text (and
-# records the use) when the entry lies whole.
+# $6 the time now. Locks KEY shared; prints the usage, then `miss`, or copyout's line (`present SIZE VALUE` when
+# there is no destination: a warm), the sidecar's text (and records the use) when the entry lies whole.
 _HIT = (
     _FUNCTIONS
     + _TAKE.replace('"$4" 9', "-s 9")
     + _USAGE
     + "if "
     + _WHOLE
-    + '; then r=$(copyout "$1" "$2/$3" "$4" "$5"); echo "$r"; '
-    + 'case "$r" in copied*) cat -- "$3.json"; used "$3" "$6" || :;; esac; else echo miss; fi'
+    + '; then if [ -z "$4" ]; then r="present $(stat -c %s -- "$3") $5"; else r=$(copyout "$1" "$2/$3" "$4" "$5"); fi; '
+    + 'echo "$r"; case "$r" in copied*|present*) cat -- "$3.json"; used "$3" "$6" || :;; esac; else echo miss; fi'
 )
 # Hold a lock: $1 unused, $2 the cache directory, $3 the key, $4 the mode. Header: `busy` (a TRY that failed),
 # else `locked`, the usage and, when the entry KEY lies whole, its size and its sidecar's text. Then it holds the
@@ -246,13 +246,14 @@ class HostCache:
         argv = ["sh", "-c", _LOCK, "sh", "", self.directory, key, mode.value]
         return CacheLock(self.endpoint.hold(argv, cancel), key)
 
-    def hit(self, key: str, dest: str) -> HitOutcome:
+    def hit(self, key: str, dest: str | None) -> HitOutcome:
         """Copy the entry `key` out to `dest` (a temporary name in the VM directory) if it lies whole, in one
-        command holding its lock shared; the copy is checksummed where it lies and its use recorded."""
+        command holding its lock shared; the copy is checksummed where it lies and its use recorded. With no
+        `dest`, only whether it lies whole (a warm)."""
         algorithm = key_checksum(key).partition(":")[0]
         value = key_checksum(key).partition(":")[2]
         _, out = self._run(
-            _HIT, self.host.vm_dir, self.directory, key, dest, value, f"{time.time():.3f}", algorithm=algorithm
+            _HIT, self.host.vm_dir, self.directory, key, dest or "", value, f"{time.time():.3f}", algorithm=algorithm
         )
         lines = out.split("\n", 3)
         usage = _usage(lines[:2])
@@ -261,11 +262,12 @@ class HostCache:
             return HitOutcome(usage)
         if result[0] == "mismatch":
             return HitOutcome(usage, damaged=True, problem=f"a copy of it reads as {algorithm}:{result[-1]}")
-        copied = _copied_line(result, algorithm, self.host.name)
+        copied = _copied_line(["copied", *result[1:]], algorithm, self.host.name)
         sidecar, problem = _trusted(str(copied.size), lines[3] if len(lines) > 3 else "", key)
         if sidecar is None:  # the bytes are right, its record is not: rewrite it when fetched again
-            with contextlib.suppress(Exception):
-                self.remove_name(dest, self.host.vm_dir)
+            if dest:
+                with contextlib.suppress(Exception):
+                    self.remove_name(dest, self.host.vm_dir)
             return HitOutcome(usage, damaged=True, problem=problem)
         return HitOutcome(usage, sidecar, copied)
 
