@@ -440,7 +440,11 @@ class _Builtin:
         def fetch(part: str) -> Fetched:
             seen: list[Validators] = []
             copied = self._copy_source(source, writer, part, seen)
-            checksum = copied.checksum or writer.checksum(part, self.checksum)  # a reflink is not checksummed
+            # This machine's kernel copy checksums the data extents it copied (no logical value of a sparse file),
+            # a reflink nothing: the cache's key is the file's own checksum, so the copy is read for it here.
+            checksum = writer.checksum(part, self.checksum) if writer.local else copied.checksum
+            if checksum is None:
+                raise OperationError(f"no {self.checksum} checksum of {source} came with its copy")
             sent = copied.size if copied.data_sent is None else copied.data_sent
             validators = seen[0] if seen else None
             if isinstance(source, Url) and validators is not None:

@@ -446,6 +446,10 @@ class Held:
 
     header = ""
 
+    def alive(self) -> bool:
+        """Whether it still holds what it held (its process, or its connection, has not ended)."""
+        raise NotImplementedError
+
     def release(self) -> None:
         raise NotImplementedError
 
@@ -488,6 +492,9 @@ class LocalHeld(Held):
             raise
         self.header = out.split(b"\0", 1)[0].decode(errors="replace")
 
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
     def release(self) -> None:
         with contextlib.suppress(OSError):
             self._proc.stdin.close()  # type: ignore[union-attr]
@@ -504,6 +511,7 @@ class RemoteHeld(Held):
     def __init__(self, transport: paramiko.Transport, argv: Sequence[str], cancel: Callable[[], bool]) -> None:
         import select
 
+        self._transport = transport
         self._channel = open_channel(transport, argv)
         out = bytearray()
         try:
@@ -527,6 +535,9 @@ class RemoteHeld(Held):
             self.release()
             raise
         self.header = out.split(b"\0", 1)[0].decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self._transport.is_active() and not self._channel.closed and not self._channel.exit_status_ready()
 
     def release(self) -> None:
         with contextlib.suppress(*channel_errors()):

@@ -57,6 +57,7 @@ def test_every_command_honours_json(headnode, home, tmp_path: Path) -> None:
     template.write_text(f"NAME = x\nDISK = [ TYPE = swap, SIZE = 1 ]\nDISK = [ SOURCE = {home.images}/ttylinux.img ]\n")
     site_driver(home, "broken", programs={"MKSWAP": "#!/bin/sh\necho no >&2\nexit 3\n"})
     site_driver(home, "slow", programs={"MKSWAP": "#!/bin/sh\nexec sleep 60\n"})
+    site_driver(home, "cached", CACHE="yes")  # a shared host that keeps an image cache
     slow = tmp_path / "slow.script"
     slow.write_text(f"MKSWAP 1 slow:{tmp_path}/slow/78/images/disk.1\n")
     commands = [
@@ -81,6 +82,13 @@ def test_every_command_honours_json(headnode, home, tmp_path: Path) -> None:
         ("vnet", "mac2ip", "02:00:0a:07:00:01"),
         ("vnet", "ip2mac", "10.7.0.1"),
         ("vm", "create", str(template)),
+        ("host", "create", "hc", "--driver", "cached", "--vm-dir", str(tmp_path / "hc")),
+        ("cache", "warm", f"{home.images}/ttylinux.img", "hc"),
+        ("cache", "list"),
+        ("cache", "pin", "hc", f"{home.images}/ttylinux.img"),
+        ("cache", "unpin", "hc", f"{home.images}/ttylinux.img"),
+        ("cache", "evict", "hc", "--dry-run"),
+        ("cache", "evict", "hc"),
         ("vm", "list"),
         ("vm", "show", "0"),
         ("vm", "deploy", "0", "local"),

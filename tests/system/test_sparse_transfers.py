@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from engine.transfers.checksums import Cksum, Sha256
 from engine.transfers.extents import Extent, data_extents, from_offset, merged
+from engine.transfers.hosts import Hosts
 from engine.transfers.openssh import OpenSsh
 from tests.system.test_transfers import Runner, cksum, leftovers, sha, vm_log, wait_for_bytes
 
@@ -86,6 +88,8 @@ def test_a_copy_dropped_three_times_resumes_at_the_right_extent(shaped, accelera
     pieces = [(i * 12 * MiB + 4097, 6 * MiB) for i in range(8)]
     base = sparse_file(shaped["images"] / "drops.img", 100 * MiB, pieces)
     host, home = shaped["node"], shaped["home"]
+    # The copy straight to the VM's file, whose .part this test watches (test_image_cache.py has the cache's).
+    Hosts(home).update(host.name, replace(Hosts(home).get(host.name), cache_max_mb=0))
     part = host.vm_dir / "7/images/.disk.0.part"
     runner = Runner(home, accelerator=OpenSsh(min_bytes=0) if accelerated else False)
     drops: list[int] = []

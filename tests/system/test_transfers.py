@@ -267,6 +267,10 @@ def test_http_404_fails_without_retrying(world, runner, http_server):
 @pytest.mark.parametrize("accelerated", [False, True], ids=["paramiko", "openssh"])
 def test_dropped_connection_is_retried_and_resumed(world, accelerated):
     """Kill the host's sshd session children after the first MiB: the copy reconnects, resumes, and verifies."""
+    # The copy straight to the VM's file, whose .part this test watches (through the host's image cache the same
+    # copier writes the cache's part: test_image_cache.py).
+    hosts = Hosts(world["home"])
+    hosts.update("host01", dataclasses.replace(hosts.get("host01"), cache_max_mb=0))
     runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0) if accelerated else False)
     fe, base = world["fe"], image(world["images"], size=6 << 20)
     host = world["hosts"]["host01"]

@@ -143,10 +143,14 @@ def _fetched_through(
             )
         sidecar = Sidecar.new(fetched.checksum, fetched.size, source.name, fetched.validators or source.validators)
         use = CacheUse.REFETCHED if damaged else CacheUse.MISS
-        if key is not None:
+        if key is not None and lock.alive():
             return _Made(key, _published(cache, part, sidecar, tmp, use, fetched, job))
+        if key is not None:
+            # The connection holding the lock dropped during the fetch (the copy itself reconnected and resumed):
+            # lock the entry again before publishing; what another deploy did meanwhile is checked as any fetch.
+            job.log(f"cache: the lock on {key} was lost with its connection; taking it again")
         with cache.lock(sidecar.key, LockMode.EXCLUSIVE, job.cancelled) as entry_lock:
-            if entry_lock.state.entry is not None:  # the same bytes fetched under another name, cached already
+            if entry_lock.state.entry is not None:  # cached meanwhile, or the same bytes under another name
                 _discard(cache, part)
                 copied = _out(cache, entry_lock.state.entry, tmp)
                 return _Made(sidecar.key, _done(cache, sidecar.key, copied, use, job, tmp, fetched))

@@ -191,6 +191,10 @@ class CacheLock:
         sidecar, problem = _trusted(lines[2], lines[3] if len(lines) > 3 else "", key)
         self.state = LockState(True, sidecar, problem, usage)
 
+    def alive(self) -> bool:
+        """Whether the lock is still held: its holder's connection may have dropped (a fetch that retried)."""
+        return self._held.alive()
+
     def release(self) -> None:
         self._held.release()
 
