@@ -129,7 +129,7 @@ def _of(report: CacheReport) -> list[Entry]:
 def run_warm(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.language.script import source_argument
     from engine.presentation import size_text
-    from engine.transfers.cache.warm import WarmState, warm
+    from engine.transfers.cache.warm import WarmState
     from engine.transfers.job import Job
     from engine.transfers.log import TransferLog
 
@@ -148,10 +148,9 @@ def run_warm(args: argparse.Namespace, ctx: CliContext) -> int:
         return Job(log=line)
 
     try:
-        outcomes = warm(transfers, source, args.hosts, job_for)
+        outcomes = ctx.changes.warm_cache(transfers, source, args.hosts, job_for)
     finally:
         transfers.pool.close()
-    ctx.audit("cache warm", str(source), " ".join(args.hosts))
     if ctx.json:
         ctx.emit_json(
             [
@@ -179,15 +178,12 @@ def run_warm(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def run_evict(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.presentation import size_text
-    from engine.transfers.cache.inventory import evict
 
     transfers = _transfers(ctx)
     try:
-        outcome = evict(transfers, args.host, args.what, args.dry_run)
+        outcome = ctx.changes.evict_cache(transfers, args.host, args.what, args.dry_run)
     finally:
         transfers.pool.close()
-    if not args.dry_run and outcome.evicted:
-        ctx.audit("cache evict", args.host, " ".join(e.key for e in outcome.evicted))
     if ctx.json:
         ctx.emit_json(
             {
@@ -209,15 +205,12 @@ def run_evict(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_pin(args: argparse.Namespace, ctx: CliContext) -> int:
-    from engine.transfers.cache.inventory import pin
-
     transfers = _transfers(ctx)
     try:
-        done = pin(transfers, args.host, args.what, args.pinned)
+        done = ctx.changes.pin_cache(transfers, args.host, args.what, args.pinned)
     finally:
         transfers.pool.close()
     verb = "pinned" if args.pinned else "unpinned"
-    ctx.audit(f"cache {'pin' if args.pinned else 'unpin'}", args.host, " ".join(e.key for e in done))
     if ctx.json:
         ctx.emit_json([entry_json(e) for e in done])
     else:

@@ -10,7 +10,7 @@ service (VM operations, runs, cancels) the service records.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,11 +18,17 @@ from engine.home import Home
 from engine.service.audit import AuditLog
 
 if TYPE_CHECKING:
+    from engine.language.script import Source
     from engine.networks.definition import Network
     from engine.networks.doctor import Finding
     from engine.networks.lease_book import Lease
     from engine.networks.manager import Networks
+    from engine.transfers.actions import Transfers
+    from engine.transfers.cache.inventory import EvictOutcome
+    from engine.transfers.cache.layout import Entry
+    from engine.transfers.cache.warm import WarmOutcome
     from engine.transfers.hosts import Host, Hosts
+    from engine.transfers.job import Job
     from engine.vms.lifecycle import Vm, Vms
 
 
@@ -107,3 +113,30 @@ class Changes:
         vm = vms.create(template)
         self._record("vm create", f"VM {vm.id}", vm.name)
         return vm
+
+    # Host image caches (engine.transfers.cache)
+
+    def warm_cache(
+        self, transfers: Transfers, source: Source, hosts: Sequence[str], job_for: Callable[[str], Job]
+    ) -> list[WarmOutcome]:
+        from engine.transfers.cache.warm import warm
+
+        outcomes = warm(transfers, source, hosts, job_for)
+        states = ", ".join(f"{o.host} {o.state.value}" for o in outcomes)
+        self._record("cache warm", str(source), states)
+        return outcomes
+
+    def evict_cache(self, transfers: Transfers, host: str, what: str | None, dry_run: bool = False) -> EvictOutcome:
+        from engine.transfers.cache.inventory import evict
+
+        outcome = evict(transfers, host, what, dry_run)
+        if outcome.evicted and not dry_run:
+            self._record("cache evict", host, " ".join(e.key for e in outcome.evicted))
+        return outcome
+
+    def pin_cache(self, transfers: Transfers, host: str, what: str, pinned: bool) -> list[Entry]:
+        from engine.transfers.cache.inventory import pin
+
+        done = pin(transfers, host, what, pinned)
+        self._record("cache pin" if pinned else "cache unpin", host, " ".join(e.key for e in done))
+        return done
