@@ -121,7 +121,8 @@ locations = st.builds(
     Location,
     st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?", fullmatch=True),
     # A path starting with // would read back as a URL (host://path): the planner never writes one.
-    st.from_regex(r"/([A-Za-z0-9._:;$&|'\"()-][A-Za-z0-9._/:;$&|'\"()-]{0,20})?", fullmatch=True),
+    # White space, quotes and backslashes too: a line quotes what needs it and reads it back whole.
+    st.from_regex(r"/([A-Za-z0-9._:;$&|'\"()\\ -][A-Za-z0-9._/:;$&|'\"()\\ -]{0,20})?", fullmatch=True),
 )
 sizes = st.integers(1, 10**7)
 actions = st.one_of(
