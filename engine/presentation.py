@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.transfers.cache.inventory import CacheReport
     from engine.transfers.host_check import HostReport
-    from engine.vms.lifecycle import OperationRecord, Vm
+    from engine.vms.records import OperationRecord, Vm
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 

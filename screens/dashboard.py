@@ -13,7 +13,7 @@ from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
 from engine.presentation import progress_text, rate_text
-from engine.vms.lifecycle import VmState
+from engine.vms.states import VmState
 from tui.operations import test_hosts, tested_text
 from tui.screen import HeadnodeScreen
 from tui.widgets.keyed_table import KeyedTable

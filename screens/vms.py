@@ -23,7 +23,8 @@ from tui.widgets.form import Field, FormScreen, PickScreen
 from tui.widgets.keyed_table import KeyedTable
 
 if TYPE_CHECKING:
-    from engine.vms.lifecycle import Preview, Vm
+    from engine.vms.lifecycle import Preview
+    from engine.vms.records import Vm
 
 OTHER_TEMPLATE = "another template file…"
 NEEDS_HOST = {"deploy": "Deploy", "resume": "Resume", "migrate": "Migrate"}

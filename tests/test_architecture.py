@@ -60,3 +60,19 @@ def test_cli_path_never_imports_textual(tmp_path) -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_quick_reads_load_no_engine_that_runs_work(tmp_path) -> None:
+    """`vm list`, `vm show`, `vnet lease` (what an admin types while transfers run) read the records only: the
+    assembled Engine, the executor and the copiers (~165 ms of imports) stay unloaded."""
+    code = (
+        "import sys\n"
+        "from engine.cli import main\n"
+        f"home = {str(tmp_path)!r}\n"
+        "for argv in (['vm', 'list'], ['vm', 'list', '--json'], ['vnet', 'lease', 'default'], ['vm', 'show', '0']):\n"
+        "    main(['--home', home, *argv])\n"
+        "heavy = ('engine.core', 'engine.transfers.executor', 'engine.transfers.copier', 'engine.vms.lifecycle')\n"
+        "print(sorted(m for m in sys.modules if m in heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr

@@ -28,7 +28,7 @@ from engine.home import Home
 from engine.service.audit import AuditEntry
 from engine.service.changes import Changes, client_name
 from engine.service.runs import TransferBoard, script_title
-from engine.vms.lifecycle import VmChanged
+from engine.vms.records import VmChanged
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.log import LogScreen

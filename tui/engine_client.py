@@ -23,7 +23,8 @@ from engine.service.protocol import ProtocolError, VmOperationFinished
 from engine.service.runs import RunState, TransferBoard
 from engine.transfers.executor import Executor
 from engine.transfers.hosts import Hosts
-from engine.vms.lifecycle import Vm, Vms
+from engine.vms.lifecycle import Vms
+from engine.vms.records import Vm
 
 RECONNECT_SECONDS = 1.0  # after the service went away: the next connection starts a new one
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.context import CliContext, format_table
 from engine.cli.follow import Printer, add_follow_options, submit_and_follow
 from engine.presentation import operation_text, state_label, time_text
 from engine.vms.states import VmState
+
+if TYPE_CHECKING:
+    from engine.vms.records import VmRecords
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -59,6 +62,13 @@ def _engine(ctx: CliContext) -> Any:
     return Engine(ctx.home)
 
 
+def _records(ctx: CliContext) -> VmRecords:
+    """The VMs as stored, for the commands that only read them: no engine (executor, transfers) is loaded."""
+    from engine.vms.records import VmRecords
+
+    return VmRecords(ctx.home)
+
+
 def run_create(args: argparse.Namespace, ctx: CliContext) -> int:
     vm = ctx.changes.create_vm(_engine(ctx).vms, args.template)
     if ctx.json:
@@ -74,7 +84,7 @@ def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
     def shown(vm: Any) -> bool:
         return vm.state.value in wanted if wanted else args.all or vm.state is not VmState.DONE
 
-    vms = [vm for vm in _engine(ctx).vms.list() if shown(vm)]
+    vms = [vm for vm in _records(ctx).list() if shown(vm)]
     if ctx.json:
         ctx.emit_json([vm.to_json() for vm in vms])
         return 0
@@ -94,7 +104,7 @@ def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
-    vm = _engine(ctx).vms.get(args.id)
+    vm = _records(ctx).get(args.id)
     if ctx.json:
         ctx.emit_json(vm.to_json())
         return 0
@@ -121,9 +131,9 @@ def run_show(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_log(args: argparse.Namespace, ctx: CliContext) -> int:
-    engine = _engine(ctx)
-    engine.vms.get(args.id)
-    path = engine.vms.log_path(args.id)
+    records = _records(ctx)
+    records.get(args.id)
+    path = records.log_path(args.id)
     text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
     if ctx.json:
         ctx.emit_json({"vm": args.id, "path": str(path), "lines": text.splitlines()})
@@ -156,7 +166,7 @@ def _finisher(ctx: CliContext, vm_id: int) -> Any:
 
         if end is not None and not isinstance(end, dict) and not end.ok:
             raise OperationError(end.error or f"VM {vm_id}: {end.op} failed")
-        vms = _engine(ctx).vms
+        vms = _records(ctx)
         if isinstance(end, dict) and not vms.exists(vm_id):  # a done VM deleted: its record is gone
             if ctx.json:
                 printer.json_line({"event": "vm_operation_finished", "vm": end, "removed": True})

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from engine.transfers.cache.warm import WarmOutcome
     from engine.transfers.hosts import Host, Hosts
     from engine.transfers.job import Job
-    from engine.vms.lifecycle import Vm, Vms
+    from engine.vms.lifecycle import Vms
+    from engine.vms.records import Vm
 
 
 def client_name(kind: str) -> str:

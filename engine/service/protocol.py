@@ -150,7 +150,7 @@ def _event_types() -> dict[str, type]:
     from engine.events import LogEvent
     from engine.service.audit import AuditEntry
     from engine.transfers import progress
-    from engine.vms.lifecycle import VmChanged
+    from engine.vms.records import VmChanged
 
     types: list[type] = [
         LogEvent,

@@ -52,7 +52,7 @@ from engine.service.runs import ActionState, RunState, RunStatus, TransferBoard
 from engine.transfers.executor import ScriptRun
 from engine.transfers.journal import JournalEntry, JournalState
 from engine.transfers.progress import ActionProgress, ScriptFinished, ScriptStarted
-from engine.vms.lifecycle import process_alive
+from engine.vms.records import process_alive
 
 LOG_KEPT = 1000  # log and audit events a new client is sent on subscribing
 QUEUE_LIMIT = 20000  # events waiting for one slow client; past it the client is dropped (it reconnects)

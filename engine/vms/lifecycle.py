@@ -17,7 +17,7 @@ import builtins
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,17 @@ from engine.errors import HeadnodeError, InputError, OperationError, Problem
 from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
 from engine.language.script import Delete, Location, Move, Script, Url, join_path
-from engine.language.template import Attribute, Template, Vector, format_template, load_template, parse_template
+from engine.language.template import Attribute, Template, Vector, format_template, load_template
 from engine.networks.addresses import parse_ipv4
 from engine.networks.exports import nic_host_name
 from engine.networks.manager import Networks
 from engine.store.atomic import write_atomically
-from engine.store.database import Store
 from engine.transfers.executor import Executor, ScriptResult, ScriptRun
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import RunOutcome
 from engine.vms.context_vars import resolve_context, resolve_context_unleased
 from engine.vms.planner import Operation, Placement, plan
+from engine.vms.records import HistoryEntry, OperationRecord, Vm, VmChanged, VmRecords
 from engine.vms.states import OperationOutcome, VmState
 from engine.vms.vm_template import check_vm_template
 
@@ -61,91 +61,6 @@ TRANSITIONS: dict[str, Transition] = {
 
 
 @dataclass(frozen=True)
-class OperationRecord:
-    """One operation on a VM: its script, who ran it, and how it ended."""
-
-    op: str
-    host: str
-    script: tuple[str, ...]
-    started: float
-    pid: int
-    ended: float | None = None
-    outcome: OperationOutcome = OperationOutcome.RUNNING
-    failed_line: int | None = None
-    error: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome is OperationOutcome.FAILURE
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """A host the VM's images lived on, from when to when."""
-
-    host: str
-    vm_dir: str
-    started: float
-    ended: float | None = None
-
-
-@dataclass(frozen=True)
-class Vm:
-    id: int
-    name: str
-    owner: str
-    state: VmState
-    template: str  # the stored template, leased NICs included
-    created: float
-    host: str | None = None
-    vm_dir: str | None = None
-    previous_state: VmState | None = None  # the state an operation started from, to retry or undo it
-    history: tuple[HistoryEntry, ...] = ()
-    operations: tuple[OperationRecord, ...] = ()
-
-    @property
-    def last_operation(self) -> OperationRecord | None:
-        return self.operations[-1] if self.operations else None
-
-    @property
-    def interrupted(self) -> bool:
-        """True when the operation in progress was run by a process that is gone."""
-        last = self.last_operation
-        return last is not None and last.outcome is OperationOutcome.RUNNING and not process_alive(last.pid)
-
-    def parsed_template(self) -> Template:
-        return parse_template(self.template, f"vm {self.id}")
-
-    def nics(self) -> list[Vector]:
-        return self.parsed_template().vectors("NIC")
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        data["interrupted"] = self.interrupted
-        template = self.parsed_template()
-        data["template_text"] = self.template
-        data["template"] = template_json(template)
-        data["nics"] = [n.as_dict() for n in template.vectors("NIC")]
-        return data
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Vm:
-        return cls(
-            **{
-                **doc,
-                "state": VmState(doc["state"]),
-                "previous_state": VmState(doc["previous_state"]) if doc.get("previous_state") else None,
-                "history": tuple(HistoryEntry(**h) for h in doc.get("history", ())),
-                "operations": tuple(
-                    OperationRecord(**{**o, "script": tuple(o["script"]), "outcome": OperationOutcome(o["outcome"])})
-                    for o in doc.get("operations", ())
-                ),
-            }
-        )
-
-
-@dataclass(frozen=True)
 class Preview:
     """What an operation would do: its script, and the bytes each line with a source moves, by line (None: not
     known before it runs, as an HTTP download's; 0 for a move that is a rename in place)."""
@@ -165,72 +80,17 @@ class Preview:
         return [line for line, size in self.source_bytes.items() if size is None]
 
 
-def template_json(template: Template) -> dict[str, Any]:
-    """A template as JSON: vectors are objects, and a repeated attribute (DISK, NIC) is always a list."""
-    grouped: dict[str, list[Any]] = {}
-    for attr in template.attributes:
-        grouped.setdefault(attr.name, []).append(attr.value.as_dict() if isinstance(attr.value, Vector) else attr.value)
-    return {
-        name: values if name in ("DISK", "NIC") or len(values) > 1 else values[0] for name, values in grouped.items()
-    }
-
-
-def process_alive(pid: int) -> bool:
-    """True while process `pid` runs; a zombie (killed, its parent has not reaped it yet) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-@dataclass(frozen=True)
-class VmChanged:
-    """Event: a VM's record changed."""
-
-    vm_id: int
-    state: VmState
-    at: float = field(default_factory=time.time)
-
-
-class Vms:
-    """The VM pool of a home: create, operate, recover, delete."""
+class Vms(VmRecords):
+    """The VM pool of a home: create, operate, recover, delete (and read, as VmRecords)."""
 
     def __init__(
         self, home: Home, networks: Networks, hosts: Hosts, executor: Executor, bus: EventBus | None = None
     ) -> None:
-        self.home = home
-        self.store = Store(home.db_path)
+        super().__init__(home)
         self.networks = networks
         self.hosts = hosts
         self.executor = executor
         self.bus = bus or EventBus()
-
-    # -- reading ------------------------------------------------------------------------------------------------
-
-    def list(self) -> list[Vm]:
-        with self.store.read() as db:
-            return sorted((Vm.from_doc(dict(d)) for d in db.table("vms").all()), key=lambda vm: vm.id)
-
-    def get(self, vm_id: int) -> Vm:
-        with self.store.read() as db:
-            doc = db.table("vms").get(doc_id=vm_id)
-        if doc is None:
-            raise InputError(Problem(f"no VM {vm_id}"))
-        return Vm.from_doc(dict(doc))
-
-    def exists(self, vm_id: int) -> bool:
-        with self.store.read() as db:
-            return db.table("vms").contains(doc_id=vm_id)
-
-    def log_path(self, vm_id: int) -> Path:
-        return self.home.logs / f"vm-{vm_id}.log"
 
     # -- create -------------------------------------------------------------------------------------------------
 

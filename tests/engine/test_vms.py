@@ -19,7 +19,7 @@ from engine.service.protocol import ServicePaths
 from engine.service.server import lock_holder
 from engine.transfers.hosts import Host
 from engine.transfers.journal import Journal, JournalState
-from engine.vms.lifecycle import OperationOutcome, VmState
+from engine.vms.states import OperationOutcome, VmState
 from tests.conftest import site_driver
 
 TTYLINUX = sample_templates()["ttylinux.tmpl"]

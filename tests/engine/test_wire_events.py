@@ -6,7 +6,8 @@ import json
 
 from engine.service.protocol import event_from_wire, event_to_wire
 from engine.transfers.progress import ActionFinished, RunOutcome, ScriptFinished
-from engine.vms.lifecycle import VmChanged, VmState
+from engine.vms.records import VmChanged
+from engine.vms.states import VmState
 
 
 def through_the_wire(event: object) -> object:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.core import Engine
 from engine.defaults import sample_templates
-from engine.vms.lifecycle import VmState
+from engine.vms.states import VmState
 
 DATABASE = sample_templates()["database.tmpl"]
 

@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import Log
 
 from engine.transfers.hosts import Host
-from engine.vms.lifecycle import VmState
+from engine.vms.states import VmState
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
 from screens.transfers import TransfersScreen
