@@ -105,7 +105,7 @@ def _read_log(path: Path) -> tuple[list[dict[str, Any]], str | None]:
         if not line:
             continue
         try:
-            item = json.loads(line)
+            item = _shaped(json.loads(line))
             position = item["position"]
             if "ended" in item and actions and actions[-1]["position"] == position and "ended" not in actions[-1]:
                 actions[-1] = {**actions[-1], **item}
@@ -118,6 +118,26 @@ def _read_log(path: Path) -> tuple[list[dict[str, Any]], str | None]:
                 break
             return actions, f"{path}:{number}: a line of the run's journal does not load"
     return actions, None
+
+
+_OUTCOMES = {outcome.value for outcome in RunOutcome}
+
+
+def _shaped(item: Any) -> dict[str, Any]:
+    """A line of a run's file as Journal writes it (a start, or an end), else ValueError."""
+
+    def number(key: str) -> bool:  # a whole number, never a bool (which json reads as one too)
+        value = item.get(key)
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(item, dict) or not number("position"):
+        raise ValueError("not an action")
+    if "ended" in item:
+        if item.get("outcome") not in _OUTCOMES or not number("bytes"):
+            raise ValueError("not an action's end")
+    elif not number("line"):
+        raise ValueError("not an action's start")
+    return item
 
 
 class Journal:

@@ -27,6 +27,7 @@ from engine.transfers.checksums import from_tool_output
 from engine.transfers.drivers import load_driver
 from engine.transfers.endpoints import parse_stored
 from engine.transfers.hosts import Host, validate_host
+from engine.transfers.journal import Journal
 from engine.transfers.openssh import configured_accelerator
 from engine.vms.planner import Placement, check_template, plan
 
@@ -147,3 +148,34 @@ def test_host_input(name: str, vm_dir: str, address: str, user: str, port: int |
         assert value is None or value.startswith(f"{algorithm}:")
     own_errors_only(lambda: parse_stored(name, 0))
     assert whole_number(name) is None or whole_number(name) >= 0
+
+
+JOURNAL_LINES = st.sampled_from(
+    [
+        b'{"position":0,"line":1,"started":1.0}',
+        b'{"position":0,"ended":2.0,"outcome":"done","bytes":5,"checksum":null,"error":null}',
+        b'{"position":1,"ended":2.0,"outcome":"failed","bytes":0,"checksum":null,"error":"x"}',
+        b'{"position":[1],"ended":2.0,"outcome":"done","bytes":0}',
+        b'{"position":true,"line":1}',
+        b'{"position":-1,"line":1}',
+        b"[1]",
+        b'"text"',
+        b"null",
+    ]
+) | st.binary(max_size=60)
+
+
+@FEW
+@given(st.lists(JOURNAL_LINES, max_size=6), st.booleans())
+def test_a_runs_journal_file(lines: list[bytes], ended: bool) -> None:
+    """A hand-edited or damaged run file is damage (or a torn last line), never a crash, and what loads is whole."""
+    with tempfile.TemporaryDirectory() as folder:
+        home = Home(Path(folder))
+        journal = Journal(home)
+        script = "MKSWAP 1 h:/v/a\nMKSWAP 1 h:/v/b\n"
+        run = journal.start(1, script)
+        (journal.directory / f"{run}.jsonl").write_bytes(b"\n".join(lines) + (b"\n" if ended else b""))
+        (entry,) = journal.runs(1)
+        assert all(type(position) is int and position >= 0 for position in entry.done)
+        assert all(type(action["position"]) is int for action in entry.actions)
+        own_errors_only(lambda: journal.unfinished(1, script))
