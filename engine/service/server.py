@@ -525,6 +525,8 @@ class Service:
         texts = entry.script.splitlines()
         lines: dict[int, ActionState] = {}
         for action in entry.actions:
+            if "line" not in action:  # an end with no start, as records before the journal's files wrote it
+                continue
             text = texts[action["position"]] if action["position"] < len(texts) else ""
             outcome = action.get("outcome", JournalState.RUNNING)
             lines[action["line"]] = ActionState(

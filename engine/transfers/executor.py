@@ -278,7 +278,8 @@ class ScriptRun:
             )
         else:
             self.log.write(f"{name} (line {line.number}) {outcome}{outcome_text(outcome, error)}", error=True)
-        self.executor.journal.action_finished(self.id, index, outcome, result.bytes, result.checksum, error)
+        journal = self.executor.journal
+        journal.action_finished(self.id, index, outcome, result.bytes, result.checksum, error, line=line.number)
         self._publish(
             ActionFinished(
                 self.id,

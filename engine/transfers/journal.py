@@ -181,9 +181,19 @@ class Journal:
         self._append(run, {"position": position, "line": line, "started": time.time()}, sync=False)
 
     def action_finished(
-        self, run: str, position: int, outcome: RunOutcome, size: int, checksum: str | None, error: str | None
+        self,
+        run: str,
+        position: int,
+        outcome: RunOutcome,
+        size: int,
+        checksum: str | None,
+        error: str | None,
+        *,
+        line: int,
     ) -> None:
-        ended = {"position": position, "ended": time.time(), "outcome": outcome.value, "bytes": size}
+        """Record the end of the action at `position` (its script `line`, written again: it may never have
+        started)."""
+        ended = {"position": position, "line": line, "ended": time.time(), "outcome": outcome.value, "bytes": size}
         self._append(run, {**ended, "checksum": checksum, "error": error}, sync=True)
 
     def finish(self, run: str, state: JournalState) -> None:

@@ -135,7 +135,7 @@ def test_journal_finds_the_last_unfinished_run(home):
     journal = Journal(home)
     first = journal.start(3, "MKSWAP 1 h:/v/x\n")
     journal.action_started(first, 0, 4)
-    journal.action_finished(first, 0, RunOutcome.DONE, 1 << 20, None, None)
+    journal.action_finished(first, 0, RunOutcome.DONE, 1 << 20, None, None, line=4)
     entry = journal.unfinished(3, "MKSWAP 1 h:/v/x\n")
     assert entry.done == (0,) and entry.actions[0]["line"] == 4 and entry.actions[0]["bytes"] == 1 << 20
     assert journal.unfinished(4, "MKSWAP 1 h:/v/x\n") is None

@@ -72,9 +72,9 @@ def test_the_journal_keeps_what_resuming_needs_and_the_newest_finished_runs(exec
     journal = executor.journal
     first = journal.start(3, failed.format(), source="failing.script")  # a run that stopped at its second line
     journal.action_started(first, 0, 1)
-    journal.action_finished(first, 0, RunOutcome.DONE, 0, None, None)
+    journal.action_finished(first, 0, RunOutcome.DONE, 0, None, None, line=1)
     journal.action_started(first, 1, 2)
-    journal.action_finished(first, 1, RunOutcome.FAILED, 0, None, "no host named 'nowhere'")
+    journal.action_finished(first, 1, RunOutcome.FAILED, 0, None, "no host named 'nowhere'", line=2)
     journal.finish(first, JournalState.FAILED)
     for vm in range(FINISHED_KEPT + 30):
         assert executor.submit(parse_script(dummy_script(1, vm + 10)), vm + 10).wait(60).ok
@@ -92,7 +92,7 @@ def test_a_torn_last_line_is_the_one_silent_repair_and_other_damage_stops_a_resu
     script = "MKSWAP 1 d1:/vms/1/images/disk.0\nMKSWAP 1 d1:/vms/1/images/disk.1\n"
     run = journal.start(1, script)
     journal.action_started(run, 0, 1)
-    journal.action_finished(run, 0, RunOutcome.DONE, 1 << 20, None, None)
+    journal.action_finished(run, 0, RunOutcome.DONE, 1 << 20, None, None, line=1)
     log = journal.directory / f"{run}.jsonl"
     with open(log, "ab") as out:
         out.write(b'{"position":1,"line":2,"sta')  # killed while writing the second line's start

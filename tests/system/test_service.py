@@ -17,7 +17,10 @@ import pytest
 
 from engine.service.protocol import ServicePaths
 from engine.service.server import lock_holder
+from engine.store.database import Store
 from engine.transfers.hosts import Host, Hosts
+from engine.transfers.journal import TABLE, Journal
+from engine.transfers.progress import RunOutcome
 from tests.conftest import HEADNODE, ROOT, site_driver, stop_service
 from tests.engine.test_vms import FLAKY, TTYLINUX
 from tests.tui.terminal import Terminal, headnode_argv
@@ -297,3 +300,20 @@ def test_the_console_shows_runs_from_the_cli_and_quitting_leaves_them_running(se
     # It showed the bytes the service had copied before this console opened.
     assert float(re.search(r"([\d.]+)/64\.0 MiB", shown).group(1)) > 0
     assert not dest.exists()
+
+
+def test_a_run_killed_after_a_line_ended_unstarted_is_recorded_interrupted(home, headnode):
+    """A line that ended before it started (cancelled while it waited for a slot) has no start in the journal; a
+    process killed before its run's own end left such a run marked running, and the next service, reading it back,
+    failed on the missing line number and never started (every client then timed out)."""
+    journal = Journal(home)
+    run = journal.start(None, "MKSWAP 1 gone:/vms/1/images/disk.0\n", source="job.script")
+    journal.action_finished(run, 0, RunOutcome.CANCELLED, 0, None, "cancelled", line=1)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with Store(home.db_path).write() as db:
+        db.table(TABLE).update({"pid": dead.pid}, lambda d: d["run"] == run)
+    r = headnode("transfers", "--json")
+    assert r.returncode == 0, r.stderr
+    (shown,) = [found for found in json.loads(r.stdout) if found["run"] == run]
+    assert shown["state"] == "interrupted" and [(x["line"], x["state"]) for x in shown["lines"]] == [(1, "cancelled")]
