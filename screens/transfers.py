@@ -14,6 +14,7 @@ from textual.widgets import DataTable
 
 from engine.presentation import eta_text, progress_text, rate_text
 from engine.service.runs import ActionState, RunState, RunStatus, script_title
+from engine.transfers.fanout.runner import ACTION as FANOUT_ACTION
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -37,8 +38,13 @@ def bar(done: float, total: float | None, width: int = 5) -> Text:
     return text
 
 
+def fan_out(run: RunState) -> bool:
+    """A fan-out's run: a line per host (engine.transfers.fanout)."""
+    return any(action.action == FANOUT_ACTION for action in run.actions.values())
+
+
 def run_row(run: RunState) -> tuple[Any, ...]:
-    who = f"VM {run.vm}" if run.vm is not None else "script"
+    who = f"VM {run.vm}" if run.vm is not None else "fan-out" if fan_out(run) else "script"
     state = run.state if run.failed_line is None else f"{run.state}: line {run.failed_line}"
     return (
         f"{who} {run.lines_done}/{run.lines_total}",
@@ -53,8 +59,9 @@ def run_row(run: RunState) -> tuple[Any, ...]:
 def action_row(action: ActionState) -> tuple[Any, ...]:
     rate = rate_text(action.rate) if action.state is RunStatus.RUNNING and action.rate else ""
     size = progress_text(action.bytes_done, action.bytes_total) if action.bytes_total or action.bytes_done else ""
+    host = f" {action.host}" if action.action == FANOUT_ACTION else ""  # a fan-out's line is a host
     return (
-        f" {action.line} {action.action}",
+        f" {action.line} {action.action}{host}",
         action.state,
         bar(action.bytes_done, action.bytes_total),
         size,

@@ -16,12 +16,14 @@ import pytest
 
 from engine.events import EventBus
 from engine.home import Home
+from engine.service.runs import RunStatus, TransferBoard
 from engine.transfers.cache.layout import Sidecar, entry_key
 from engine.transfers.checksums import ChecksumProcess
 from engine.transfers.fanout.plan import Limits
 from engine.transfers.fanout.runner import FanoutResult, Target, fan_out
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import ActionFinished, ActionProgress, RunOutcome
+from screens.transfers import action_row, run_row
 from tests.system.netns import Lab
 from tests.system.sshd import SshHost, keygen
 
@@ -125,6 +127,8 @@ def test_warm_to_eight_hosts_gives_each_an_identical_verified_copy(fanout_lab):
     bus = EventBus()
     finished: list[ActionFinished] = []
     bus.subscribe(lambda e: finished.append(e) if isinstance(e, ActionFinished) else None)
+    board = TransferBoard()  # what the service and the console's Transfers screen keep
+    bus.subscribe(board.apply)
     result = bounded(120, world, bus=bus)
     assert result.ok, result.hosts
     source = sha(world["image"])
@@ -143,6 +147,10 @@ def test_warm_to_eight_hosts_gives_each_an_identical_verified_copy(fanout_lab):
     assert [len(p.hosts) for p in result.plan.pipelines] == [8]  # one chain: the head sent it once
     assert [r.fed_by for r in result.hosts.values()] == ["head"] + [m.name for m in world["lab"].members[:-1]]
     assert masters_left(world["lab"]) == []
+    run = board.runs[result.run]  # one run, a row per host
+    assert (run.state, run.lines_total, run.bytes_done) == (RunStatus.DONE, 8, 8 * 16 * MiB)
+    assert run_row(run)[0] == "fan-out 8/8"
+    assert [action_row(a)[0] for a in run.actions.values()] == [f" {i + 1} WARM node0{i}" for i in range(8)]
 
     again = bounded(60, world)
     assert again.ok and all(r.present for r in again.hosts.values())

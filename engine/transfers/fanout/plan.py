@@ -32,6 +32,10 @@ class Limits:
 
     head: float | None = None
     hosts: Mapping[str, float] = field(default_factory=dict)
+    every_host: float | None = None  # a host without a limit of its own
+
+    def host(self, name: str) -> float | None:
+        return self.hosts.get(name, self.every_host)
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ def plan_fanout(
     todo = [h for h in hosts if h not in present and h not in unreachable]
     count = max(1, math.ceil(len(todo) / max(1, chain_hosts))) if todo else 0
     groups = [todo[i * len(todo) // count : (i + 1) * len(todo) // count] for i in range(count)]
-    host_rate = _lowest([_lowest([limits.hosts.get(h), measured.hosts.get(h)]) for h in todo])
+    host_rate = _lowest([_lowest([limits.host(h), measured.hosts.get(h)]) for h in todo])
     head_rate = _lowest([limits.head, measured.head])
     if head_chains is None:
         head_chains = max(1, int(head_rate // host_rate)) if head_rate and host_rate else 1
@@ -214,7 +218,7 @@ def plan_fanout(
             previous = chains_hosts[index][-1]
             number += 1
         names = [n for c in chains for n in c.hosts]
-        limit = _lowest([limits.head / fed_head if limits.head else None] + [limits.hosts.get(n) for n in names])
+        limit = _lowest([limits.head / fed_head if limits.head else None] + [limits.host(n) for n in names])
         rates = [measured.hosts.get(n) for n in names]
         rate = (
             None

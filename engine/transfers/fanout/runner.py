@@ -54,6 +54,7 @@ from engine.transfers.progress import (
     ActionStarted,
     RunOutcome,
     ScriptFinished,
+    ScriptProgress,
     ScriptStarted,
 )
 from engine.transfers.ssh import SshTarget, quote_argv, ssh_target
@@ -175,6 +176,7 @@ class FanOut:
             if host.result is not None:
                 return
             host.result = result
+            finished = sum(h.result is not None for h in self.hosts.values())
         detail = "already there" if result.present else f"fed by {result.fed_by}" if result.fed_by else ""
         if result.resumed_from:
             detail += f", resumed at byte {result.resumed_from}"
@@ -192,6 +194,7 @@ class FanOut:
                 detail,
             )
         )
+        self._publish(ScriptProgress(self.run, None, finished, len(self.hosts), host.line))
 
     def _progress(self, name: str, done: int) -> None:
         host = self.hosts.get(name)
