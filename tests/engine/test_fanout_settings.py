@@ -10,8 +10,14 @@ from engine.transfers.fanout.settings import fanout_settings
 MiB = 1 << 20
 
 
-def configure(home, text: str) -> None:
-    home.config_path.write_text(home.config_path.read_text() + text)
+def configure(home, text: str) -> int:
+    """Put `text` where the shipped configuration sets the fan-out's settings; the line it starts at."""
+    lines = home.config_path.read_text().splitlines(keepends=True)
+    shipped = [i for i, line in enumerate(lines) if line.startswith(("BWLIMIT", "HOST_BWLIMIT", "FANOUT_"))]
+    kept = [line for i, line in enumerate(lines) if i not in shipped]
+    kept[shipped[0] : shipped[0]] = [text]
+    home.config_path.write_text("".join(kept))
+    return shipped[0] + 1
 
 
 def test_limits_in_mib_per_second_a_hosts_own_over_every_hosts(home):
@@ -29,15 +35,14 @@ def test_no_limit_by_default(home):
 
 
 def test_every_bad_setting_is_named_with_its_line_at_once(home):
-    lines = len(home.config_path.read_text().splitlines())
-    configure(home, "BWLIMIT = fast\nHOST_BWLIMIT = [ LIMIT = 3 ]\nFANOUT_CHAIN_HOSTS = 0\nHOST_BWLIMIT = -1\n")
+    first = configure(home, "BWLIMIT = fast\nHOST_BWLIMIT = [ LIMIT = 3 ]\nFANOUT_CHAIN_HOSTS = 0\nHOST_BWLIMIT = -1\n")
     with pytest.raises(InputError) as raised:
         fanout_settings(home)
     found = [(p.line, p.message) for p in raised.value.problems]
     assert found == [
-        (lines + 1, "BWLIMIT 'fast' is not a rate in MiB/s above 0"),
-        (lines + 2, "HOST_BWLIMIT = [ HOST = ..., LIMIT = ... ] names no HOST"),
-        (lines + 4, "HOST_BWLIMIT '-1' is not a rate in MiB/s above 0"),
-        (lines + 3, "FANOUT_CHAIN_HOSTS '0' is not a whole number of 1 or more"),
+        (first, "BWLIMIT 'fast' is not a rate in MiB/s above 0"),
+        (first + 1, "HOST_BWLIMIT = [ HOST = ..., LIMIT = ... ] names no HOST"),
+        (first + 3, "HOST_BWLIMIT '-1' is not a rate in MiB/s above 0"),
+        (first + 2, "FANOUT_CHAIN_HOSTS '0' is not a whole number of 1 or more"),
     ]
     assert all(p.file == str(home.config_path) for p in raised.value.problems)
