@@ -12,7 +12,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.context import CliContext, format_table
-from engine.errors import OperationError
+from engine.cli.fanout import FanoutProgress, dry_run_warm
+from engine.errors import InputError, OperationError, Problem
 
 if TYPE_CHECKING:
     from engine.transfers.cache.inventory import CacheReport
@@ -30,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     warm = verbs.add_parser("warm", parents=[common], help="put an image into hosts' caches ahead of a deploy")
     warm.add_argument("source", metavar="SOURCE", help="host:path, a URL, or an absolute path on the front end")
     warm.add_argument("hosts", nargs="+", metavar="HOST")
+    warm.add_argument("--dry-run", action="store_true", help="the fan-out's plan and estimate; nothing is sent")
+    warm.add_argument("--bwlimit", type=float, metavar="MIB_S", help="what the head sends in all, MiB/s (BWLIMIT)")
+    warm.add_argument(
+        "--host-bwlimit", type=float, metavar="MIB_S", help="what each host receives and passes on (HOST_BWLIMIT)"
+    )
     warm.set_defaults(handler=run_warm)
 
     evict = verbs.add_parser("evict", parents=[common], help="remove entries from a host's cache")
@@ -147,12 +153,30 @@ def run_warm(args: argparse.Namespace, ctx: CliContext) -> int:
 
         return Job(log=line)
 
+    for flag, value in (("--bwlimit", args.bwlimit), ("--host-bwlimit", args.host_bwlimit)):
+        if value is not None and value <= 0:
+            raise InputError(Problem(f"{flag} must be a rate in MiB/s above 0, not {value:g}"))
+    if args.dry_run:
+        try:
+            return dry_run_warm(ctx, transfers, source, args)
+        finally:
+            transfers.pool.close()
+    progress = FanoutProgress(ctx.json, sys.stdout.isatty())
     try:
-        outcomes = ctx.changes.warm_cache(transfers, source, args.hosts, job_for)
+        outcomes = ctx.changes.warm_cache(
+            transfers,
+            source,
+            args.hosts,
+            job_for,
+            head_mib=args.bwlimit,
+            host_mib=args.host_bwlimit,
+            events=progress,
+        )
     finally:
         transfers.pool.close()
+    progress.end()
     if ctx.json:
-        ctx.emit_json(
+        progress.document(
             [
                 {
                     "host": o.host,

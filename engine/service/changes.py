@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.home import Home
 from engine.service.audit import AuditLog
@@ -118,11 +118,17 @@ class Changes:
     # Host image caches (engine.transfers.cache)
 
     def warm_cache(
-        self, transfers: Transfers, source: Source, hosts: Sequence[str], job_for: Callable[[str], Job]
+        self,
+        transfers: Transfers,
+        source: Source,
+        hosts: Sequence[str],
+        job_for: Callable[[str], Job],
+        **fanout: Any,
     ) -> list[WarmOutcome]:
+        """`fanout`: the fan-out's options (engine.transfers.cache.warm: head_mib, host_mib, events)."""
         from engine.transfers.cache.warm import warm
 
-        outcomes = warm(transfers, source, hosts, job_for)
+        outcomes = warm(transfers, source, hosts, job_for, **fanout)
         states = ", ".join(f"{o.host} {o.state.value}" for o in outcomes)
         self._record("cache warm", str(source), states)
         return outcomes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from engine.transfers.fanout.runner import FanoutResult, Target, fan_out
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import ActionFinished, ActionProgress, RunOutcome
 from screens.transfers import action_row, run_row
+from tests.conftest import HEADNODE, ROOT
 from tests.system.netns import Lab
 from tests.system.sshd import SshHost, keygen
 
@@ -226,3 +228,50 @@ def test_bandwidth_limits_hold_within_ten_percent(fanout_lab):
         (t0, b0), (t1, b1) = samples[0], samples[-1]
         rate = (b1 - b0) / (t1 - t0)  # from the hosts' own reports of what they stored
         assert abs(rate - limit) / limit < 0.10, (line, rate / MiB)
+
+
+def test_cache_warm_to_several_hosts_goes_through_chains_and_a_clone_then_hits(fanout_lab, tmp_path):
+    """`headnode cache warm IMAGE HOST...` to 4 ssh hosts: the dry run plans one chain with an estimate once a
+    run has measured the rates; --json prints the fan-out's events as JSON lines and the outcome last; then a
+    CLONE of the image to each host is a cache hit that sends nothing over the link."""
+    from engine.language.script import parse_script
+    from engine.transfers.executor import Executor
+
+    world = fanout_lab(4, None, 8 * MiB)
+    home, lab = world["home"], world["lab"]
+    names = [m.name for m in lab.members]
+    env = {**os.environ, "HEADNODE_HOME": str(home.root)}
+
+    def headnode(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*HEADNODE, *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+
+    planned = headnode("cache", "warm", str(world["image"]), *names, "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "chain 1: node00 -> node01 -> node02 -> node03 fed by the head" in planned.stdout
+    assert "no estimate" in planned.stdout
+    assert not any((m.vm_dir / ".headnode-cache").exists() for m in lab.members)  # a dry run writes nothing
+
+    warmed = headnode("cache", "warm", str(world["image"]), *names, "--json")
+    assert warmed.returncode == 0, warmed.stderr
+    *events, outcome = [json.loads(line) for line in warmed.stdout.splitlines()]
+    assert [o["state"] for o in outcome] == ["fetched"] * 4
+    finished = [e for e in events if e["event"] == "action_finished"]
+    assert sorted(e["line"] for e in finished) == [1, 2, 3, 4]
+    assert {e["detail"] for e in finished} >= {"fed by head", "fed by node00"}
+
+    again = json.loads(headnode("cache", "warm", str(world["image"]), *names, "--dry-run", "--json").stdout)
+    assert again["fanout"]["present"] == names and again["fanout"]["chains"] == []
+
+    bus = EventBus()
+    details: list[str] = []
+    bus.subscribe(lambda e: details.append(e.detail) if isinstance(e, ActionFinished) else None)
+    executor = Executor(home, bus)
+    try:
+        fe = home.config.frontend_name
+        for member in lab.members:
+            line = f"CLONE {fe}:{world['image']} {member.name}:{member.vm_dir}/1/images/disk.0\n"
+            assert executor.submit(parse_script(line, "test")).wait().ok
+    finally:
+        executor.close()
+    assert len(details) == 4 and all("cache hit" in d and "0 B over the link" in d for d in details), details
+    assert all(sha(m.vm_dir / "1/images/disk.0") == sha(world["image"]) for m in lab.members)

@@ -28,9 +28,8 @@ from engine.transfers.cache.layout import (
 from engine.transfers.endpoints import LocalEndpoint, RemoteEndpoint
 from engine.transfers.hosts import Host, Hosts
 from engine.transfers.ssh import SshPool
-from tests.system import test_sparse_transfers, test_transfers
+from tests.system import test_transfers
 
-shaped = test_sparse_transfers.shaped  # the fixture: one host behind a 100 Mbit/s link
 runner = test_transfers.runner  # the fixture: an executor on the world's home
 Runner = test_transfers.Runner
 
@@ -288,7 +287,8 @@ def test_cache_warm_list_pin_and_evict_from_the_cli(world, headnode) -> None:
     a, b = images_of(world, 2)
     r = headnode("cache", "warm", str(a), "host01", "host02", "--json")
     assert r.returncode == 0, r.stderr
-    assert [(o["host"], o["state"], o["sent"]) for o in json.loads(r.stdout)] == [
+    # the fan-out's events as JSON lines, then the outcome
+    assert [(o["host"], o["state"], o["sent"]) for o in json.loads(r.stdout.splitlines()[-1])] == [
         ("host01", "fetched", 3 << 20),
         ("host02", "fetched", 3 << 20),
     ]

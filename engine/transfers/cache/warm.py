@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import HeadnodeError
 from engine.language.script import Location, Url
@@ -47,12 +47,26 @@ def warm(
     hosts: Sequence[str],
     job_for: Callable[[str], Job],
     parallel: int = 4,
+    head_mib: float | None = None,
+    host_mib: float | None = None,
+    events: Callable[[Any], None] | None = None,
 ) -> list[WarmOutcome]:
     """Put `source` into every host's cache; one outcome per host, in the order given. `job_for(host)` is the
     job (log, progress, cancel) of that host's part. Bad input (an unknown host) raises InputError before
-    anything is sent."""
+    anything is sent. Two or more ssh hosts and a front-end source go through a fan-out
+    (engine.transfers.fanout.chain_warm: `head_mib`, `host_mib` and `events` are its)."""
+    from engine.transfers.fanout.chain_warm import chained_hosts, warm_chained
+
+    order = list(hosts)
     for name in hosts:
         transfers.hosts.resolve(name)
+    chained = chained_hosts(transfers, source, hosts)
+    done = (
+        warm_chained(transfers, source, chained, job_for, head_mib, host_mib, events)  # type: ignore[arg-type]
+        if chained
+        else {}
+    )
+    hosts = [name for name in hosts if name not in done]
 
     def one(name: str) -> WarmOutcome:
         job = job_for(name)
@@ -67,7 +81,7 @@ def warm(
         key = entry_key(done.checksum) if done.checksum else None
         return WarmOutcome(name, state, key, done.bytes, done.sent or 0, done.detail)
 
-    if not hosts:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
-        return list(pool.map(one, hosts))
+    if hosts:
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
+            done.update(zip(hosts, pool.map(one, hosts), strict=True))
+    return [done[name] for name in order]
