@@ -38,7 +38,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +69,15 @@ def dnsmasq_user() -> pwd.struct_passwd | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServedFiles:
     """Where one network's dnsmasq files are (see the module's docstring)."""
 
     home: Home
     key: str  # the network's store key: a recreated network never inherits a dead one's grants
+    _pid_seen: tuple[int, int, int] | None = field(default=None, repr=False)  # pid file (inode, mtime), its pid
+    _next: dict[str, int] = field(default_factory=dict, repr=False)  # a /24's next addition number, as a hint
+    names_served: bool = field(default=False, repr=False)  # its dnsmasq answers DNS (names/ exists), as of pid()
 
     @property
     def conf(self) -> Path:
@@ -83,7 +87,7 @@ class ServedFiles:
     def leases(self) -> Path:
         return self.home.root / "dhcp" / f"{self.key}.leases"
 
-    @property
+    @cached_property
     def pid_file(self) -> Path:
         return self.home.root / "dhcp" / f"{self.key}.pid"
 
@@ -95,7 +99,7 @@ class ServedFiles:
     def log(self) -> Path:
         return self.home.logs / f"dhcp-{self.key}.log"
 
-    @property
+    @cached_property
     def run(self) -> Path:
         configured = self.home.config.template.get("DHCP_RUN_DIR")
         root = Path(configured) if configured else (Path(DEFAULT_RUN_DIR) if os.geteuid() == 0 else None)
@@ -104,22 +108,33 @@ class ServedFiles:
         tag = hashlib.sha256(str(self.home.root).encode()).hexdigest()[:12]
         return root / f"{tag}-{self.key}"
 
-    @property
+    @cached_property
     def hosts(self) -> Path:
         return self.run / "hosts"
 
-    @property
+    @cached_property
     def names(self) -> Path:
         return self.run / "names"
 
     def pid(self) -> int | None:
-        """The pid of this network's running dnsmasq, or None (no pid file, or its process is gone or another)."""
+        """The pid of this network's running dnsmasq, or None (no pid file, or its process is gone or another).
+        The file is read again only when it changed: a lease pays one stat and a signal 0 for this."""
         try:
+            st = os.stat(self.pid_file)
+            seen = self._pid_seen
+            if seen is not None and seen[:2] == (st.st_ino, st.st_mtime_ns):
+                os.kill(seen[2], 0)
+                return seen[2]
             pid = int(self.pid_file.read_text().strip())
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except (OSError, ValueError):
+            self._pid_seen = None
             return None
-        return pid if comm == "dnsmasq" else None
+        if comm != "dnsmasq":
+            return None
+        self._pid_seen = (st.st_ino, st.st_mtime_ns, pid)
+        self.names_served = self.names.is_dir()
+        return pid
 
     def state(self) -> dict[str, Any]:
         """What the service last wrote about this dnsmasq: {"state", "interface", "pid", "restarts", "error"}."""
@@ -130,13 +145,16 @@ class ServedFiles:
 
     # -- building -----------------------------------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Make the run directories empty and readable to dnsmasq's user alone; refuse a place it cannot reach."""
+    def prepare(self, dns: bool) -> None:
+        """Make the run directories empty and readable to dnsmasq's user alone (names/ only when it answers DNS);
+        refuse a place it cannot reach."""
         user = dnsmasq_user()
         shutil.rmtree(self.run, ignore_errors=True)
         self.run.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        for directory in (self.run, self.hosts, self.names):
+        directories = (self.run, self.hosts, self.names) if dns else (self.run, self.hosts)
+        for directory in directories:
             directory.mkdir(mode=0o700)
+        self.names_served = dns
         if user is not None:
             blocked = _unreachable(self.run.parent, user)
             if blocked is not None:
@@ -144,7 +162,7 @@ class ServedFiles:
                     f"dnsmasq runs as {user.pw_name} and cannot reach {self.run} ({blocked} is closed to it): "
                     "set DHCP_RUN_DIR in headnode.conf to a directory it can reach"
                 )
-            for directory in (self.run, self.hosts, self.names):
+            for directory in directories:
                 os.chown(directory, user.pw_uid, user.pw_gid)
                 os.chmod(directory, 0o500)  # root writes anyway; only dnsmasq's user reads
 
@@ -157,7 +175,8 @@ class ServedFiles:
             by_block.setdefault(lease.ip.rpartition(".")[0], []).append(lease)
         for block, mine in by_block.items():
             self._place(self.hosts / block, "".join(hostsfile_line(x) for x in mine))
-            self._place(self.names / block, "".join(hosts_lines(x, domain) for x in mine))
+            if self.names_served:
+                self._place(self.names / block, "".join(hosts_lines(x, domain) for x in mine))
         return leases
 
     def remove(self) -> None:
@@ -176,9 +195,7 @@ class ServedFiles:
 
     def committed(self, book: LeaseBook, tx: Transaction, meta: str, report: Callable[[str], None]) -> None:
         """After a lease transaction was journaled, under its lock: bring a running dnsmasq's files up to it."""
-        if not self.pid_file.exists():
-            return  # not served: one stat per lease
-        pid = self.pid()
+        pid = self.pid()  # not served: one failed stat per lease
         if pid is None:
             return
         try:
@@ -208,24 +225,39 @@ class ServedFiles:
     def _add(self, book: LeaseBook, table: str, docs: dict[str, Any], domain: str | None) -> bool:
         """Write the new leases of a /24 as its next addition (or as its first file); False: fold it instead."""
         leases = [book.lease_of(doc) for doc in docs.values() if doc is not None]
-        if not (self.hosts / table).exists():  # a /24 dnsmasq has no reservation of yet
+        if not os.path.exists(self.hosts / table):  # a /24 dnsmasq has no reservation of yet
             self._rewrite_block(book, table, domain)
             return True
-        number = next((n for n in range(1, FOLD + 1) if not (self.hosts / f"{table}+{n}").exists()), None)
-        if number is None:
-            return False
-        self._place(self.names / f"{table}+{number}", "".join(hosts_lines(x, domain) for x in leases))
-        self._place(self.hosts / f"{table}+{number}", "".join(hostsfile_line(x) for x in leases))
-        return True
+        number = self._next.get(table, 1)  # this process's hint; another may have written since
+        hosts = "".join(hostsfile_line(x) for x in leases).encode()
+        while number <= FOLD:
+            # Made whole in one write and closed: dnsmasq reads a new file when it is closed (IN_CLOSE_WRITE),
+            # and O_EXCL finds the next free number in the same call (no rename, no stat: a lease's share).
+            try:
+                fd = os.open(self.hosts / f"{table}+{number}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            except FileExistsError:
+                number += 1
+                continue
+            try:
+                os.write(fd, hosts)
+            finally:
+                os.close(fd)
+            if self.names_served:
+                self._place(self.names / f"{table}+{number}", "".join(hosts_lines(x, domain) for x in leases))
+            self._next[table] = number + 1
+            return True
+        return False
 
     def _rewrite_block(self, book: LeaseBook, table: str, domain: str | None) -> None:
         stored = book.file.table(table) or {}
         leases = [book.lease_of(stored[key]) for key in sorted(stored, key=int)]
         self._place(self.hosts / table, "".join(hostsfile_line(x) for x in leases))
-        self._place(self.names / table, "".join(hosts_lines(x, domain) for x in leases))
+        if self.names_served:
+            self._place(self.names / table, "".join(hosts_lines(x, domain) for x in leases))
         for directory in (self.hosts, self.names):
             for addition in directory.glob(f"{table}+*"):
                 addition.unlink(missing_ok=True)
+        self._next.pop(table, None)
 
     @staticmethod
     def _place(path: Path, text: str) -> None:

@@ -173,7 +173,7 @@ class DhcpSupervisor:
         if not Path("/sys/class/net", interface).exists():
             raise OperationError(f"there is no interface {interface} here (ip link shows the interfaces)")
         _end_stale(files)
-        files.prepare()
+        files.prepare(served.dhcp.dns)
         book = self.networks.book(network.name)
         leases = files.write_all(book, network.domain)
         text = configuration(files, network)
