@@ -1,6 +1,6 @@
 """The lease store with DHCP on, side by side with DHCP off, and against rewriting one whole hostsfile.
 
-    sudo .venv/bin/python bench/bench_dhcp.py [--leases 65534]
+    sudo .venv/bin/python bench/bench_dhcp.py [--leases 65533]
 
 Runs itself inside a network namespace of its own (one end of a veth pair carries the network), with a real dnsmasq
 serving a /16 network through the engine's supervisor, as the service runs it. Figures:
@@ -109,7 +109,7 @@ def inside(count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--leases", type=int, default=65534)
+    parser.add_argument("--leases", type=int, default=65533, help="leases made (default: all of a /16 but its gateway)")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -389,13 +390,14 @@ def _ranges(network: Network) -> list[tuple[str, str]]:
     return [(format_ipv4(block << 8), "255.255.255.0") for block in blocks]
 
 
-def check_configuration(files: ServedFiles, text: str, leases: Iterable[Lease]) -> None:
+def check_configuration(files: ServedFiles, name: str, text: str, leases: Iterable[Lease]) -> None:
     """`dnsmasq --test` on the configuration and (as dhcp-host options: the same parser) the reservations; an
     OperationError with what dnsmasq said if it would refuse them. Nothing reaches a running dnsmasq before."""
     trial = files.conf.with_name(f".{files.conf.name}.test")
     hosts = [f"dhcp-host={hostsfile_line(x)}" for _, x in zip(range(TESTED_RESERVATIONS), leases, strict=False)]
     trial.parent.mkdir(mode=0o700, exist_ok=True)
-    trial.write_text(text.replace(f"dhcp-hostsdir={files.hosts}\n", "") + "".join(hosts))
+    tested = text.replace(f"dhcp-hostsdir={files.hosts}\n", "") + "".join(hosts)
+    trial.write_text(tested)
     try:
         done = subprocess.run(["dnsmasq", "--test", f"--conf-file={trial}"], capture_output=True, text=True, timeout=60)
     except OSError as exc:
@@ -403,8 +405,14 @@ def check_configuration(files: ServedFiles, text: str, leases: Iterable[Lease]) 
     finally:
         trial.unlink(missing_ok=True)
     if done.returncode != 0:
-        said = " ".join(done.stderr.split()) or f"exit {done.returncode}"
-        raise OperationError(f"dnsmasq refuses the configuration for {files.key}: {said}")
+        said = " ".join(done.stderr.split()).removeprefix("dnsmasq: ") or f"exit {done.returncode}"
+        found = re.search(r" at line (\d+) of \S+", said)
+        if found:  # the trial file is gone: name the line itself
+            lines = tested.splitlines()
+            number = int(found.group(1))
+            line = lines[number - 1] if 0 < number <= len(lines) else ""
+            said = said[: found.start()] + f" in `{line}`"
+        raise OperationError(f"dnsmasq refuses the configuration for network {name!r}: {said} (nothing was started)")
 
 
 def write_state(files: ServedFiles, **state: Any) -> None:

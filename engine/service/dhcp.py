@@ -177,7 +177,7 @@ class DhcpSupervisor:
         book = self.networks.book(network.name)
         leases = files.write_all(book, network.domain)
         text = configuration(files, network)
-        check_configuration(files, text, leases)
+        check_configuration(files, network.name, text, leases)
         tmp = files.conf.with_name(f".{files.conf.name}.tmp")
         tmp.write_text(text)
         os.replace(tmp, files.conf)
