@@ -231,23 +231,14 @@ class ServedFiles:
             return True
         number = self._next.get(table, 1)  # this process's hint; another may have written since
         hosts = "".join(hostsfile_line(x) for x in leases).encode()
-        while number <= FOLD:
-            # Made whole in one write and closed: dnsmasq reads a new file when it is closed (IN_CLOSE_WRITE),
-            # and O_EXCL finds the next free number in the same call (no rename, no stat: a lease's share).
-            try:
-                fd = os.open(self.hosts / f"{table}+{number}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            except FileExistsError:
-                number += 1
-                continue
-            try:
-                os.write(fd, hosts)
-            finally:
-                os.close(fd)
-            if self.names_served:
-                self._place(self.names / f"{table}+{number}", "".join(hosts_lines(x, domain) for x in leases))
-            self._next[table] = number + 1
-            return True
-        return False
+        while number <= FOLD and not _create(self.hosts / f"{table}+{number}", hosts):
+            number += 1
+        if number > FOLD:
+            return False
+        if self.names_served:
+            _create(self.names / f"{table}+{number}", "".join(hosts_lines(x, domain) for x in leases).encode())
+        self._next[table] = number + 1
+        return True
 
     def _rewrite_block(self, book: LeaseBook, table: str, domain: str | None) -> None:
         stored = book.file.table(table) or {}
@@ -306,6 +297,20 @@ class DhcpStatus:
         if self.error and self.pid is None:
             text += f": {self.error}"
         return text
+
+
+def _create(path: Path, data: bytes) -> bool:
+    """Make `path` whole in one write (False: it exists). dnsmasq reads a new file when it is closed
+    (IN_CLOSE_WRITE), and O_EXCL finds the next free name in the same call: no rename, no stat, a lease's share."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return True
 
 
 def release_grant(pid: int, interface: str, ip: str, mac: str) -> None:
