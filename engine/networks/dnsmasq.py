@@ -246,9 +246,11 @@ class ServedFiles:
         self._place(self.hosts / table, "".join(hostsfile_line(x) for x in leases))
         if self.names_served:
             self._place(self.names / table, "".join(hosts_lines(x, domain) for x in leases))
-        for directory in (self.hosts, self.names):
-            for addition in directory.glob(f"{table}+*"):
-                addition.unlink(missing_ok=True)
+        directories = (self.hosts, self.names) if self.names_served else (self.hosts,)
+        for directory in directories:  # by number: listing a directory of a /16's additions costs more
+            for number in range(1, FOLD + 1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(directory / f"{table}+{number}")
         self._next.pop(table, None)
 
     @staticmethod
