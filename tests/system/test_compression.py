@@ -160,7 +160,8 @@ def test_a_compressed_copy_dropped_mid_stream_resumes_and_verifies(shaped, kind,
     way: the copy resumes from what the host stored of the decompressed stream, and the result verifies."""
     home, node = shaped["home"], shaped["node"]
     hosts = Hosts(home)
-    hosts.update(node.name, dataclasses.replace(hosts.get(node.name), compress="zstd"))
+    # No image cache: the copy goes straight to the VM's file, whose .part this watches (test_image_cache.py).
+    hosts.update(node.name, dataclasses.replace(hosts.get(node.name), compress="zstd", cache_max_mb=0))
     if kind == "stream":
         source = shaped["images"] / "full.img"
         source.write_bytes(os.urandom(24 * MiB))

@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,21 @@ from engine.errors import OperationError
 from engine.language.script import parse_script
 from engine.transfers.actions import Transfers
 from engine.transfers.endpoints import LocalEndpoint, RemoteEndpoint, Writer
+from engine.transfers.hosts import Hosts
 from engine.transfers.job import Job
 from engine.transfers.openssh import OpenSsh
 from engine.transfers.ssh import SshPool
 from tests.system.test_transfers import FAST_RETRY, Runner, wait_for_bytes
 
 SIZE = 6 << 20
+
+
+@pytest.fixture(autouse=True)
+def uncached(world):
+    """These tests plant and watch the VM's own .part: CLONEs to host01 go straight to it, not through the host's
+    image cache (whose part the same writers make: test_image_cache.py)."""
+    hosts = Hosts(world["home"])
+    hosts.update("host01", replace(hosts.get("host01"), cache_max_mb=0))
 
 
 def sparse_image(path: Path) -> bytes:

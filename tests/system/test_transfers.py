@@ -321,7 +321,8 @@ def copy_dropped_twice(world, host: SshHost, own_user: Path, last_drop) -> tuple
     (every session killed), the second ended by `last_drop(runner)` once it has written bytes."""
     with open(own_user / ".ssh" / "known_hosts", "a") as known:
         known.write(host.host_key_line + "\n")
-    Hosts(world["home"]).create(host.record())
+    # No image cache: the copy goes straight to the VM's file, whose .part this watches (test_image_cache.py).
+    Hosts(world["home"]).create(host.record(cache_max_mb=0))
     runner = Runner(world["home"], accelerator=OpenSsh(min_bytes=0))
     runner.executor.retry = RetryPolicy(attempts=2, first_delay=0.05)
     part = host.vm_dir / "7/images/.disk.0.part"
