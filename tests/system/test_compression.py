@@ -61,9 +61,11 @@ def test_every_stream_across_a_link_is_compressed_and_exact(world, http_server, 
     host both ways, back to the front end, and an HTTP body; each copy exact and its checksum the source's."""
     home, fe = world["home"], world["fe"]
     hosts = Hosts(home)
-    hosts.update("host01", dataclasses.replace(hosts.get("host01"), compress="zstd"))
+    # No image caches: each line's own copier is what this reads in the log (through a cache the same copiers
+    # fill the cache, test_image_cache.py).
+    hosts.update("host01", dataclasses.replace(hosts.get("host01"), compress="zstd", cache_max_mb=0))
     site_driver(home, "zssh", base="ssh", COMPRESS="zstd")
-    hosts.update("host02", dataclasses.replace(hosts.get("host02"), driver="zssh"))
+    hosts.update("host02", dataclasses.replace(hosts.get("host02"), driver="zssh", cache_max_mb=0))
     d1, d2 = world["hosts"]["host01"].vm_dir, world["hosts"]["host02"].vm_dir
     text = log_like(world["images"] / "text.img", 3 * MiB + 5)
     size, pieces = SHAPES["odd-extents"]

@@ -185,10 +185,9 @@ def _done(
 ) -> CachedClone:
     job.progress(copied.size, copied.size)
     sent = fetched.sent if fetched is not None else 0
-    how = f"fetched by {fetched.detail}" if fetched is not None else ""
-    if tmp is not None:
-        how += f"{', then ' if how else ''}copied from {cache.directory} on the host (reflink or local copy)"
-    detail = f"cache {use.value}: {key}, {how or 'in ' + cache.directory}, {size_text(sent)} over the link"
+    fetch = f"{fetched.detail}; " if fetched is not None else ""
+    where = f"copied from {cache.directory} on the host" if tmp is not None else f"in {cache.directory}"
+    detail = f"{fetch}cache {use.value}: {key} {where}, {size_text(sent)} over the link"
     return CachedClone(use, copied.size, copied.checksum, sent, detail)
 
 
