@@ -200,9 +200,9 @@ class Transfers:
         host = self.hosts.resolve(name)
         return HostCache(self._endpoint(host), cache_dir(host))
 
-    def cache_writer(self, cache: HostCache) -> Endpoint:
+    def cache_writer(self, cache: HostCache, log: Callable[[str], None] = lambda line: None) -> Endpoint:
         """An endpoint that writes into the cache's directory only (its scripts confine writes to it)."""
-        return self._endpoint(dataclasses.replace(cache.host, vm_dir=cache.directory))
+        return self._endpoint(dataclasses.replace(cache.host, vm_dir=cache.directory), log)
 
     def cached_clone(self, action: Action) -> HostCache | None:
         """The cache a CLONE goes through: the destination's, for a source on the front end or an HTTP one."""
@@ -435,7 +435,7 @@ class _Builtin:
     def through_cache(self, source: Location | Url, cache: HostCache, tmp: str | None) -> ActionResult | None:
         """A CLONE through the host's cache into `tmp` (engine.transfers.cache.cached_clone), or with no `tmp` only
         into the cache (a warm); None: not cached (larger than the budget)."""
-        writer = self.t.cache_writer(cache)
+        writer = self.t.cache_writer(cache, self.job.log)
 
         def fetch(part: str) -> Fetched:
             seen: list[Validators] = []
