@@ -186,6 +186,7 @@ class LeaseFile:
         (those that exist) when given, so the rest need not be parsed."""
         with self._locked(fcntl.LOCK_SH):
             self._refresh()
+            self._sweep()
             if tables is None:
                 yield self.all()
             else:
@@ -401,7 +402,8 @@ class LeaseFile:
         self.damage.append(Damage(str(self.journal_path), number, message))
 
     def _sweep(self) -> None:
-        """Remove temporary files of compactions killed midway (under the exclusive lock: none is running)."""
+        """Remove temporary files of compactions killed midway, at the first transaction (under either lock: a
+        compaction holds the exclusive one, so none is running)."""
         if self._swept:
             return
         for name in (self.journal_path.name, self.snapshot_path.name):

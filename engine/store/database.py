@@ -13,7 +13,7 @@ Damage is reported, never worked around: a file that is empty (this module never
 is not tables of documents raises DamagedDatabase naming it, and nothing is changed, so a damaged home is never
 re-initialised over (a 0-byte headnode.db used to come back as a fresh home holding only the default network).
 Before each write the previous version is kept as `<db>.bak` (a hard link, no copy), and the error says how to
-restore it. A temporary file left by a writer killed mid-write is removed by the next write.
+restore it. A temporary file left by a writer killed mid-write is removed by the next transaction, read or write.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ class Store:
     def read(self) -> Iterator[TinyDB]:
         """A shared transaction: a consistent view; writes inside it raise."""
         with self._locked(fcntl.LOCK_SH):
+            self._sweep()
             storage = _SnapshotStorage(self._load(), writable=False)
             yield TinyDB(storage=lambda: storage)
 
@@ -197,7 +198,8 @@ class Store:
         os.replace(link, self.backup_path)
 
     def _sweep(self) -> None:
-        """Remove temporary files of writers killed mid-write (under the exclusive lock: no writer is running)."""
+        """Remove temporary files of writers killed mid-write, at the first transaction (under either lock: a
+        writer holds the exclusive one, so none is running)."""
         if self._swept:
             return
         for stray in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):

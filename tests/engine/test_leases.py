@@ -378,6 +378,16 @@ def test_a_compaction_killed_midway_leaves_no_stray_file(home: Home, nets: Netwo
     assert not any(stray.exists() for stray in strays)
 
 
+def test_a_stray_file_of_a_killed_compaction_is_removed_by_the_next_read(home: Home, nets: Networks, lan: str) -> None:
+    """The next open cleans up, not only the next lease: a network only read afterwards kept it for good."""
+    nets.lease(lan, vm=1)
+    file = nets.book(lan).file
+    stray = file.snapshot_path.with_name(f".{file.snapshot_path.name}.999999.1234.tmp")
+    stray.write_bytes(b"{half")
+    assert ips(Networks(home).leases(lan)) == ["10.0.0.1"]
+    assert not stray.exists()
+
+
 def test_threads_never_get_the_same_address(nets: Networks, lan: str, home: Home) -> None:
     got: list[str] = []
     lock = threading.Lock()

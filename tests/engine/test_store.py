@@ -121,3 +121,15 @@ def test_a_temporary_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_pa
         db.table("t").insert({"n": 1})
     assert not stray.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.db", "h.db.lock"]
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_by_the_next_read(tmp_path) -> None:
+    """A home only read afterwards (`vnet list`, a read-only console) kept it for good."""
+    path = tmp_path / "h.db"
+    with Store(path).write() as db:
+        db.table("t").insert({"n": 1})
+    stray = tmp_path / ".h.db.4242.140000.tmp"
+    stray.write_text('{"half": ')
+    with Store(path).read() as db:
+        assert db.table("t").all() == [{"n": 1}]
+    assert not stray.exists()
