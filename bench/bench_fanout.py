@@ -159,9 +159,10 @@ def measure(args: argparse.Namespace, root: Path, hosts: int) -> None:
         said = f"estimated {estimate:.2f} s" if estimate is not None else "no estimate (no rates measured yet)"
         print(f"  round {number}: took {took:.2f} s, {said}")
     slowest = max(hits, key=lambda hit: hit[1])
+    hit = sum("cache hit" in h[2] and "0 B over the link" in h[2] for h in hits)
     print(
         f"CLONE to each host after the fan-out: {sum(h[1] for h in hits):.2f} s for {len(hits)} "
-        f"(slowest {slowest[0]}: {slowest[1]:.2f} s); how: {sorted({h[2] for h in hits})}"
+        f"(slowest {slowest[0]}: {slowest[1]:.2f} s); cache hits sending 0 B over the link: {hit} of {len(hits)}"
     )
 
 

@@ -7,8 +7,9 @@ slowest; one when neither is known); every further chain hangs off the tail of a
 otherwise idle (a tree of chains). A head feeding k chains sends the image k times; every host receives it once
 and sends it at most once, so with equal links the time is about one copy's, whatever the number of hosts.
 
-The estimate is the setup measured last time plus the bytes over the slowest rate in each pipeline (the BWLIMITs,
-the hosts' rates measured by earlier fan-outs, the head's share), the longest pipeline deciding.
+The estimate is the overhead measured last time (all but the streaming: connections, checks, the end) plus the
+bytes over the slowest rate in each pipeline (the BWLIMITs, the hosts' rates measured by earlier fan-outs, the
+head's share), the longest pipeline deciding.
 """
 
 from __future__ import annotations

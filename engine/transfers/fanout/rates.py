@@ -1,8 +1,9 @@
 """Rates measured by earlier fan-outs, kept in the home (`<home>/fanout-rates.json`) for the next plan's estimate.
 
 After a run, each pipeline that was not held back by a BWLIMIT gives every host in it the rate it ran at (the
-slowest host's rate: a lower bound for the others), the head the sum of its pipelines', and the run its setup
-time (connections opened, before the first byte). A damaged file is reported, never trusted or overwritten.
+slowest host's rate: a lower bound for the others), the head the sum of its pipelines', and a run of one round
+the time it took besides streaming (connections opened, stages started, copies checked, links closed). A damaged
+file is reported, never trusted or overwritten.
 """
 
 from __future__ import annotations

@@ -158,6 +158,7 @@ class FanOut:
         self._lock = threading.Lock()
         self._source_changed = False
         self.setup: float | None = None  # seconds before the first round's bytes flowed
+        self._streaming: float | None = None  # seconds the first round's slowest pipeline streamed
         self._streamed = False  # a host that has the image before anything was sent had it already
 
     # -- reporting ------------------------------------------------------------------------------------------
@@ -241,6 +242,9 @@ class FanOut:
         if outcome is RunOutcome.DONE and failed:
             outcome, error = RunOutcome.FAILED, f"{len(failed)} of {len(results)} hosts failed: {', '.join(failed)}"
         seconds = time.monotonic() - started
+        if rounds == 1 and self._streaming is not None and outcome is RunOutcome.DONE:
+            # What the next estimate adds to the streaming: connections, stages starting, checks, the end.
+            record_rates(self.home, {}, None, seconds - self._streaming)
         plan = first_plan or plan_fanout(self.source, self.size, [], present=sorted(self.present))
         estimate = plan.estimate()
         if rounds:
@@ -286,7 +290,10 @@ class FanOut:
             rates = list(pool.map(lambda p: self._stream(links, p), plan.pipelines))
         if self._source_changed:
             raise OperationError(f"{self.source} changed while it was sent: no host took it")
-        self._record(plan, rates, self.setup if number == 1 else None)
+        self._record(plan, rates)
+        if number == 1:
+            slowest = [(self.size - p.offset) / r for p, r in zip(plan.pipelines, rates, strict=True) if r]
+            self._streaming = max(slowest, default=None)
         self._look(links, self._pending())  # what the hosts left without the image hold now
         return plan
 
@@ -571,7 +578,7 @@ class FanOut:
                     error=True,
                 )
 
-    def _record(self, plan: FanoutPlan, rates: Sequence[float | None], setup: float | None) -> None:
+    def _record(self, plan: FanoutPlan, rates: Sequence[float | None]) -> None:
         """Keep the rates of the pipelines no BWLIMIT held back, for the next estimate."""
         measured: dict[str, float] = {}
         free = [(p, r) for p, r in zip(plan.pipelines, rates, strict=True) if p.limit is None and r]
@@ -579,8 +586,8 @@ class FanOut:
             if all(self.hosts[n].result is not None and not self.hosts[n].result.error for n in pipeline.hosts):  # type: ignore[union-attr]
                 measured.update({name: rate for name in pipeline.hosts})
         head = sum(r for _, r in free) if len(free) == len(plan.pipelines) and free else None
-        if measured or head or setup is not None:
-            record_rates(self.home, measured, head, setup)
+        if measured or head:
+            record_rates(self.home, measured, head, None)
 
     def _unlink(self, links: HeadLinks) -> None:
         """End every link the hosts opened, and remove their run directories."""
