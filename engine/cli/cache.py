@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.context import CliContext, format_table
-from engine.cli.fanout import FanoutProgress, dry_run_warm
+from engine.cli.fanout import FanoutProgress, dry_run_warm, follow_warm
 from engine.errors import InputError, OperationError, Problem
 
 if TYPE_CHECKING:
@@ -133,70 +132,32 @@ def _of(report: CacheReport) -> list[Entry]:
 
 
 def run_warm(args: argparse.Namespace, ctx: CliContext) -> int:
+    """The service runs the warm (it runs every transfer: `headnode transfers` and the console's Transfers screen
+    show a fan-out as one run with a line per host); this command follows it."""
     from engine.language.script import source_argument
     from engine.presentation import size_text
-    from engine.transfers.cache.warm import WarmState
-    from engine.transfers.job import Job
-    from engine.transfers.log import TransferLog
 
     source = source_argument(args.source, ctx.home.config.frontend_name)
-    transfers = _transfers(ctx)
-    log = TransferLog(ctx.home, None)
-    printing = threading.Lock()
-
-    def job_for(host: str) -> Job:
-        def line(message: str, error: bool) -> None:
-            log.write(message, error)
-            if error and not ctx.json:
-                with printing:
-                    print(f"headnode: {host}: {message}", file=sys.stderr)
-
-        return Job(log=line)
-
     for flag, value in (("--bwlimit", args.bwlimit), ("--host-bwlimit", args.host_bwlimit)):
         if value is not None and value <= 0:
             raise InputError(Problem(f"{flag} must be a rate in MiB/s above 0, not {value:g}"))
     if args.dry_run:
+        transfers = _transfers(ctx)
         try:
             return dry_run_warm(ctx, transfers, source, args)
         finally:
             transfers.pool.close()
-    progress = FanoutProgress(ctx.json, sys.stdout.isatty())
-    try:
-        outcomes = ctx.changes.warm_cache(
-            transfers,
-            source,
-            args.hosts,
-            job_for,
-            head_mib=args.bwlimit,
-            host_mib=args.host_bwlimit,
-            events=progress,
-        )
-    finally:
-        transfers.pool.close()
-    progress.end()
+    request = {"source": args.source, "hosts": args.hosts, "head_mib": args.bwlimit, "host_mib": args.host_bwlimit}
+    outcomes = follow_warm(ctx, request)
     if ctx.json:
-        progress.document(
-            [
-                {
-                    "host": o.host,
-                    "state": o.state.value,
-                    "key": o.key,
-                    "size": o.size,
-                    "sent": o.sent,
-                    "detail": o.detail,
-                }
-                for o in outcomes
-            ]
-        )
+        FanoutProgress.document(outcomes)
     else:
         for o in outcomes:
-            print(f"{o.host}: {o.state.value}" + (f" {o.key}, {size_text(o.sent)} sent" if o.key else f": {o.detail}"))
-    if any(o.state is WarmState.FAILED for o in outcomes):
-        raise OperationError(
-            "the image is not in every host's cache: "
-            + ", ".join(o.host for o in outcomes if o.state is WarmState.FAILED)
-        )
+            key, sent = o["key"], size_text(o["sent"])
+            print(f"{o['host']}: {o['state']}" + (f" {key}, {sent} sent" if key else f": {o['detail']}"))
+    failed = [o["host"] for o in outcomes if o["state"] == "failed"]
+    if failed:
+        raise OperationError("the image is not in every host's cache: " + ", ".join(failed))
     return 0
 
 

@@ -109,6 +109,40 @@ class FanoutProgress:
                 self._write("\n")
                 self._bar = False
 
-    def document(self, value: Any) -> None:
+    @staticmethod
+    def document(value: Any) -> None:
         """The command's outcome, with --json: the last line."""
-        self._write(json.dumps(value) + "\n")
+        sys.stdout.write(json.dumps(value) + "\n")
+        sys.stdout.flush()
+
+
+def follow_warm(ctx: CliContext, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Have the service run a `cache warm` and print its events until it ends; each host's outcome."""
+    from engine.errors import OperationError
+    from engine.service.client import ServiceClient
+    from engine.service.protocol import WarmFinished
+
+    client = ServiceClient(ctx.home, "cli")
+    progress = FanoutProgress(ctx.json, sys.stdout.isatty())
+    stream = client.subscribe()  # before asking: not one of the run's events is missed
+    try:
+        run = client.call("warm", **request)["run"]
+        try:
+            for event in stream:
+                if getattr(event, "run", None) != run:
+                    continue
+                if isinstance(event, WarmFinished):
+                    progress.end()
+                    if event.error is not None:
+                        raise OperationError(event.error)
+                    return event.outcomes
+                if isinstance(event, ActionLog) and event.error and event.line == 0 and not ctx.json:
+                    print(f"headnode: {event.message}", file=sys.stderr)
+                    continue
+                progress(event)
+        except KeyboardInterrupt:
+            print("headnode: stopped following; the warm goes on in the service (headnode transfers)", file=sys.stderr)
+            raise SystemExit(130) from None
+        raise OperationError("the service stopped before the warm ended")
+    finally:
+        stream.close()

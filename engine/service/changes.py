@@ -10,15 +10,14 @@ service (VM operations, runs, cancels) the service records.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.home import Home
 from engine.service.audit import AuditLog
 
 if TYPE_CHECKING:
-    from engine.language.script import Source
     from engine.networks.definition import Network
     from engine.networks.doctor import Finding
     from engine.networks.lease_book import Lease
@@ -26,9 +25,7 @@ if TYPE_CHECKING:
     from engine.transfers.actions import Transfers
     from engine.transfers.cache.inventory import EvictOutcome
     from engine.transfers.cache.layout import Entry
-    from engine.transfers.cache.warm import WarmOutcome
     from engine.transfers.hosts import Host, Hosts
-    from engine.transfers.job import Job
     from engine.vms.lifecycle import Vms
     from engine.vms.records import Vm
 
@@ -116,22 +113,6 @@ class Changes:
         return vm
 
     # Host image caches (engine.transfers.cache)
-
-    def warm_cache(
-        self,
-        transfers: Transfers,
-        source: Source,
-        hosts: Sequence[str],
-        job_for: Callable[[str], Job],
-        **fanout: Any,
-    ) -> list[WarmOutcome]:
-        """`fanout`: the fan-out's options (engine.transfers.cache.warm: head_mib, host_mib, events)."""
-        from engine.transfers.cache.warm import warm
-
-        outcomes = warm(transfers, source, hosts, job_for, **fanout)
-        states = ", ".join(f"{o.host} {o.state.value}" for o in outcomes)
-        self._record("cache warm", str(source), states)
-        return outcomes
 
     def evict_cache(self, transfers: Transfers, host: str, what: str | None, dry_run: bool = False) -> EvictOutcome:
         from engine.transfers.cache.inventory import evict

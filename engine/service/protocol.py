@@ -99,6 +99,18 @@ class VmOperationFinished:
     at: float = field(default_factory=time)
 
 
+@dataclass(frozen=True)
+class WarmFinished:
+    """Event: a `cache warm` the service ran has ended; `outcomes` as `cache warm --json` prints them (each host's
+    `host`, `state`, `key`, `size`, `sent`, `detail`), `error` when it could not run at all."""
+
+    kind = "warm_finished"
+    run: str
+    outcomes: list[dict[str, Any]]
+    error: str | None = None
+    at: float = field(default_factory=time)
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return (json.dumps(message, separators=(",", ":")) + "\n").encode()
 
@@ -156,6 +168,7 @@ def _event_types() -> dict[str, type]:
         LogEvent,
         VmChanged,
         VmOperationFinished,
+        WarmFinished,
         AuditEntry,
         progress.ScriptStarted,
         progress.ActionStarted,

@@ -231,9 +231,10 @@ def test_bandwidth_limits_hold_within_ten_percent(fanout_lab):
 
 
 def test_cache_warm_to_several_hosts_goes_through_chains_and_a_clone_then_hits(fanout_lab, tmp_path):
-    """`headnode cache warm IMAGE HOST...` to 4 ssh hosts: the dry run plans one chain with an estimate once a
-    run has measured the rates; --json prints the fan-out's events as JSON lines and the outcome last; then a
-    CLONE of the image to each host is a cache hit that sends nothing over the link."""
+    """`headnode cache warm IMAGE HOST...` to 4 ssh hosts: the dry run plans one chain and writes nothing; the
+    service runs the warm (`headnode transfers` shows it as one run with a line per host) and --json prints its
+    events as JSON lines and the outcome last; then a CLONE of the image to each host is a cache hit that sends
+    nothing over the link."""
     from engine.language.script import parse_script
     from engine.transfers.executor import Executor
 
@@ -258,6 +259,12 @@ def test_cache_warm_to_several_hosts_goes_through_chains_and_a_clone_then_hits(f
     finished = [e for e in events if e["event"] == "action_finished"]
     assert sorted(e["line"] for e in finished) == [1, 2, 3, 4]
     assert {e["detail"] for e in finished} >= {"fed by head", "fed by node00"}
+
+    runs = json.loads(headnode("transfers", "--json").stdout)  # the service ran it: one run, a line per host
+    fanned = [r for r in runs if r["run"] == events[0]["run"]]
+    assert [(line["action"], line["host"], line["state"]) for line in fanned[0]["lines"]] == [
+        ("WARM", name, "done") for name in names
+    ]
 
     again = json.loads(headnode("cache", "warm", str(world["image"]), *names, "--dry-run", "--json").stdout)
     assert again["fanout"]["present"] == names and again["fanout"]["chains"] == []

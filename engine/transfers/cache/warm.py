@@ -50,11 +50,12 @@ def warm(
     head_mib: float | None = None,
     host_mib: float | None = None,
     events: Callable[[Any], None] | None = None,
+    run_id: str | None = None,
 ) -> list[WarmOutcome]:
     """Put `source` into every host's cache; one outcome per host, in the order given. `job_for(host)` is the
     job (log, progress, cancel) of that host's part. Bad input (an unknown host) raises InputError before
     anything is sent. Two or more ssh hosts and a front-end source go through a fan-out
-    (engine.transfers.fanout.chain_warm: `head_mib`, `host_mib` and `events` are its)."""
+    (engine.transfers.fanout.chain_warm: `head_mib`, `host_mib`, `events` and `run_id` are its)."""
     from engine.transfers.fanout.chain_warm import chained_hosts, warm_chained
 
     order = list(hosts)
@@ -62,7 +63,7 @@ def warm(
         transfers.hosts.resolve(name)
     chained = chained_hosts(transfers, source, hosts)
     done = (
-        warm_chained(transfers, source, chained, job_for, head_mib, host_mib, events)  # type: ignore[arg-type]
+        warm_chained(transfers, source, chained, job_for, head_mib, host_mib, events, run_id)  # type: ignore[arg-type]
         if chained
         else {}
     )

@@ -60,6 +60,7 @@ def warm_chained(
     head_mib: float | None = None,
     host_mib: float | None = None,
     events: Callable[[Any], None] | None = None,
+    run_id: str | None = None,
 ) -> dict[str, WarmOutcome]:
     """Warm the caches of `names` (chained_hosts') through a fan-out; an outcome per host. `head_mib` and
     `host_mib` override the configuration's BWLIMITs (MiB/s); `events` also gets the fan-out's events (the
@@ -99,6 +100,7 @@ def warm_chained(
             limits=settings.limits,
             chain_hosts=settings.chain_hosts,
             head_chains=settings.head_chains,
+            run_id=run_id,
         )
     finally:
         ended.set()
