@@ -317,3 +317,15 @@ def test_a_run_killed_after_a_line_ended_unstarted_is_recorded_interrupted(home,
     assert r.returncode == 0, r.stderr
     (shown,) = [found for found in json.loads(r.stdout) if found["run"] == run]
     assert shown["state"] == "interrupted" and [(x["line"], x["state"]) for x in shown["lines"]] == [(1, "cancelled")]
+
+
+def test_the_service_yields_the_cpu_to_its_clients(service, headnode):
+    """Its threads and the commands they start run at SERVICE_NICE: 100 copies beside a console at the same
+    priority cost the console's key presses (bench/bench_service.py)."""
+    from engine.service.server import SERVICE_NICE
+
+    assert headnode("transfers").returncode == 0  # starts the service
+    pid = service_pid(service)
+    assert os.getpriority(os.PRIO_PROCESS, pid) >= SERVICE_NICE
+    threads = os.listdir(f"/proc/{pid}/task")
+    assert all(os.getpriority(os.PRIO_PROCESS, int(t)) >= SERVICE_NICE for t in threads)

@@ -178,3 +178,19 @@ def test_a_scripts_bar_counts_bytes_not_lines() -> None:
     board.apply(ActionFinished("r1", 0, 2, "MKSWAP", "done", 16 * mib, 1.0))
     line(3, "CONTEXT", mib // 10, 0)  # the small last line weighs what it moves, not a third
     assert script_bar().endswith(" 100%") or script_bar().endswith(" 99%")
+
+
+async def test_keyed_table_changes_many_cells_of_a_row_at_once_and_paints_them() -> None:
+    """show() writes the changed cells of a row together (cells_changed) and the table paints the new values."""
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        table.show({"a": ("a", "up"), "b": ("b", "up")})
+        await pilot.pause()
+        before = table._update_count
+        table.show({"a": ("a2", "down"), "b": ("b", "up")})
+        assert table._update_count == before + 1  # one refresh for both cells of row a, none for row b
+        assert table.get_row("a") == ["a2", "down"] and table.get_row("b") == ["b", "up"]
+        await pilot.pause()
+        painted = "\n".join(strip.text for strip in table.render_lines(table.region.reset_offset))
+        assert "a2" in painted and "down" in painted
