@@ -34,6 +34,7 @@ from engine.core import Engine
 from engine.errors import HeadnodeError, InputError, OperationError, Problem
 from engine.events import EventBus, Level, LogEvent
 from engine.home import Home
+from engine.language.numbers import whole_number
 from engine.language.script import parse_script
 from engine.service.audit import AuditEntry, AuditLog
 from engine.service.dhcp import DhcpSupervisor
@@ -91,7 +92,7 @@ def lock_holder(paths: ServicePaths) -> int | None:
 
 def _read_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    return int(text) if text.isdigit() else None
+    return whole_number(text)
 
 
 def _user_name(uid: int) -> str:
@@ -527,10 +528,11 @@ class Service:
         target = str(request["target"])
         executor = self.engine.executor
         run = executor.find(target)
+        vm = whole_number(target)  # ASCII digits only: '²'.isdigit() holds and int('²') raises
         if run is not None:
             runs = [run]
-        elif target.isdigit():
-            runs = [r for r in executor.active() if r.vm == int(target)]
+        elif vm is not None:
+            runs = [r for r in executor.active() if r.vm == vm]
         else:
             raise InputError(Problem(f"no run {target} in the service"))
         runs = [r for r in runs if not r.done]

@@ -108,6 +108,8 @@ def test_cancel_a_run_by_its_vm(service, http_server, headnode, tmp_path):
     script, dest, _ = slow_clone(service, http_server, tmp_path, 16 << 20)
     run_id = json.loads(headnode("run", str(script), "--vm", "9", "--detach", "--json").stdout)["run"]
     wait_for(lambda: copied(headnode, run_id) > 0, what="the copy to start")
+    r = headnode("cancel", "²")  # '²'.isdigit() holds: int('²') was an internal error while a run was active
+    assert (r.returncode, r.stderr) == (2, "headnode: no run ² in the service\n")
     r = headnode("cancel", "9")
     assert (r.returncode, r.stdout) == (0, f"run {run_id}: cancelling\n")
     (run,) = [r for r in follow_to_the_end(headnode) if r["run"] == run_id]
