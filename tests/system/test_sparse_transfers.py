@@ -3,17 +3,24 @@ checksum and about its allocation, and a copy dropped several times resumes at t
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from engine.service.protocol import ServicePaths
+from engine.service.server import lock_holder
 from engine.transfers.checksums import Cksum, Sha256
 from engine.transfers.extents import Extent, data_extents, from_offset, merged
 from engine.transfers.hosts import Hosts
 from engine.transfers.openssh import OpenSsh
+from tests.conftest import stop_service
+from tests.system.test_service import copied, follow_to_the_end, service_pid, wait_for
 from tests.system.test_transfers import Runner, cksum, leftovers, sha, vm_log, wait_for_bytes
 
 MiB = 1 << 20
@@ -260,3 +267,33 @@ def test_an_http_body_behind_a_shaped_link_sends_only_its_data(shaped, http_serv
     copy = node.vm_dir / "7/disk.0"
     assert sha(copy) == sha(body) and copy.stat().st_size == 64 * MiB
     assert 3 * MiB < sent < 8 * MiB
+
+
+def test_a_sparse_copy_interrupted_with_its_service_resumes_from_the_partial(shaped, headnode):
+    """A front-end image with holes going to a host behind a 100 Mbit/s link; the service is killed mid-copy and
+    the next one resumes the run from the size the copy had reached: only the rest of the data crosses, and the
+    copy is exact and verified."""
+    home, node = shaped["home"], shaped["node"]
+    pieces = [(i * 12 * MiB + 4097, 6 * MiB) for i in range(8)]  # 48 MiB of data: about 4 s at the cap
+    base = sparse_file(shaped["images"] / "disk.img", 100 * MiB, pieces)
+    dest = node.vm_dir / "9/images/disk.0"
+    script = shaped["images"] / "job.script"
+    script.write_text(f"CLONE {home.config.frontend_name}:{base} {node.name}:{dest}\n")
+    try:
+        run_id = json.loads(headnode("run", str(script), "--vm", "9", "--detach", "--json").stdout)["run"]
+        wait_for(lambda: copied(headnode, run_id) >= 40 * MiB, what="three extents copied")
+        pid = service_pid(shaped)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: lock_holder(ServicePaths(home)) is None, what="the service to die")
+        assert not dest.exists()
+        final = follow_to_the_end(headnode)
+    finally:
+        stop_service(home)
+    (new,) = [r for r in final if r.get("resumed_from") == run_id]
+    assert new["state"] == "done"
+    assert sha(dest) == sha(base) and dest.stat().st_size == base.stat().st_size
+    assert allocated(dest) <= 1.5 * 48 * MiB
+    log = (home.logs / "vm-9.log").read_text()
+    resumed = re.search(r"\(extents, local to (openssh|paramiko), resumed at byte ([0-9]+)", log)
+    assert resumed is not None and int(resumed.group(2)) > 24 * MiB, log
+    assert f"checksum {cksum(base)}" in log
