@@ -1,10 +1,11 @@
 """What COMPRESS = zstd buys behind a slow link: CLONE with and without it, beside scp and `scp -C`, side by side.
 
 The host is a network namespace behind a veth pair capped at `--link-mbit` both ways (tests/system/netns.py; needs
-root). Three files: a sparse image of `--sparse-mib` holding 5% random data in 1 MiB extents (bench_sparse.py's),
-`--size-mib` of log-like text (tests/system/test_compression.py's), and `--size-mib` of random data, where
-compression should cost little. Each method runs `--rounds` times in alternation after a sync; best and median
-times and their ratios to scp's, and the path the engine reports it took.
+root; `--link-mbit 0`: not capped, a LAN faster than these CPUs). Three files: a sparse image of `--sparse-mib`
+holding 5% random data in 1 MiB extents (bench_sparse.py's), `--size-mib` of log-like text (tests/system/
+test_compression.py's), and `--size-mib` of random data, where compression should cost little. Each method runs
+`--rounds` times in alternation after a sync; best and median times and their ratios to scp's, and the path the
+engine reports it took.
 
     .venv/bin/python bench/bench_compress.py [--link-mbit 100] [--sparse-mib 1024] [--size-mib 128] [--rounds 1]
 """
@@ -58,7 +59,7 @@ def main() -> None:
         with open(files["random"], "wb") as out:
             for _ in range(args.size_mib):
                 out.write(os.urandom(MiB))
-        with Lab(root, 1, args.link_mbit, key.with_suffix(".pub")) as lab:
+        with Lab(root, 1, args.link_mbit or None, key.with_suffix(".pub")) as lab:
             host = lab.members[0]
             known = user / ".ssh/known_hosts"
             known.write_text(host.host_key_line + "\n")
@@ -95,10 +96,8 @@ def main() -> None:
                 engine[0].close()
 
     load = os.getloadavg()[0]
-    print(
-        f"behind a link capped at {args.link_mbit:g} Mbit/s, {args.rounds} round(s), {os.cpu_count()} CPUs, "
-        f"load {load:.1f}"
-    )
+    link = f"a link capped at {args.link_mbit:g} Mbit/s" if args.link_mbit else "an uncapped veth link"
+    print(f"behind {link}, {args.rounds} round(s), {os.cpu_count()} CPUs, load {load:.1f}")
     print(f"{'file':24} {'method':28} {'best s':>7} {'median':>7} {'ratio':>6}  path")
     for what, size in sizes.items():
         scp_best = min(times[(what, "scp")])
