@@ -173,6 +173,51 @@ def test_the_leased_mac_gets_exactly_its_address_and_no_other_mac_gets_one(serve
     assert f"{first.mac} {first.ip} web" in granted and f"{second.mac} {second.ip} one-4" in granted
 
 
+DNS_QUERY = """
+import socket, struct, sys
+name, server, kind = sys.argv[1], sys.argv[2], int(sys.argv[3])
+query = struct.pack(">HHHHHH", 0x4844, 0x0100, 1, 0, 0, 0)
+query += b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\\0" + struct.pack(">HH", kind, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(query, (server, 53))
+reply = s.recv(512)
+answers = struct.unpack(">H", reply[6:8])[0]
+size = 4 if kind == 1 else 16
+print(socket.inet_ntop(socket.AF_INET if kind == 1 else socket.AF_INET6, reply[-size:]) if answers else "none")
+"""
+
+
+def resolve(served: Served, name: str, kind: int = 1) -> str:
+    """What the network's dnsmasq answers for `name` (A: 1, AAAA: 28), asked from the client's side."""
+    server = f"{served.wire.subnet}.1"
+    done = subprocess.run(
+        ["ip", "netns", "exec", served.wire.client, sys.executable, "-c", DNS_QUERY, name, server, str(kind)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_dns_answers_for_the_leases_names_and_forgets_a_released_one(served: Served) -> None:
+    subnet = served.wire.subnet
+    served.network(
+        f"NETWORK_ADDRESS = {subnet}.0/24\nGATEWAY = {subnet}.1\nDOMAIN = lab.test\nGLOBAL_PREFIX = 2001:db8:7::\n"
+    )
+    web = served.networks.lease("lan", vm=3, host="web")
+    served.serve()
+    db = served.networks.lease("lan", vm=4, host="db")  # while it runs
+    subprocess.run(["ip", "-n", served.wire.client, "addr", "add", f"{subnet}.200/24", "dev", "cl0"], check=True)
+    assert resolve(served, "web.lab.test") == web.ip
+    assert resolve(served, "db.lab.test") == db.ip
+    assert resolve(served, "web.lab.test", 28) == web.ip6_global
+    served.networks.release("lan", db.ip, force=True)
+    assert resolve(served, "db.lab.test") == "none"
+    assert resolve(served, "web.lab.test") == web.ip
+
+
 def test_a_lease_made_while_dnsmasq_runs_is_served_without_restarting_it(served: Served) -> None:
     served.network(f"NETWORK_ADDRESS = {served.wire.subnet}.0/24\nGATEWAY = {served.wire.subnet}.1\n")
     served.serve()
