@@ -18,7 +18,7 @@ from enum import Enum
 
 from engine.errors import OperationError
 from engine.presentation import size_text
-from engine.transfers.cache.host_cache import CopiedOut, HostCache, LockMode, Usage
+from engine.transfers.cache.host_cache import CacheLock, CopiedOut, HostCache, LockMode, Usage
 from engine.transfers.cache.layout import Sidecar, Validators, entry_key, fetch_key
 from engine.transfers.job import Job
 
@@ -77,26 +77,29 @@ def clone_through_cache(
     brings the cache down to its budget after a fetch, sparing the entry `key`. With no `tmp` the image is only put
     into the cache (a warm)."""
     source = resolve()
-    key = entry_key(source.checksum) if source.checksum else None
-    damaged = False
-    if key is not None:
+    if source.checksum is None:
+        made = _fetched_through(cache, source, resolve, None, None, tmp, fetch, job)
+    else:
+        key = entry_key(source.checksum)
         job.progress(0, source.size)
-        tried = cache.hit(key, tmp)
-        if tried.copied is not None and tried.entry is not None:
-            return _done(cache, tried.entry.key, tried.copied, CacheUse.HIT, job, tmp)
-        if tried.problem:
-            job.log(
-                f"cache: entry {key} on {cache.host.name} is not trusted ({tried.problem}): fetching it again", True
-            )
-        damaged = tried.damaged
-        if source.size is not None and source.size > (allowed := budget(tried.usage)):
-            job.log(
-                f"cache: {source.name} ({size_text(source.size)}) is larger than the budget of "
-                f"{cache.host.name}'s cache ({size_text(allowed)}): not cached"
-            )
-            return None
-    made = _fetched_through(cache, source, resolve, key, damaged, tmp, fetch, job)
-    evict(made.key)
+        claim = cache.claim(key, tmp, job.cancelled)
+        if claim.copied is not None:
+            return _done(cache, key, claim.copied, CacheUse.WAITED if claim.waited else CacheUse.HIT, job, tmp)
+        assert claim.lock is not None
+        with claim.lock as lock:
+            if claim.problem:
+                job.log(
+                    f"cache: entry {key} on {cache.host.name} is not trusted ({claim.problem}): fetching it again", True
+                )
+            if source.size is not None and source.size > (allowed := budget(claim.usage)):
+                job.log(
+                    f"cache: {source.name} ({size_text(source.size)}) is larger than the budget of "
+                    f"{cache.host.name}'s cache ({size_text(allowed)}): not cached"
+                )
+                return None
+            made = _fetched_through(cache, source, resolve, key, lock, tmp, fetch, job, claim.damaged)
+    if made.usage is None or made.usage.used > budget(made.usage):
+        evict(made.key)
     return made.clone
 
 
@@ -104,6 +107,7 @@ def clone_through_cache(
 class _Made:
     key: str
     clone: CachedClone
+    usage: Usage | None = None  # the cache's after it (None: not known)
 
 
 def _fetched_through(
@@ -111,23 +115,27 @@ def _fetched_through(
     source: CacheSource,
     resolve: Callable[[], CacheSource],
     key: str | None,
-    damaged: bool,
+    held: CacheLock | None,
     tmp: str | None,
     fetch: Callable[[str], Fetched],
     job: Job,
+    damaged: bool = False,
 ) -> _Made:
-    """A miss: under the key's lock (exclusive), fetch, publish and copy out; a deploy that waited for another's
-    fetch of the same image finds the entry and copies it out."""
-    with cache.lock(key or fetch_key(source.name), LockMode.EXCLUSIVE, job.cancelled) as lock:
-        if key is not None and lock.state.entry is not None and not damaged:
-            copied = _out(cache, lock.state.entry, tmp)
-            return _Made(key, _done(cache, key, copied, CacheUse.WAITED, job, tmp))
+    """A miss, under the key's lock held exclusive (`held`; a source whose checksum is not known yet takes its
+    fetch key's lock here): fetch, publish and copy out. A deploy that waited for another's fetch of a source of
+    unknown checksum finds the entry then, and copies it out."""
+    fetch_lock = cache.lock(fetch_key(source.name), LockMode.EXCLUSIVE, job.cancelled) if held is None else None
+    lock = held or fetch_lock
+    assert lock is not None
+    try:
         if key is None and (known := resolve().checksum) is not None:
             # Another deploy of the source fetched it while this one waited: its checksum is known now.
-            tried = cache.hit(entry_key(known), tmp)
-            if tried.copied is not None:
-                return _Made(entry_key(known), _done(cache, entry_key(known), tried.copied, CacheUse.WAITED, job, tmp))
-        if key is not None and (damaged or lock.state.problem):
+            claim = cache.claim(entry_key(known), tmp, job.cancelled)
+            if claim.copied is not None:
+                return _Made(entry_key(known), _done(cache, entry_key(known), claim.copied, CacheUse.WAITED, job, tmp))
+            assert claim.lock is not None
+            claim.lock.release()
+        if key is not None and damaged:
             cache.remove(key, keep_lock=True)
         part = cache.paths(key or fetch_key(source.name)).part
         try:
@@ -144,7 +152,7 @@ def _fetched_through(
         sidecar = Sidecar.new(fetched.checksum, fetched.size, source.name, fetched.validators or source.validators)
         use = CacheUse.REFETCHED if damaged else CacheUse.MISS
         if key is not None and lock.alive():
-            return _Made(key, _published(cache, part, sidecar, tmp, use, fetched, job))
+            return _published(cache, part, sidecar, tmp, use, fetched, job)
         if key is not None:
             # The connection holding the lock dropped during the fetch (the copy itself reconnected and resumed):
             # lock the entry again before publishing; what another deploy did meanwhile is checked as any fetch.
@@ -154,7 +162,10 @@ def _fetched_through(
                 _discard(cache, part)
                 copied = _out(cache, entry_lock.state.entry, tmp)
                 return _Made(sidecar.key, _done(cache, sidecar.key, copied, use, job, tmp, fetched))
-            return _Made(sidecar.key, _published(cache, part, sidecar, tmp, use, fetched, job))
+            return _published(cache, part, sidecar, tmp, use, fetched, job)
+    finally:
+        if fetch_lock is not None:
+            fetch_lock.release()
 
 
 def _out(cache: HostCache, entry: Sidecar, tmp: str | None) -> CopiedOut:
@@ -164,14 +175,15 @@ def _out(cache: HostCache, entry: Sidecar, tmp: str | None) -> CopiedOut:
 
 def _published(
     cache: HostCache, part: str, sidecar: Sidecar, tmp: str | None, use: CacheUse, fetched: Fetched, job: Job
-) -> CachedClone:
+) -> _Made:
     try:
-        copied = cache.publish(posixpath.basename(part), sidecar, tmp) or CopiedOut(sidecar.size, sidecar.checksum)
+        published = cache.publish(posixpath.basename(part), sidecar, tmp)
     except BaseException:
         _discard(cache, part)
         raise
     job.log(f"cache: {sidecar.key} ({size_text(sidecar.size)}) stored on {cache.host.name} ({fetched.detail})")
-    return _done(cache, sidecar.key, copied, use, job, tmp, fetched)
+    copied = published.copied or CopiedOut(sidecar.size, sidecar.checksum)
+    return _Made(sidecar.key, _done(cache, sidecar.key, copied, use, job, tmp, fetched), published.usage)
 
 
 def _done(

@@ -73,17 +73,29 @@ _USAGE = (
     'for f in cksum-* sha256-*; do if [ -f "$f" ] && [ -f "$f.json" ]; then printf "%s " "$(stat -c %s -- "$f")"; '
     "fi; done; echo; "
 )
-# A hit, in one command: $1 the VM directory, $2 the cache directory, $3 KEY, $4 the destination, $5 KEY's value,
-# $6 the time now. Locks KEY shared; prints the usage, then `miss`, or copyout's line (`present SIZE VALUE` when
-# there is no destination: a warm), the sidecar's text (and records the use) when the entry lies whole.
-_HIT = (
+# A hit, or the lock for a miss, in one command: $1 the VM directory, $2 the cache directory, $3 KEY, $4 the
+# destination (empty: a warm, nothing copied), $5 KEY's value, $6 the time now. Locks KEY shared and prints the
+# usage; when the entry lies whole, copyout's line (`present SIZE VALUE` without a destination), the sidecar's text
+# (its use recorded) and a NUL, and ends. Otherwise (no entry, or its copy did not checksum as KEY: `mismatch`) it
+# turns the lock exclusive, looks again (another deploy may have fetched it meanwhile), and prints `locked` and its
+# findings, a NUL, and holds the lock for the fetch until its stdin closes. `retry`: the lock file went meanwhile.
+_CLAIM = (
     _FUNCTIONS
+    + 'hit() { if [ -z "$4" ]; then r="present $(stat -c %s -- "$3") $5"; else r=$(copyout "$1" "$2/$3" "$4" "$5"); '
+    + 'fi; echo "$r"; case "$r" in copied*|present*) cat -- "$3.json"; used "$3" "$6" || :; return 0;; esac; '
+    + "return 1; }; "
     + _TAKE.replace('"$4" 9', "-s 9")
     + _USAGE
     + "if "
     + _WHOLE
-    + '; then if [ -z "$4" ]; then r="present $(stat -c %s -- "$3") $5"; else r=$(copyout "$1" "$2/$3" "$4" "$5"); fi; '
-    + 'echo "$r"; case "$r" in copied*|present*) cat -- "$3.json"; used "$3" "$6" || :;; esac; else echo miss; fi'
+    + "; then if hit \"$@\"; then printf '\\0'; exit 0; fi; else echo miss; fi; "
+    + "flock -x 9 || exit 1; "
+    + '[ "$(stat -L -c %i /dev/fd/9)" = "$(stat -c %i -- ".$3.lock" 2>/dev/null)" ] || { printf "retry\\0"; exit 0; }; '
+    + "echo locked; if "
+    + _WHOLE
+    + '; then case "$r" in mismatch*) ;; *) if hit "$@"; then printf '
+    "'\\0'"
+    "; exit 0; fi;; esac; fi; " + "printf '\\0'; exec cat >/dev/null"
 )
 # Hold a lock: $1 unused, $2 the cache directory, $3 the key, $4 the mode. Header: `busy` (a TRY that failed),
 # else `locked`, the usage and, when the entry KEY lies whole, its size and its sidecar's text. Then it holds the
@@ -100,14 +112,19 @@ _LOCK = (
 # $5 the size, $6 the checksum's value, $7 the sidecar's text, $8 where to copy the entry out to (empty: nowhere).
 # The part is grown to its size (a trailing hole), checksummed where it lies, renamed to KEY only if both match
 # (else `mismatch` and what was found, exit 3), then the sidecar is written under a name of its own and renamed;
-# prints `published CHECKSUM` and, with $8, copyout's line.
-_PUBLISH = _FUNCTIONS + (
-    'cd -- "$2" || exit 1; if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$2/$3 is not a file" >&2; exit 4; fi; '
-    'truncate -s ">$5" -- "$3" || exit 1; s=$(stat -c %s -- "$3"); '
-    'if [ "$s" != "$5" ]; then echo "mismatch size $s"; exit 3; fi; '
-    'h=$(checksum < "$3") || exit 1; h=${h%% *}; if [ "$h" != "$6" ]; then echo "mismatch $h"; exit 3; fi; '
-    'mv -T -- "$3" "$4" || exit 1; j=".$4.json.$$.part"; rm -f -- "$j"; printf %s "$7" > "$j" && '
-    'mv -T -- "$j" "$4.json" || exit 1; echo "published $h"; if [ -n "$8" ]; then copyout "$1" "$2/$4" "$8" "$6"; fi'
+# prints `published CHECKSUM`, copyout's line (with $8; else an empty line), and the usage after.
+_PUBLISH = (
+    _FUNCTIONS
+    + (
+        'cd -- "$2" || exit 1; if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$2/$3 is not a file" >&2; exit 4; fi; '
+        'truncate -s ">$5" -- "$3" || exit 1; s=$(stat -c %s -- "$3"); '
+        'if [ "$s" != "$5" ]; then echo "mismatch size $s"; exit 3; fi; '
+        'h=$(checksum < "$3") || exit 1; h=${h%% *}; if [ "$h" != "$6" ]; then echo "mismatch $h"; exit 3; fi; '
+        'mv -T -- "$3" "$4" || exit 1; j=".$4.json.$$.part"; rm -f -- "$j"; printf %s "$7" > "$j" && '
+        'mv -T -- "$j" "$4.json" || exit 1; echo "published $h"; if [ -n "$8" ]; then copyout "$1" "$2/$4" "$8" "$6"; '
+        "else echo; fi; "
+    )
+    + _USAGE
 )
 # Copy an entry out (the caller holds its lock): $1 the VM directory, $2 the cache directory, $3 KEY, $4 the
 # destination, $5 KEY's value, $6 the time now.
@@ -178,8 +195,11 @@ class LockState:
 class CacheLock:
     """A held lock on one key of a host's cache (release() or a `with` block ends it)."""
 
-    def __init__(self, held: Held, key: str) -> None:
+    def __init__(self, held: Held, key: str, usage: Usage | None = None) -> None:
         self._held = held
+        if usage is not None:  # a claim's: it reported what it found itself
+            self.state = LockState(True, usage=usage)
+            return
         if held.header == "busy":
             self.state = LockState(False)
             return
@@ -216,13 +236,24 @@ class CopiedOut:
 
 
 @dataclass(frozen=True)
-class HitOutcome:
-    """What a try at a hit found: the entry copied out (`copied`), or why not (`problem`), and the usage."""
+class Published:
+    """A published entry: the cache's usage after it, and the copy out, when one was asked for."""
 
     usage: Usage
-    entry: Sidecar | None = None
     copied: CopiedOut | None = None
-    damaged: bool = False  # the entry's copy did not checksum as its key: drop it, fetch again
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim on an entry found: the entry copied out (`copied`, a hit; `waited` when another's fetch of it
+    ended while this waited), or the entry's lock held exclusive for a fetch (`lock`), and the cache's usage."""
+
+    usage: Usage
+    copied: CopiedOut | None = None
+    entry: Sidecar | None = None
+    waited: bool = False
+    lock: CacheLock | None = None
+    damaged: bool = False  # an entry lay there but cannot be trusted: drop it, fetch again (`problem` says why)
     problem: str | None = None
 
 
@@ -250,32 +281,51 @@ class HostCache:
         argv = ["sh", "-c", _LOCK, "sh", "", self.directory, key, mode.value]
         return CacheLock(self.endpoint.hold(argv, cancel), key)
 
-    def hit(self, key: str, dest: str | None) -> HitOutcome:
-        """Copy the entry `key` out to `dest` (a temporary name in the VM directory) if it lies whole, in one
-        command holding its lock shared; the copy is checksummed where it lies and its use recorded. With no
-        `dest`, only whether it lies whole (a warm)."""
-        algorithm = key_checksum(key).partition(":")[0]
-        value = key_checksum(key).partition(":")[2]
-        _, out = self._run(
-            _HIT, self.host.vm_dir, self.directory, key, dest or "", value, f"{time.time():.3f}", algorithm=algorithm
-        )
-        lines = out.split("\n", 3)
+    def claim(self, key: str, dest: str | None, cancel: Callable[[], bool] = lambda: False) -> Claim:
+        """Copy the entry `key` out to `dest` (a temporary name in the VM directory) if it lies whole, else hold
+        its lock exclusive for a fetch: one command either way (_CLAIM). The copy is checksummed where it lies and
+        its use recorded; with no `dest`, only whether the entry lies whole (a warm)."""
+        algorithm, _, value = key_checksum(key).partition(":")
+        argv = [
+            "sh",
+            "-c",
+            SHELL_FUNCTIONS[algorithm] + _CLAIM,
+            "sh",
+            self.host.vm_dir,
+            self.directory,
+            key,
+            dest or "",
+            value,
+            f"{time.time():.3f}",
+        ]
+        while True:
+            held = self.endpoint.hold(argv, cancel)
+            if held.header != "retry":
+                break
+            held.release()
+        lines = held.header.split("\n")
         usage = _usage(lines[:2])
-        result = lines[2].split() if len(lines) > 2 else []
-        if not result or result[0] == "miss":
-            return HitOutcome(usage)
-        if result[0] == "mismatch":
-            return HitOutcome(usage, damaged=True, problem=f"a copy of it reads as {algorithm}:{result[-1]}")
-        copied = _copied_line(["copied", *result[1:]], algorithm, self.host.name)
-        sidecar, problem = _trusted(str(copied.size), lines[3] if len(lines) > 3 else "", key)
-        if sidecar is None:  # the bytes are right, its record is not: rewrite it when fetched again
-            if dest:
+        found, rest = (lines[2] if len(lines) > 2 else ""), lines[3:]
+        waited = bool(rest) and rest[0] == "locked"
+        if waited and not found.startswith("mismatch"):  # what it found once the lock was its own
+            found, rest = (rest[1] if len(rest) > 1 else ""), rest[2:]
+        words = found.split()
+        if words and words[0] in ("copied", "present"):
+            held.release()  # the command has ended: the copy is made
+            copied = _copied_line(["copied", *words[1:]], algorithm, self.host.name)
+            sidecar, problem = _trusted(str(copied.size), "\n".join(rest), key)
+            if sidecar is not None:
+                return Claim(usage, copied=copied, entry=sidecar, waited=waited)
+            if dest:  # the bytes are right, its record is not: fetched again, under the lock taken now
                 with contextlib.suppress(Exception):
                     self.remove_name(dest, self.host.vm_dir)
-            return HitOutcome(usage, damaged=True, problem=problem)
-        return HitOutcome(usage, sidecar, copied)
+            return Claim(usage, lock=self.lock(key, LockMode.EXCLUSIVE, cancel), damaged=True, problem=problem)
+        lock = CacheLock(held, key, usage)
+        if words and words[0] == "mismatch":
+            return Claim(usage, lock=lock, damaged=True, problem=f"a copy of it reads as {algorithm}:{words[-1]}")
+        return Claim(usage, lock=lock)
 
-    def publish(self, part: str, sidecar: Sidecar, copy_to: str | None = None) -> CopiedOut | None:
+    def publish(self, part: str, sidecar: Sidecar, copy_to: str | None = None) -> Published:
         """Make the file `part` (a name in the cache directory) the entry `sidecar` describes: verified where it
         lies, renamed, then the sidecar written; and, with `copy_to`, copy the entry out there (as copy_out) in the
         same command. The caller holds the entry's lock, exclusive. OperationError if the part is not the entry's
@@ -299,9 +349,10 @@ class HostCache:
                 f"host {self.host.name}: the fetched image is not {sidecar.checksum} of {sidecar.size} bytes "
                 f"({found if found.startswith('size') else f'{sidecar.algorithm}:{found}'}); not cached"
             )
+        usage = _usage(lines[2:4])
         if copy_to is None:
-            return None
-        return self._copied(lines[1].split() if len(lines) > 1 else [], sidecar)
+            return Published(usage)
+        return Published(usage, self._copied(lines[1].split() if len(lines) > 1 else [], sidecar))
 
     def _copied(self, words: list[str], sidecar: Sidecar) -> CopiedOut:
         if words and words[0] == "mismatch":
