@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, ClassVar, Generic, TypeVar
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from textual.app import App
 from textual.binding import Binding
@@ -31,6 +31,7 @@ from engine.service.runs import TransferBoard, script_title
 from engine.vms.records import VmChanged
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
+from screens.images import ImagesScreen
 from screens.log import LogScreen
 from screens.networks import LeasesScreen, NetworksScreen
 from screens.transfers import TransfersScreen
@@ -44,6 +45,9 @@ from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.form import FormScreen, PickScreen
 from tui.widgets.help import HelpScreen
 from tui.widgets.nav import SCREENS
+
+if TYPE_CHECKING:
+    from engine.transfers.actions import Transfers
 
 T = TypeVar("T")
 LOG_KEPT = 5000  # engine log lines the console keeps in memory
@@ -87,6 +91,7 @@ class HeadnodeApp(App[int]):
         "transfers": TransfersScreen,
         "networks": NetworksScreen,
         "hosts": HostsScreen,
+        "images": ImagesScreen,
         "log": LogScreen,
     }
     BINDINGS = [
@@ -159,6 +164,17 @@ class HeadnodeApp(App[int]):
                 run.cancel()
         self.engine.close()  # the service's runs go on
         self._calls.shutdown(wait=True)
+        if "image_caches" in self.__dict__:
+            self.image_caches.pool.close()
+
+    @cached_property
+    def image_caches(self) -> Transfers:
+        """The Images screen's hand on the hosts' caches (listing, warm, evict, pin), with its own SSH connections:
+        host-side locks make its work safe beside the service's."""
+        from engine.transfers.actions import Transfers
+        from engine.transfers.ssh import SshPool
+
+        return Transfers(self.home, SshPool())
 
     async def action_quit(self) -> None:
         """Quit. Runs in the service go on in the background (or are cancelled first, if asked); runs in this

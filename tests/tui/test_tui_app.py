@@ -11,6 +11,7 @@ from engine.language.template import load_template
 from engine.networks.manager import Networks
 from screens.dashboard import DashboardScreen
 from screens.hosts import HostsScreen
+from screens.images import ImagesScreen
 from screens.log import LogScreen
 from screens.networks import LeasesScreen, NetworksScreen
 from screens.transfers import TransfersScreen
@@ -28,14 +29,14 @@ async def test_number_keys_and_tab_switch_screens(home, size) -> None:
     app = HeadnodeApp(home)
     async with app.run_test(size=size) as pilot:
         assert isinstance(app.screen, DashboardScreen)
-        expected = [VmsScreen, TransfersScreen, NetworksScreen, HostsScreen, LogScreen, DashboardScreen]
-        for key, screen_type in zip("234561", expected, strict=True):
+        expected = [VmsScreen, TransfersScreen, NetworksScreen, HostsScreen, LogScreen, ImagesScreen, DashboardScreen]
+        for key, screen_type in zip("2345671", expected, strict=True):
             await pilot.press(key)
             assert isinstance(app.screen, screen_type), key
         await pilot.press("tab")
         assert isinstance(app.screen, VmsScreen)
         await pilot.press("shift+tab", "shift+tab")
-        assert isinstance(app.screen, LogScreen)
+        assert isinstance(app.screen, ImagesScreen)
 
 
 async def test_help_lists_every_key_of_the_current_screen(home) -> None:

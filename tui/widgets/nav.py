@@ -13,6 +13,7 @@ SCREENS: tuple[tuple[str, str], ...] = (
     ("networks", "Networks"),
     ("hosts", "Hosts"),
     ("log", "Log"),
+    ("images", "Images"),  # last: the screens before it keep the number keys admins know
 )
 
 

@@ -52,7 +52,8 @@ _TAKE = (
 # Whether the entry $3 lies whole in the current (cache) directory: its image and its sidecar, plain files.
 _WHOLE = '[ -f "$3" ] && [ ! -L "$3" ] && [ -f "$3.json" ] && [ ! -L "$3.json" ]'
 # copyout VM_DIR ENTRY DEST VALUE: copy an entry to DEST (a temporary name in the VM directory): a reflink where
-# the file system has it, else a copy keeping holes (cp finds the data extents and writes zero blocks as holes);
+# the file system has it, else a copy keeping holes (cp copies the data extents in the kernel: an entry's zero
+# blocks are holes already, as every receiver writes them);
 # then the copy the VM will get is checksummed where it lies (just written, it is read from memory; a reflink
 # shares the entry's blocks, so this reads the entry). Prints `copied SIZE CHECKSUM`, or `mismatch CHECKSUM`
 # after removing a copy that is not VALUE. used KEY TIME: record the entry's last use in its sidecar.
@@ -60,7 +61,7 @@ _FUNCTIONS = INSIDE + (
     'copyout() { d="${3%/*}/"; inside "$1" "$d"; { [ -d "$d" ] || mkdir -p -- "$d"; } || exit 1; '
     'if [ -L "$2" ] || [ ! -f "$2" ]; then echo "$2 is not a file" >&2; exit 4; fi; '
     'if [ -e "$3" ] || [ -L "$3" ]; then rm -f -- "$3" || exit 1; fi; '
-    'cp --reflink=auto --sparse=always -- "$2" "$3" || exit 1; h=$(checksum < "$3") || exit 1; h=${h%% *}; '
+    'cp --reflink=auto --sparse=auto -- "$2" "$3" || exit 1; h=$(checksum < "$3") || exit 1; h=${h%% *}; '
     'if [ "$h" != "$4" ]; then rm -f -- "$3"; echo "mismatch $h"; else echo "copied $(stat -c %s -- "$3") $h"; fi; '
     "}; "
     'used() { j=".$1.json.$$.part"; sed -E "s/\\"last_used\\": [0-9.eE+-]+/\\"last_used\\": $2/" -- "$1.json" > "$j" '
