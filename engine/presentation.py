@@ -4,11 +4,13 @@ units: B, KiB, MiB, GiB, TiB), rates, durations and times. Both front ends forma
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.transfers.cache.cached_clone import CachePlan
     from engine.transfers.cache.inventory import CacheReport
     from engine.transfers.host_check import HostReport
+    from engine.vms.lifecycle import Preview
     from engine.vms.records import OperationRecord, Vm
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -143,3 +145,51 @@ def host_test_summary(report: HostReport) -> str:
 def outcome_text(outcome: str, error: str | None) -> str:
     """What to say after an outcome: `: ERROR`, or nothing when the error only repeats it (`cancelled`)."""
     return f": {error}" if error and error != outcome else ""
+
+
+def preview_lines(preview: Preview) -> list[str]:
+    """Every line of the planned script, with what each copy or move moves (and, through a host's image cache,
+    whether it is a hit), then the total (which says which lines it leaves out: a download's size is known only
+    once it starts) and what crosses the links. The console's confirmations and `vm OP --dry-run` print these."""
+    from engine.language.script import Url
+
+    def size(line: Any) -> str:
+        moved = preview.source_bytes[line.number]
+        if moved is None:
+            return "size unknown until it starts" if isinstance(line.action.source, Url) else "size unknown"
+        return "renamed in place, nothing copied" if moved == 0 and line.action.name == "MV" else size_text(moved)
+
+    lines = []
+    for line in preview.script.lines:
+        text = f"{line.number:>2}  {line.action.name} {' '.join(line.action.arguments())}"
+        if line.number in preview.source_bytes:
+            planned = preview.cache.get(line.number)
+            text += f"    ({size(line)}{'; ' + cache_plan_text(planned) if planned else ''})"
+        lines.append(text)
+    if not lines:
+        lines.append("(no image script: nothing to copy or remove)")
+    unknown = preview.unknown_lines
+    total = f"Bytes to move: {size_text(preview.total_bytes)}"
+    if unknown:
+        which = ", ".join(str(n) for n in unknown)
+        total = (
+            f"{total}, and line {which} of unknown size"
+            if preview.total_bytes
+            else f"Bytes to move: unknown (line {which}: size unknown until it runs)"
+        )
+    lines.append(total)
+    if preview.cache:
+        lines.append(f"Bytes over the links: {size_text(preview.link_bytes)} (image caches counted)")
+    return lines
+
+
+def cache_plan_text(plan: CachePlan) -> str:
+    """What a CLONE would do through a host's cache: `cache hit on host01: nothing crosses the link`."""
+    if plan.hit:
+        return f"cache hit on {plan.host}: nothing crosses the link"
+    over = "size unknown until it starts" if plan.over_link is None else f"{size_text(plan.over_link)} over the link"
+    if plan.bypass:
+        return f"larger than {plan.host}'s cache budget: not cached, {over}"
+    if plan.hit is None:
+        return f"cache on {plan.host}: a hit or not once the deploy takes its checksum; a miss sends {over}"
+    return f"cache miss on {plan.host}: {over}, then kept in its cache"

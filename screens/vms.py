@@ -13,8 +13,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from engine.defaults import sample_templates
-from engine.language.script import Url
-from engine.presentation import operation_text, size_text, state_label, time_text
+from engine.presentation import operation_text, preview_lines, state_label, time_text
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen
@@ -23,7 +22,6 @@ from tui.widgets.form import Field, FormScreen, PickScreen
 from tui.widgets.keyed_table import KeyedTable
 
 if TYPE_CHECKING:
-    from engine.vms.lifecycle import Preview
     from engine.vms.records import Vm
 
 OTHER_TEMPLATE = "another template file…"
@@ -39,37 +37,6 @@ def vm_row(vm: Vm) -> tuple[str, ...]:
     last = vm.last_operation
     outcome = f"{last.op}: {last.outcome}" if last else ""
     return (str(vm.id), vm.name, state_label(vm), vm.host or "", vm_ips(vm), outcome)
-
-
-def preview_lines(preview: Preview) -> list[str]:
-    """Every line of the planned script, with what each copy or move moves, then the total (which says which
-    lines it leaves out: a download's size is known only once it starts)."""
-
-    def size(line: Any) -> str:
-        moved = preview.source_bytes[line.number]
-        if moved is None:
-            return "size unknown until it starts" if isinstance(line.action.source, Url) else "size unknown"
-        return "renamed in place, nothing copied" if moved == 0 and line.action.name == "MV" else size_text(moved)
-
-    lines = []
-    for line in preview.script.lines:
-        text = f"{line.number:>2}  {line.action.name} {' '.join(line.action.arguments())}"
-        if line.number in preview.source_bytes:
-            text += f"    ({size(line)})"
-        lines.append(text)
-    if not lines:
-        lines.append("(no image script: nothing to copy or remove)")
-    unknown = preview.unknown_lines
-    total = f"Bytes to move: {size_text(preview.total_bytes)}"
-    if unknown:
-        which = ", ".join(str(n) for n in unknown)
-        total = (
-            f"{total}, and line {which} of unknown size"
-            if preview.total_bytes
-            else f"Bytes to move: unknown (line {which}: size unknown until it runs)"
-        )
-    lines.append(total)
-    return lines
 
 
 class VmActions(HeadnodeScreen):

@@ -45,7 +45,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         ("shutdown", "run the epilog and free the VM's leases", (vm_id,)),
         ("delete", "delete the VM's files and free its leases; a VM that is done is removed", (vm_id,)),
     ):
-        add_follow_options(verb(name, help, run_op(name), *args))
+        operation = verb(name, help, run_op(name), *args)
+        add_follow_options(operation)
+        operation.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the image script it would run, the bytes each line moves and what crosses the links "
+            "(a CLONE through a host's image cache: a hit or a miss); change nothing",
+        )
     verbs.choices["delete"].add_argument(
         "--force", action="store_true", help="finish even if its files cannot be deleted or its host is gone"
     )
@@ -146,11 +153,46 @@ def run_op(op: str) -> Any:
     """A VM operation, run by the home's service and followed (engine/cli/follow.py)."""
 
     def handler(args: argparse.Namespace, ctx: CliContext) -> int:
+        if args.dry_run:
+            return _dry_run(args, ctx, op)
         request = {"operation": op, "vm": args.id, "host": getattr(args, "host", None)}
         request["force"] = getattr(args, "force", False)
         return submit_and_follow(ctx, "vm", request, args.detach, _finisher(ctx, args.id))
 
     return handler
+
+
+def _dry_run(args: argparse.Namespace, ctx: CliContext, op: str) -> int:
+    """The operation's preview, as the console's confirmation shows it (engine.presentation.preview_lines)."""
+    from dataclasses import asdict
+
+    from engine.presentation import preview_lines
+
+    with _engine(ctx) as engine:
+        preview = engine.vms.preview(args.id, op, getattr(args, "host", None))
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "vm": preview.vm_id,
+                "operation": preview.op,
+                "script": preview.script.format().splitlines(),
+                "lines": [
+                    {
+                        "line": line.number,
+                        "action": line.action.name,
+                        "bytes": preview.source_bytes.get(line.number),
+                        "cache": asdict(preview.cache[line.number]) if line.number in preview.cache else None,
+                    }
+                    for line in preview.script.lines
+                ],
+                "total_bytes": preview.total_bytes,
+                "link_bytes": preview.link_bytes,
+            }
+        )
+    else:
+        for line in preview_lines(preview):
+            print(line)
+    return 0
 
 
 def run_recover(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -33,10 +33,10 @@ from engine.errors import ConnectionLost, GaveUp, HeadnodeError, InputError, Ope
 from engine.home import Home
 from engine.language.script import Action, Clone, Context, Delete, Link, Location, MakeImage, MakeSwap, Move, Url
 from engine.presentation import size_text
-from engine.transfers.cache.cached_clone import CacheSource, CacheUse, Fetched, clone_through_cache
+from engine.transfers.cache.cached_clone import CachePlan, CacheSource, CacheUse, Fetched, clone_through_cache
 from engine.transfers.cache.eviction import budget_rule, evict_to_budget
 from engine.transfers.cache.host_cache import HostCache
-from engine.transfers.cache.layout import Validators, cache_dir
+from engine.transfers.cache.layout import Validators, cache_dir, entry_key
 from engine.transfers.cache.memo import ChecksumMemo
 from engine.transfers.copier import Copied, LocalExtents, copy_extents, copy_stream, kernel_copy, local_extents
 from engine.transfers.drivers import Driver, load_driver, run_program
@@ -228,6 +228,30 @@ class Transfers:
         path = source.url.removeprefix("file://") if isinstance(source, Url) else source.path
         checksum, size = self.memo.file_checksum(path, algorithm)
         return CacheSource(str(source), checksum, size)
+
+    def cache_plan(self, action: Action) -> CachePlan | None:
+        """Whether a CLONE would be a cache hit, and what it would send across the link, found without changing
+        anything (no checksum is taken, no lock held, no last use recorded); None when it would not go through a
+        cache."""
+        cache = self.cached_clone(action)
+        if cache is None or not isinstance(action, Clone | Link):
+            return None
+        algorithm = self.driver(cache.host).checksum
+        source = action.source
+        if isinstance(source, Url) and source.scheme != "file":
+            known = self.cache_source(source, algorithm)
+            checksum, size = known.checksum, known.size
+        else:
+            path = source.url.removeprefix("file://") if isinstance(source, Url) else source.path
+            checksum = self.memo.known_file_checksum(path, algorithm)
+            size_, extents = local_extents(path)
+            size = size_ if extents is None else data_bytes(extents)
+        listing = cache.listing(budget_rule(self.home, cache.host))
+        key = entry_key(checksum) if checksum else None
+        if key is not None and any(entry.key == key for entry in listing.entries):
+            return CachePlan(cache.host.name, key, True, 0)
+        bypass = size is not None and size > listing.budget
+        return CachePlan(cache.host.name, key, False if key else None, size, bypass)
 
     def evict(self, cache: HostCache, log: Callable[[str], None], spare: str | None = None) -> None:
         evict_to_budget(cache, budget_rule(self.home, cache.host), log, spare)

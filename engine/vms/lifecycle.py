@@ -17,7 +17,7 @@ import builtins
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from engine.networks.addresses import parse_ipv4
 from engine.networks.exports import nic_host_name
 from engine.networks.manager import Networks
 from engine.store.atomic import write_atomically
+from engine.transfers.cache.cached_clone import CachePlan
 from engine.transfers.executor import Executor, ScriptResult, ScriptRun
 from engine.transfers.hosts import Hosts
 from engine.transfers.progress import RunOutcome
@@ -69,6 +70,15 @@ class Preview:
     op: str
     script: Script
     source_bytes: dict[int, int | None]
+    cache: dict[int, CachePlan] = field(default_factory=dict)  # the CLONEs through a host's image cache, by line
+
+    @property
+    def link_bytes(self) -> int:
+        """The bytes known to cross a link: a cache hit's none, a miss's its data, the rest what they move."""
+        return sum(
+            (self.cache[line].over_link or 0) if line in self.cache else (size or 0)
+            for line, size in self.source_bytes.items()
+        )
 
     @property
     def total_bytes(self) -> int:
@@ -347,7 +357,15 @@ class Vms(VmRecords):
                     sizes[line.number] = self._moved_bytes(line.action, source)
                 except (HeadnodeError, OSError):
                     sizes[line.number] = None  # unreachable now: the run itself will say why
-        return Preview(vm_id, op, script, sizes)
+        cache: dict[int, CachePlan] = {}
+        for line in script.lines:
+            try:
+                planned = self.executor.transfers.cache_plan(line.action)
+            except (HeadnodeError, OSError):
+                planned = None  # the host's cache cannot be read now: the run itself will say why
+            if planned is not None:
+                cache[line.number] = planned
+        return Preview(vm_id, op, script, sizes, cache)
 
     def _moved_bytes(self, action: Any, source: Location) -> int:
         """What a line with a source moves: the file, or every file of a directory (a stop's MV of the VM's

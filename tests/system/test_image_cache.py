@@ -336,3 +336,31 @@ def test_eviction_under_a_budget_keeps_pinned_entries_and_logs_what_went(world, 
     assert f"cache: evicted {entry_key(cksum(b))} ({world['fe']}:{b}, 3.0 MiB, last used" in log
     assert sorted(e.sidecar.source for e in entries(world)) == sorted([f"{world['fe']}:{a}", f"{world['fe']}:{c}"])
     assert not (world["hosts"]["host01"].vm_dir / CACHE_DIR_NAME / entry_key(cksum(b))).exists()
+
+
+def test_a_deploys_dry_run_says_which_clones_hit_the_cache_and_what_crosses_the_link(world, headnode) -> None:
+    from engine.core import Engine
+    from engine.defaults import sample_templates
+
+    home = world["home"]
+    with Engine(home) as engine:
+        vm = engine.vms.create(sample_templates()["database.tmpl"])
+    image = home.images / "ttylinux.img"
+
+    def dry() -> dict:
+        r = headnode("vm", "deploy", str(vm.id), "host01", "--dry-run", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    before = dry()
+    [clone_line] = [line for line in before["lines"] if line["cache"] is not None]
+    assert clone_line["action"] == "CLONE" and clone_line["cache"]["hit"] is None  # no checksum taken yet
+    assert headnode("cache", "warm", str(image), "host01").returncode == 0
+    after = dry()
+    [planned] = [line["cache"] for line in after["lines"] if line["cache"] is not None]
+    assert planned == {"host": "host01", "key": entry_key(cksum(image)), "hit": True, "over_link": 0, "bypass": False}
+    assert after["link_bytes"] == after["total_bytes"] - clone_line["bytes"]
+    text = headnode("vm", "deploy", str(vm.id), "host01", "--dry-run").stdout
+    assert "cache hit on host01: nothing crosses the link" in text and "Bytes over the links:" in text
+    assert not (world["hosts"]["host01"].vm_dir / str(vm.id)).exists()  # a dry run placed nothing
+    assert json.loads(headnode("vm", "show", str(vm.id), "--json").stdout)["state"] == "pending"

@@ -407,7 +407,7 @@ def test_os_user_can_not_write_proc() -> None:
 def test_the_dry_run_says_what_a_download_and_a_move_really_move(home, tmp_path) -> None:
     from engine.core import Engine
     from engine.defaults import sample_templates
-    from screens.vms import preview_lines
+    from engine.presentation import preview_lines
 
     web = tmp_path / "web.tmpl"
     web.write_text('NAME = web\nDISK = [ SOURCE = "http://127.0.0.1:9/web.img", TARGET = hda ]\n')

@@ -42,6 +42,19 @@ class CacheSource:
 
 
 @dataclass(frozen=True)
+class CachePlan:
+    """What a CLONE would do through a host's cache, said before it runs (a dry run): whether it is a hit (None:
+    not known yet: the image's checksum is not taken) and the bytes it would send across the link (None: not
+    known before it starts, as a download's)."""
+
+    host: str
+    key: str | None
+    hit: bool | None
+    over_link: int | None
+    bypass: bool = False  # larger than the budget: copied as without a cache
+
+
+@dataclass(frozen=True)
 class Fetched:
     """What a fetch into the cache copied: the size, its checksum, what crossed the link, how."""
 

@@ -92,6 +92,16 @@ class ChecksumMemo:
         finally:
             os.close(fd)
 
+    def known_file_checksum(self, path: str, algorithm: str) -> str | None:
+        """The checksum remembered for the front-end file `path` as it is now, without reading it (a dry run)."""
+        try:
+            identity = file_identity(os.stat(path))
+        except OSError:
+            return None
+        with self._locked() as records:
+            known = records.get(f"file:{algorithm}:{os.path.abspath(path)}")
+        return str(known[1]) if isinstance(known, list) and len(known) == 2 and known[0] == identity else None
+
     def forget_file(self, path: str, algorithm: str) -> None:
         with self._locked() as records:
             records.pop(f"file:{algorithm}:{os.path.abspath(path)}", None)
