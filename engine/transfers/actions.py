@@ -74,6 +74,7 @@ class ActionResult:
     detail: str = ""
     check_stored: bool = False  # a copy the destination still has to checksum before it is renamed into place
     sent: int | None = None  # bytes that crossed a link, when a cache told (a hit sends none)
+    placed: bool = False  # renamed into place already (a copy out of a host's cache places its own file)
     cache: CacheUse | None = None  # how the host's image cache served it, when it did
 
 
@@ -328,7 +329,7 @@ class _Builtin:
             if outcome.check_stored:
                 stored = dest.publish(tmp, final, outcome.bytes, self.checksum, outcome.checksum)
                 outcome = dataclasses.replace(outcome, checksum=stored, check_stored=False)
-            else:
+            elif not outcome.placed:
                 dest.rename(tmp, final)
         except BaseException as exc:
             _discard(dest, tmp, self.job, dropped=isinstance(exc, ConnectionLost | GaveUp))
@@ -451,14 +452,16 @@ class _Builtin:
         cache = self.t.cached_clone(action)
 
         def make(tmp: str) -> ActionResult:
-            done = self.through_cache(action.source, cache, tmp) if cache is not None else None
+            done = self.through_cache(action.source, cache, tmp, action.dest.path) if cache is not None else None
             return done or copied_result(self._copy_source(action.source, dest, tmp))
 
         return self._placed(dest, action.dest.path, make, streamed=True)
 
-    def through_cache(self, source: Location | Url, cache: HostCache, tmp: str | None) -> ActionResult | None:
-        """A CLONE through the host's cache into `tmp` (engine.transfers.cache.cached_clone), or with no `tmp` only
-        into the cache (a warm); None: not cached (larger than the budget)."""
+    def through_cache(
+        self, source: Location | Url, cache: HostCache, tmp: str | None, final: str | None = None
+    ) -> ActionResult | None:
+        """A CLONE through the host's cache into `tmp`, renamed to `final` (engine.transfers.cache.cached_clone),
+        or with no `tmp` only into the cache (a warm); None: not cached (larger than the budget)."""
         writer = self.t.cache_writer(cache, self.job.log)
 
         def fetch(part: str) -> Fetched:
@@ -484,10 +487,12 @@ class _Builtin:
             self.job,
             lambda usage: rule(usage.free, usage.used),
             lambda key: self.t.evict(cache, self.job.log, key),
+            final,
         )
         if done is None:
             return None
-        return ActionResult(done.size, done.checksum, done.detail, sent=done.sent, cache=done.use)
+        placed = tmp is not None and final is not None
+        return ActionResult(done.size, done.checksum, done.detail, sent=done.sent, cache=done.use, placed=placed)
 
     def link(self, action: Link) -> ActionResult:
         dest = self.endpoint(action.dest.host)

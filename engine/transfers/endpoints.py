@@ -540,9 +540,9 @@ class RemoteHeld(Held):
         return self._transport.is_active() and not self._channel.closed and not self._channel.exit_status_ready()
 
     def release(self) -> None:
+        # Not waited for: the command ends (and what it held goes) as its stdin closes with the channel.
         with contextlib.suppress(*channel_errors()):
             self._channel.shutdown_write()
-            self._channel.status_event.wait(ABORT_WAIT)
         self._channel.close()
 
 

@@ -82,20 +82,21 @@ def clone_through_cache(
     job: Job,
     budget: Callable[[Usage], int],
     evict: Callable[[str], None],
+    final: str | None = None,
 ) -> CachedClone | None:
     """Make `tmp` (a temporary name in the host's VM directory) a copy of the source, through the cache; None
     when the image is not to be cached (larger than the budget). `resolve()` says what is known of the source
     (asked again after waiting for another's fetch of a source whose checksum was not known). `fetch(path)`
     copies the source to `path` in the cache directory; `budget(usage)` is the cache's in bytes; `evict(key)`
     brings the cache down to its budget after a fetch, sparing the entry `key`. With no `tmp` the image is only put
-    into the cache (a warm)."""
+    into the cache (a warm); with `final`, the verified copy is renamed to it in the same command (the VM's file)."""
     source = resolve()
     if source.checksum is None:
-        made = _fetched_through(cache, source, resolve, None, None, tmp, fetch, job)
+        made = _fetched_through(cache, source, resolve, None, None, (tmp, final), fetch, job)
     else:
         key = entry_key(source.checksum)
         job.progress(0, source.size)
-        claim = cache.claim(key, tmp, job.cancelled)
+        claim = cache.claim(key, tmp, job.cancelled, final)
         if claim.copied is not None:
             return _done(cache, key, claim.copied, CacheUse.WAITED if claim.waited else CacheUse.HIT, job, tmp)
         assert claim.lock is not None
@@ -110,7 +111,7 @@ def clone_through_cache(
                     f"{cache.host.name}'s cache ({size_text(allowed)}): not cached"
                 )
                 return None
-            made = _fetched_through(cache, source, resolve, key, lock, tmp, fetch, job, claim.damaged)
+            made = _fetched_through(cache, source, resolve, key, lock, (tmp, final), fetch, job, claim.damaged)
     if made.usage is None or made.usage.used > budget(made.usage):
         evict(made.key)
     return made.clone
@@ -129,7 +130,7 @@ def _fetched_through(
     resolve: Callable[[], CacheSource],
     key: str | None,
     held: CacheLock | None,
-    tmp: str | None,
+    to: tuple[str | None, str | None],
     fetch: Callable[[str], Fetched],
     job: Job,
     damaged: bool = False,
@@ -140,10 +141,11 @@ def _fetched_through(
     fetch_lock = cache.lock(fetch_key(source.name), LockMode.EXCLUSIVE, job.cancelled) if held is None else None
     lock = held or fetch_lock
     assert lock is not None
+    tmp, final = to
     try:
         if key is None and (known := resolve().checksum) is not None:
             # Another deploy of the source fetched it while this one waited: its checksum is known now.
-            claim = cache.claim(entry_key(known), tmp, job.cancelled)
+            claim = cache.claim(entry_key(known), tmp, job.cancelled, final)
             if claim.copied is not None:
                 return _Made(entry_key(known), _done(cache, entry_key(known), claim.copied, CacheUse.WAITED, job, tmp))
             assert claim.lock is not None
@@ -165,7 +167,7 @@ def _fetched_through(
         sidecar = Sidecar.new(fetched.checksum, fetched.size, source.name, fetched.validators or source.validators)
         use = CacheUse.REFETCHED if damaged else CacheUse.MISS
         if key is not None and lock.alive():
-            return _published(cache, part, sidecar, tmp, use, fetched, job)
+            return _published(cache, part, sidecar, to, use, fetched, job)
         if key is not None:
             # The connection holding the lock dropped during the fetch (the copy itself reconnected and resumed):
             # lock the entry again before publishing; what another deploy did meanwhile is checked as any fetch.
@@ -173,24 +175,31 @@ def _fetched_through(
         with cache.lock(sidecar.key, LockMode.EXCLUSIVE, job.cancelled) as entry_lock:
             if entry_lock.state.entry is not None:  # cached meanwhile, or the same bytes under another name
                 _discard(cache, part)
-                copied = _out(cache, entry_lock.state.entry, tmp)
+                copied = _out(cache, entry_lock.state.entry, tmp, final)
                 return _Made(sidecar.key, _done(cache, sidecar.key, copied, use, job, tmp, fetched))
-            return _published(cache, part, sidecar, tmp, use, fetched, job)
+            return _published(cache, part, sidecar, to, use, fetched, job)
     finally:
         if fetch_lock is not None:
             fetch_lock.release()
 
 
-def _out(cache: HostCache, entry: Sidecar, tmp: str | None) -> CopiedOut:
-    """Copy an entry out to `tmp`; with none (a warm), the entry as it is."""
-    return cache.copy_out(entry, tmp) if tmp is not None else CopiedOut(entry.size, entry.checksum)
+def _out(cache: HostCache, entry: Sidecar, tmp: str | None, final: str | None) -> CopiedOut:
+    """Copy an entry out to `tmp` (renamed to `final`); with no `tmp` (a warm), the entry as it is."""
+    return cache.copy_out(entry, tmp, final) if tmp is not None else CopiedOut(entry.size, entry.checksum)
 
 
 def _published(
-    cache: HostCache, part: str, sidecar: Sidecar, tmp: str | None, use: CacheUse, fetched: Fetched, job: Job
+    cache: HostCache,
+    part: str,
+    sidecar: Sidecar,
+    to: tuple[str | None, str | None],
+    use: CacheUse,
+    fetched: Fetched,
+    job: Job,
 ) -> _Made:
+    tmp, final = to
     try:
-        published = cache.publish(posixpath.basename(part), sidecar, tmp)
+        published = cache.publish(posixpath.basename(part), sidecar, tmp, final)
     except BaseException:
         _discard(cache, part)
         raise

@@ -56,13 +56,15 @@ _WHOLE = '[ -f "$3" ] && [ ! -L "$3" ] && [ -f "$3.json" ] && [ ! -L "$3.json" ]
 # blocks are holes already, as every receiver writes them);
 # then the copy the VM will get is checksummed where it lies (just written, it is read from memory; a reflink
 # shares the entry's blocks, so this reads the entry). Prints `copied SIZE CHECKSUM`, or `mismatch CHECKSUM`
-# after removing a copy that is not VALUE. used KEY TIME: record the entry's last use in its sidecar.
+# after removing a copy that is not VALUE; a verified copy is renamed to $final when the script set one (the
+# VM's file: placed in the same command). used KEY TIME: record the entry's last use in its sidecar.
 _FUNCTIONS = INSIDE + (
     'copyout() { d="${3%/*}/"; inside "$1" "$d"; { [ -d "$d" ] || mkdir -p -- "$d"; } || exit 1; '
     'if [ -L "$2" ] || [ ! -f "$2" ]; then echo "$2 is not a file" >&2; exit 4; fi; '
     'if [ -e "$3" ] || [ -L "$3" ]; then rm -f -- "$3" || exit 1; fi; '
     'cp --reflink=auto --sparse=auto -- "$2" "$3" || exit 1; h=$(checksum < "$3") || exit 1; h=${h%% *}; '
-    'if [ "$h" != "$4" ]; then rm -f -- "$3"; echo "mismatch $h"; else echo "copied $(stat -c %s -- "$3") $h"; fi; '
+    'if [ "$h" != "$4" ]; then rm -f -- "$3"; echo "mismatch $h"; return 0; fi; n=$(stat -c %s -- "$3"); '
+    'if [ -n "$final" ]; then mv -T -- "$3" "$final" || exit 1; fi; echo "copied $n $h"; '
     "}; "
     'used() { j=".$1.json.$$.part"; sed -E "s/\\"last_used\\": [0-9.eE+-]+/\\"last_used\\": $2/" -- "$1.json" > "$j" '
     '&& mv -T -- "$j" "$1.json"; }; '
@@ -75,14 +77,16 @@ _USAGE = (
     "fi; done; echo; "
 )
 # A hit, or the lock for a miss, in one command: $1 the VM directory, $2 the cache directory, $3 KEY, $4 the
-# destination (empty: a warm, nothing copied), $5 KEY's value, $6 the time now. Locks KEY shared and prints the
+# destination (empty: a warm, nothing copied), $5 KEY's value, $6 the time now, $7 the VM's file the copy is
+# renamed to (empty: it stays at $4). Locks KEY shared and prints the
 # usage; when the entry lies whole, copyout's line (`present SIZE VALUE` without a destination), the sidecar's text
 # (its use recorded) and a NUL, and ends. Otherwise (no entry, or its copy did not checksum as KEY: `mismatch`) it
 # turns the lock exclusive, looks again (another deploy may have fetched it meanwhile), and prints `locked` and its
 # findings, a NUL, and holds the lock for the fetch until its stdin closes. `retry`: the lock file went meanwhile.
 _CLAIM = (
     _FUNCTIONS
-    + 'hit() { if [ -z "$4" ]; then r="present $(stat -c %s -- "$3") $5"; else r=$(copyout "$1" "$2/$3" "$4" "$5"); '
+    + 'final=$7; hit() { if [ -z "$4" ]; then r="present $(stat -c %s -- "$3") $5"; '
+    + 'else r=$(copyout "$1" "$2/$3" "$4" "$5"); '
     + 'fi; echo "$r"; case "$r" in copied*|present*) cat -- "$3.json"; used "$3" "$6" || :; return 0;; esac; '
     + "return 1; }; "
     + _TAKE.replace('"$4" 9', "-s 9")
@@ -110,14 +114,16 @@ _LOCK = (
     + '; then stat -c %s -- "$3"; cat -- "$3.json"; fi; printf \'\\0\'; exec cat >/dev/null'
 )
 # Publish (the caller holds KEY's lock): $1 the VM directory, $2 the cache directory, $3 the part's name, $4 KEY,
-# $5 the size, $6 the checksum's value, $7 the sidecar's text, $8 where to copy the entry out to (empty: nowhere).
+# $5 the size, $6 the checksum's value, $7 the sidecar's text, $8 where to copy the entry out to (empty: nowhere),
+# $9 the VM's file that copy is renamed to (empty: none).
 # The part is grown to its size (a trailing hole), checksummed where it lies, renamed to KEY only if both match
 # (else `mismatch` and what was found, exit 3), then the sidecar is written under a name of its own and renamed;
 # prints `published CHECKSUM`, copyout's line (with $8; else an empty line), and the usage after.
 _PUBLISH = (
     _FUNCTIONS
     + (
-        'cd -- "$2" || exit 1; if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$2/$3 is not a file" >&2; exit 4; fi; '
+        'final=$9; cd -- "$2" || exit 1; '
+        'if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$2/$3 is not a file" >&2; exit 4; fi; '
         'truncate -s ">$5" -- "$3" || exit 1; s=$(stat -c %s -- "$3"); '
         'if [ "$s" != "$5" ]; then echo "mismatch size $s"; exit 3; fi; '
         'h=$(checksum < "$3") || exit 1; h=${h%% *}; if [ "$h" != "$6" ]; then echo "mismatch $h"; exit 3; fi; '
@@ -128,9 +134,9 @@ _PUBLISH = (
     + _USAGE
 )
 # Copy an entry out (the caller holds its lock): $1 the VM directory, $2 the cache directory, $3 KEY, $4 the
-# destination, $5 KEY's value, $6 the time now.
+# destination, $5 KEY's value, $6 the time now, $7 the VM's file it is renamed to (empty: none).
 _COPY_OUT = _FUNCTIONS + (
-    'cd -- "$2" || exit 1; r=$(copyout "$1" "$2/$3" "$4" "$5"); echo "$r"; '
+    'final=$7; cd -- "$2" || exit 1; r=$(copyout "$1" "$2/$3" "$4" "$5"); echo "$r"; '
     'case "$r" in copied*) used "$3" "$6" || :;; esac'
 )
 # Rewrite an entry's sidecar (pin, unpin): $1 the cache directory, $2 KEY, $3 the text.
@@ -282,10 +288,13 @@ class HostCache:
         argv = ["sh", "-c", _LOCK, "sh", "", self.directory, key, mode.value]
         return CacheLock(self.endpoint.hold(argv, cancel), key)
 
-    def claim(self, key: str, dest: str | None, cancel: Callable[[], bool] = lambda: False) -> Claim:
+    def claim(
+        self, key: str, dest: str | None, cancel: Callable[[], bool] = lambda: False, final: str | None = None
+    ) -> Claim:
         """Copy the entry `key` out to `dest` (a temporary name in the VM directory) if it lies whole, else hold
-        its lock exclusive for a fetch: one command either way (_CLAIM). The copy is checksummed where it lies and
-        its use recorded; with no `dest`, only whether the entry lies whole (a warm)."""
+        its lock exclusive for a fetch: one command either way (_CLAIM). The copy is checksummed where it lies,
+        renamed to `final` when given, and its use recorded; with no `dest`, only whether the entry lies whole (a
+        warm)."""
         algorithm, _, value = key_checksum(key).partition(":")
         argv = [
             "sh",
@@ -298,6 +307,7 @@ class HostCache:
             dest or "",
             value,
             f"{time.time():.3f}",
+            final or "",
         ]
         while True:
             held = self.endpoint.hold(argv, cancel)
@@ -326,7 +336,7 @@ class HostCache:
             return Claim(usage, lock=lock, damaged=True, problem=f"a copy of it reads as {algorithm}:{words[-1]}")
         return Claim(usage, lock=lock)
 
-    def publish(self, part: str, sidecar: Sidecar, copy_to: str | None = None) -> Published:
+    def publish(self, part: str, sidecar: Sidecar, copy_to: str | None = None, final: str | None = None) -> Published:
         """Make the file `part` (a name in the cache directory) the entry `sidecar` describes: verified where it
         lies, renamed, then the sidecar written; and, with `copy_to`, copy the entry out there (as copy_out) in the
         same command. The caller holds the entry's lock, exclusive. OperationError if the part is not the entry's
@@ -341,6 +351,7 @@ class HostCache:
             sidecar.checksum.partition(":")[2],
             sidecar.to_json(),
             copy_to or "",
+            final or "",
             algorithm=sidecar.algorithm,
         )
         lines = out.splitlines()
@@ -361,13 +372,13 @@ class HostCache:
             raise CopyMismatch(f"host {self.host.name}: cache entry {sidecar.key} reads back as {found}")
         return _copied_line(words, sidecar.algorithm, self.host.name)
 
-    def copy_out(self, sidecar: Sidecar, dest: str) -> CopiedOut:
+    def copy_out(self, sidecar: Sidecar, dest: str, final: str | None = None) -> CopiedOut:
         """Copy the entry to `dest` (a temporary name in the VM directory), checksummed where it lies; its last use
         is recorded. CopyMismatch when the copy is not the entry's checksum (the copy is removed). The caller
         holds the entry's lock (shared or exclusive)."""
         value = sidecar.checksum.partition(":")[2]
         when = f"{time.time():.3f}"
-        args = (self.host.vm_dir, self.directory, sidecar.key, dest, value, when)
+        args = (self.host.vm_dir, self.directory, sidecar.key, dest, value, when, final or "")
         _, out = self._run(_COPY_OUT, *args, algorithm=sidecar.algorithm)
         return self._copied(out.split(), sidecar)
 
