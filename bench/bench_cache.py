@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def measure(args: argparse.Namespace, root: Path, key: Path, lab: Lab) -> dict[s
             ):
                 os.sync()
                 time.sleep(1)
-                times[name].append(timed(lambda: clone(runner, source, host, target, name)))
+                times[name].append(timed(partial(clone, runner, source, host, target, name)))
     finally:
         runner[0].close()
     return times

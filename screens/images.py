@@ -64,8 +64,10 @@ class ImagesScreen(HeadnodeScreen):
 
     def show(self, reports: list[CacheReport]) -> None:
         self.reports = reports
-        lines = [cache_summary(report) for report in reports] or ["No host keeps an image cache (see Hosts)"]
-        self.query_one("#images-summary", Static).update("\n".join(lines))
+        lines = [self.happ.shown(cache_summary(report)) for report in reports]
+        self.query_one("#images-summary", Static).update(
+            "\n".join(lines) or "No host keeps an image cache: hosts reached over SSH do (see Hosts)"
+        )
         rows = {f"{e.host} {e.key}": entry_row(e) for r in reports if r.listing is not None for e in r.listing.entries}
         self.main_widget().show(rows)
 

@@ -14,7 +14,7 @@ from tests.tui.conftest import SIZES
 from tests.tui.watch import until
 from tui.app import HeadnodeApp
 
-SCREEN_KEYS = {"dashboard": "1", "vms": "2", "transfers": "3", "networks": "4", "hosts": "5", "log": "6"}
+SCREEN_KEYS = {"dashboard": "1", "vms": "2", "transfers": "3", "networks": "4", "hosts": "5", "log": "6", "images": "7"}
 
 
 def fixed_data(home: Home) -> None:

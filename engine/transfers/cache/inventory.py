@@ -37,22 +37,19 @@ class CacheReport:
 
 
 def cached_hosts(transfers: Transfers) -> list[str]:
-    """The hosts that have a cache to look at: every host whose driver reaches its files (not dummy), front end
-    excluded."""
+    """The hosts that keep an image cache (their driver's CACHE, a budget above 0), the front end excluded."""
     names = []
     for host in transfers.hosts.list():
-        if host.name == transfers.hosts.frontend_name:
-            continue
         try:
-            if transfers.driver(host).base != "dummy":
+            if transfers.caches(transfers.hosts.resolve(host.name)):
                 names.append(host.name)
         except InputError:
-            continue
+            continue  # a driver whose conf is broken: `host test` and the runs say so
     return names
 
 
 def cache_reports(transfers: Transfers, hosts: Sequence[str] | None = None) -> list[CacheReport]:
-    """Each host's cache, read in parallel; `hosts` None: every host with one (cached_hosts)."""
+    """Each host's cache, read in parallel; `hosts` None: every host that keeps one (cached_hosts)."""
     names = list(hosts) if hosts is not None else cached_hosts(transfers)
     for name in names:
         transfers.hosts.resolve(name)  # an unknown host is bad input, before anything is read
