@@ -19,7 +19,6 @@ from tui.widgets.keyed_table import KeyedTable
 if TYPE_CHECKING:
     from engine.transfers.cache.inventory import CacheReport, EvictOutcome
     from engine.transfers.cache.layout import Entry
-    from engine.transfers.cache.warm import WarmOutcome
 
 
 def entry_row(entry: Entry) -> tuple[str, ...]:
@@ -94,12 +93,16 @@ class ImagesScreen(HeadnodeScreen):
         ]
 
         def save(values: dict[str, str], form: FormScreen) -> None:
-            def warmed(outcomes: list[WarmOutcome]) -> None:
-                self.notify("; ".join(f"{o.host}: {o.state.value}" for o in outcomes))
+            def warmed(said: str) -> None:
+                self.notify(said)
                 self.reload()
 
+            hosts = values["hosts"].split()
+            if not hosts:
+                form.refuse(["name at least one host"])
+                return
             happ = self.happ
-            happ.run_form(form, "warm", warm_caches, happ, values["source"], values["hosts"].split(), then=warmed)
+            happ.run_form(form, "warm", happ.warm_images, values["source"].strip(), hosts, then=warmed)
 
         self.app.push_screen(FormScreen("Warm hosts' caches", fields, "Warm", save=save))
 
@@ -154,17 +157,3 @@ class ImagesScreen(HeadnodeScreen):
 
         happ = self.happ
         happ.run_engine("pin", happ.changes.pin_cache, happ.image_caches, host, key, pinned, then=done)
-
-
-def warm_caches(happ: Any, source: str, hosts: list[str]) -> list[WarmOutcome]:
-    """The warm, on a call thread: the source as the CLI reads it, each host's log lines to the transfers log."""
-    from engine.errors import InputError, Problem
-    from engine.language.script import source_argument
-    from engine.transfers.job import Job
-    from engine.transfers.log import TransferLog
-
-    if not hosts:
-        raise InputError(Problem("name at least one host"))
-    parsed = source_argument(source.strip(), happ.home.config.frontend_name)
-    log = TransferLog(happ.home, None)
-    return happ.changes.warm_cache(happ.image_caches, parsed, hosts, lambda host: Job(log=log.write))

@@ -167,6 +167,22 @@ class HeadnodeApp(App[int]):
         if "image_caches" in self.__dict__:
             self.image_caches.pool.close()
 
+    def warm_images(self, source: str, hosts: list[str]) -> str:
+        """Put an image into hosts' caches: in the service, as one of its runs (the Transfers screen shows it),
+        or here for a console without one; what to tell the admin."""
+        if isinstance(self.engine, ServiceEngine):
+            run = self.engine.client.call("warm", source=source, hosts=hosts)["run"]
+            return f"warming in the service (run {run}); the Transfers screen shows it"
+        from engine.language.script import source_argument
+        from engine.transfers.cache.warm import warm
+        from engine.transfers.job import Job
+        from engine.transfers.log import TransferLog
+
+        parsed = source_argument(source, self.home.config.frontend_name)
+        log = TransferLog(self.home, None)
+        outcomes = warm(self.engine.executor.transfers, parsed, hosts, lambda host: Job(log=log.write))
+        return "; ".join(f"{o.host}: {o.state.value}" for o in outcomes)
+
     @cached_property
     def image_caches(self) -> Transfers:
         """The Images screen's hand on the hosts' caches (listing, warm, evict, pin), with its own SSH connections:
