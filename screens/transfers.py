@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 
 from engine.presentation import eta_text, progress_text, rate_text
 from engine.service.runs import ActionState, RunState, RunStatus, script_title
-from engine.transfers.fanout.runner import ACTION as FANOUT_ACTION
+from engine.transfers.fanout import ACTION as FANOUT_ACTION
 from tui.operations import recover_vm
 from tui.screen import HeadnodeScreen
 from tui.widgets.confirm import ConfirmScreen

@@ -38,6 +38,7 @@ from engine.presentation import duration_text
 from engine.transfers.cache.layout import BadSidecar, Sidecar, cache_dir, entry_key
 from engine.transfers.checksums import Checksum, new_checksum
 from engine.transfers.endpoints import CHUNK
+from engine.transfers.fanout import ACTION
 from engine.transfers.fanout.agent import agent
 from engine.transfers.fanout.head_links import HeadLinks, Reply
 from engine.transfers.fanout.hop import Next, link_argv, look_argv, stage_argv, unblock_argv, unlink_argv
@@ -60,8 +61,8 @@ from engine.transfers.progress import (
 from engine.transfers.ssh import SshTarget, quote_argv, ssh_target
 
 ROUNDS = 3
-ACTION = "WARM"
 PACED_PIECE = 64 << 10  # a limited stream is written in small pieces, so its rate is even
+PACED_BURST = 0.1  # seconds of its limit a held-up stream may send at once
 
 
 @dataclass(frozen=True)
@@ -533,9 +534,11 @@ class FanOut:
                     if checksum is not None:
                         checksum.update(data)
                     if pipeline.limit:
-                        ahead = started + sent / pipeline.limit - time.monotonic()
-                        if ahead > 0:
-                            time.sleep(ahead)
+                        late = time.monotonic() - (started + sent / pipeline.limit)
+                        if late < 0:
+                            time.sleep(-late)
+                        elif late > PACED_BURST:  # a stream held up never makes up for it above its limit
+                            started += late - PACED_BURST
                     try:
                         write_all(stdin, data)
                     except BrokenPipeError:
