@@ -17,6 +17,7 @@ host, not of each in turn (every session pays its login shell's start-up, ~/.bas
   part, and forwards it through the master into the next host's FIFO (`cat > DIR/in` there). It reports straight
   to the head on its own stdout, so the head knows at once which host did what:
 
+      ready NAME                it is about to read (the head streams once every stage of a chain is)
       progress NAME SIZE        every second, what the part holds
       stored NAME SIZE SUM      its copy checksummed to the image's and was published
       partial NAME SIZE SUM     it was not (the part stays, to be resumed)
@@ -131,6 +132,7 @@ verify() {
   else echo "partial $name $got $h"
   fi
 }
+echo "ready $name"
 if [ -n "${10}" ]; then
   { [ "$in" = - ] || exec 0< "$in/in"; tee -p -a -- "$out"; exec >&-; verify >&3; } \
     | ssh -F none -S "${10}" -o ControlMaster=no -o BatchMode=yes -p "${12}" -l "${13}" -- "${11}" "cat > ${14}/in"

@@ -62,6 +62,7 @@ from engine.transfers.ssh import SshTarget, quote_argv, ssh_target
 
 ROUNDS = 3
 PACED_PIECE = 64 << 10  # a limited stream is written in small pieces, so its rate is even
+READY_WAIT = 60.0  # seconds the head waits for a chain's stages to be ready before it streams anyway
 PACED_BURST = 0.1  # seconds of its limit a held-up stream may send at once
 
 
@@ -468,8 +469,9 @@ class FanOut:
                 (name, links.start(host.target.host, quote_argv(argv), stdin=subprocess.PIPE if i == 0 else None))
             )
         self._streamed = True
+        ready = {name: threading.Event() for name in names}
         watchers = [
-            threading.Thread(target=self._watch, args=(links, name, process, fed_by, pipeline), daemon=True)
+            threading.Thread(target=self._watch, args=(links, name, process, fed_by, pipeline, ready), daemon=True)
             for name, process in stages
         ]
         for watcher in watchers:
@@ -477,6 +479,10 @@ class FanOut:
         first = stages[0][1]
         sent, seconds = 0, 0.0
         try:
+            # Bytes sent before the stages read would wait in buffers and then reach the hosts above any limit.
+            deadline = time.monotonic() + READY_WAIT
+            for event in ready.values():
+                event.wait(max(0.0, deadline - time.monotonic()))
             sent, seconds = self._send(first, pipeline)
         finally:
             with contextlib.suppress(OSError):
@@ -489,7 +495,13 @@ class FanOut:
         return sent / seconds if sent and seconds > 0 else None
 
     def _watch(
-        self, links: HeadLinks, name: str, process: subprocess.Popen, fed_by: dict[str, str], pipeline: Pipeline
+        self,
+        links: HeadLinks,
+        name: str,
+        process: subprocess.Popen,
+        fed_by: dict[str, str],
+        pipeline: Pipeline,
+        ready: dict[str, threading.Event],
     ) -> None:
         """Read one stage's reports until it ends. A stage that ended without forwarding leaves the next host's
         stage waiting on its FIFO: it gets an end of file, and ends with a partial copy (resumed next round)."""
@@ -498,7 +510,11 @@ class FanOut:
         errors = threading.Thread(target=lambda: said.extend(_lines(process.stderr)), daemon=True)
         errors.start()
         for raw in process.stdout:  # type: ignore[union-attr]
-            self._report(raw.decode(errors="replace").split(), fed_by, pipeline.offset, forwarded)
+            words = raw.decode(errors="replace").split()
+            if words == ["ready", name]:
+                ready[name].set()
+            self._report(words, fed_by, pipeline.offset, forwarded)
+        ready[name].set()  # it ended: nothing to wait for
         process.wait()
         errors.join()
         if process.returncode == 0:  # the stage ended its links and removed its run directory
