@@ -479,9 +479,10 @@ class FanOut:
         first = stages[0][1]
         sent, seconds = 0, 0.0
         try:
-            # Bytes sent before the stages read would wait in buffers and then reach the hosts above any limit.
+            # Bytes sent before the stages read would wait in buffers, then reach the hosts above the limit; an
+            # unlimited stream gains by filling them while the stages start.
             deadline = time.monotonic() + READY_WAIT
-            for event in ready.values():
+            for event in ready.values() if pipeline.limit else ():
                 event.wait(max(0.0, deadline - time.monotonic()))
             sent, seconds = self._send(first, pipeline)
         finally:
