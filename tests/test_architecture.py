@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,6 +15,18 @@ def test_import_linter_contracts_hold() -> None:
     r = subprocess.run([str(BIN / "lint-imports")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Contracts: 4 kept, 0 broken." in r.stdout
+
+
+def test_every_package_is_installed() -> None:
+    """A regular `pip install .` ships every package of the tree (pyproject lists them by hand; a new sub-package
+    left out installs a headnode that fails with ModuleNotFoundError: test_install.py sees it, slowly)."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("engine", "tui", "screens")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found - listed == set()
 
 
 def test_no_module_imports_itself_in_a_cycle() -> None:

@@ -18,9 +18,10 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from engine.errors import OperationError
-from engine.transfers.endpoints import ABORT_WAIT, CHUNK, Reader, Writer
 from engine.transfers.pipes import enlarge_pipe, write_all
+from engine.transfers.streams import ABORT_WAIT, CHUNK, Reader, Writer
 
+COMPRESS_CHOICES = ("zstd", "no")  # COMPRESS = of a driver conf or a host
 _COMPRESS = ["zstd", "-q", "-c"]
 _DECOMPRESS = ["zstd", "-q", "-d", "-c"]
 

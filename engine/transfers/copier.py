@@ -26,9 +26,10 @@ from typing import BinaryIO, TypeVar
 
 from engine.errors import ConnectionLost, GaveUp, OperationError
 from engine.transfers.checksums import Checksum, InProcessChecksum, hole_checksum, new_checksum
-from engine.transfers.endpoints import CHUNK, Endpoint, ExtentReader, ExtentWriter, LocalExtentWriter, Reader, Writer
+from engine.transfers.endpoints import Endpoint, ExtentReader, ExtentWriter, LocalExtentWriter
 from engine.transfers.extents import Extent, data_bytes, data_extents, from_offset, merged
 from engine.transfers.job import Job
+from engine.transfers.streams import CHUNK, Reader, Writer
 from engine.transfers.zero_runs import StreamExtents
 
 T = TypeVar("T")

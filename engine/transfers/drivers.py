@@ -27,7 +27,7 @@ from engine.home import Home, shipped
 from engine.language.script import ACTION_NAMES
 from engine.language.template import load_template
 from engine.transfers.checksums import ALGORITHMS, DEFAULT_ALGORITHM
-from engine.transfers.hosts import COMPRESS_CHOICES
+from engine.transfers.compression import COMPRESS_CHOICES
 from engine.transfers.job import Job
 
 BASES = ("shared", "ssh", "dummy")

@@ -24,18 +24,17 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 from engine.errors import Cancelled, ConnectionLost, OperationError
 from engine.language.numbers import whole_number
 from engine.transfers.checksums import SHELL_FUNCTIONS, from_tool_output, new_checksum
+from engine.transfers.compression import CompressedWriter, DecompressedReader, compressing, decompressing, zstd_here
 from engine.transfers.extents import Extent
 from engine.transfers.pipes import write_all
 from engine.transfers.ssh import CommandResult, connect, open_channel, run_remote, ssh_target, with_sbin
+from engine.transfers.streams import ABORT_WAIT, CHUNK, Reader, Writer
 
 if TYPE_CHECKING:
     import paramiko
 
     from engine.transfers.hosts import Host
     from engine.transfers.ssh import SshPool
-
-CHUNK = 1 << 20
-ABORT_WAIT = 5.0  # seconds an aborted write waits for the host's command to end
 
 
 def channel_errors() -> tuple[type[BaseException], ...]:
@@ -189,37 +188,6 @@ class TreeEntry:
     kind: str  # "f" file, "d" directory, "l" symbolic link
     path: str  # relative to the tree's root
     size: int
-
-
-class Reader:
-    """A byte stream from `offset` to the end; `checksum` (of what was sent) is known after the last chunk if the
-    far side computes it."""
-
-    offset = 0
-    total: int | None = None
-    checksum: str | None = None
-    carrier = "local"  # what carries the bytes: local, paramiko, openssh or http
-
-    def chunks(self) -> Iterator[bytes]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class Writer:
-    carrier = "local"
-    output = ""  # what the receiving command printed, once finished
-
-    def write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> int:
-        """Complete the write; the file's size."""
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
 
 
 class ExtentWriter:
@@ -1045,8 +1013,6 @@ class RemoteEndpoint(Endpoint):
         """Whether this host's streams are compressed (engine.transfers.compression): asked for, and zstd found on
         both ends (asked once; where it is missing the copy says so and goes uncompressed)."""
         if self._compress is None:
-            from engine.transfers.compression import zstd_here
-
             missing = None if zstd_here() else "the front end"
             if missing is None and self._run(["sh", "-c", "command -v zstd"]).status != 0:
                 missing = f"host {self.host.name}"
@@ -1058,8 +1024,6 @@ class RemoteEndpoint(Endpoint):
     def _stream_reader(self, argv: Sequence[str], offset: int, size: int, algorithm: str) -> Reader:
         """A remote command's stdout: compressed where asked for, through the accelerator for long streams."""
         if self._compressed():
-            from engine.transfers.compression import DecompressedReader, compressing
-
             return DecompressedReader(self._carried_reader(compressing(argv), offset, size, algorithm))
         return self._carried_reader(argv, offset, size, algorithm)
 
@@ -1096,8 +1060,6 @@ class RemoteEndpoint(Endpoint):
         """A remote command fed a stream: compressed where asked for, through the accelerator for long streams (or
         of unknown length)."""
         if self._compressed():
-            from engine.transfers.compression import CompressedWriter, decompressing
-
             return CompressedWriter(self._carried_writer(decompressing(argv), remaining))
         return self._carried_writer(argv, remaining)
 

@@ -23,10 +23,10 @@ from engine.home import Home
 from engine.language.numbers import whole_number
 from engine.language.script import CONTROL_CHARACTER, HOST_NAME
 from engine.store.database import Store
+from engine.transfers.compression import COMPRESS_CHOICES
 
 TABLE = "hosts"
 DEFAULT_MAX_TRANSFERS = 4
-COMPRESS_CHOICES = ("zstd", "no")
 INPUT_FIELDS = (  # parse_host's
     "name",
     "driver",

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from engine.errors import ConnectionLost, OperationError
 from engine.language.numbers import whole_number
 from engine.transfers.cache.layout import Validators
-from engine.transfers.endpoints import CHUNK, Reader
+from engine.transfers.streams import CHUNK, Reader
 
 TIMEOUT = 30.0
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from engine.errors import ConnectionLost, InputError, OperationError, Problem
 from engine.language.numbers import whole_number
-from engine.transfers.endpoints import ABORT_WAIT, CHUNK, Reader, Writer, parse_stored, sent_checksum
+from engine.transfers.endpoints import parse_stored, sent_checksum
 from engine.transfers.pipes import enlarge_pipe, write_all
 from engine.transfers.ssh import SshTarget, quote_argv, ssh_dir, ssh_target
+from engine.transfers.streams import ABORT_WAIT, CHUNK, Reader, Writer
 
 if TYPE_CHECKING:
     from engine.home import Home

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 
 from engine.errors import ConnectionLost, OperationError
-from engine.transfers.endpoints import CHUNK, Reader
 from engine.transfers.extents import MERGE_GAP, Extent
+from engine.transfers.streams import CHUNK, Reader
 
 BLOCK = 64 << 10
 MAX_EXTENT = 8 << 20

@@ -21,11 +21,12 @@ import pytest
 from engine.errors import OperationError
 from engine.language.script import parse_script
 from engine.transfers.actions import Transfers
-from engine.transfers.endpoints import LocalEndpoint, RemoteEndpoint, Writer
+from engine.transfers.endpoints import LocalEndpoint, RemoteEndpoint
 from engine.transfers.hosts import Hosts
 from engine.transfers.job import Job
 from engine.transfers.openssh import OpenSsh
 from engine.transfers.ssh import SshPool
+from engine.transfers.streams import Writer
 from tests.system.test_transfers import FAST_RETRY, Runner, wait_for_bytes
 
 SIZE = 6 << 20

@@ -10,35 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import HeadnodeError
 from engine.language.script import Location, Url
 from engine.transfers.cache.cached_clone import CacheUse
 from engine.transfers.cache.layout import entry_key
+from engine.transfers.cache.warm_outcome import WarmOutcome, WarmState
+from engine.transfers.fanout.chain_warm import chained_hosts, warm_chained
 from engine.transfers.job import Job
 
 if TYPE_CHECKING:
     from engine.transfers.actions import Transfers
-
-
-class WarmState(Enum):
-    HIT = "hit"  # the host had it: nothing sent
-    FETCHED = "fetched"  # fetched into the host's cache
-    FAILED = "failed"
-    NO_CACHE = "no cache"  # the host keeps no cache (its driver's CACHE, or a budget of 0), or it is too large
-
-
-@dataclass(frozen=True)
-class WarmOutcome:
-    host: str
-    state: WarmState
-    key: str | None = None
-    size: int = 0
-    sent: int = 0  # bytes that crossed the link to the host
-    detail: str = ""
 
 
 def warm(
@@ -56,8 +39,6 @@ def warm(
     job (log, progress, cancel) of that host's part. Bad input (an unknown host) raises InputError before
     anything is sent. Two or more ssh hosts and a front-end source go through a fan-out
     (engine.transfers.fanout.chain_warm: `head_mib`, `host_mib`, `events` and `run_id` are its)."""
-    from engine.transfers.fanout.chain_warm import chained_hosts, warm_chained
-
     order = list(hosts)
     for name in hosts:
         transfers.hosts.resolve(name)

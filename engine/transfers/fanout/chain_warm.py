@@ -19,6 +19,7 @@ from engine.language.script import Location, Url
 from engine.transfers.cache.eviction import budget_rule, evict_to_budget
 from engine.transfers.cache.layout import BadSidecar, Sidecar, cache_dir, entry_key
 from engine.transfers.cache.memo import ChecksumMemo
+from engine.transfers.cache.warm_outcome import WarmOutcome, WarmState
 from engine.transfers.fanout.hop import look_argv
 from engine.transfers.fanout.plan import FanoutPlan, plan_fanout
 from engine.transfers.fanout.rates import load_rates
@@ -29,7 +30,6 @@ from engine.transfers.progress import ActionFinished, ActionLog, ActionProgress,
 
 if TYPE_CHECKING:
     from engine.transfers.actions import Transfers
-    from engine.transfers.cache.warm import WarmOutcome
 
 CANCEL_POLL = 0.2  # seconds between looks at the hosts' jobs for a cancel
 
@@ -65,8 +65,6 @@ def warm_chained(
     """Warm the caches of `names` (chained_hosts') through a fan-out; an outcome per host. `head_mib` and
     `host_mib` override the configuration's BWLIMITs (MiB/s); `events` also gets the fan-out's events (the
     CLI's bars or JSON lines)."""
-    from engine.transfers.cache.warm import WarmOutcome, WarmState
-
     hosts = [transfers.hosts.resolve(name) for name in names]
     algorithm = transfers.driver(hosts[0]).checksum
     checksum, size = ChecksumMemo(transfers.home).file_checksum(source.path, algorithm)

@@ -37,7 +37,6 @@ from engine.home import Home
 from engine.presentation import duration_text
 from engine.transfers.cache.layout import BadSidecar, Sidecar, cache_dir, entry_key
 from engine.transfers.checksums import Checksum, new_checksum
-from engine.transfers.endpoints import CHUNK
 from engine.transfers.fanout import ACTION
 from engine.transfers.fanout.agent import agent
 from engine.transfers.fanout.head_links import HeadLinks, Reply
@@ -59,6 +58,7 @@ from engine.transfers.progress import (
     ScriptStarted,
 )
 from engine.transfers.ssh import SshTarget, quote_argv, ssh_target
+from engine.transfers.streams import CHUNK
 
 ROUNDS = 3
 PACED_PIECE = 64 << 10  # a limited stream is written in small pieces, so its rate is even
