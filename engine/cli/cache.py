@@ -7,7 +7,9 @@ SOURCE is `host:path`, a URL, or an absolute path on the front end. An entry is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.context import CliContext, format_table
@@ -15,6 +17,7 @@ from engine.cli.fanout import FanoutProgress, dry_run_warm, follow_warm
 from engine.errors import InputError, OperationError, Problem
 
 if TYPE_CHECKING:
+    from engine.transfers.actions import Transfers
     from engine.transfers.cache.inventory import CacheReport
     from engine.transfers.cache.layout import Entry
 
@@ -50,11 +53,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parser.set_defaults(handler=run_pin, pinned=verb == "pin")
 
 
-def _transfers(ctx: CliContext):
+@contextlib.contextmanager
+def _transfers(ctx: CliContext) -> Iterator[Transfers]:
+    """The home's transfers for one command, their SSH connections closed when it is done."""
     from engine.transfers.actions import Transfers
     from engine.transfers.ssh import SshPool
 
-    return Transfers(ctx.home, SshPool())
+    transfers = Transfers(ctx.home, SshPool())
+    try:
+        yield transfers
+    finally:
+        transfers.pool.close()
 
 
 def entry_json(entry: Entry) -> dict[str, Any]:
@@ -93,11 +102,8 @@ def run_list(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.presentation import cache_summary, size_text, time_text
     from engine.transfers.cache.inventory import cache_reports
 
-    transfers = _transfers(ctx)
-    try:
+    with _transfers(ctx) as transfers:
         reports = cache_reports(transfers, [args.host] if args.host else None)
-    finally:
-        transfers.pool.close()
     if ctx.json:
         ctx.emit_json(
             {"hosts": [report_json(r) for r in reports], "entries": [entry_json(e) for r in reports for e in _of(r)]}
@@ -142,11 +148,8 @@ def run_warm(args: argparse.Namespace, ctx: CliContext) -> int:
         if value is not None and value <= 0:
             raise InputError(Problem(f"{flag} must be a rate in MiB/s above 0, not {value:g}"))
     if args.dry_run:
-        transfers = _transfers(ctx)
-        try:
+        with _transfers(ctx) as transfers:
             return dry_run_warm(ctx, transfers, source, args)
-        finally:
-            transfers.pool.close()
     request = {"source": args.source, "hosts": args.hosts, "head_mib": args.bwlimit, "host_mib": args.host_bwlimit}
     outcomes = follow_warm(ctx, request)
     if ctx.json:
@@ -164,11 +167,8 @@ def run_warm(args: argparse.Namespace, ctx: CliContext) -> int:
 def run_evict(args: argparse.Namespace, ctx: CliContext) -> int:
     from engine.presentation import size_text
 
-    transfers = _transfers(ctx)
-    try:
+    with _transfers(ctx) as transfers:
         outcome = ctx.changes.evict_cache(transfers, args.host, args.what, args.dry_run)
-    finally:
-        transfers.pool.close()
     if ctx.json:
         ctx.emit_json(
             {
@@ -190,11 +190,8 @@ def run_evict(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def run_pin(args: argparse.Namespace, ctx: CliContext) -> int:
-    transfers = _transfers(ctx)
-    try:
+    with _transfers(ctx) as transfers:
         done = ctx.changes.pin_cache(transfers, args.host, args.what, args.pinned)
-    finally:
-        transfers.pool.close()
     verb = "pinned" if args.pinned else "unpinned"
     if ctx.json:
         ctx.emit_json([entry_json(e) for e in done])
