@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from engine.errors import OperationError
+from engine.language.numbers import whole_number
 from engine.transfers.cache.layout import (
     LOCK_SUFFIX,
     BadSidecar,
@@ -171,9 +172,9 @@ class Usage:
 def _usage(lines: list[str]) -> Usage:
     """The usage from _USAGE's two lines."""
     words = lines[0].split() if lines else []
-    free = int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
+    free = (whole_number(words[3]) if len(words) > 3 else None) or 0
     sizes = lines[1].split() if len(lines) > 1 else []
-    return Usage(free, sum(int(size) for size in sizes if size.isdigit()))
+    return Usage(free, sum(whole_number(size) or 0 for size in sizes))
 
 
 def _trusted(size_text: str, text: str, key: str) -> tuple[Sidecar | None, str | None]:
@@ -183,7 +184,7 @@ def _trusted(size_text: str, text: str, key: str) -> tuple[Sidecar | None, str |
         sidecar = Sidecar.from_json(text, key)
     except BadSidecar as exc:
         return None, f"its sidecar is damaged: {exc}"
-    if not size_text.isdigit() or int(size_text) != sidecar.size:
+    if whole_number(size_text) != sidecar.size:
         return None, f"it holds {size_text} bytes, its sidecar says {sidecar.size}"
     return sidecar, None
 
@@ -412,11 +413,11 @@ class HostCache:
             tag = fields[i]
             if tag == "df" and i + 1 < len(fields):
                 words = fields[i + 1].split()
-                free = int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
+                free = (whole_number(words[3]) if len(words) > 3 else None) or 0
                 i += 2
             elif tag == "F" and i + 2 < len(fields):
                 kind, _, size = fields[i + 1].partition(" ")
-                files[fields[i + 2]] = (kind, int(size) if size.isdigit() else 0)
+                files[fields[i + 2]] = (kind, whole_number(size) or 0)
                 i += 3
             elif tag == "J" and i + 2 < len(fields):
                 sidecars[fields[i + 1]] = fields[i + 2]
@@ -451,9 +452,9 @@ class HostCache:
 def _copied_line(words: list[str], algorithm: str, host: str) -> CopiedOut:
     """copyout's `copied SIZE VALUE`."""
     checksum = from_tool_output(algorithm, words[2] if len(words) > 2 else "")
-    if len(words) < 3 or words[0] != "copied" or not words[1].isdigit() or checksum is None:
+    if len(words) < 3 or words[0] != "copied" or whole_number(words[1]) is None or checksum is None:
         raise OperationError(f"host {host}: the copy out of the cache printed {' '.join(words)!r}")
-    return CopiedOut(int(words[1]), checksum)
+    return CopiedOut(whole_number(words[1]) or 0, checksum)
 
 
 def _lock_file(name: str) -> bool:

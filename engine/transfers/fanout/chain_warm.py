@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from engine.events import EventBus
+from engine.language.numbers import whole_number
 from engine.language.script import Location, Url
 from engine.transfers.cache.eviction import budget_rule, evict_to_budget
 from engine.transfers.cache.layout import BadSidecar, Sidecar, cache_dir, entry_key
@@ -155,8 +156,9 @@ def plan_warm(
                     return "have", None
             except BadSidecar:
                 pass
-        if words[:1] == ["partial"] and len(words) > 1 and words[1].isdigit() and int(words[1]) < size:
-            return "partial", int(words[1])
+        reached = whole_number(words[1]) if words[:1] == ["partial"] and len(words) > 1 else None
+        if reached is not None and reached < size:
+            return "partial", reached
         return "none", None
 
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:

@@ -34,6 +34,7 @@ from typing import Any
 from engine.errors import Cancelled, OperationError
 from engine.events import EventBus
 from engine.home import Home
+from engine.language.numbers import whole_number
 from engine.presentation import duration_text
 from engine.transfers.cache.layout import BadSidecar, Sidecar, cache_dir, entry_key
 from engine.transfers.checksums import Checksum, new_checksum
@@ -410,7 +411,7 @@ class FanOut:
             return True
         if words[0] == "have":
             try:
-                trusted = Sidecar.from_json("\n".join(lines[1:]), self.key).size == self.size == int(words[1])
+                trusted = Sidecar.from_json("\n".join(lines[1:]), self.key).size == self.size == whole_number(words[1])
                 problem = "" if trusted else "its size is not the image's"
             except (BadSidecar, IndexError, ValueError) as exc:
                 problem = str(exc)
@@ -424,7 +425,7 @@ class FanOut:
                 name, HostResult(name, RunOutcome.DONE, self.size, self.checksum, present=name in self.present)
             )
             return True
-        offset = int(words[1]) if words[0] == "partial" and len(words) > 1 and words[1].isdigit() else 0
+        offset = (whole_number(words[1]) if words[0] == "partial" and len(words) > 1 else None) or 0
         offset = offset if offset < self.size else 0
         changed = offset != host.offset
         host.offset = offset
@@ -575,12 +576,11 @@ class FanOut:
         if len(words) < 2 or words[1] not in fed_by:
             return
         name = words[1]
-        if len(words) == 3 and words[0] == "progress" and words[2].isdigit():
-            self._progress(name, int(words[2]))
-        elif len(words) == 4 and words[0] == "stored" and words[3] == self.want:
-            result = HostResult(
-                name, RunOutcome.DONE, int(words[2]), self.checksum, fed_by=fed_by[name], resumed_from=offset
-            )
+        size = whole_number(words[2]) if len(words) > 2 else None
+        if len(words) == 3 and words[0] == "progress" and size is not None:
+            self._progress(name, size)
+        elif len(words) == 4 and words[0] == "stored" and words[3] == self.want and size is not None:
+            result = HostResult(name, RunOutcome.DONE, size, self.checksum, fed_by=fed_by[name], resumed_from=offset)
             self._finish(name, result)
         elif len(words) == 2 and words[0] == "refused":
             host = self.hosts[name]
