@@ -177,6 +177,7 @@ def spawn_service(home: Home) -> None:
     paths = ServicePaths(home)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "engine.service", "--home", str(home.root), "--idle-exit", str(IDLE_EXIT)]
+    argv.append("--own-session")  # its session's autogroup is its own to nice (server.yield_to_clients)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     log = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     null = os.open(os.devnull, os.O_RDWR)

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from engine.core import Engine
@@ -649,11 +650,19 @@ class Service:
         return vm
 
 
-def yield_to_clients() -> None:
+def yield_to_clients(own_session: bool) -> None:
     """Run this process at SERVICE_NICE (unless it is nicer already), before it starts a thread: Linux threads and
-    the commands they start (ssh, cksum, dd) inherit it, so the copies take the CPU the consoles leave."""
+    the commands they start (ssh, cksum, dd) inherit it, so the copies take the CPU the consoles leave.
+
+    With the kernel's autogroup on (most distributions), a nice weighs only against the same session's processes:
+    a service in a session of its own would still get half the CPU against a console. So a service started by a
+    client (`own_session`) nices its session's autogroup too; a `headnode daemon` in someone's shell leaves theirs."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), SERVICE_NICE))
+    autogroup = Path("/proc/self/autogroup")
+    if own_session and autogroup.exists():
+        with contextlib.suppress(OSError):
+            autogroup.write_text(str(SERVICE_NICE))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -661,13 +670,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="headnode-service")
     parser.add_argument("--home", required=True)
     parser.add_argument("--idle-exit", type=float, default=None)
+    parser.add_argument("--own-session", action="store_true", help="started by a client in a session of its own")
     args = parser.parse_args(argv)
-    return run_service(Home(args.home), args.idle_exit)
+    return run_service(Home(args.home), args.idle_exit, args.own_session)
 
 
-def run_service(home: Home, idle_exit: float | None = None) -> int:
+def run_service(home: Home, idle_exit: float | None = None, own_session: bool = False) -> int:
     """Run the service in this process until stopped; SIGTERM and SIGINT stop it cleanly (runs cancelled)."""
-    yield_to_clients()
+    yield_to_clients(own_session)
     service = Service(home, idle_exit)
 
     def stop(signum: int, frame: object) -> None:

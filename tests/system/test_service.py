@@ -331,3 +331,7 @@ def test_the_service_yields_the_cpu_to_its_clients(service, headnode):
     assert os.getpriority(os.PRIO_PROCESS, pid) >= SERVICE_NICE
     threads = os.listdir(f"/proc/{pid}/task")
     assert all(os.getpriority(os.PRIO_PROCESS, int(t)) >= SERVICE_NICE for t in threads)
+    # Its own session is its own autogroup, which the kernel weighs against the console's whatever the nice.
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():
+        assert autogroup.read_text().split()[-1] == str(SERVICE_NICE), autogroup.read_text()
