@@ -24,8 +24,10 @@ need tc iproute2
 need zstd zstd
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Two runs on a fresh machine would race for apt's locks: take turns, and wait for any other apt user.
+  apt() { $sudo flock /var/lock/headnode-tests-apt.lock apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+  apt update -qq
+  DEBIAN_FRONTEND=noninteractive apt install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
