@@ -27,7 +27,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConnectionLost, GaveUp, HeadnodeError, InputError, OperationError
 from engine.home import Home
@@ -53,6 +53,9 @@ from engine.transfers.hosts import Host, Hosts, inside_vm_dir
 from engine.transfers.job import Job
 from engine.transfers.ssh import SshPool
 from engine.transfers.zero_runs import StreamExtents
+
+if TYPE_CHECKING:
+    from engine.transfers.fanout.gathering import Gatherer
 
 MIB = 1 << 20
 # Overwrite without asking, and quietly: mkfs's own flags differ by file system.
@@ -118,6 +121,9 @@ class Transfers:
         self._drivers: dict[str, Driver] = {}
         self._drivers_lock = threading.Lock()
         self.memo = ChecksumMemo(home)
+        # The executor's coordinator of concurrent CLONEs of one image (engine.transfers.fanout.gathering); None
+        # outside an executor: each CLONE fetches on its own.
+        self.gathering: Gatherer | None = None
 
     def driver(self, host: Host) -> Driver:
         with self._drivers_lock:
@@ -461,7 +467,10 @@ class _Builtin:
         self, source: Location | Url, cache: HostCache, tmp: str | None, final: str | None = None
     ) -> ActionResult | None:
         """A CLONE through the host's cache into `tmp`, renamed to `final` (engine.transfers.cache.cached_clone),
-        or with no `tmp` only into the cache (a warm); None: not cached (larger than the budget)."""
+        or with no `tmp` only into the cache (a warm); None: not cached (larger than the budget). A CLONE asks the
+        executor's gathering first: when a fan-out filled the cache for it, it goes on as a hit."""
+        gathering = self.t.gathering
+        served = gathering.serve(source, cache.host.name, self.job) if gathering and tmp is not None else None
         writer = self.t.cache_writer(cache, self.job.log)
 
         def fetch(part: str) -> Fetched:
@@ -492,7 +501,14 @@ class _Builtin:
         if done is None:
             return None
         placed = tmp is not None and final is not None
-        return ActionResult(done.size, done.checksum, done.detail, sent=done.sent, cache=done.use, placed=placed)
+        detail, sent = done.detail, done.sent
+        if served is not None and served.ok and done.use in (CacheUse.HIT, CacheUse.WAITED):
+            # The bytes came with the fan-out (from the head or a neighbour), the copy out was on the host.
+            detail = (
+                f"{served.detail}; cache {done.use.value}: {entry_key(done.checksum)} copied from {cache.directory}"
+            )
+            sent = served.outcome.sent
+        return ActionResult(done.size, done.checksum, detail, sent=sent, cache=done.use, placed=placed)
 
     def link(self, action: Link) -> ActionResult:
         dest = self.endpoint(action.dest.host)

@@ -6,6 +6,7 @@
     result = run.wait()                               # ScriptResult(outcome, failed_line, error, ...)
     run.retry()                                       # a new run from the first unfinished line
     executor.active()                                 # runs not finished yet
+    with executor.together(): executor.submit(...)    # a batch: its runs start at once when the block ends
 
 Scripts run in parallel (up to `max_scripts`), the lines of one script in order, stopping at the first failure.
 Each host admits at most its `max_transfers` actions at once, across all scripts. Transient network failures are
@@ -18,18 +19,19 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from engine.errors import Cancelled, InputError, OperationError, Problem
 from engine.events import EventBus
 from engine.home import Home
 from engine.language.numbers import whole_number
-from engine.language.script import Location, Script, ScriptLine, format_action
+from engine.language.script import Clone, Link, Location, Script, ScriptLine, format_action
 from engine.presentation import outcome_text
 from engine.transfers.actions import ActionResult, Transfers, written_paths
-from engine.transfers.job import Job, RetryPolicy
+from engine.transfers.fanout.gathering import Gatherer, Pending
+from engine.transfers.job import Job, LineRef, RetryPolicy
 from engine.transfers.journal import Journal, JournalState
 from engine.transfers.log import TransferLog
 from engine.transfers.openssh import OpenSsh, configured_accelerator
@@ -111,6 +113,7 @@ class ScriptRun:
         self.skip = skip
         self.resumed_from = resumed_from
         self.resumed = resumed_from is not None  # a resumed run also continues partial files the interrupted one left
+        self.position = 0  # the index of the line running (or next): those before it are finished
         self._cancel = threading.Event()
         self._action_cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
@@ -134,6 +137,12 @@ class ScriptRun:
     @property
     def source(self) -> str:
         return self.script.source
+
+    def remaining(self) -> list[ScriptLine]:
+        """The lines not finished yet: the one running and those after it (the gathering's look ahead)."""
+        return [
+            line for index, line in enumerate(self.script.lines) if index >= self.position and index not in self.skip
+        ]
 
     def retry(self) -> ScriptRun:
         """Run this script again from its first unfinished line (after it failed or was cancelled)."""
@@ -175,6 +184,7 @@ class ScriptRun:
                     self.id, self.vm, RunOutcome.CANCELLED, line.number, "cancelled", index, len(lines)
                 )
                 break
+            self.position = index
             self._publish(ScriptProgress(self.id, self.vm, index, len(lines), line.number))
             outcome, error = self._run_line(index, line)
             if outcome is not RunOutcome.DONE:
@@ -220,7 +230,7 @@ class ScriptRun:
             log(f"{action.name}: {error}; retry {attempt} in {delay:g} s", False)
             self._publish(ActionRetry(self.id, self.vm, number, action.name, attempt, error, delay))
 
-        job = Job(log, _Throttle(progress), retrying, cancel, self.executor.retry)
+        job = Job(log, _Throttle(progress), retrying, cancel, self.executor.retry, LineRef(self.id, number))
         # The slot is held until the end is reported, so a host's started/finished events never overlap its limit.
         try:
             slots = self.executor.host_slots(self._hosts_of(line), cancel)
@@ -357,6 +367,7 @@ class Executor:
             accelerator = configured_accelerator(home) or OpenSsh()
         self.accelerator = accelerator or None
         self.transfers = Transfers(home, self.pool, self.accelerator)
+        self.transfers.gathering = Gatherer(self.transfers, self._pending_clones, self.bus.publish)
         self.journal = Journal(home)
         self._scripts = threading.BoundedSemaphore(max_scripts or configured_max_scripts(home))
         self._slots_lock = threading.Lock()
@@ -364,6 +375,7 @@ class Executor:
         self._threads: set[threading.Thread] = set()  # the workers still running (each forgets itself when done)
         self._runs_lock = threading.Lock()
         self._runs: dict[str, ScriptRun] = {}  # by id, so a console can cancel or retry a run it did not submit
+        self._batch = threading.local()  # the workers a `together` block of this thread holds back
 
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
@@ -401,8 +413,29 @@ class Executor:
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         with self._runs_lock:
             self._threads.add(thread)
-        thread.start()
+        held: list[threading.Thread] | None = getattr(self._batch, "held", None)
+        if held is None:
+            thread.start()
+        else:
+            held.append(thread)
         return run
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Runs this thread submits inside the block start when it ends, all at once: each is active before any
+        CLONE of theirs asks the gathering, so a batch's CLONEs of one image go as one fan-out
+        (engine.transfers.fanout.gathering) rather than the first alone. Nested blocks are one."""
+        if getattr(self._batch, "held", None) is not None:
+            yield
+            return
+        held: list[threading.Thread] = []
+        self._batch.held = held
+        try:
+            yield
+        finally:
+            self._batch.held = None
+            for thread in held:
+                thread.start()
 
     def _worker(self, run: ScriptRun) -> None:
         try:
@@ -447,6 +480,15 @@ class Executor:
         """The runs not finished yet, oldest first."""
         with self._runs_lock:
             return [run for run in self._runs.values() if not run.done]
+
+    def _pending_clones(self) -> list[Pending]:
+        """The CLONE and LN lines the active runs have still to run (with a source on some host), for the gathering."""
+        return [
+            Pending(LineRef(run.id, line.number), line.action.source, line.action.dest.host)
+            for run in self.active()
+            for line in run.remaining()
+            if isinstance(line.action, Clone | Link) and isinstance(line.action.source, Location)
+        ]
 
     def close(self) -> None:
         with self._runs_lock:

@@ -20,8 +20,17 @@ class RetryPolicy:
         return self.first_delay * 2 ** (attempt - 1)
 
 
+@dataclass(frozen=True)
+class LineRef:
+    """Which line of which run an action is: how the fan-out's gathering tells a CLONE that has asked it from one
+    still to come (engine.transfers.fanout.gathering)."""
+
+    run: str
+    line: int
+
+
 class Job:
-    """The running action's handle on the outside world. The executor makes one per action."""
+    """The running action's handle on the outside world. The executor makes one per action (with its `origin`)."""
 
     def __init__(
         self,
@@ -30,12 +39,14 @@ class Job:
         retrying: Callable[[int, str, float], None] = lambda attempt, error, delay: None,
         cancel: threading.Event | None = None,
         retry: RetryPolicy | None = None,
+        origin: LineRef | None = None,
     ) -> None:
         self._log = log
         self._progress = progress
         self._retrying = retrying
         self.cancel_event = cancel or threading.Event()
         self.retry = retry or RetryPolicy()
+        self.origin = origin
 
     def log(self, message: str, error: bool = False) -> None:
         self._log(message, error)

@@ -292,3 +292,54 @@ def test_cache_warm_to_several_hosts_goes_through_chains_and_a_clone_then_hits(f
         executor.close()
     assert len(details) == 4 and all("cache hit" in d and "0 B over the link" in d for d in details), details
     assert all(sha(m.vm_dir / "1/images/disk.0") == sha(world["image"]) for m in lab.members)
+
+
+def head_sent(lab: Lab) -> int:
+    """Bytes the head has sent into the lab (its veth's counter)."""
+    return int(Path(f"/sys/class/net/hn{lab.tag}h/statistics/tx_bytes").read_text())
+
+
+def test_clones_of_one_image_that_four_scripts_run_at_once_are_gathered_into_one_fan_out(fanout_lab):
+    """Four scripts submitted together to one executor, each a CLONE of one front-end image to another host: the
+    head sends the image about once (its veth's counter, not four times), a fan-out serves every CLONE (their logs
+    say so, with the hosts) and each VM's file is a verified copy; the Transfers screen's board shows the fan-out
+    as a run with a row per host."""
+    from engine.language.script import parse_script
+    from engine.transfers.executor import Executor
+
+    size = 16 * MiB
+    world = fanout_lab(4, None, size)
+    home, lab = world["home"], world["lab"]
+    bus = EventBus()
+    board = TransferBoard()
+    bus.subscribe(board.apply)
+    finished: list[ActionFinished] = []
+    bus.subscribe(lambda e: finished.append(e) if isinstance(e, ActionFinished) and e.vm else None)
+    fe = home.config.frontend_name
+    executor = Executor(home, bus)
+    before = head_sent(lab)
+    try:
+        with executor.together():
+            runs = [
+                executor.submit(parse_script(f"CLONE {fe}:{world['image']} {m.name}:{m.vm_dir}/{vm}/disk.0\n", "t"), vm)
+                for vm, m in enumerate(lab.members, 1)
+            ]
+        results = [run.wait(120) for run in runs]
+    finally:
+        for run in runs:
+            run.cancel()
+        executor.close()
+    assert all(r is not None and r.ok for r in results), results
+    sent = head_sent(lab) - before
+    assert sent < 1.6 * size, f"the head sent {sent / MiB:.1f} MiB for four CLONEs of a {size / MiB:.0f} MiB image"
+    for vm, member in enumerate(lab.members, 1):
+        assert sha(member.vm_dir / f"{vm}/disk.0") == sha(world["image"])
+        log = (home.logs / f"vm-{vm}.log").read_text()
+        [served] = [
+            line for line in log.splitlines() if "served by the fan-out gather-" in line and "done:" not in line
+        ]
+        assert all(m.name in served for m in lab.members), served
+        assert "cache hit" in log and "fetching it from the head" not in log
+    assert len(finished) == 4 and all(e.checksum == world["checksum"] for e in finished)
+    [fanned] = [run for name, run in board.runs.items() if name.startswith("gather-")]
+    assert (fanned.state, fanned.lines_total) == (RunStatus.DONE, 4)

@@ -35,20 +35,28 @@ if TYPE_CHECKING:
 CANCEL_POLL = 0.2  # seconds between looks at the hosts' jobs for a cancel
 
 
-def chained_hosts(transfers: Transfers, source: Location | Url, names: Sequence[str]) -> list[str]:
-    """The hosts of `names` a fan-out serves (none unless two or more): the source a file of the front end, each
-    host reached over ssh, keeping a cache, verifying with the first such host's algorithm."""
+def chain_algorithm(transfers: Transfers, source: Location | Url, name: str) -> str | None:
+    """The checksum algorithm a fan-out of `source` would verify host `name`'s copy with; None when no fan-out
+    can serve the host: the source is not a file of the front end, or the host is not reached over ssh or keeps
+    no cache."""
     if not isinstance(source, Location) or not transfers.hosts.resolve(source.host).local:
-        return []
+        return None
+    host = transfers.hosts.resolve(name)
+    driver = transfers.driver(host)
+    if not transfers.caches(host) or driver.base != "ssh":
+        return None
+    return driver.checksum
+
+
+def chained_hosts(transfers: Transfers, source: Location | Url, names: Sequence[str]) -> list[str]:
+    """The hosts of `names` a fan-out serves (none unless two or more): those chain_algorithm accepts, verifying
+    with the first such host's algorithm."""
     found: list[str] = []
     algorithm = None
     for name in dict.fromkeys(names):
-        host = transfers.hosts.resolve(name)
-        driver = transfers.driver(host)
-        if not transfers.caches(host) or driver.base != "ssh":
-            continue
-        algorithm = algorithm or driver.checksum
-        if driver.checksum == algorithm:
+        own = chain_algorithm(transfers, source, name)
+        algorithm = algorithm or own
+        if own is not None and own == algorithm:
             found.append(name)
     return found if len(found) > 1 else []
 
