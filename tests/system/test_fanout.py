@@ -23,7 +23,7 @@ from engine.transfers.checksums import ChecksumProcess
 from engine.transfers.fanout.plan import Limits
 from engine.transfers.fanout.runner import FanoutResult, Target, fan_out
 from engine.transfers.hosts import Hosts
-from engine.transfers.progress import ActionFinished, ActionProgress, RunOutcome
+from engine.transfers.progress import ActionFinished, ActionProgress, ActionStarted, RunOutcome
 from screens.transfers import action_row, run_row
 from tests.conftest import HEADNODE, ROOT
 from tests.system.netns import Lab
@@ -343,3 +343,45 @@ def test_clones_of_one_image_that_four_scripts_run_at_once_are_gathered_into_one
     assert len(finished) == 4 and all(e.checksum == world["checksum"] for e in finished)
     [fanned] = [run for name, run in board.runs.items() if name.startswith("gather-")]
     assert (fanned.state, fanned.lines_total) == (RunStatus.DONE, 4)
+
+
+def test_a_gathered_clone_cancelled_leaves_alone_and_a_late_one_fetches_on_its_own(fanout_lab):
+    """Three scripts together, links capped so the fan-out takes a while: the first is cancelled once the fan-out
+    has started and ends at once, cancelled; the other two are still served by the fan-out. A fourth CLONE that
+    comes once the gathering has started fetches from the head on its own."""
+    from engine.language.script import parse_script
+    from engine.transfers.executor import Executor
+
+    size = 8 * MiB
+    world = fanout_lab(4, 100, size)
+    home, lab = world["home"], world["lab"]
+    bus = EventBus()
+    fe = home.config.frontend_name
+
+    def script(vm: int) -> str:
+        member = lab.members[vm - 1]
+        return f"CLONE {fe}:{world['image']} {member.name}:{member.vm_dir}/{vm}/disk.0\n"
+
+    fanned = threading.Event()
+    bus.subscribe(lambda e: fanned.set() if isinstance(e, ActionStarted) and e.run.startswith("gather-") else None)
+    executor = Executor(home, bus)
+    runs = []
+    try:
+        with executor.together():
+            runs = [executor.submit(parse_script(script(vm), "t"), vm) for vm in (1, 2, 3)]
+        assert fanned.wait(60), "no fan-out started"
+        runs[0].cancel()
+        cancelled = runs[0].wait(10)
+        late = executor.submit(parse_script(script(4), "t"), 4)
+        results = [run.wait(120) for run in runs[1:]] + [late.wait(120)]
+    finally:
+        for run in runs:
+            run.cancel()
+        executor.close()
+    assert cancelled is not None and cancelled.outcome is RunOutcome.CANCELLED, cancelled
+    assert all(r is not None and r.ok for r in results), results
+    for vm in (2, 3, 4):
+        assert sha(lab.members[vm - 1].vm_dir / f"{vm}/disk.0") == sha(world["image"])
+    logs = {vm: (home.logs / f"vm-{vm}.log").read_text() for vm in (2, 3, 4)}
+    assert all("served by the fan-out gather-" in logs[vm] and "cache hit" in logs[vm] for vm in (2, 3)), logs
+    assert "gathering" not in logs[4] and "served by" not in logs[4] and "cache miss" in logs[4], logs[4]

@@ -232,6 +232,8 @@ class Gatherer:
                 self._lock.wait(POLL)
         with self._lock:
             del self._forming[gathering.key]  # from now on a CLONE of the source goes its own way, or forms anew
+            # Its members have asked: a later gathering does not wait for them.
+            self._asked |= {member.origin for member in gathering.members if member.origin}
             return list(dict.fromkeys(member.host for member in gathering.live()))
 
     def _fan_out(self, gathering: _Gathering, hosts: Sequence[str]) -> dict[str, WarmOutcome]:
