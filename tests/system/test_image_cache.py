@@ -364,3 +364,41 @@ def test_a_deploys_dry_run_says_which_clones_hit_the_cache_and_what_crosses_the_
     assert "cache hit on host01: nothing crosses the link" in text and "Bytes over the links:" in text
     assert not (world["hosts"]["host01"].vm_dir / str(vm.id)).exists()  # a dry run placed nothing
     assert json.loads(headnode("vm", "show", str(vm.id), "--json").stdout)["state"] == "pending"
+
+
+def test_a_lock_held_for_a_moment_is_waited_out_and_one_in_use_is_not(cache_of, tmp_path) -> None:
+    """A listing looks at each entry's lock by taking it for a moment: an eviction (or another listing) beside it
+    took that entry for one in use (the console's Images screen refreshing while `e` was confirmed: "evicted 0")."""
+    image = tmp_path / "a.img"
+    image.write_bytes(os.urandom(1 << 20))
+    sidecar = Sidecar.new(cksum(image), image.stat().st_size, "fe:" + str(image))
+    paths = entry_paths(cache_of.host, sidecar.key)
+    with cache_of.lock(sidecar.key, LockMode.EXCLUSIVE):
+        put(cache_of, paths.part, image.read_bytes())
+        cache_of.publish(os.path.basename(paths.part), sidecar)
+    lock_file = os.path.join(os.path.dirname(paths.image), f".{sidecar.key}.lock")
+
+    def held_by_another(seconds: float) -> subprocess.Popen:
+        holder = subprocess.Popen(
+            ["flock", "-x", lock_file, "sh", "-c", f"echo held; sleep {seconds}"], stdout=subprocess.PIPE, text=True
+        )
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        return holder
+
+    holder = held_by_another(0.05)
+    [entry] = cache_of.listing(lambda free, used: 0).entries
+    assert not entry.busy
+    holder.wait()
+    holder = held_by_another(0.3)
+    with cache_of.lock(sidecar.key, LockMode.TRY_EXCLUSIVE) as lock:
+        assert lock.state.held and lock.state.entry == sidecar
+    holder.wait()
+    holder = held_by_another(30)  # a copy out of the entry, say: in use
+    try:
+        [entry] = cache_of.listing(lambda free, used: 0).entries
+        assert entry.busy
+        with cache_of.lock(sidecar.key, LockMode.TRY_EXCLUSIVE) as lock:
+            assert not lock.state.held
+    finally:
+        holder.kill()
+        holder.wait()

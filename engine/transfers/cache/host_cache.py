@@ -39,7 +39,9 @@ from engine.transfers.endpoints import INSIDE, Endpoint, Held, failure_text
 class LockMode(Enum):
     EXCLUSIVE = "-x"  # writing the entry (a fetch, a publish, a pin, a removal)
     SHARED = "-s"  # copying out of it
-    TRY_EXCLUSIVE = "-xn"  # an eviction: an entry in use is skipped, never waited for
+    # An eviction: an entry in use is skipped, not waited for; but a holder of a moment (a listing's look at the
+    # lock, a last use recorded) is waited out, or an eviction beside a refreshing screen skipped it as "in use".
+    TRY_EXCLUSIVE = "-xw2"
 
 
 # Take the lock of key $3 in the cache directory $2 (made if missing) with flock mode $4, as fd 9; a lock file
@@ -149,14 +151,14 @@ _SIDECAR = (
 # last (a waiter notices, see _TAKE), unless the caller keeps it ($3 = keep: a damaged entry fetched again).
 _REMOVE = 'cd -- "$1" && rm -f -- "$2.json" "$2" ".$2.part" && if [ "$3" != keep ]; then rm -f -- ".$2.lock"; fi'
 # List the cache directory $1 as NUL-separated fields: `df` and df's last line; `F`, `TYPE SIZE` and the name of
-# every entry in it; `J`, the name and the text of every sidecar; `B` and the name of every lock held now. Nothing
-# when the directory does not exist.
+# every entry in it; `J`, the name and the text of every sidecar; `B` and the name of every lock held longer than a
+# moment (another listing's look holds one for a moment). Nothing when the directory does not exist.
 _LIST = (
     'cd -- "$1" 2>/dev/null || exit 0; printf "df\\0%s\\0" "$(df -P -B1 -- . | tail -n 1)"; '
     "find . -mindepth 1 -maxdepth 1 -printf 'F\\0%y %s\\0%P\\0'; "
     'for j in *.json; do if [ -f "$j" ] && [ ! -L "$j" ]; then printf "J\\0%s\\0" "$j"; cat -- "$j"; '
     "printf '\\0'; fi; done; "
-    'for l in .*.lock; do if [ -f "$l" ] && ! flock -n -x "$l" true 2>/dev/null; then printf "B\\0%s\\0" "$l"; fi; '
+    'for l in .*.lock; do if [ -f "$l" ] && ! flock -w 0.5 -x "$l" true 2>/dev/null; then printf "B\\0%s\\0" "$l"; fi; '
     "done"
 )
 
