@@ -37,6 +37,7 @@ from screens.networks import LeasesScreen, NetworksScreen
 from screens.transfers import TransfersScreen
 from screens.vms import VmsScreen
 from tui.bridge import EventBridge
+from tui.collector import keep_collections_short, restore_collections
 from tui.commands import HeadnodeCommands
 from tui.engine_client import ServiceEngine, ServiceSnapshot
 from tui.messages import EngineEvent
@@ -156,6 +157,12 @@ class HeadnodeApp(App[int]):
         self._poll_home()
         self.set_interval(self.HOME_POLL_SECONDS, self._poll_home)
         self.run_engine("make the sample image", ensure_sample_image, self.home)  # owed by a fresh home
+        self.call_after_refresh(self._settle_collector)
+
+    _collector_thresholds: tuple[int, int, int] | None = None
+
+    def _settle_collector(self) -> None:
+        self._collector_thresholds = keep_collections_short()
 
     def on_unmount(self) -> None:
         self._bridge.stop()
@@ -163,6 +170,8 @@ class HeadnodeApp(App[int]):
             for run in self.executor.active():  # ctrl+q confirmed, or the terminal went away
                 run.cancel()
         self.engine.close()  # the service's runs go on
+        if self._collector_thresholds is not None:
+            restore_collections(self._collector_thresholds)
         self._calls.shutdown(wait=True)
         if "image_caches" in self.__dict__:
             self.image_caches.pool.close()
