@@ -2,8 +2,9 @@
 
 Builds a lab (tests/system/netns.py; needs root): `--hosts` sshd hosts, each a network namespace on one bridge, the
 head joined the same way, every veth capped at `--link-mbit` both ways with `tc tbf`. Makes a random image of
-`--size-mib`, then in alternation for `--rounds` rounds: one `scp` of it to the first host, and a fan-out
-(engine.transfers.fanout) into every host's cache, the caches emptied before each. Reports best and median times, their
+`--size-mib`, then in alternation for `--rounds` rounds: one `scp` of it to the first host, and `headnode cache
+warm IMAGE HOST...` to every host (the command as an admin runs it: the home's service runs the fan-out, the CLI
+follows it), the caches emptied before each. Reports best and median times, their
 ratio to scp's (goal: at most 1.5x, aim 1.2x), and the fan-out's own estimate beside what it took (the first round
 has none on a fresh home: it measures the rates the next estimate uses). Then, with the caches warm, a CLONE of
 the image to each host through the engine's executor, with the bytes each sent over its link (a cache hit sends
@@ -15,7 +16,9 @@ none). `--also 16` repeats it all with 16 hosts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -32,15 +35,15 @@ from engine.events import EventBus  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.language.script import parse_script  # noqa: E402
 from engine.transfers.cache.layout import CACHE_DIR_NAME  # noqa: E402
-from engine.transfers.checksums import ChecksumProcess  # noqa: E402
 from engine.transfers.executor import Executor  # noqa: E402
-from engine.transfers.fanout.runner import FanoutResult, Target, fan_out  # noqa: E402
 from engine.transfers.hosts import Hosts  # noqa: E402
 from engine.transfers.progress import ActionFinished  # noqa: E402
 from tests.system.netns import Lab  # noqa: E402
 from tests.system.sshd import keygen  # noqa: E402
 
 MiB = 1 << 20
+HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
+ESTIMATED = re.compile(r"fan-out to \d+ hosts took ([0-9.]+) s, (?:estimated ([0-9.]+) s|no estimate)")
 
 
 def cpu_seconds() -> float:
@@ -58,14 +61,19 @@ def busy(fn, cpu: list[float]) -> float:
     return took
 
 
-def image(path: Path, size_mib: int) -> str:
-    checksum = ChecksumProcess("cksum")
+def image(path: Path, size_mib: int) -> None:
     with open(path, "wb") as out:
         for _ in range(size_mib):
-            data = os.urandom(MiB)
-            out.write(data)
-            checksum.update(data)
-    return checksum.value()
+            out.write(os.urandom(MiB))
+
+
+def warmed(argv: list[str], env: dict[str, str]) -> str:
+    """Run `cache warm --json`; what its events said, once every host fetched the image."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    outcomes = json.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else []
+    if done.returncode != 0 or any(o["state"] != "fetched" for o in outcomes):
+        raise SystemExit(f"cache warm failed: {done.stderr or outcomes}")
+    return done.stdout
 
 
 def clones(home: Home, lab: Lab, source: Path) -> list[tuple[str, float, str]]:
@@ -108,38 +116,40 @@ def measure(args: argparse.Namespace, root: Path, hosts: int) -> None:
         source = root / "image.img"
         if not source.exists():
             image(source, args.size_mib)
-        checksum = ChecksumProcess("cksum")
-        checksum.update(source.read_bytes())
-        value = checksum.value()
         first = lab.members[0]
         scp = ["scp", "-q", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-o", "BatchMode=yes"]
         scp += [str(source), f"root@{first.address}:{first.vm_dir}/scp.img"]
-        targets = [Target.of(Hosts(home).get(m.name)) for m in lab.members]
+        env = {**os.environ, "HEADNODE_HOME": str(home.root)}
+        warm = [*HEADNODE, "cache", "warm", str(source), *(m.name for m in lab.members), "--json"]
+        plan = json.loads(subprocess.run([*warm, "--dry-run"], env=env, capture_output=True, check=True).stdout)
+        chains = " | ".join(" -> ".join(chain["hosts"]) for chain in plan["fanout"]["chains"])
+        subprocess.run([*HEADNODE, "transfers"], env=env, capture_output=True, check=True)  # starts the service
         scp_times: list[float] = []
         warm_times: list[float] = []
         scp_cpu: list[float] = []
         warm_cpu: list[float] = []
-        results: list[FanoutResult] = []
-        for _ in range(args.rounds):
-            (first.vm_dir / "scp.img").unlink(missing_ok=True)
-            os.sync()
-            time.sleep(1)
-            scp_times.append(busy(lambda: subprocess.run(scp, check=True), scp_cpu))
-            for member in lab.members:
-                shutil.rmtree(member.vm_dir / CACHE_DIR_NAME, ignore_errors=True)
-            os.sync()
-            time.sleep(1)
-            found: list[FanoutResult] = []
-            warm_times.append(busy(lambda: found.append(fan_out(home, str(source), value, targets)), warm_cpu))  # noqa: B023
-            result = found[0]
-            if not result.ok:
-                raise SystemExit(f"fan-out failed: {result.hosts}")
-            results.append(result)
+        estimates: list[tuple[float, float | None]] = []  # (took, estimated) as the fan-out's log says
+        try:
+            for _ in range(args.rounds):
+                (first.vm_dir / "scp.img").unlink(missing_ok=True)
+                os.sync()
+                time.sleep(1)
+                scp_times.append(busy(lambda: subprocess.run(scp, check=True), scp_cpu))
+                for member in lab.members:
+                    shutil.rmtree(member.vm_dir / CACHE_DIR_NAME, ignore_errors=True)
+                os.sync()
+                time.sleep(1)
+                out: list[str] = []
+                warm_times.append(busy(lambda: out.append(warmed(warm, env)), warm_cpu))  # noqa: B023
+                said = ESTIMATED.search(out[0])
+                if said is not None:
+                    estimates.append((float(said[1]), float(said[2]) if said[2] else None))
+        finally:
+            subprocess.run([*HEADNODE, "daemon", "stop", "--force"], env=env, capture_output=True, check=False)
         hits = clones(home, lab, source)
     load = os.getloadavg()[0]
     best_scp, best_warm = min(scp_times), min(warm_times)
     median_scp, median_warm = statistics.median(scp_times), statistics.median(warm_times)
-    chains = " | ".join(" -> ".join(p.hosts) for p in results[-1].plan.pipelines)
     print(
         f"\n{hosts} hosts, a {args.size_mib} MiB image, every link {args.link_mbit:g} Mbit/s, {args.rounds} rounds, "
         f"{os.cpu_count()} CPUs, load {load:.1f}; chains: {chains}"
@@ -150,14 +160,13 @@ def measure(args: argparse.Namespace, root: Path, hosts: int) -> None:
         f"machine busy {statistics.median(scp_cpu):.1f} CPU s"
     )
     print(
-        f"{f'fan-out to all {hosts}':28} {best_warm:7.2f} {median_warm:7.2f} {best_warm / best_scp:5.2f}x "
+        f"{f'cache warm to all {hosts}':28} {best_warm:7.2f} {median_warm:7.2f} {best_warm / best_scp:5.2f}x "
         f"{median_warm / median_scp:5.2f}x  <= 1.5x scp (aim 1.2x); "
         f"machine busy {statistics.median(warm_cpu):.1f} CPU s"
     )
-    for number, (result, took) in enumerate(zip(results, warm_times, strict=True), 1):
-        estimate = result.estimate
+    for number, (took, (fanout_took, estimate)) in enumerate(zip(warm_times, estimates, strict=True), 1):
         said = f"estimated {estimate:.2f} s" if estimate is not None else "no estimate (no rates measured yet)"
-        print(f"  round {number}: took {took:.2f} s, {said}")
+        print(f"  round {number}: the command took {took:.2f} s, its fan-out {fanout_took:.2f} s, {said}")
     slowest = max(hits, key=lambda hit: hit[1])
     hit = sum("cache hit" in h[2] and "0 B over the link" in h[2] for h in hits)
     print(
