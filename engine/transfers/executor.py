@@ -375,7 +375,8 @@ class Executor:
         self._threads: set[threading.Thread] = set()  # the workers still running (each forgets itself when done)
         self._runs_lock = threading.Lock()
         self._runs: dict[str, ScriptRun] = {}  # by id, so a console can cancel or retry a run it did not submit
-        self._batch = threading.local()  # the workers a `together` block of this thread holds back
+        self._holding = 0  # `together` blocks open: while any is, new workers wait in _held
+        self._held: list[threading.Thread] = []
 
     def validate(self, script: Script) -> list[Problem]:
         """Every reason a line of the script cannot run, located by line."""
@@ -413,28 +414,28 @@ class Executor:
         thread = threading.Thread(target=self._worker, args=(run,), name=f"script-{run.id}", daemon=True)
         with self._runs_lock:
             self._threads.add(thread)
-        held: list[threading.Thread] | None = getattr(self._batch, "held", None)
-        if held is None:
+            held = self._holding > 0
+            if held:
+                self._held.append(thread)
+        if not held:
             thread.start()
-        else:
-            held.append(thread)
         return run
 
     @contextmanager
     def together(self) -> Iterator[None]:
-        """Runs this thread submits inside the block start when it ends, all at once: each is active before any
-        CLONE of theirs asks the gathering, so a batch's CLONEs of one image go as one fan-out
-        (engine.transfers.fanout.gathering) rather than the first alone. Nested blocks are one."""
-        if getattr(self._batch, "held", None) is not None:
-            yield
-            return
-        held: list[threading.Thread] = []
-        self._batch.held = held
+        """Runs submitted while the block is open (from any thread: the service submits a VM operation's script
+        on a thread of the operation's) start when it ends, all at once: each is active before any CLONE of theirs
+        asks the gathering, so a batch's CLONEs of one image go as one fan-out (engine.transfers.fanout.gathering)
+        rather than the first alone. Blocks open at once end as one, when the last does."""
+        with self._runs_lock:
+            self._holding += 1
         try:
             yield
         finally:
-            self._batch.held = None
-            for thread in held:
+            with self._runs_lock:
+                self._holding -= 1
+                ready, self._held = (self._held, []) if not self._holding else ([], self._held)
+            for thread in ready:
                 thread.start()
 
     def _worker(self, run: ScriptRun) -> None:

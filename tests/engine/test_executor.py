@@ -63,3 +63,27 @@ def test_a_changed_max_transfers_holds_from_the_next_transfer(home: Home, tmp_pa
         finally:
             gate.touch()
         assert all(run.wait(30).ok for run in runs)
+
+
+def test_runs_submitted_together_start_when_the_block_ends_from_any_thread(home: Home) -> None:
+    """`together()`: a batch's runs (submitted here, and on another thread as the service's VM operations are) are
+    all active, none started, until the block ends; then every one runs; and the remaining lines are what the
+    gathering looks ahead at."""
+    started: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: started.append(e.run) if e.kind == "script_started" else None)
+    script = "MKSWAP 1 local:{}/{}/images/disk.1\nMKSWAP 1 local:{}/{}/images/disk.2\n".format
+    with Engine(home, bus) as engine:
+        executor = engine.executor
+        with executor.together():
+            runs = [executor.submit(parse_script(script(home.vms, 1, home.vms, 1)), 1)]
+            other = threading.Thread(
+                target=lambda: runs.append(executor.submit(parse_script(script(home.vms, 2, home.vms, 2)), 2))
+            )
+            other.start()
+            other.join(30)
+            time.sleep(0.2)
+            assert started == [] and {run.id for run in executor.active()} == {run.id for run in runs}
+            assert [len(run.remaining()) for run in runs] == [2, 2]
+        assert all(run.wait(60).ok for run in runs)
+        assert sorted(started) == sorted(run.id for run in runs)

@@ -299,13 +299,34 @@ def head_sent(lab: Lab) -> int:
     return int(Path(f"/sys/class/net/hn{lab.tag}h/statistics/tx_bytes").read_text())
 
 
+def clone_to_each_together(home: Home, bus: EventBus, world: dict) -> None:
+    """Submit together to one executor a script per lab host, VM n's a CLONE of the image to the nth host; each
+    must succeed within 120 s."""
+    from engine.language.script import parse_script
+    from engine.transfers.executor import Executor
+
+    fe = home.config.frontend_name
+    executor = Executor(home, bus)
+    runs = []
+    try:
+        with executor.together():
+            runs = [
+                executor.submit(parse_script(f"CLONE {fe}:{world['image']} {m.name}:{m.vm_dir}/{vm}/disk.0\n", "t"), vm)
+                for vm, m in enumerate(world["lab"].members, 1)
+            ]
+        results = [run.wait(120) for run in runs]
+    finally:
+        for run in runs:
+            run.cancel()
+        executor.close()
+    assert all(r is not None and r.ok for r in results), results
+
+
 def test_clones_of_one_image_that_four_scripts_run_at_once_are_gathered_into_one_fan_out(fanout_lab):
     """Four scripts submitted together to one executor, each a CLONE of one front-end image to another host: the
     head sends the image about once (its veth's counter, not four times), a fan-out serves every CLONE (their logs
     say so, with the hosts) and each VM's file is a verified copy; the Transfers screen's board shows the fan-out
     as a run with a row per host."""
-    from engine.language.script import parse_script
-    from engine.transfers.executor import Executor
 
     size = 16 * MiB
     world = fanout_lab(4, None, size)
@@ -315,21 +336,8 @@ def test_clones_of_one_image_that_four_scripts_run_at_once_are_gathered_into_one
     bus.subscribe(board.apply)
     finished: list[ActionFinished] = []
     bus.subscribe(lambda e: finished.append(e) if isinstance(e, ActionFinished) and e.vm else None)
-    fe = home.config.frontend_name
-    executor = Executor(home, bus)
     before = head_sent(lab)
-    try:
-        with executor.together():
-            runs = [
-                executor.submit(parse_script(f"CLONE {fe}:{world['image']} {m.name}:{m.vm_dir}/{vm}/disk.0\n", "t"), vm)
-                for vm, m in enumerate(lab.members, 1)
-            ]
-        results = [run.wait(120) for run in runs]
-    finally:
-        for run in runs:
-            run.cancel()
-        executor.close()
-    assert all(r is not None and r.ok for r in results), results
+    clone_to_each_together(home, bus, world)
     sent = head_sent(lab) - before
     assert sent < 1.6 * size, f"the head sent {sent / MiB:.1f} MiB for four CLONEs of a {size / MiB:.0f} MiB image"
     for vm, member in enumerate(lab.members, 1):
@@ -385,3 +393,21 @@ def test_a_gathered_clone_cancelled_leaves_alone_and_a_late_one_fetches_on_its_o
     logs = {vm: (home.logs / f"vm-{vm}.log").read_text() for vm in (2, 3, 4)}
     assert all("served by the fan-out gather-" in logs[vm] and "cache hit" in logs[vm] for vm in (2, 3)), logs
     assert "gathering" not in logs[4] and "served by" not in logs[4] and "cache miss" in logs[4], logs[4]
+
+
+def test_clones_whose_fan_out_failed_fetch_from_the_head_and_their_logs_say_so(fanout_lab):
+    """A fan-out that cannot run (here a BWLIMIT that is no rate) fails the gathering, not the deploys: each CLONE
+    gathered fetches the image from the head itself, and its log says why."""
+
+    world = fanout_lab(3, None, 4 * MiB)
+    lab = world["lab"]
+    config = world["home"].config_path
+    config.write_text(config.read_text().replace('BWLIMIT = ""', "BWLIMIT = fast", 1))
+    home = Home(world["home"].root)
+    clone_to_each_together(home, EventBus(), world)
+    for vm, member in enumerate(lab.members, 1):
+        assert sha(member.vm_dir / f"{vm}/disk.0") == sha(world["image"])
+        log = (home.logs / f"vm-{vm}.log").read_text()
+        [failed] = [line for line in log.splitlines() if "the fan-out gather-" in line]
+        assert f"did not fill {member.name}'s cache" in failed and "BWLIMIT 'fast' is not a rate" in failed, failed
+        assert "from the head instead" in failed and "served by" not in log and "cache miss" in log

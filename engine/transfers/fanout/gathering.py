@@ -76,9 +76,12 @@ class Served:
 
     @property
     def detail(self) -> str:
-        how = self.outcome.detail or self.outcome.state.value
-        over = f", {size_text(self.outcome.sent)} over the link to {self.host}" if self.ok else ""
-        return f"served by the fan-out {self.run} to {', '.join(self.hosts)} ({how}{over})"
+        """`served by the fan-out RUN to HOSTS (how, bytes)`, or why the fan-out did not fill the host's cache."""
+        fan_out = f"the fan-out {self.run} to {', '.join(self.hosts)}"
+        if not self.ok:
+            return f"{fan_out} did not fill {self.host}'s cache ({self.outcome.detail or self.outcome.state.value})"
+        over = f"{size_text(self.outcome.sent)} over the link to {self.host}"
+        return f"served by {fan_out} ({self.outcome.detail or self.outcome.state.value}, {over})"
 
 
 @dataclass(eq=False)
