@@ -11,9 +11,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 
 from tui.widgets.filter import FilterInput
+from tui.widgets.footer import SteadyFooter
 from tui.widgets.nav import NavBar
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class HeadnodeScreen(Screen[None]):
         if self.FILTERABLE:
             yield FilterInput()
         # Compact, ? first and the palette's hint left out: a screen's keys fit in 80 columns (ctrl+p still works).
-        yield Footer(compact=True, show_command_palette=False)
+        yield SteadyFooter(compact=True, show_command_palette=False)
 
     def body(self) -> Iterable[Widget]:
         return ()

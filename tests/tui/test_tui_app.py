@@ -227,3 +227,20 @@ async def test_full_collections_are_rare_while_the_console_runs_and_as_before_af
         await until(pilot, lambda: gc.get_freeze_count() > 0)
         assert gc.get_threshold() == (before[0], before[1], FULL_AFTER)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+async def test_switching_screens_keeps_the_footer_and_a_change_of_its_keys_shows(home, monkeypatch) -> None:
+    """Textual's Footer rebuilt its keys on every number key (about a sixth of a key press beside 100 transfers)."""
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        keys = list(app.screen.query("FooterKey"))
+        assert {key.key for key in keys} >= {"c", "R", "question_mark"}
+        await pilot.press("1", "3")
+        await pilot.pause()
+        assert list(app.screen.query("FooterKey")) == keys  # the same widgets: not built again
+        screen = app.screen
+        monkeypatch.setattr(screen, "check_action", lambda action, parameters: None if action == "cancel" else True)
+        screen.refresh_bindings()  # None: shown disabled
+        await until(pilot, lambda: any(k.key == "c" and k.has_class("-disabled") for k in screen.query("FooterKey")))
