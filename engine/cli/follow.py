@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.cli.context import CliContext
-from engine.errors import OperationError, Problem
+from engine.errors import HeadnodeError, OperationError, Problem
 from engine.presentation import duration_text, eta_text, outcome_text, rate_text, size_text
 from engine.transfers.progress import RunOutcome
 
@@ -139,6 +139,72 @@ def submit_and_follow(
             )
             return 130
         raise OperationError(f"the service stopped before run {run} ended; it resumes when the service starts again")
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def submit_batch_and_follow(
+    ctx: CliContext, request: dict[str, Any], detach: bool, finish_for: Callable[[int], Callable[[Printer, Any], int]]
+) -> int:
+    """Send a `vm_batch` request (several VMs' operations, started together); unless detached, print the events of
+    all its runs until every VM's operation has ended, each end reported by `finish_for(vm)`. Exit status 0 when
+    every one succeeded, else 1 (a VM refused or failed says so on stderr)."""
+    from engine.service.client import ServiceClient
+    from engine.service.protocol import VmOperationFinished
+
+    client = ServiceClient(ctx.home, "cli")
+    printer = Printer(ctx.json, sys.stdout.isatty())
+    stream = None if detach else client.subscribe()  # before submitting: not one of the runs' events is missed
+    try:
+        answers = client.call("vm_batch", **request)["vms"]
+        status = 0
+
+        def ended(vm: int, end: Any) -> None:
+            nonlocal status
+            try:
+                status |= finish_for(vm)(printer, end)
+            except HeadnodeError as exc:
+                ctx.report(exc)
+                status = 1
+
+        runs = {answer["run"]: answer["vm"] for answer in answers if answer.get("run")}
+        for answer in answers:
+            if answer.get("error"):
+                ctx.report(OperationError(f"VM {answer['vm']}: {answer['error']}"))
+                status = 1
+            elif not answer.get("run"):
+                ended(answer["vm"], answer.get("finished"))
+        if detach:
+            for run, vm in runs.items():
+                if ctx.json:
+                    printer.json_line({"event": "accepted", "run": run, "vm": vm})
+                else:
+                    print(f"VM {vm}: run {run} accepted; watch it: headnode transfers --follow")
+            return status
+        assert stream is not None
+        waiting = set(runs)
+        try:
+            for event in stream if waiting else ():
+                run = getattr(event, "run", None)
+                if run not in waiting:
+                    continue
+                if isinstance(event, VmOperationFinished):
+                    waiting.discard(run)
+                    ended(runs[run], event)
+                    if not waiting:
+                        break
+                    continue
+                printer(event)
+        except KeyboardInterrupt:
+            print(
+                "headnode: stopped following; the runs go on in the service: headnode transfers --follow",
+                file=sys.stderr,
+            )
+            return 130
+        if waiting:
+            raise OperationError("the service stopped before the runs ended; they resume when the service starts again")
+        return status
     finally:
         if stream is not None:
             stream.close()

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.context import CliContext, format_table
-from engine.cli.follow import Printer, add_follow_options, submit_and_follow
+from engine.cli.follow import Printer, add_follow_options, submit_and_follow, submit_batch_and_follow
 from engine.presentation import operation_text, state_label, time_text
 from engine.vms.states import VmState
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     verb("show", "a VM: template with leased NICs, state, hosts, operations", run_show, vm_id)
     verb("log", "a VM's transfer log", run_log, vm_id)
     for name, help, args in (
-        ("deploy", "run the prolog on HOST", (vm_id, host)),
+        ("deploy", "run the prolog on HOST (several VMs at once: ID HOST ID HOST ...)", (vm_id, host)),
         ("stop", "park the VM's images on the front end", (vm_id,)),
         ("resume", "bring a stopped VM's images to HOST", (vm_id, host)),
         ("migrate", "move a running VM's images to HOST", (vm_id, host)),
@@ -53,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             help="print the image script it would run, the bytes each line moves and what crosses the links "
             "(a CLONE through a host's image cache: a hit or a miss); change nothing",
         )
+    verbs.choices["deploy"].add_argument(
+        "more",
+        nargs="*",
+        metavar="ID HOST",
+        help="more VMs, each with its host: deployed together, so their CLONEs of one image gather into one fan-out "
+        "(the head sends it about once)",
+    )
     verbs.choices["delete"].add_argument(
         "--force", action="store_true", help="finish even if its files cannot be deleted or its host is gone"
     )
@@ -153,46 +160,81 @@ def run_op(op: str) -> Any:
     """A VM operation, run by the home's service and followed (engine/cli/follow.py)."""
 
     def handler(args: argparse.Namespace, ctx: CliContext) -> int:
+        pairs = _pairs(args)
         if args.dry_run:
-            return _dry_run(args, ctx, op)
-        request = {"operation": op, "vm": args.id, "host": getattr(args, "host", None)}
+            return _dry_run(ctx, op, pairs)
+        if len(pairs) > 1:
+            batch = {"operation": op, "vms": [list(pair) for pair in pairs]}
+            return submit_batch_and_follow(ctx, batch, args.detach, lambda vm: _finisher(ctx, vm))
+        request: dict[str, Any] = {"operation": op, "vm": args.id, "host": getattr(args, "host", None)}
         request["force"] = getattr(args, "force", False)
         return submit_and_follow(ctx, "vm", request, args.detach, _finisher(ctx, args.id))
 
     return handler
 
 
-def _dry_run(args: argparse.Namespace, ctx: CliContext, op: str) -> int:
-    """The operation's preview, as the console's confirmation shows it (engine.presentation.preview_lines)."""
-    from dataclasses import asdict
+def _pairs(args: argparse.Namespace) -> list[tuple[int, str | None]]:
+    """The VMs the command names, each with its host: `ID [HOST]`, and for `deploy` any more `ID HOST` pairs."""
+    from engine.errors import InputError, Problem
+    from engine.language.numbers import whole_number
 
+    more = getattr(args, "more", None) or []
+    if len(more) % 2:
+        raise InputError(Problem(f"vm deploy: {more[-1]!r} has no HOST: give a HOST after each ID"))
+    pairs: list[tuple[int, str | None]] = [(args.id, getattr(args, "host", None))]
+    problems = []
+    for text, host in zip(more[::2], more[1::2], strict=True):
+        number = whole_number(text)
+        if number is None:
+            problems.append(Problem(f"vm deploy: {text!r} is not a VM id"))
+        else:
+            pairs.append((number, host))
+    if len({vm for vm, _ in pairs}) < len(pairs):
+        problems.append(Problem("vm deploy: a VM is named twice: one deploy per VM"))
+    if problems:
+        raise InputError(problems)
+    return pairs
+
+
+def _dry_run(ctx: CliContext, op: str, pairs: list[tuple[int, str | None]]) -> int:
+    """Each operation's preview, as the console's confirmation shows it (engine.presentation.preview_lines); with
+    --json one object, or a list of them for several VMs."""
     from engine.presentation import preview_lines
 
     with _engine(ctx) as engine:
-        preview = engine.vms.preview(args.id, op, getattr(args, "host", None))
+        previews = [engine.vms.preview(vm, op, host) for vm, host in pairs]
     if ctx.json:
-        ctx.emit_json(
-            {
-                "vm": preview.vm_id,
-                "operation": preview.op,
-                "script": preview.script.format().splitlines(),
-                "lines": [
-                    {
-                        "line": line.number,
-                        "action": line.action.name,
-                        "bytes": preview.source_bytes.get(line.number),
-                        "cache": asdict(preview.cache[line.number]) if line.number in preview.cache else None,
-                    }
-                    for line in preview.script.lines
-                ],
-                "total_bytes": preview.total_bytes,
-                "link_bytes": preview.link_bytes,
-            }
-        )
-    else:
+        found = [_preview_json(preview) for preview in previews]
+        ctx.emit_json(found[0] if len(found) == 1 else found)
+        return 0
+    for index, preview in enumerate(previews):
+        if index:
+            print()
         for line in preview_lines(preview):
             print(line)
     return 0
+
+
+def _preview_json(preview: Any) -> dict[str, Any]:
+    """A preview as `--dry-run --json` prints it: the script, each line's bytes and cache plan, the totals."""
+    from dataclasses import asdict
+
+    return {
+        "vm": preview.vm_id,
+        "operation": preview.op,
+        "script": preview.script.format().splitlines(),
+        "lines": [
+            {
+                "line": line.number,
+                "action": line.action.name,
+                "bytes": preview.source_bytes.get(line.number),
+                "cache": asdict(preview.cache[line.number]) if line.number in preview.cache else None,
+            }
+            for line in preview.script.lines
+        ],
+        "total_bytes": preview.total_bytes,
+        "link_bytes": preview.link_bytes,
+    }
 
 
 def run_recover(args: argparse.Namespace, ctx: CliContext) -> int:

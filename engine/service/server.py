@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +431,32 @@ class Service:
         self.audit.record(f"vm {op}", f"VM {vm_id}", client.name, detail, client.user)
         return accepted
 
+    def _op_vm_batch(self, client: _Client, request: dict[str, Any]) -> dict[str, Any]:
+        """`vm deploy ID HOST [ID HOST ...]`: one operation per VM, started together (Executor.together), so the
+        CLONEs of one image that their scripts share gather into one fan-out (engine.transfers.fanout.gathering)
+        rather than each fetching from the head. Every VM and host is checked first (InputError listing each
+        problem, nothing started); then an answer per VM as `vm` gives, or its `error` where it was refused."""
+        op = str(request["operation"])
+        pairs = [(int(vm), None if host is None else str(host)) for vm, host in request["vms"]]
+        problems: list[Problem] = []
+        hosts = self.engine.executor.transfers.hosts
+        for vm_id, host in pairs:
+            problems += _problems(partial(self.engine.vms.get, vm_id))
+            if host is not None:
+                problems += _problems(partial(hosts.resolve, host))
+        if len({vm_id for vm_id, _ in pairs}) < len(pairs):
+            problems.append(Problem("a VM is named twice: one operation per VM"))
+        if problems:
+            raise InputError(problems)
+        answers = []
+        with self.engine.executor.together():
+            for vm_id, host in pairs:
+                try:
+                    answers.append(self._op_vm(client, {"operation": op, "vm": vm_id, "host": host}))
+                except HeadnodeError as exc:
+                    answers.append({"run": None, "vm": vm_id, "finished": None, "error": str(exc)})
+        return {"vms": answers}
+
     def _start_operation(self, vm_id: int, op: str, work: Callable[[Callable[[ScriptRun], None]], Any]) -> dict:
         """Run a VM operation on its own thread; answer once its script started, or once it ended (an operation
         refused, or one with nothing to run)."""
@@ -691,3 +718,12 @@ def run_service(home: Home, idle_exit: float | None = None, own_session: bool = 
         print(f"headnode: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _problems(check: Callable[[], object]) -> list[Problem]:
+    """What `check()` found wrong (its InputError's problems), so a batch is refused with every problem at once."""
+    try:
+        check()
+    except InputError as exc:
+        return list(exc.problems)
+    return []

@@ -100,3 +100,34 @@ def test_a_home_whose_path_holds_a_space_works_from_create_to_delete(tmp_path) -
         r = headnode("vm", *op)
         assert r.returncode == 0, r.stdout + r.stderr
     assert not (home.vms / "0" / "images").exists()
+
+
+def test_deploy_of_several_vms_at_once_and_its_bad_input(headnode, home) -> None:
+    """`vm deploy ID HOST ID HOST`: the service starts both together and the command follows both to their end;
+    a bad batch (a VM id missing its host, an unknown VM or host, a VM twice) is refused whole, nothing started."""
+    for _ in range(3):
+        assert headnode("vm", "create", TTYLINUX).returncode == 0
+    r = headnode("vm", "deploy", "0", "local", "1")
+    assert (r.returncode, r.stderr) == (2, "headnode: vm deploy: '1' has no HOST: give a HOST after each ID\n")
+    r = headnode("vm", "deploy", "0", "local", "7", "nowhere", "0", "local")
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "headnode: vm deploy: a VM is named twice: one deploy per VM"
+    ]
+    r = headnode("vm", "deploy", "0", "local", "7", "nowhere")
+    assert r.returncode == 2 and "no VM 7" in r.stderr and "nowhere" in r.stderr, r.stderr
+    assert [v["state"] for v in json.loads(headnode("vm", "list", "--json").stdout)] == ["pending"] * 3
+
+    r = headnode("vm", "deploy", "0", "local", "1", "local", "--dry-run", "--json")
+    assert r.returncode == 0 and [p["vm"] for p in json.loads(r.stdout)] == [0, 1]
+
+    r = headnode("vm", "deploy", "0", "local", "1", "local")
+    assert r.returncode == 0, r.stderr
+    assert sorted(line for line in r.stdout.splitlines() if line.startswith("VM ")) == [
+        "VM 0: running on local",
+        "VM 1: running on local",
+    ]
+    assert "vm 0 script done" in r.stdout and "vm 1 script done" in r.stdout
+    r = headnode("vm", "deploy", "1", "local", "2", "local", "--json")
+    assert r.returncode == 1 and "headnode: VM 1:" in r.stderr  # VM 1 runs already: refused; VM 2 deployed
+    ends = [json.loads(line) for line in r.stdout.splitlines() if '"vm_operation_finished"' in line]
+    assert [(e["vm"]["id"], e["vm"]["state"]) for e in ends] == [(2, "running")]

@@ -411,3 +411,31 @@ def test_clones_whose_fan_out_failed_fetch_from_the_head_and_their_logs_say_so(f
         [failed] = [line for line in log.splitlines() if "the fan-out gather-" in line]
         assert f"did not fill {member.name}'s cache" in failed and "BWLIMIT 'fast' is not a rate" in failed, failed
         assert "from the head instead" in failed and "served by" not in log and "cache miss" in log
+
+
+def test_vm_deploy_of_four_vms_at_once_sends_their_image_through_the_head_about_once(fanout_lab, tmp_path):
+    """`headnode vm deploy 0 node00 1 node01 2 node02 3 node03`: the service starts the four deploys together, their
+    CLONEs of one image gather into one fan-out (each VM's log says so), the head sends it about once, and each VM
+    runs with a verified copy."""
+    size = 16 * MiB
+    world = fanout_lab(4, None, size)
+    home, lab = world["home"], world["lab"]
+    template = tmp_path / "vm.tmpl"
+    template.write_text(f'NAME = gathered\nDISK = [ SOURCE = "{world["image"]}", TARGET = hda ]\n')
+    env = {**os.environ, "HEADNODE_HOME": str(home.root)}
+
+    def headnode(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*HEADNODE, *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+
+    ids = [headnode("vm", "create", str(template)).stdout.strip() for _ in lab.members]
+    before = head_sent(lab)
+    deployed = headnode("vm", "deploy", *(x for vm, m in zip(ids, lab.members, strict=True) for x in (vm, m.name)))
+    assert deployed.returncode == 0, deployed.stderr
+    sent = head_sent(lab) - before
+    assert sent < 1.6 * size, f"the head sent {sent / MiB:.1f} MiB for four deploys of a {size / MiB:.0f} MiB image"
+    assert sorted(line for line in deployed.stdout.splitlines() if line.startswith("VM ")) == [
+        f"VM {vm}: running on {m.name}" for vm, m in zip(ids, lab.members, strict=True)
+    ]
+    for vm, member in zip(ids, lab.members, strict=True):
+        assert sha(member.vm_dir / f"{vm}/images/disk.0") == sha(world["image"])
+        assert "served by the fan-out gather-" in headnode("vm", "log", vm).stdout
