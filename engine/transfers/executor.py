@@ -30,7 +30,7 @@ from engine.language.numbers import whole_number
 from engine.language.script import Clone, Link, Location, Script, ScriptLine, format_action
 from engine.presentation import outcome_text
 from engine.transfers.actions import ActionResult, Transfers, written_paths
-from engine.transfers.fanout.gathering import Gatherer, Pending
+from engine.transfers.fanout.gathering import Gatherer, Lookahead, Pending
 from engine.transfers.job import Job, LineRef, RetryPolicy
 from engine.transfers.journal import Journal, JournalState
 from engine.transfers.log import TransferLog
@@ -114,6 +114,7 @@ class ScriptRun:
         self.resumed_from = resumed_from
         self.resumed = resumed_from is not None  # a resumed run also continues partial files the interrupted one left
         self.position = 0  # the index of the line running (or next): those before it are finished
+        self.started = False  # holds a script slot (MAX_SCRIPTS): its lines run
         self._cancel = threading.Event()
         self._action_cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
@@ -168,6 +169,7 @@ class ScriptRun:
         return event
 
     def _execute(self) -> None:
+        self.started = True
         started = time.monotonic()
         lines = self.script.lines
         self._publish(
@@ -367,9 +369,10 @@ class Executor:
             accelerator = configured_accelerator(home) or OpenSsh()
         self.accelerator = accelerator or None
         self.transfers = Transfers(home, self.pool, self.accelerator)
-        self.transfers.gathering = Gatherer(self.transfers, self._pending_clones, self.bus.publish)
+        self.transfers.gathering = Gatherer(self.transfers, self._lookahead, self.bus.publish)
         self.journal = Journal(home)
-        self._scripts = threading.BoundedSemaphore(max_scripts or configured_max_scripts(home))
+        self._max_scripts = max_scripts or configured_max_scripts(home)
+        self._scripts = threading.BoundedSemaphore(self._max_scripts)
         self._slots_lock = threading.Lock()
         self._slots: dict[str, _Slots] = {}
         self._threads: set[threading.Thread] = set()  # the workers still running (each forgets itself when done)
@@ -482,14 +485,21 @@ class Executor:
         with self._runs_lock:
             return [run for run in self._runs.values() if not run.done]
 
-    def _pending_clones(self) -> list[Pending]:
-        """The CLONE and LN lines the active runs have still to run (with a source on some host), for the gathering."""
-        return [
+    def _lookahead(self) -> Lookahead:
+        """For the gathering: the CLONE and LN lines the active runs have still to run (a source on some host),
+        the runs holding a script slot, and those waiting for one when every slot is taken."""
+        active = self.active()
+        running = frozenset(run.id for run in active if run.started)
+        full = len(running) >= self._max_scripts
+        lines = tuple(
             Pending(LineRef(run.id, line.number), line.action.source, line.action.dest.host)
-            for run in self.active()
+            for run in active
             for line in run.remaining()
             if isinstance(line.action, Clone | Link) and isinstance(line.action.source, Location)
-        ]
+        )
+        return Lookahead(
+            lines, running, frozenset(run.id for run in active if not run.started) if full else frozenset()
+        )
 
     def close(self) -> None:
         with self._runs_lock:

@@ -11,6 +11,7 @@ every script it runs) is asked by such a CLONE before it fetches:
 - Otherwise it joins the source's forming gathering (or forms it). The gathering starts when every CLONE expected
   has come, or GATHER_WAIT after it formed (a run may be held behind a host's slot or MAX_SCRIPTS): one fan-out
   (warm_chained) fills the caches of every host gathered, and each CLONE goes on through its host's cache, a hit.
+  A run waiting for a script slot that only CLONEs waiting to gather would free is not expected: it cannot come.
 - A CLONE that comes once its gathering has started goes its own way, or forms the next one.
 - A host whose part of the fan-out failed fetches from the head itself (its CLONE's log says so): nothing is lost.
 
@@ -50,6 +51,17 @@ class Pending:
     origin: LineRef
     source: Location | Url
     host: str  # its destination's
+
+
+@dataclass(frozen=True)
+class Lookahead:
+    """What the executor's active runs have still to run: their unfinished CLONE lines; the runs holding a script
+    slot (`running`); and, when every slot is taken, the runs waiting for one (`queued`), which start only once a
+    running one ends."""
+
+    lines: tuple[Pending, ...]
+    running: frozenset[str] = frozenset()
+    queued: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -109,19 +121,19 @@ class _Gathering:
 
 
 class Gatherer:
-    """The coordinator of one executor's CLONEs: see the module's docstring. `pending()` lists the unfinished
-    CLONE lines of the executor's active runs; `events` hears the fan-outs' own events (the Transfers screen shows
+    """The coordinator of one executor's CLONEs: see the module's docstring. `lookahead()` says what the executor's
+    active runs have still to run; `events` hears the fan-outs' own events (the Transfers screen shows
     a fan-out as one run with a row per host); `wait` is GATHER_WAIT."""
 
     def __init__(
         self,
         transfers: Transfers,
-        pending: Callable[[], list[Pending]],
+        lookahead: Callable[[], Lookahead],
         events: Callable[[Any], None] | None = None,
         wait: float = GATHER_WAIT,
     ) -> None:
         self.transfers = transfers
-        self._pending = pending
+        self._lookahead = lookahead
         self._events = events
         self._wait = wait
         self._lock = threading.Condition()
@@ -138,15 +150,18 @@ class Gatherer:
 
     def expected(self, key: GatherKey, hosts: set[str], runs: set[str]) -> set[str]:
         """The hosts still to come to a gathering of `key` that has `hosts`: those of the CLONEs of active runs
-        other than `runs` (a member's own run asks nothing more while it waits) that have not gone their own way."""
-        pending = self._pending()
+        other than `runs` (a member's own run asks nothing more while it waits) that have not gone their own way,
+        nor wait for a script slot that only a CLONE waiting in a gathering would free (they cannot come in time)."""
+        ahead = self._lookahead()
         with self._lock:
-            self._asked &= {p.origin for p in pending}  # a finished run's lines are forgotten
+            self._asked &= {p.origin for p in ahead.lines}  # a finished run's lines are forgotten
             asked = set(self._asked)
+            waiting = {m.origin.run for g in self._forming.values() for m in g.live() if m.origin} | runs
+        stuck = ahead.queued if ahead.running <= waiting else frozenset()
         return {
             p.host
-            for p in pending
-            if p.origin.run not in runs
+            for p in ahead.lines
+            if p.origin.run not in runs | stuck
             and p.origin not in asked
             and p.host not in hosts
             and self.key(p.source, p.host) == key
