@@ -79,7 +79,15 @@ class HeadnodeScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.ready = True
+        self.call_after_refresh(self._styled_once)
         self.refresh_view()
+
+    def _styled_once(self) -> None:
+        # Textual counts a mode's screen as styled only when it was mounted as the CSS was refreshed, which its
+        # first visit's refresh is not: its second visit re-parsed the whole stylesheet (~50 ms of the key press
+        # beside 100 transfers). Refreshed once mounted, while its first visit is still being drawn.
+        if self.app.screen is self:
+            self.app.refresh_css(animate=False)
 
     def on_screen_resume(self) -> None:
         # A mode's screen is resumed before its widgets exist the first time; on_mount reads it then.
