@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
 
@@ -76,6 +77,14 @@ class HeadnodeScreen(Screen[None]):
         return None
 
     ready = False  # widgets composed: reload() may run
+
+    def post_message(self, message: Message) -> bool:
+        if isinstance(message, events.ScreenResume):
+            # Textual restyles every node of a screen it resumes (a third of a key press beside 100 transfers).
+            # Nothing changes a suspended screen's styles here: its widgets restyle themselves as they change, and
+            # a change of theme or CSS has the App refresh every screen's styles when it is next shown.
+            message.refresh_styles = False
+        return super().post_message(message)
 
     def on_mount(self) -> None:
         self.ready = True

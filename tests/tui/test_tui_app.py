@@ -260,3 +260,28 @@ async def test_a_screen_visited_again_does_not_parse_the_stylesheet_again(home, 
             await pilot.press(key)
             await pilot.pause()
         assert refreshed == []
+
+
+async def test_a_screen_shown_again_is_not_restyled_whole_but_follows_a_theme_change(home, monkeypatch) -> None:
+    """Textual restyled every node of a screen it resumed: a third of a key press's work beside 100 transfers."""
+    app = HeadnodeApp(home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        transfers = app.screen
+        assert isinstance(transfers, TransfersScreen)
+        await pilot.press("1")
+        await pilot.pause()
+        restyled: list[object] = []
+        real = transfers.update_node_styles
+        monkeypatch.setattr(transfers, "update_node_styles", lambda animate=True: restyled.append(1) or real(animate))
+        await pilot.press("3")
+        await pilot.pause()
+        assert restyled == []
+        dark = transfers.styles.background
+        await pilot.press("1")
+        app.theme = "textual-light"
+        await pilot.pause()
+        await pilot.press("3")
+        await pilot.pause()
+        assert transfers.styles.background != dark
