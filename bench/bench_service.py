@@ -196,6 +196,7 @@ def main() -> None:
                     rows.append((f"key press, {transfers} transfers {where}, p95 of {len(samples)}", p95, goal))
                     rows.append((f"key press, {transfers} transfers {where}, worst", samples[-1], ""))
             home = make_home(Path(tmp) / "cli", 1)
+            os.sync()  # the copies' gigabytes written back first: each lease's fsync would wait behind them
             headnode = [sys.executable, "-c", "from tui.main import main; main()"]
             lease = [*headnode, "vnet", "lease", "default"]
             listing = [*headnode, "vm", "list"]
