@@ -16,9 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.defaults import sample_templates
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.installed import run_as_installed  # noqa: E402
+from engine.defaults import sample_templates  # noqa: E402
+
 HEADNODE = str(Path(sys.executable).parent / "headnode")
 GOLDEN = ROOT / "tests" / "engine" / "golden"
 
@@ -67,4 +70,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    run_as_installed()
     main()

@@ -25,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.installed import run_as_installed  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.defaults import sample_templates  # noqa: E402
 from engine.home import Home  # noqa: E402
@@ -255,5 +256,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    run_as_installed()
     os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
     main()

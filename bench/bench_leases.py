@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from tinydb import TinyDB  # noqa: E402
 
+from bench.installed import run_as_installed  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.networks.addresses import format_ipv4, ip_to_mac  # noqa: E402
 from engine.networks.manager import Networks  # noqa: E402
@@ -245,4 +246,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    run_as_installed()
     main()

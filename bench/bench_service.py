@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_console import switch_screens  # noqa: E402
+from bench.installed import run_as_installed  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.language.script import Clone, Location, Script, Url  # noqa: E402
@@ -236,5 +237,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    run_as_installed()
     os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
     main()
