@@ -241,18 +241,20 @@ def main() -> None:
             (f"DataTable of {CLASS_B} leases (baseline)", asyncio.run(datatable_leases(big)), ""),
         ]
         idle, busy, running = asyncio.run(key_latency(copy_home(Path(tmp) / "keys")))
-        if not busy:
-            raise SystemExit("the copies ended before a key was pressed (a warm page cache): run it again")
-        busy.sort()
-        rows += [
-            ("key press, no transfers (baseline), median", statistics.median(idle), ""),
-            (f"key press, {min(running)}-{max(running)} transfers running, median", statistics.median(busy), ""),
-            (f"key press, same, 95th percentile of {len(busy)}", busy[int(len(busy) * 0.95)], "< 0.1 s"),
-            ("key press, same, worst", busy[-1], ""),
-        ]
+        rows.append(("key press, no transfers (baseline), median", statistics.median(idle), ""))
+        if busy:
+            busy.sort()
+            rows += [
+                (f"key press, {min(running)}-{max(running)} transfers running, median", statistics.median(busy), ""),
+                (f"key press, same, 95th percentile of {len(busy)}", busy[int(len(busy) * 0.95)], "< 0.1 s"),
+                ("key press, same, worst", busy[-1], ""),
+            ]
     print(f"{'measure':<44} {'seconds':>8}  goal")
     for name, seconds, goal in rows:
         print(f"{name:<44} {seconds:>8.3f}  {goal}")
+    if not busy:  # a disk (or page cache) that copies 10 GiB in seconds
+        print("the copies ended before a key was pressed: bench/bench_service.py measures the same beside copies")
+        print("trickled from a server, whatever the disk's speed (its 'in the console's process' rows)")
 
 
 if __name__ == "__main__":
