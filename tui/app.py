@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 LOG_KEPT = 5000  # engine log lines the console keeps in memory
+SETTLE_COLLECTOR_SECONDS = 2.0  # after start-up: see tui/collector.py
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,11 @@ class HeadnodeApp(App[int]):
         self._poll_home()
         self.set_interval(self.HOME_POLL_SECONDS, self._poll_home)
         self.run_engine("make the sample image", ensure_sample_image, self.home)  # owed by a fresh home
-        self.call_after_refresh(self._settle_collector)
+        # Once the dashboard has loaded and painted (the collection takes a moment), not on the way to it.
+        self.set_timer(SETTLE_COLLECTOR_SECONDS, self._settle_collector)
 
     _collector_thresholds: tuple[int, int, int] | None = None
+    screens_mounted = 0  # the console's screens mounted so far (tui/screen.py)
 
     def _settle_collector(self) -> None:
         self._collector_thresholds = keep_collections_short()

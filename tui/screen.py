@@ -88,14 +88,16 @@ class HeadnodeScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.ready = True
-        self.call_after_refresh(self._styled_once)
+        if self.happ.screens_mounted:  # the first screen is styled with the app, as it starts
+            self.call_after_refresh(self._styled_once)
+        self.happ.screens_mounted += 1
         self.refresh_view()
 
     def _styled_once(self) -> None:
         # Textual counts a mode's screen as styled only when it was mounted as the CSS was refreshed, which its
         # first visit's refresh is not: its second visit re-parsed the whole stylesheet (~50 ms of the key press
         # beside 100 transfers). Refreshed once mounted, while its first visit is still being drawn.
-        if self.app.screen is self:
+        if self.app.screen is self and self.app.screen_stack[0] is self:
             self.app.refresh_css(animate=False)
 
     def on_screen_resume(self) -> None:
