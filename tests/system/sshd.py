@@ -33,7 +33,6 @@ PermitRootLogin yes
 Subsystem sftp internal-sftp
 MaxStartups 50
 LogLevel ERROR
-SetEnv HOME={dir}
 """
 
 
@@ -75,6 +74,17 @@ class SshHost:
         return len(pids)
 
 
+def with_home(extra: str, home: Path) -> str:
+    """`extra` with the host's own HOME set: sshd honours only its first SetEnv line, so the HOME joins any SetEnv
+    of `extra` in one."""
+    lines = extra.splitlines()
+    setenv = [f"HOME={home}"]
+    for line in [line for line in lines if line.split()[:1] == ["SetEnv"]]:
+        setenv += line.split()[1:]
+        lines.remove(line)
+    return "".join(f"{line}\n" for line in [*lines, "SetEnv " + " ".join(setenv)])
+
+
 def start_sshd(
     root: Path, name: str, authorized: Path, address: str = "127.0.0.1", netns: str | None = None, extra: str = ""
 ) -> SshHost:
@@ -89,7 +99,8 @@ def start_sshd(
     vm_dir.mkdir()
     for _ in range(5):
         port = 22 if netns else free_port()
-        config = SSHD_CONFIG.format(port=port, address=address, dir=d, authorized=authorized) + extra
+        config = SSHD_CONFIG.format(port=port, address=address, dir=d, authorized=authorized)
+        config += with_home(extra, d)
         (d / "sshd_config").write_text(config)
         log = open(d / "sshd.log", "wb")  # noqa: SIM115 - kept open for the process's lifetime
         inside = ["ip", "netns", "exec", netns] if netns else []  # it execs sshd: the pid is sshd's
