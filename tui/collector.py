@@ -1,9 +1,9 @@
 """The console's garbage collector, kept off the key-press path.
 
 With the default thresholds a full collection came every ~2 s beside 100 running transfers (Textual's render
-caches promote many short-lived objects) and took 35-100 ms, on whichever key press it fell. Frozen once the
-console has painted, what start-up built (modules, the screens' DOM) is never scanned again, and a full collection
-comes after FULL_AFTER collections of the middle generation instead of 10: minutes apart, not seconds.
+caches promote many short-lived objects) and took 35-240 ms, on whichever key press it fell. Frozen once the
+console has started and painted, what start-up built (modules, the screens' DOM) is never scanned again, and a
+full collection comes after FULL_AFTER collections of the middle generation instead of 10: minutes apart.
 """
 
 from __future__ import annotations
