@@ -552,10 +552,12 @@ def test_per_host_limit_serialises_transfers(world):
 def test_scripts_run_in_parallel_and_report_progress(world, runner):
     fe = world["fe"]
     d1, d2 = host_dir(world, "host01"), host_dir(world, "host02")
-    b = image(world["images"], size=4 << 20)
+    # Two images: CLONEs of one image to two hosts at once are gathered into a fan-out (test_fanout.py), a run of
+    # its own beside these two.
+    images = [image(world["images"], f"base-{vm}.img", size=4 << 20) for vm in (1, 2)]
     runs = [
         runner.executor.submit(parse_script(f"CLONE {fe}:{b} {h}:{d}/{vm}/images/disk.0\n"), vm)
-        for vm, h, d in ((1, "host01", d1), (2, "host02", d2))
+        for vm, h, d, b in ((1, "host01", d1, images[0]), (2, "host02", d2, images[1]))
     ]
     assert all(r.wait(60).ok for r in runs)
     progress = runner.of("action_progress")
