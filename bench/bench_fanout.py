@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_transfer import timed  # noqa: E402
+from bench.installed import HEADNODE, cpu_seconds  # noqa: E402
 from engine.events import EventBus  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.language.script import parse_script  # noqa: E402
@@ -42,15 +43,7 @@ from tests.system.netns import Lab  # noqa: E402
 from tests.system.sshd import keygen  # noqa: E402
 
 MiB = 1 << 20
-HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
 ESTIMATED = re.compile(r"fan-out to \d+ hosts took ([0-9.]+) s, (?:estimated ([0-9.]+) s|no estimate)")
-
-
-def cpu_seconds() -> float:
-    """The machine's busy CPU time so far (every process's: this benchmark's hosts share its cores)."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()[1:]
-    return sum(int(f) for f in fields[:3] + fields[5:8]) / os.sysconf("SC_CLK_TCK")
 
 
 def busy(fn, cpu: list[float]) -> float:

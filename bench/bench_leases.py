@@ -32,13 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 from tinydb import TinyDB  # noqa: E402
 
-from bench.installed import run_as_installed  # noqa: E402
+from bench.installed import HEADNODE, run_as_installed  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.networks.addresses import format_ipv4, ip_to_mac  # noqa: E402
 from engine.networks.manager import Networks  # noqa: E402
 
 B_SIZE = 65534
-HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]
 
 
 def new_home(template: str) -> Home:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_console import switch_screens  # noqa: E402
-from bench.installed import run_as_installed  # noqa: E402
+from bench.installed import HEADNODE, cpu_seconds, run_as_installed  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.language.script import Clone, Location, Script, Url  # noqa: E402
@@ -73,17 +73,11 @@ def settle(limit: float = 60) -> None:
     over a second) or `limit` seconds have passed."""
     os.sync()
 
-    def busy_and_total() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            fields = [int(f) for f in stat.readline().split()[1:]]
-        return sum(fields) - fields[3] - fields[4], sum(fields)  # all but idle and iowait
-
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        busy, total = busy_and_total()
+        before = cpu_seconds()
         time.sleep(1)
-        busy2, total2 = busy_and_total()
-        if (busy2 - busy) / max(1, total2 - total) < 0.25:
+        if cpu_seconds() - before < 0.25 * (os.cpu_count() or 1):
             return
 
 
@@ -158,9 +152,8 @@ def wall(argv: list[str], home: Home, runs: int) -> float:
 
 
 def stop_service(home: Home) -> None:
-    headnode = [sys.executable, "-c", "from tui.main import main; main()"]
     env = {**os.environ, "HEADNODE_HOME": str(home.root)}
-    subprocess.run([*headnode, "daemon", "stop", "--force"], env=env, cwd=ROOT, capture_output=True, check=False)
+    subprocess.run([*HEADNODE, "daemon", "stop", "--force"], env=env, cwd=ROOT, capture_output=True, check=False)
 
 
 def measured_apart(root: Path, url: str, transfers: int, service: bool, args: argparse.Namespace) -> list[float]:
@@ -218,13 +211,12 @@ def main() -> None:
                     rows.append((f"key press, {transfers} transfers {where}, worst", samples[-1], ""))
             home = make_home(Path(tmp) / "cli", 1)
             settle()
-            headnode = [sys.executable, "-c", "from tui.main import main; main()"]
-            lease = [*headnode, "vnet", "lease", "default"]
-            listing = [*headnode, "vm", "list"]
+            lease = [*HEADNODE, "vnet", "lease", "default"]
+            listing = [*HEADNODE, "vm", "list"]
             rows.append(("vnet lease, no service (baseline)", wall(lease, home, args.runs), ""))
             rows.append(("vm list, no service (baseline)", wall(listing, home, args.runs), ""))
             env = {**os.environ, "HEADNODE_HOME": str(home.root)}
-            subprocess.run([*headnode, "transfers"], env=env, check=True, capture_output=True)  # starts the service
+            subprocess.run([*HEADNODE, "transfers"], env=env, check=True, capture_output=True)  # starts the service
             rows.append(("vnet lease, service running", wall(lease, home, args.runs), "< 0.3 s"))
             rows.append(("vm list, service running", wall(listing, home, args.runs), "< 0.3 s"))
             stop_service(home)

@@ -13,6 +13,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+HEADNODE = [sys.executable, "-c", "from tui.main import main; main()"]  # the command, from this tree
+
+
+def cpu_seconds() -> float:
+    """The machine's busy CPU time so far, every process's (a benchmark's hosts and services share its cores)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    return sum(int(f) for f in fields[:3] + fields[5:8]) / os.sysconf("SC_CLK_TCK")
 
 
 def run_as_installed() -> None:
